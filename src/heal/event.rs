@@ -1,0 +1,46 @@
+//! What the engine reports about heals: the session turns these into log lines and counters.
+
+/// The `outcome` label of `pgheal_heal_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Re-prepared and replayed; the rows keep their shape.
+    Healed,
+    /// Re-prepared and replayed; rows and descriptions are projected onto the contract.
+    Projected,
+    /// The contract could not be kept (or the statement could not be re-prepared): the client
+    /// received PostgreSQL's own answer.
+    Refused,
+    /// The error happened inside a transaction block that began in an earlier batch.
+    ForwardedInTransaction,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Healed => "healed",
+            Outcome::Projected => "projected",
+            Outcome::Refused => "refused",
+            Outcome::ForwardedInTransaction => "forwarded_in_transaction",
+        }
+    }
+}
+
+/// One heal, refusal or forwarded error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealEvent {
+    pub outcome: Outcome,
+    pub statement: String,
+    /// The SQL text, cut to 200 characters.
+    pub sql: String,
+    /// What changed, in words ("3 columns → 4, projected", "column \"b\" is gone", ...).
+    pub detail: String,
+}
+
+/// Cut SQL to at most 200 characters for logs.
+pub fn truncate_sql(sql: &str) -> String {
+    const MAX: usize = 200;
+    match sql.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &sql[..i]),
+        None => sql.to_owned(),
+    }
+}

@@ -1,0 +1,20 @@
+//! What one step of the engine wants written, to each side, and reported.
+
+use bytes::Bytes;
+
+use super::HealEvent;
+
+/// Buffers reused across steps: clearing keeps the capacity, so steady-state forwarding does not
+/// allocate.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub to_server: Vec<Bytes>,
+    pub to_client: Vec<Bytes>,
+    pub events: Vec<HealEvent>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.to_server.is_empty() && self.to_client.is_empty() && self.events.is_empty()
+    }
+}

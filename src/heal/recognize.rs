@@ -1,0 +1,46 @@
+//! Recognising "cached plan must not change result type".
+//!
+//! The message text is translated under `lc_messages`; the routine field is not. So the error is
+//! recognised by SQLSTATE `0A000` plus routine `RevalidateCachedQuery` (older servers:
+//! `RevalidateCachedPlan`), with the English text as a fallback when the routine is absent.
+//! `0A000` alone is the generic "feature not supported" and never triggers a heal.
+
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::sqlstate;
+
+pub const CACHED_PLAN_MESSAGE: &str = "cached plan must not change result type";
+
+pub fn is_cached_plan_error(e: &ErrorFields<'_>) -> bool {
+    if e.code() != Some(sqlstate::FEATURE_NOT_SUPPORTED) {
+        return false;
+    }
+    match e.routine() {
+        Some(r) => r.starts_with("RevalidateCachedQuery") || r.starts_with("RevalidateCachedPlan"),
+        None => e.message() == Some(CACHED_PLAN_MESSAGE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode;
+
+    fn fields(body: &[(u8, &str)]) -> bool {
+        let f = encode::error_fields(b'E', body);
+        is_cached_plan_error(&ErrorFields::decode(&f).unwrap())
+    }
+
+    #[test]
+    fn recognises_by_code_and_routine() {
+        assert!(fields(&[(b'C', "0A000"), (b'M', "x"), (b'R', "RevalidateCachedQuery")]));
+        assert!(fields(&[(b'C', "0A000"), (b'R', "RevalidateCachedPlan")]));
+        assert!(fields(&[(b'C', "0A000"), (b'M', CACHED_PLAN_MESSAGE)]));
+    }
+
+    #[test]
+    fn other_feature_not_supported_errors_pass() {
+        assert!(!fields(&[(b'C', "0A000"), (b'M', "cannot do that"), (b'R', "transformX")]));
+        assert!(!fields(&[(b'C', "0A000"), (b'M', "translated text")]));
+        assert!(!fields(&[(b'C', "42P01"), (b'R', "RevalidateCachedQuery")]));
+    }
+}

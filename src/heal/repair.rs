@@ -1,0 +1,326 @@
+//! The repair sequence after a healable cached-plan error.
+//!
+//! ```text
+//! Relaying ──error──▶ Draining ──Z(I)──────────────▶ Probing ──Z──▶ Repreparing ──Z──▶ replay ▶ Relaying
+//!                        └──Z(E/T)──▶ RollingBack ──Z──┘  └─(contract broken)──▶ replay without heal
+//! ```
+//! * **Draining** swallows the error and everything up to ReadyForQuery (sending a Sync when
+//!   the client's segment ended with Flush).
+//! * **RollingBack** ends a transaction block the batch itself opened.
+//! * **Probing** prepares the statement's text under a scratch name, describes and closes it, to
+//!   learn the new shape without touching the client's statement.
+//! * **Repreparing** replaces the client's statement (Close + Parse + Describe).
+//! * The window is then replayed. When the contract cannot be kept, it is replayed with healing
+//!   off, so the client receives PostgreSQL's own error with all fields intact.
+
+use crate::protocol::backend::{self, decode_row_description, Field, TxStatus};
+use crate::protocol::frontend::Target;
+use crate::protocol::{encode, Frame};
+use crate::statements::sql_prepare::quote_ident;
+use crate::statements::{ProjectionError, StmtId};
+
+use super::event::{truncate_sql, HealEvent, Outcome};
+use super::outbox::Outbox;
+use super::pending::Pending;
+use super::relay::{Relay, RelayError};
+
+/// The scratch statement name used to learn a statement's new shape.
+pub const PROBE_NAME: &str = "pgheal_probe";
+
+/// What is being healed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealTarget {
+    /// A protocol-level named statement.
+    Statement(StmtId),
+    /// SQL-level prepared statements (name, PREPARE text) run by a simple query.
+    Sql(Vec<(String, String)>),
+}
+
+/// The relay's state machine. Data for each step lives in its variant.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    Relaying,
+    Draining(Heal),
+    RollingBack(Heal),
+    Probing { heal: Heal, shape: Option<Vec<Field>>, failed: bool },
+    Repreparing { heal: Heal, shape: Option<Vec<Field>>, failed: bool },
+}
+
+/// One heal in progress.
+#[derive(Debug, Clone)]
+pub struct Heal {
+    pub target: HealTarget,
+    /// The original error, kept for the log.
+    pub error: Frame,
+    /// Set when the repair learned the contract cannot be kept: replay without healing.
+    pub refusal: Option<String>,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+impl Relay {
+    pub(crate) fn start_heal(&mut self, target: HealTarget, error: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+        // Held output belongs to messages the server rolled back: the replay reproduces it.
+        self.window.held.clear();
+        self.window.held_bytes = 0;
+        let sync_pending = self.pending.iter().any(Pending::is_sync_point);
+        self.pending.clear();
+        self.risky_in_flight = 0;
+        if !sync_pending {
+            out.to_server.push(encode::sync().bytes);
+        }
+        self.phase = Phase::Draining(Heal {
+            target,
+            error,
+            refusal: None,
+            outcome: Outcome::Healed,
+            detail: String::new(),
+        });
+        Ok(())
+    }
+
+    /// A server message while repairing: everything is pgheal's own and swallowed.
+    pub(crate) fn repair_step(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Relaying);
+        self.phase = match phase {
+            Phase::Relaying => Phase::Relaying,
+            Phase::Draining(heal) => match ready_status(&frame)? {
+                None => Phase::Draining(heal),
+                Some(TxStatus::Idle) => self.begin_probe(heal, out),
+                Some(_) => {
+                    out.to_server.push(encode::query("ROLLBACK").bytes);
+                    Phase::RollingBack(heal)
+                }
+            },
+            Phase::RollingBack(heal) => match ready_status(&frame)? {
+                None => Phase::RollingBack(heal),
+                Some(_) => self.begin_probe(heal, out),
+            },
+            Phase::Probing {
+                heal,
+                mut shape,
+                mut failed,
+            } => {
+                observe_shape(&frame, &mut shape, &mut failed)?;
+                match ready_status(&frame)? {
+                    None => Phase::Probing {
+                        heal,
+                        shape,
+                        failed,
+                    },
+                    Some(_) => self.decide(heal, shape, failed, out)?,
+                }
+            }
+            Phase::Repreparing {
+                heal,
+                mut shape,
+                mut failed,
+            } => {
+                observe_shape(&frame, &mut shape, &mut failed)?;
+                match ready_status(&frame)? {
+                    None => Phase::Repreparing {
+                        heal,
+                        shape,
+                        failed,
+                    },
+                    Some(_) => {
+                        let heal = self.finish_reprepare(heal, shape, failed);
+                        self.replay(heal, out)?;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        Ok(())
+    }
+
+    fn begin_probe(&mut self, heal: Heal, out: &mut Outbox) -> Phase {
+        match &heal.target {
+            HealTarget::Statement(id) => {
+                let Some(s) = self.stmts.get(*id) else {
+                    return self.refuse_phase(heal, "the statement is no longer known".into(), out);
+                };
+                out.to_server.push(encode::parse(PROBE_NAME, &s.sql, &s.param_types).bytes);
+                out.to_server.push(encode::describe(Target::Statement(PROBE_NAME)).bytes);
+                out.to_server.push(encode::close(Target::Statement(PROBE_NAME)).bytes);
+                out.to_server.push(encode::sync().bytes);
+                Phase::Probing {
+                    heal,
+                    shape: None,
+                    failed: false,
+                }
+            }
+            HealTarget::Sql(names) => {
+                // The simple protocol describes every result: no contract to keep.
+                let mut sql = String::new();
+                for (name, text) in names {
+                    sql.push_str(&format!("DEALLOCATE {}; {};", quote_ident(name), text));
+                }
+                out.to_server.push(encode::query(&sql).bytes);
+                Phase::Repreparing {
+                    heal,
+                    shape: None,
+                    failed: false,
+                }
+            }
+        }
+    }
+
+    /// After the probe: re-prepare when the contract can be kept, else refuse.
+    fn decide(&mut self, mut heal: Heal, shape: Option<Vec<Field>>, failed: bool, out: &mut Outbox) -> Result<Phase, RelayError> {
+        let HealTarget::Statement(id) = heal.target.clone() else {
+            return Ok(Phase::Relaying);
+        };
+        let (Some(shape), false) = (shape, failed) else {
+            return Ok(self.refuse_phase(heal, "the statement no longer prepares".into(), out));
+        };
+        let Some(s) = self.stmts.get(id) else {
+            return Ok(self.refuse_phase(heal, "the statement is no longer known".into(), out));
+        };
+        let old_width = s.contract.as_ref().map_or(0, |c| c.len());
+        let contract = s.contract.clone().unwrap_or_else(|| shape.clone().into());
+        match crate::statements::Projection::compute(&contract, &shape) {
+            Ok(p) => {
+                heal.outcome = if p.is_identity() { Outcome::Healed } else { Outcome::Projected };
+                heal.detail = format!("{} columns → {}{}", old_width, shape.len(), if p.is_identity() { "" } else { ", projected onto the contract" });
+            }
+            Err(e) if self.window_describes(id) => {
+                heal.outcome = Outcome::Healed;
+                heal.detail = format!("{e}; the client describes the statement in this batch and reads the new shape");
+                self.stmts.adopt_shape(id, shape.clone());
+            }
+            Err(e) => return Ok(self.refuse_phase(heal, refusal_text(&e), out)),
+        }
+        let (name, sql, types) = match self.stmts.get(id) {
+            Some(s) => (s.name.clone(), s.sql.clone(), s.param_types.clone()),
+            None => return Ok(Phase::Relaying),
+        };
+        out.to_server.push(encode::close(Target::Statement(&name)).bytes);
+        out.to_server.push(encode::parse(&name, &sql, &types).bytes);
+        out.to_server.push(encode::describe(Target::Statement(&name)).bytes);
+        out.to_server.push(encode::sync().bytes);
+        Ok(Phase::Repreparing {
+            heal,
+            shape: None,
+            failed: false,
+        })
+    }
+
+    fn finish_reprepare(&mut self, mut heal: Heal, shape: Option<Vec<Field>>, failed: bool) -> Heal {
+        if failed {
+            heal.refusal = Some("the statement could not be re-prepared".into());
+            return heal;
+        }
+        if let (HealTarget::Statement(id), Some(shape)) = (&heal.target, shape) {
+            if let Err(e) = self.stmts.reshaped(*id, shape) {
+                heal.refusal = Some(refusal_text(&e));
+            }
+        }
+        heal
+    }
+
+    /// Refuse: replay the window with healing off, so PostgreSQL's own answer reaches the client.
+    fn refuse_phase(&mut self, mut heal: Heal, why: String, out: &mut Outbox) -> Phase {
+        heal.refusal = Some(why);
+        match self.replay(heal, out) {
+            Ok(()) => std::mem::replace(&mut self.phase, Phase::Relaying),
+            Err(_) => Phase::Relaying,
+        }
+    }
+
+    /// Replay the whole window, suppressing the responses the client already has.
+    fn replay(&mut self, heal: Heal, out: &mut Outbox) -> Result<(), RelayError> {
+        self.phase = Phase::Relaying;
+        self.window.heals += 1;
+        let (outcome, detail) = match &heal.refusal {
+            Some(why) => {
+                self.window.no_heal = true;
+                (Outcome::Refused, why.clone())
+            }
+            None => (heal.outcome, heal.detail.clone()),
+        };
+        let (statement, sql) = match &heal.target {
+            HealTarget::Statement(id) => self
+                .stmts
+                .get(*id)
+                .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
+                .unwrap_or_default(),
+            HealTarget::Sql(names) => (
+                names.iter().map(|n| n.0.as_str()).collect::<Vec<_>>().join(","),
+                truncate_sql(&names.iter().map(|n| n.1.as_str()).collect::<Vec<_>>().join("; ")),
+            ),
+        };
+        out.events.push(HealEvent {
+            outcome,
+            statement,
+            sql,
+            detail,
+        });
+        let entries: Vec<(Frame, u32)> = self
+            .window
+            .entries
+            .iter()
+            .map(|e| (e.frame.clone(), e.forwarded))
+            .collect();
+        self.window.sync_sent = false;
+        for (i, (frame, forwarded)) in entries.into_iter().enumerate() {
+            self.client_message(frame, Some((i as u32, forwarded)), out)?;
+        }
+        self.drain_deferred(out)
+    }
+
+    /// Whether the client describes statement `id` (directly or through a portal) in this window.
+    fn window_describes(&self, id: StmtId) -> bool {
+        let Some(name) = self.stmts.get(id).map(|s| s.name.as_str()) else {
+            return false;
+        };
+        let mut portals: Vec<&str> = Vec::new();
+        for e in &self.window.entries {
+            match e.frame.tag {
+                b'B' => {
+                    if let Ok(b) = crate::protocol::frontend::Bind::decode(&e.frame) {
+                        if b.statement == name {
+                            portals.push(b.portal);
+                        }
+                    }
+                }
+                b'D' => match crate::protocol::frontend::decode_describe(&e.frame) {
+                    Ok(Target::Statement(n)) if n == name => return true,
+                    Ok(Target::Portal(p)) if portals.contains(&p) => return true,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+fn refusal_text(e: &ProjectionError) -> String {
+    format!("contract cannot be kept: {e}")
+}
+
+fn ready_status(frame: &Frame) -> Result<Option<TxStatus>, RelayError> {
+    if frame.tag != backend::READY_FOR_QUERY {
+        return Ok(None);
+    }
+    backend::decode_ready_for_query(frame)
+        .map(Some)
+        .map_err(RelayError::Server)
+}
+
+fn observe_shape(frame: &Frame, shape: &mut Option<Vec<Field>>, failed: &mut bool) -> Result<(), RelayError> {
+    match frame.tag {
+        backend::ROW_DESCRIPTION => {
+            *shape = Some(decode_row_description(frame).map_err(RelayError::Server)?);
+        }
+        backend::NO_DATA => *shape = Some(Vec::new()),
+        backend::ERROR_RESPONSE => *failed = true,
+        _ => {}
+    }
+    Ok(())
+}
+
+
+
+

@@ -1,0 +1,126 @@
+//! The replay window: every frontend message since the last ReadyForQuery, and what of it the
+//! client has already been told.
+
+use bytes::Bytes;
+
+use crate::protocol::backend::TxStatus;
+use crate::protocol::Frame;
+
+/// One client message of the window and how many of its responses reached the client.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub frame: Frame,
+    pub forwarded: u32,
+}
+
+/// Output held back while an unconfirmed risky message is in flight.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub idx: Option<u32>,
+    pub tag: u8,
+    /// Only the first part of a projected DataRow counts as a response.
+    pub counts: bool,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Window {
+    pub entries: Vec<Entry>,
+    pub bytes: usize,
+    /// Transaction status before the window's first message.
+    pub start: TxStatus,
+    /// Something that cannot be replayed was forwarded (rows, command tags, COPY), or the
+    /// window outgrew its bound: a cached-plan error in this window is not healed.
+    pub irrevocable: bool,
+    /// The hold-back bound was exceeded: output flows unheld for the rest of the window.
+    pub overflowed: bool,
+    /// The window ended with Sync/Query: later client messages belong to the next window.
+    pub sync_sent: bool,
+    /// Replays done in this window (bounded, so a statement that keeps failing cannot loop).
+    pub heals: u8,
+    /// This window is being replayed without healing (refusal): errors pass through.
+    pub no_heal: bool,
+    pub held: Vec<Held>,
+    pub held_bytes: usize,
+}
+
+impl Window {
+    pub fn new() -> Self {
+        Window {
+            entries: Vec::new(),
+            bytes: 0,
+            start: TxStatus::Idle,
+            irrevocable: false,
+            overflowed: false,
+            sync_sent: false,
+            heals: 0,
+            no_heal: false,
+            held: Vec::new(),
+            held_bytes: 0,
+        }
+    }
+
+    /// Start a new window after ReadyForQuery with `status`. Keeps allocations.
+    pub fn reset(&mut self, status: TxStatus) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.start = status;
+        self.irrevocable = false;
+        self.overflowed = false;
+        self.sync_sent = false;
+        self.heals = 0;
+        self.no_heal = false;
+        self.held.clear();
+        self.held_bytes = 0;
+    }
+
+    /// Keep a client message for replay; `None` when the window no longer keeps messages.
+    pub fn push(&mut self, frame: &Frame, max_bytes: usize) -> Option<u32> {
+        if self.irrevocable || self.start != TxStatus::Idle {
+            return None;
+        }
+        self.bytes += frame.len();
+        if self.bytes > max_bytes {
+            self.make_irrevocable();
+            return None;
+        }
+        self.entries.push(Entry {
+            frame: frame.clone(),
+            forwarded: 0,
+        });
+        Some((self.entries.len() - 1) as u32)
+    }
+
+    pub fn make_irrevocable(&mut self) {
+        self.irrevocable = true;
+        self.entries.clear();
+    }
+
+    /// Whether a cached-plan error in this window may be healed by a replay.
+    pub fn replayable(&self, max_heals: u8) -> bool {
+        self.start == TxStatus::Idle && !self.irrevocable && !self.no_heal && self.heals < max_heals
+    }
+
+    /// A response of message `idx` with tag `tag` reached the client.
+    pub fn forwarded(&mut self, idx: Option<u32>, tag: u8) {
+        if let Some(e) = idx.and_then(|i| self.entries.get_mut(i as usize)) {
+            e.forwarded += 1;
+        }
+        if !replay_safe(tag) {
+            self.make_irrevocable();
+        }
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Responses that a replay reproduces identically, so the client may already have them:
+/// ParseComplete, BindComplete, CloseComplete, ParameterDescription, RowDescription, NoData.
+/// Anything else (rows, command tags, COPY) makes the window irrevocable.
+fn replay_safe(tag: u8) -> bool {
+    matches!(tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n')
+}
