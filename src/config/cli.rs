@@ -1,0 +1,85 @@
+//! The command line. Each setting flag has a `PGHEAL_*` environment variable; clap resolves
+//! flag over environment, and [`super::validate`] puts both over the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgheal",
+    version,
+    about = "PostgreSQL proxy and pooler that heals 'cached plan must not change result type'"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a throwaway PostgreSQL, break a prepared statement with a migration, and show it
+    /// failing directly and healed through pgheal.
+    Demo,
+}
+
+/// Settings for running the proxy. Every flag overrides the file.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "PGHEAL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on, e.g. 127.0.0.1:6432.
+    #[arg(long, env = "PGHEAL_LISTEN")]
+    pub listen: Option<String>,
+    /// One upstream database: postgres://user:password@host:port/dbname.
+    #[arg(long, env = "PGHEAL_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// session or transaction.
+    #[arg(long, env = "PGHEAL_POOL_MODE")]
+    pub pool_mode: Option<String>,
+    /// Server connections per (database, user).
+    #[arg(long, env = "PGHEAL_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Server connections kept open even when idle.
+    #[arg(long, env = "PGHEAL_MIN_POOL_SIZE")]
+    pub min_pool_size: Option<usize>,
+    /// Client connections accepted at once.
+    #[arg(long, env = "PGHEAL_MAX_CLIENT_CONN")]
+    pub max_client_conn: Option<usize>,
+    /// scram-sha-256, md5, plain or trust.
+    #[arg(long, env = "PGHEAL_AUTH_TYPE")]
+    pub auth_type: Option<String>,
+    /// PgBouncer-style userlist.txt.
+    #[arg(long, env = "PGHEAL_AUTH_FILE")]
+    pub auth_file: Option<String>,
+    /// Seconds a client waits for a server connection.
+    #[arg(long, env = "PGHEAL_QUERY_WAIT_TIMEOUT")]
+    pub query_wait_timeout: Option<f64>,
+    /// Seconds after which a server connection is closed when it is next idle (0 = never).
+    #[arg(long, env = "PGHEAL_SERVER_LIFETIME")]
+    pub server_lifetime: Option<f64>,
+    /// Seconds an idle server connection is kept (0 = forever).
+    #[arg(long, env = "PGHEAL_SERVER_IDLE_TIMEOUT")]
+    pub server_idle_timeout: Option<f64>,
+    /// Query run when a server connection goes back to the pool (default DISCARD ALL).
+    #[arg(long, env = "PGHEAL_SERVER_RESET_QUERY")]
+    pub server_reset_query: Option<String>,
+    /// Seconds to let sessions finish after SIGTERM.
+    #[arg(long, env = "PGHEAL_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<f64>,
+    /// human or json.
+    #[arg(long, env = "PGHEAL_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Address of the Prometheus endpoint (/metrics), e.g. 127.0.0.1:9187.
+    #[arg(long, env = "PGHEAL_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Largest message accepted from a client or server, in bytes.
+    #[arg(long, env = "PGHEAL_MAX_MESSAGE_LEN")]
+    pub max_message_len: Option<usize>,
+    /// Turn healing off (a plain pooler).
+    #[arg(long, env = "PGHEAL_NO_HEAL")]
+    pub no_heal: bool,
+}

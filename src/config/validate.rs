@@ -1,0 +1,241 @@
+//! File + flags → a validated [`Config`]. Every check names the key it is about.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::{parse_userlist, AuthMethod, Secret};
+use crate::heal::RelayConfig;
+
+use super::cli::RunArgs;
+use super::file::{FileConfig, FileDatabase};
+use super::upstream::Upstream;
+use super::{Config, ConfigError, Database, LogFormat, PoolMode};
+
+/// Read the file named by `args.config` (if any) and overlay the flags.
+pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+            toml::from_str::<FileConfig>(&text).map_err(|e| {
+                let key = e.span().map(|s| text.get(s).unwrap_or("").to_owned()).unwrap_or_default();
+                ConfigError::new(
+                    if key.is_empty() { "config".to_owned() } else { key },
+                    e.message().to_owned(),
+                )
+            })?
+        }
+        None => FileConfig::default(),
+    };
+    build(file, args)
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(key: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value))
+        .map_err(|_| ConfigError::new(key, format!("expected {expected}, got {value:?}")))
+}
+
+fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(ConfigError::new(key, "must be a number of seconds ≥ 0"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse()
+        .map_err(|_| ConfigError::new(key, format!("expected host:port with an IP address, got {v:?}")))
+}
+
+/// Merge and validate.
+pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
+    let g = file.pgheal;
+    let listen = addr("listen", args.listen.as_deref().or(g.listen.as_deref()).unwrap_or("127.0.0.1:6432"))?;
+    let pool_mode = match args.pool_mode.as_deref() {
+        Some(m) => parse_enum("pool_mode", m, "session or transaction")?,
+        None => g.pool_mode.unwrap_or(PoolMode::Session),
+    };
+    let pool_size = args.pool_size.or(g.pool_size).unwrap_or(20);
+    if pool_size == 0 {
+        return Err(ConfigError::new("pool_size", "must be at least 1"));
+    }
+    let min_pool_size = args.min_pool_size.or(g.min_pool_size).unwrap_or(0);
+    if min_pool_size > pool_size {
+        return Err(ConfigError::new("min_pool_size", "must not exceed pool_size"));
+    }
+    let auth_type = match args.auth_type.as_deref() {
+        Some(a) => parse_enum("auth_type", a, "scram-sha-256, md5, plain or trust")?,
+        None => g.auth_type.unwrap_or(AuthMethod::ScramSha256),
+    };
+    let log_format = match args.log_format.as_deref() {
+        Some(f) => parse_enum("log_format", f, "human or json")?,
+        None => g.log_format.unwrap_or(LogFormat::Human),
+    };
+    let metrics_listen = args
+        .metrics_listen
+        .as_deref()
+        .or(g.metrics_listen.as_deref())
+        .map(|a| addr("metrics_listen", a))
+        .transpose()?;
+    let max_message_len = args.max_message_len.or(g.max_message_len).unwrap_or(256 << 20);
+    if max_message_len < 1024 {
+        return Err(ConfigError::new("max_message_len", "must be at least 1024 bytes"));
+    }
+
+    // Databases: [databases.*] plus the --upstream shortcut.
+    let mut databases = BTreeMap::new();
+    let mut users: BTreeMap<String, Secret> = BTreeMap::new();
+    let db_from = |name: &str, d: &FileDatabase| -> Result<Database, ConfigError> {
+        let key = |k: &str| format!("databases.{name}.{k}");
+        let from_url = d.url.as_deref().map(|u| Upstream::parse(&key("url"), u)).transpose()?;
+        let pool_size = d.pool_size.unwrap_or(pool_size);
+        if pool_size == 0 {
+            return Err(ConfigError::new(key("pool_size"), "must be at least 1"));
+        }
+        Ok(Database {
+            name: name.to_owned(),
+            host: d.host.clone().or(from_url.as_ref().map(|u| u.host.clone())).unwrap_or_else(|| "127.0.0.1".into()),
+            port: d.port.or(from_url.as_ref().map(|u| u.port)).unwrap_or(5432),
+            dbname: d.dbname.clone().or(from_url.as_ref().map(|u| u.dbname.clone())).unwrap_or_else(|| name.to_owned()),
+            user: d.user.clone().or(from_url.as_ref().map(|u| u.user.clone())),
+            password: d.password.clone().or(from_url.and_then(|u| u.password)),
+            pool_size,
+            min_pool_size: d.min_pool_size.unwrap_or(min_pool_size).min(pool_size),
+            pool_mode: d.pool_mode.unwrap_or(pool_mode),
+        })
+    };
+    for (name, d) in &file.databases {
+        databases.insert(name.clone(), db_from(name, d)?);
+    }
+    if let Some(u) = args.upstream.as_deref().or(g.upstream.as_deref()) {
+        let up = Upstream::parse("upstream", u)?;
+        let password = up.password.clone();
+        let db = Database {
+            name: up.dbname.clone(),
+            host: up.host.clone(),
+            port: up.port,
+            dbname: up.dbname.clone(),
+            user: Some(up.user.clone()),
+            password: password.clone(),
+            pool_size,
+            min_pool_size,
+            pool_mode,
+        };
+        databases.insert(up.dbname.clone(), db);
+        // With no users configured, clients log in with the upstream's credentials.
+        if file.users.is_empty() && args.auth_file.is_none() && g.auth_file.is_none() {
+            if let Some(p) = password {
+                users.insert(up.user.clone(), Secret::Plain(p));
+            }
+        }
+    }
+    if databases.is_empty() {
+        return Err(ConfigError::new(
+            "databases",
+            "no database configured: give --upstream postgres://user:password@host:port/db or a [databases] section",
+        ));
+    }
+    for (name, secret) in &file.users {
+        let s = Secret::parse(secret).map_err(|e| ConfigError::new(format!("users.{name}"), e.to_string()))?;
+        users.insert(name.clone(), s);
+    }
+    if let Some(path) = args.auth_file.as_deref().or(g.auth_file.as_deref()) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("auth_file", format!("cannot read {path}: {e}")))?;
+        for (name, s) in parse_userlist(&text).map_err(|e| ConfigError::new("auth_file", e.to_string()))? {
+            users.insert(name, s);
+        }
+    }
+    if auth_type != AuthMethod::Trust && users.is_empty() {
+        return Err(ConfigError::new(
+            "users",
+            format!("auth_type is {auth_type} but no users are configured ([users], auth_file, or a password in --upstream)"),
+        ));
+    }
+    let h = file.heal;
+    let heal = RelayConfig {
+        enabled: h.enabled.unwrap_or(true) && !args.no_heal,
+        holdback_bytes: h.holdback_bytes.unwrap_or(1 << 20),
+        replay_bytes: h.replay_bytes.unwrap_or(8 << 20),
+        max_heals: h.max_heals.unwrap_or(3),
+    };
+    Ok(Config {
+        listen,
+        databases,
+        users,
+        auth_type,
+        max_client_conn: args.max_client_conn.or(g.max_client_conn).unwrap_or(1000),
+        query_wait_timeout: seconds("query_wait_timeout", args.query_wait_timeout.or(g.query_wait_timeout), 120.0)?,
+        server_connect_timeout: seconds("server_connect_timeout", g.server_connect_timeout, 15.0)?,
+        server_lifetime: seconds("server_lifetime", args.server_lifetime.or(g.server_lifetime), 3600.0)?,
+        server_idle_timeout: seconds("server_idle_timeout", args.server_idle_timeout.or(g.server_idle_timeout), 600.0)?,
+        server_reset_query: args
+            .server_reset_query
+            .clone()
+            .or(g.server_reset_query)
+            .unwrap_or_else(|| "DISCARD ALL".into()),
+        server_reset_query_always: g.server_reset_query_always.unwrap_or(false),
+        max_message_len,
+        shutdown_timeout: seconds("shutdown_timeout", args.shutdown_timeout.or(g.shutdown_timeout), 30.0)?,
+        log_format,
+        metrics_listen,
+        heal,
+        source: args.config.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(upstream: &str) -> RunArgs {
+        RunArgs {
+            upstream: Some(upstream.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn upstream_shortcut_gives_a_database_and_a_user() {
+        let c = build(FileConfig::default(), &args("postgres://app:secret@127.0.0.1:5432/appdb")).unwrap();
+        let db = c.database("appdb").unwrap();
+        assert_eq!((db.host.as_str(), db.port, db.user.as_deref()), ("127.0.0.1", 5432, Some("app")));
+        assert!(matches!(c.users.get("app"), Some(Secret::Plain(p)) if p == "secret"));
+        assert_eq!(c.server_reset_query, "DISCARD ALL");
+        assert_eq!(c.auth_type, AuthMethod::ScramSha256);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig = toml::from_str(
+            "[pgheal]\npool_size = 5\npool_mode = \"transaction\"\n[databases.shop]\nhost = \"db\"\n[users]\napp = \"pw\"\n",
+        )
+        .unwrap();
+        let a = RunArgs {
+            pool_size: Some(7),
+            ..Default::default()
+        };
+        let c = build(file, &a).unwrap();
+        let db = c.database("shop").unwrap();
+        assert_eq!(db.pool_size, 7);
+        assert_eq!(db.pool_mode, PoolMode::Transaction);
+    }
+
+    #[test]
+    fn invalid_settings_name_their_key() {
+        let mut a = args("postgres://app:pw@h/d");
+        a.pool_size = Some(0);
+        assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "pool_size");
+        let mut a = args("postgres://app:pw@h/d");
+        a.pool_mode = Some("statement".into());
+        assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "pool_mode");
+        let mut a = args("postgres://app:pw@h/d");
+        a.listen = Some("localhost".into());
+        assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "listen");
+        assert_eq!(build(FileConfig::default(), &RunArgs::default()).unwrap_err().key, "databases");
+        let e = toml::from_str::<FileConfig>("[pgheal]\npool_sise = 3\n").unwrap_err();
+        assert!(e.message().contains("pool_sise"));
+    }
+}
