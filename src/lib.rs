@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod proxy;
 pub mod session;
 pub mod statements;

@@ -1,1 +1,86 @@
-fn main() {}
+//! The `pgheal` binary: parse the command line, load the configuration, run until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgheal::config::{self, cli::Cli, cli::Command, LogFormat};
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGHEAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgheal: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Demo) => runtime.block_on(async {
+            match pgheal::demo::run().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgheal demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        None => {
+            let cfg = match config::load(&cli.run) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pgheal: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs(cfg.log_format);
+            runtime.block_on(run(cfg))
+        }
+    }
+}
+
+async fn run(cfg: config::Config) -> ExitCode {
+    let handle = match pgheal::proxy::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("signal received");
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -14,7 +14,11 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
     }
 }
 
@@ -22,7 +26,8 @@ impl Upstream {
     pub fn parse(key: &str, s: &str) -> Result<Upstream, ConfigError> {
         // Never echo the URL back: it carries a password.
         let err = |reason: &str| ConfigError::new(key, reason);
-        let url = url::Url::parse(s).map_err(|_| err("not a URL (expected postgres://user:password@host:port/dbname)"))?;
+        let url = url::Url::parse(s)
+            .map_err(|_| err("not a URL (expected postgres://user:password@host:port/dbname)"))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
             return Err(err("the scheme must be postgres:// or postgresql://"));
         }
@@ -38,10 +43,17 @@ impl Upstream {
         }
         let password = url.password().map(|p| decode(&p.replace('+', "%2B")));
         let host = url.host_str().ok_or_else(|| err("the URL needs a host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let dbname = decode(url.path().trim_start_matches('/'));
         Ok(Upstream {
-            dbname: if dbname.is_empty() { user.clone() } else { dbname },
+            dbname: if dbname.is_empty() {
+                user.clone()
+            } else {
+                dbname
+            },
             user,
             password,
             host,
@@ -56,7 +68,8 @@ mod tests {
 
     #[test]
     fn parses_full_url() {
-        let u = Upstream::parse("upstream", "postgres://app:s%40cret@127.0.0.1:5433/appdb").unwrap();
+        let u =
+            Upstream::parse("upstream", "postgres://app:s%40cret@127.0.0.1:5433/appdb").unwrap();
         assert_eq!(u.user, "app");
         assert_eq!(u.password.as_deref(), Some("s@cret"));
         assert_eq!(u.host, "127.0.0.1");

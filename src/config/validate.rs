@@ -16,12 +16,20 @@ use super::{Config, ConfigError, Database, LogFormat, PoolMode};
 pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     let file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+            })?;
             toml::from_str::<FileConfig>(&text).map_err(|e| {
-                let key = e.span().map(|s| text.get(s).unwrap_or("").to_owned()).unwrap_or_default();
+                let key = e
+                    .span()
+                    .map(|s| text.get(s).unwrap_or("").to_owned())
+                    .unwrap_or_default();
                 ConfigError::new(
-                    if key.is_empty() { "config".to_owned() } else { key },
+                    if key.is_empty() {
+                        "config".to_owned()
+                    } else {
+                        key
+                    },
                     e.message().to_owned(),
                 )
             })?
@@ -31,7 +39,11 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     build(file, args)
 }
 
-fn parse_enum<T: serde::de::DeserializeOwned>(key: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+fn parse_enum<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
     T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value))
         .map_err(|_| ConfigError::new(key, format!("expected {expected}, got {value:?}")))
 }
@@ -45,14 +57,24 @@ fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigEr
 }
 
 fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.parse()
-        .map_err(|_| ConfigError::new(key, format!("expected host:port with an IP address, got {v:?}")))
+    v.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("expected host:port with an IP address, got {v:?}"),
+        )
+    })
 }
 
 /// Merge and validate.
 pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     let g = file.pgheal;
-    let listen = addr("listen", args.listen.as_deref().or(g.listen.as_deref()).unwrap_or("127.0.0.1:6432"))?;
+    let listen = addr(
+        "listen",
+        args.listen
+            .as_deref()
+            .or(g.listen.as_deref())
+            .unwrap_or("127.0.0.1:6432"),
+    )?;
     let pool_mode = match args.pool_mode.as_deref() {
         Some(m) => parse_enum("pool_mode", m, "session or transaction")?,
         None => g.pool_mode.unwrap_or(PoolMode::Session),
@@ -63,7 +85,10 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     }
     let min_pool_size = args.min_pool_size.or(g.min_pool_size).unwrap_or(0);
     if min_pool_size > pool_size {
-        return Err(ConfigError::new("min_pool_size", "must not exceed pool_size"));
+        return Err(ConfigError::new(
+            "min_pool_size",
+            "must not exceed pool_size",
+        ));
     }
     let auth_type = match args.auth_type.as_deref() {
         Some(a) => parse_enum("auth_type", a, "scram-sha-256, md5, plain or trust")?,
@@ -79,9 +104,15 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         .or(g.metrics_listen.as_deref())
         .map(|a| addr("metrics_listen", a))
         .transpose()?;
-    let max_message_len = args.max_message_len.or(g.max_message_len).unwrap_or(256 << 20);
+    let max_message_len = args
+        .max_message_len
+        .or(g.max_message_len)
+        .unwrap_or(256 << 20);
     if max_message_len < 1024 {
-        return Err(ConfigError::new("max_message_len", "must be at least 1024 bytes"));
+        return Err(ConfigError::new(
+            "max_message_len",
+            "must be at least 1024 bytes",
+        ));
     }
 
     // Databases: [databases.*] plus the --upstream shortcut.
@@ -89,16 +120,28 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     let mut users: BTreeMap<String, Secret> = BTreeMap::new();
     let db_from = |name: &str, d: &FileDatabase| -> Result<Database, ConfigError> {
         let key = |k: &str| format!("databases.{name}.{k}");
-        let from_url = d.url.as_deref().map(|u| Upstream::parse(&key("url"), u)).transpose()?;
+        let from_url = d
+            .url
+            .as_deref()
+            .map(|u| Upstream::parse(&key("url"), u))
+            .transpose()?;
         let pool_size = d.pool_size.unwrap_or(pool_size);
         if pool_size == 0 {
             return Err(ConfigError::new(key("pool_size"), "must be at least 1"));
         }
         Ok(Database {
             name: name.to_owned(),
-            host: d.host.clone().or(from_url.as_ref().map(|u| u.host.clone())).unwrap_or_else(|| "127.0.0.1".into()),
+            host: d
+                .host
+                .clone()
+                .or(from_url.as_ref().map(|u| u.host.clone()))
+                .unwrap_or_else(|| "127.0.0.1".into()),
             port: d.port.or(from_url.as_ref().map(|u| u.port)).unwrap_or(5432),
-            dbname: d.dbname.clone().or(from_url.as_ref().map(|u| u.dbname.clone())).unwrap_or_else(|| name.to_owned()),
+            dbname: d
+                .dbname
+                .clone()
+                .or(from_url.as_ref().map(|u| u.dbname.clone()))
+                .unwrap_or_else(|| name.to_owned()),
             user: d.user.clone().or(from_url.as_ref().map(|u| u.user.clone())),
             password: d.password.clone().or(from_url.and_then(|u| u.password)),
             pool_size,
@@ -138,13 +181,16 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         ));
     }
     for (name, secret) in &file.users {
-        let s = Secret::parse(secret).map_err(|e| ConfigError::new(format!("users.{name}"), e.to_string()))?;
+        let s = Secret::parse(secret)
+            .map_err(|e| ConfigError::new(format!("users.{name}"), e.to_string()))?;
         users.insert(name.clone(), s);
     }
     if let Some(path) = args.auth_file.as_deref().or(g.auth_file.as_deref()) {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("auth_file", format!("cannot read {path}: {e}")))?;
-        for (name, s) in parse_userlist(&text).map_err(|e| ConfigError::new("auth_file", e.to_string()))? {
+        for (name, s) in
+            parse_userlist(&text).map_err(|e| ConfigError::new("auth_file", e.to_string()))?
+        {
             users.insert(name, s);
         }
     }
@@ -167,10 +213,22 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         users,
         auth_type,
         max_client_conn: args.max_client_conn.or(g.max_client_conn).unwrap_or(1000),
-        query_wait_timeout: seconds("query_wait_timeout", args.query_wait_timeout.or(g.query_wait_timeout), 120.0)?,
+        query_wait_timeout: seconds(
+            "query_wait_timeout",
+            args.query_wait_timeout.or(g.query_wait_timeout),
+            120.0,
+        )?,
         server_connect_timeout: seconds("server_connect_timeout", g.server_connect_timeout, 15.0)?,
-        server_lifetime: seconds("server_lifetime", args.server_lifetime.or(g.server_lifetime), 3600.0)?,
-        server_idle_timeout: seconds("server_idle_timeout", args.server_idle_timeout.or(g.server_idle_timeout), 600.0)?,
+        server_lifetime: seconds(
+            "server_lifetime",
+            args.server_lifetime.or(g.server_lifetime),
+            3600.0,
+        )?,
+        server_idle_timeout: seconds(
+            "server_idle_timeout",
+            args.server_idle_timeout.or(g.server_idle_timeout),
+            600.0,
+        )?,
         server_reset_query: args
             .server_reset_query
             .clone()
@@ -178,7 +236,11 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| "DISCARD ALL".into()),
         server_reset_query_always: g.server_reset_query_always.unwrap_or(false),
         max_message_len,
-        shutdown_timeout: seconds("shutdown_timeout", args.shutdown_timeout.or(g.shutdown_timeout), 30.0)?,
+        shutdown_timeout: seconds(
+            "shutdown_timeout",
+            args.shutdown_timeout.or(g.shutdown_timeout),
+            30.0,
+        )?,
         log_format,
         metrics_listen,
         heal,
@@ -199,9 +261,16 @@ mod tests {
 
     #[test]
     fn upstream_shortcut_gives_a_database_and_a_user() {
-        let c = build(FileConfig::default(), &args("postgres://app:secret@127.0.0.1:5432/appdb")).unwrap();
+        let c = build(
+            FileConfig::default(),
+            &args("postgres://app:secret@127.0.0.1:5432/appdb"),
+        )
+        .unwrap();
         let db = c.database("appdb").unwrap();
-        assert_eq!((db.host.as_str(), db.port, db.user.as_deref()), ("127.0.0.1", 5432, Some("app")));
+        assert_eq!(
+            (db.host.as_str(), db.port, db.user.as_deref()),
+            ("127.0.0.1", 5432, Some("app"))
+        );
         assert!(matches!(c.users.get("app"), Some(Secret::Plain(p)) if p == "secret"));
         assert_eq!(c.server_reset_query, "DISCARD ALL");
         assert_eq!(c.auth_type, AuthMethod::ScramSha256);
@@ -227,14 +296,25 @@ mod tests {
     fn invalid_settings_name_their_key() {
         let mut a = args("postgres://app:pw@h/d");
         a.pool_size = Some(0);
-        assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "pool_size");
+        assert_eq!(
+            build(FileConfig::default(), &a).unwrap_err().key,
+            "pool_size"
+        );
         let mut a = args("postgres://app:pw@h/d");
         a.pool_mode = Some("statement".into());
-        assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "pool_mode");
+        assert_eq!(
+            build(FileConfig::default(), &a).unwrap_err().key,
+            "pool_mode"
+        );
         let mut a = args("postgres://app:pw@h/d");
         a.listen = Some("localhost".into());
         assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "listen");
-        assert_eq!(build(FileConfig::default(), &RunArgs::default()).unwrap_err().key, "databases");
+        assert_eq!(
+            build(FileConfig::default(), &RunArgs::default())
+                .unwrap_err()
+                .key,
+            "databases"
+        );
         let e = toml::from_str::<FileConfig>("[pgheal]\npool_sise = 3\n").unwrap_err();
         assert!(e.message().contains("pool_sise"));
     }

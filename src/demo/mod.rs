@@ -1,1 +1,5 @@
-//! (being written)
+//! `pgheal demo` (being written).
+
+pub async fn run() -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}

@@ -32,14 +32,22 @@ mod tests {
 
     #[test]
     fn recognises_by_code_and_routine() {
-        assert!(fields(&[(b'C', "0A000"), (b'M', "x"), (b'R', "RevalidateCachedQuery")]));
+        assert!(fields(&[
+            (b'C', "0A000"),
+            (b'M', "x"),
+            (b'R', "RevalidateCachedQuery")
+        ]));
         assert!(fields(&[(b'C', "0A000"), (b'R', "RevalidateCachedPlan")]));
         assert!(fields(&[(b'C', "0A000"), (b'M', CACHED_PLAN_MESSAGE)]));
     }
 
     #[test]
     fn other_feature_not_supported_errors_pass() {
-        assert!(!fields(&[(b'C', "0A000"), (b'M', "cannot do that"), (b'R', "transformX")]));
+        assert!(!fields(&[
+            (b'C', "0A000"),
+            (b'M', "cannot do that"),
+            (b'R', "transformX")
+        ]));
         assert!(!fields(&[(b'C', "0A000"), (b'M', "translated text")]));
         assert!(!fields(&[(b'C', "42P01"), (b'R', "RevalidateCachedQuery")]));
     }

@@ -125,7 +125,8 @@ impl Relay {
 
     /// Whether a new client message must wait instead of going to the server now.
     pub(crate) fn must_defer(&self) -> bool {
-        !matches!(self.phase, Phase::Relaying) || (self.window.sync_sent && self.risky_in_flight > 0)
+        !matches!(self.phase, Phase::Relaying)
+            || (self.window.sync_sent && self.risky_in_flight > 0)
     }
 
     /// Send deferred messages for as long as nothing blocks them.
@@ -183,7 +184,10 @@ impl Relay {
             Some((idx, 0)) => (Some(idx), Action::Forward),
             Some((idx, n)) => (Some(idx), Action::Suppress(n)),
             None => {
-                if self.window.entries.is_empty() && !self.window.irrevocable && self.pending.is_empty() {
+                if self.window.entries.is_empty()
+                    && !self.window.irrevocable
+                    && self.pending.is_empty()
+                {
                     self.window.reset(self.status);
                 }
                 (self.keep_in_window(&frame), Action::Forward)
@@ -227,7 +231,10 @@ impl Relay {
             }
             frontend::BIND => {
                 let b = Bind::decode(&frame).map_err(RelayError::Client)?;
-                let stmt = self.stmts.id(b.statement).filter(|_| !b.statement.is_empty());
+                let stmt = self
+                    .stmts
+                    .id(b.statement)
+                    .filter(|_| !b.statement.is_empty());
                 let risky = self.returns_rows(stmt) && self.heal_possible();
                 let portal = Portal { stmt };
                 if b.portal.is_empty() {

@@ -42,8 +42,16 @@ pub enum Phase {
     Relaying,
     Draining(Heal),
     RollingBack(Heal),
-    Probing { heal: Heal, shape: Option<Vec<Field>>, failed: bool },
-    Repreparing { heal: Heal, shape: Option<Vec<Field>>, failed: bool },
+    Probing {
+        heal: Heal,
+        shape: Option<Vec<Field>>,
+        failed: bool,
+    },
+    Repreparing {
+        heal: Heal,
+        shape: Option<Vec<Field>>,
+        failed: bool,
+    },
 }
 
 /// One heal in progress.
@@ -59,7 +67,12 @@ pub struct Heal {
 }
 
 impl Relay {
-    pub(crate) fn start_heal(&mut self, target: HealTarget, error: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    pub(crate) fn start_heal(
+        &mut self,
+        target: HealTarget,
+        error: Frame,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         // Held output belongs to messages the server rolled back: the replay reproduces it.
         self.window.held.clear();
         self.window.held_bytes = 0;
@@ -140,9 +153,12 @@ impl Relay {
                 let Some(s) = self.stmts.get(*id) else {
                     return self.refuse_phase(heal, "the statement is no longer known".into(), out);
                 };
-                out.to_server.push(encode::parse(PROBE_NAME, &s.sql, &s.param_types).bytes);
-                out.to_server.push(encode::describe(Target::Statement(PROBE_NAME)).bytes);
-                out.to_server.push(encode::close(Target::Statement(PROBE_NAME)).bytes);
+                out.to_server
+                    .push(encode::parse(PROBE_NAME, &s.sql, &s.param_types).bytes);
+                out.to_server
+                    .push(encode::describe(Target::Statement(PROBE_NAME)).bytes);
+                out.to_server
+                    .push(encode::close(Target::Statement(PROBE_NAME)).bytes);
                 out.to_server.push(encode::sync().bytes);
                 Phase::Probing {
                     heal,
@@ -167,7 +183,13 @@ impl Relay {
     }
 
     /// After the probe: re-prepare when the contract can be kept, else refuse.
-    fn decide(&mut self, mut heal: Heal, shape: Option<Vec<Field>>, failed: bool, out: &mut Outbox) -> Result<Phase, RelayError> {
+    fn decide(
+        &mut self,
+        mut heal: Heal,
+        shape: Option<Vec<Field>>,
+        failed: bool,
+        out: &mut Outbox,
+    ) -> Result<Phase, RelayError> {
         let HealTarget::Statement(id) = heal.target.clone() else {
             return Ok(Phase::Relaying);
         };
@@ -181,12 +203,27 @@ impl Relay {
         let contract = s.contract.clone().unwrap_or_else(|| shape.clone().into());
         match crate::statements::Projection::compute(&contract, &shape) {
             Ok(p) => {
-                heal.outcome = if p.is_identity() { Outcome::Healed } else { Outcome::Projected };
-                heal.detail = format!("{} columns → {}{}", old_width, shape.len(), if p.is_identity() { "" } else { ", projected onto the contract" });
+                heal.outcome = if p.is_identity() {
+                    Outcome::Healed
+                } else {
+                    Outcome::Projected
+                };
+                heal.detail = format!(
+                    "{} columns → {}{}",
+                    old_width,
+                    shape.len(),
+                    if p.is_identity() {
+                        ""
+                    } else {
+                        ", projected onto the contract"
+                    }
+                );
             }
             Err(e) if self.window_describes(id) => {
                 heal.outcome = Outcome::Healed;
-                heal.detail = format!("{e}; the client describes the statement in this batch and reads the new shape");
+                heal.detail = format!(
+                    "{e}; the client describes the statement in this batch and reads the new shape"
+                );
                 self.stmts.adopt_shape(id, shape.clone());
             }
             Err(e) => return Ok(self.refuse_phase(heal, refusal_text(&e), out)),
@@ -195,9 +232,11 @@ impl Relay {
             Some(s) => (s.name.clone(), s.sql.clone(), s.param_types.clone()),
             None => return Ok(Phase::Relaying),
         };
-        out.to_server.push(encode::close(Target::Statement(&name)).bytes);
+        out.to_server
+            .push(encode::close(Target::Statement(&name)).bytes);
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
-        out.to_server.push(encode::describe(Target::Statement(&name)).bytes);
+        out.to_server
+            .push(encode::describe(Target::Statement(&name)).bytes);
         out.to_server.push(encode::sync().bytes);
         Ok(Phase::Repreparing {
             heal,
@@ -206,7 +245,12 @@ impl Relay {
         })
     }
 
-    fn finish_reprepare(&mut self, mut heal: Heal, shape: Option<Vec<Field>>, failed: bool) -> Heal {
+    fn finish_reprepare(
+        &mut self,
+        mut heal: Heal,
+        shape: Option<Vec<Field>>,
+        failed: bool,
+    ) -> Heal {
         if failed {
             heal.refusal = Some("the statement could not be re-prepared".into());
             return heal;
@@ -246,8 +290,18 @@ impl Relay {
                 .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
                 .unwrap_or_default(),
             HealTarget::Sql(names) => (
-                names.iter().map(|n| n.0.as_str()).collect::<Vec<_>>().join(","),
-                truncate_sql(&names.iter().map(|n| n.1.as_str()).collect::<Vec<_>>().join("; ")),
+                names
+                    .iter()
+                    .map(|n| n.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                truncate_sql(
+                    &names
+                        .iter()
+                        .map(|n| n.1.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
             ),
         };
         out.events.push(HealEvent {
@@ -309,7 +363,11 @@ fn ready_status(frame: &Frame) -> Result<Option<TxStatus>, RelayError> {
         .map_err(RelayError::Server)
 }
 
-fn observe_shape(frame: &Frame, shape: &mut Option<Vec<Field>>, failed: &mut bool) -> Result<(), RelayError> {
+fn observe_shape(
+    frame: &Frame,
+    shape: &mut Option<Vec<Field>>,
+    failed: &mut bool,
+) -> Result<(), RelayError> {
     match frame.tag {
         backend::ROW_DESCRIPTION => {
             *shape = Some(decode_row_description(frame).map_err(RelayError::Server)?);
@@ -320,7 +378,3 @@ fn observe_shape(frame: &Frame, shape: &mut Option<Vec<Field>>, failed: &mut boo
     }
     Ok(())
 }
-
-
-
-

@@ -57,9 +57,10 @@ impl Relay {
                 backend::COMMAND_COMPLETE | backend::EMPTY_QUERY | backend::PORTAL_SUSPENDED,
             ) => (true, None),
             (Expect::ExecuteResult { .. }, _) => (false, None), // COPY sub-protocol
-            (Expect::Sync | Expect::Query { .. } | Expect::FunctionCall, backend::READY_FOR_QUERY) => {
-                (true, None)
-            }
+            (
+                Expect::Sync | Expect::Query { .. } | Expect::FunctionCall,
+                backend::READY_FOR_QUERY,
+            ) => (true, None),
             (Expect::Query { .. } | Expect::FunctionCall, _) => (false, None),
             (expect, _) => {
                 tracing::warn!(?expect, tag = %char::from(tag), "unexpected server message; forwarding");
@@ -72,29 +73,38 @@ impl Relay {
         } else {
             self.pending.front().cloned().expect("head exists")
         };
-        // Suppress/swallow before any transformation work.
-        if self.consume_suppressed(&head, done) {
-            return self.after_response(&head, &frame, out);
-        }
-        match (tag, &head.expect) {
-            (backend::ROW_DESCRIPTION | backend::NO_DATA, Expect::StatementDescription { .. }) => {
+        // A statement description is recorded whoever asked for it (pgheal's own Describe
+        // after a Parse is swallowed, but it is what establishes the contract).
+        let described = match (tag, &head.expect, stmt) {
+            (
+                backend::ROW_DESCRIPTION | backend::NO_DATA,
+                Expect::StatementDescription { .. },
+                Some(id),
+            ) => {
                 let fields = if tag == backend::NO_DATA {
                     Vec::new()
                 } else {
                     decode_row_description(&frame).map_err(RelayError::Server)?
                 };
-                let described = stmt.map(|id| {
-                    self.stmts.described(id, fields);
-                    id
-                });
+                self.stmts.described(id, fields);
+                Some(id)
+            }
+            _ => None,
+        };
+        if self.consume_suppressed(&head, done) {
+            return self.after_response(&head, &frame, out);
+        }
+        match (tag, &head.expect) {
+            (backend::ROW_DESCRIPTION | backend::NO_DATA, Expect::StatementDescription { .. }) => {
                 let rewritten = described.and_then(|id| self.contract_description(id, &frame));
-                if head.action != Action::Swallow {
-                    let bytes = rewritten.unwrap_or_else(|| frame.bytes.clone());
-                    self.emit(head.idx, tag, bytes, true, out);
-                }
+                let bytes = rewritten.unwrap_or_else(|| frame.bytes.clone());
+                self.emit(head.idx, tag, bytes, true, out);
             }
             (backend::ROW_DESCRIPTION, Expect::PortalDescription { .. }) => {
-                let bytes = match stmt.and_then(|id| self.stmts.get(id)).filter(|s| s.rewrites()) {
+                let bytes = match stmt
+                    .and_then(|id| self.stmts.get(id))
+                    .filter(|s| s.rewrites())
+                {
                     Some(_) => stmt
                         .and_then(|id| self.contract_description(id, &frame))
                         .unwrap_or_else(|| frame.bytes.clone()),
@@ -160,7 +170,12 @@ impl Relay {
 
     /// Book-keeping after a response: confirmations release held output; ReadyForQuery ends
     /// the window.
-    fn after_response(&mut self, head: &Pending, frame: &Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    fn after_response(
+        &mut self,
+        head: &Pending,
+        frame: &Frame,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         if self.risky_in_flight == 0 && !self.window.held.is_empty() {
             self.flush_held(out);
         }
@@ -177,7 +192,14 @@ impl Relay {
     }
 
     /// Send a response to the client now, or hold it while a risky message is unconfirmed.
-    pub(crate) fn emit(&mut self, idx: Option<u32>, tag: u8, bytes: Bytes, counts: bool, out: &mut Outbox) {
+    pub(crate) fn emit(
+        &mut self,
+        idx: Option<u32>,
+        tag: u8,
+        bytes: Bytes,
+        counts: bool,
+        out: &mut Outbox,
+    ) {
         if self.risky_in_flight > 0 && !self.window.overflowed {
             self.window.held_bytes += bytes.len();
             self.window.held.push(Held {
@@ -214,8 +236,12 @@ impl Relay {
         let head = self.pending.front().cloned().expect("head exists");
         if let Ok(fields) = ErrorFields::decode(&frame) {
             if is_cached_plan_error(&fields) {
+                tracing::debug!(?head, start = ?self.window.start, irrevocable = self.window.irrevocable, no_heal = self.window.no_heal, heals = self.window.heals, entries = self.window.entries.len(), "cached-plan error");
                 if let Some(target) = self.heal_target(&head) {
-                    if head.is_risky() && self.cfg.enabled && self.window.replayable(self.cfg.max_heals) {
+                    if head.is_risky()
+                        && self.cfg.enabled
+                        && self.window.replayable(self.cfg.max_heals)
+                    {
                         return self.start_heal(target, frame, out);
                     }
                 }
@@ -247,7 +273,9 @@ impl Relay {
     fn heal_target(&self, head: &Pending) -> Option<HealTarget> {
         match &head.expect {
             Expect::BindComplete { stmt: Some(id), .. }
-            | Expect::StatementDescription { stmt: Some(id), .. } => Some(HealTarget::Statement(*id)),
+            | Expect::StatementDescription { stmt: Some(id), .. } => {
+                Some(HealTarget::Statement(*id))
+            }
             Expect::Query { .. } => {
                 let idx = head.idx? as usize;
                 let frame = &self.window.entries.get(idx)?.frame;

@@ -1,1 +1,137 @@
-//! (being written)
+//! Prometheus metrics and the `/metrics` HTTP endpoint (`--metrics-listen ADDR`).
+//!
+//! The registry is owned by [`Metrics`] (no global registry), so tests can run several pgheal
+//! instances in one process and read each one's counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::heal::Outcome;
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// `pgheal_heal_events_total{outcome}`.
+    pub heal_events: IntCounterVec,
+    pub client_connections: IntGauge,
+    pub server_connections: IntGauge,
+    /// `pgheal_clients_refused_total{reason}`: auth_failed, unknown_database, max_client_conn,
+    /// wait_timeout, server_unavailable, protocol.
+    pub clients_refused: IntCounterVec,
+    /// `pgheal_cancel_requests_total{result}`: forwarded, unknown.
+    pub cancel_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let heal_events = IntCounterVec::new(
+            Opts::new(
+                "pgheal_heal_events_total",
+                "Cached-plan errors seen, by what pgheal did",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let client_connections =
+            IntGauge::new("pgheal_client_connections", "Open client connections")
+                .expect("valid metric");
+        let server_connections =
+            IntGauge::new("pgheal_server_connections", "Open server connections")
+                .expect("valid metric");
+        let clients_refused = IntCounterVec::new(
+            Opts::new(
+                "pgheal_clients_refused_total",
+                "Client connections refused, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let cancel_requests = IntCounterVec::new(
+            Opts::new("pgheal_cancel_requests_total", "Cancel requests, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        for c in [&heal_events, &clients_refused, &cancel_requests] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        for g in [&client_connections, &server_connections] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        // Export every outcome from the start, so dashboards see zeros rather than gaps.
+        for o in [
+            Outcome::Healed,
+            Outcome::Projected,
+            Outcome::Refused,
+            Outcome::ForwardedInTransaction,
+        ] {
+            heal_events.with_label_values(&[o.label()]);
+        }
+        Arc::new(Metrics {
+            registry,
+            heal_events,
+            client_connections,
+            server_connections,
+            clients_refused,
+            cancel_requests,
+        })
+    }
+
+    pub fn heal(&self, outcome: Outcome) {
+        self.heal_events.with_label_values(&[outcome.label()]).inc();
+    }
+
+    pub fn heal_count(&self, outcome: Outcome) -> u64 {
+        self.heal_events.with_label_values(&[outcome.label()]).get()
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 2048];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut req))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let head = String::from_utf8_lossy(&req[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "see /metrics\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Bind the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

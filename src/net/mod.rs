@@ -1,1 +1,25 @@
-//! (being written)
+//! Sockets to frames and back.
+//!
+//! [`FrameReader`] owns a read buffer and hands out whole messages as `Bytes` views of it;
+//! [`FrameWriter`] writes lists of `Bytes` with vectored writes, so a batch of forwarded
+//! messages goes out in one system call without being copied into an output buffer.
+//! Neither implements `AsyncRead`/`AsyncWrite`: nothing can bypass framing by accident.
+
+pub mod reader;
+pub mod writer;
+
+pub use reader::FrameReader;
+pub use writer::FrameWriter;
+
+/// Errors of the message streams.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed")]
+    Closed,
+}

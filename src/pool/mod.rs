@@ -1,1 +1,18 @@
-//! (being written)
+//! Server connections: logging in, pooling per (database, user), and resetting on check-in.
+//!
+//! - [`server`]: one server connection and the login to PostgreSQL (SCRAM, md5, cleartext, trust).
+//! - [`bounded`]: a bounded pool. A semaphore permit is a right to *one open connection*; idle
+//!   connections hold none. The [`bounded::Checkout`] guard gives the connection back on
+//!   [`bounded::Checkout::checkin`]; dropped without it, the connection is closed (its state is
+//!   unknown, so it is never reused).
+//! - [`reset`]: ROLLBACK of an open transaction and `server_reset_query` before re-use.
+//! - [`registry`]: the pools of every (database, user), created on first use.
+
+pub mod bounded;
+pub mod registry;
+pub mod reset;
+pub mod server;
+
+pub use bounded::{Checkout, Pool, PoolError, PoolKey};
+pub use registry::Pools;
+pub use server::{ServerConn, ServerError};

@@ -149,7 +149,10 @@ pub fn decode_row_description(frame: &Frame) -> Result<Vec<Field>, ProtocolError
 
 /// Byte ranges (relative to the frame start) of each column of a DataRow, including each
 /// column's 4-byte length prefix, so columns can be re-assembled without copying them.
-pub fn data_row_columns(frame: &Frame, out: &mut Vec<std::ops::Range<usize>>) -> Result<(), ProtocolError> {
+pub fn data_row_columns(
+    frame: &Frame,
+    out: &mut Vec<std::ops::Range<usize>>,
+) -> Result<(), ProtocolError> {
     out.clear();
     let body = frame.body();
     let mut c = Cursor::new(body);

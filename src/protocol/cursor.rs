@@ -22,7 +22,10 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn u8(&mut self, what: &'static str) -> Result<u8, ProtocolError> {
-        let (&b, rest) = self.buf.split_first().ok_or(ProtocolError::Truncated(what))?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or(ProtocolError::Truncated(what))?;
         self.buf = rest;
         Ok(b)
     }

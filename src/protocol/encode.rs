@@ -185,7 +185,15 @@ pub fn sasl_response(data: &[u8]) -> Frame {
 
 /// An ErrorResponse (or, with tag `N`, a NoticeResponse) with severity, SQLSTATE and message.
 pub fn error_response(severity: &str, code: &str, msg: &str) -> Frame {
-    error_fields(b'E', &[(b'S', severity), (b'V', severity), (b'C', code), (b'M', msg)])
+    error_fields(
+        b'E',
+        &[
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', msg),
+        ],
+    )
 }
 
 /// An ErrorResponse/NoticeResponse from explicit fields (used to replay a stored error).

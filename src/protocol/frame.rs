@@ -113,9 +113,15 @@ mod tests {
     #[test]
     fn rejects_bad_and_oversized_lengths() {
         let mut buf = BytesMut::from(&b"Q\0\0\0\x03"[..]);
-        assert_eq!(split_frame(&mut buf, 1024), Err(ProtocolError::BadLength(3)));
+        assert_eq!(
+            split_frame(&mut buf, 1024),
+            Err(ProtocolError::BadLength(3))
+        );
         let mut buf = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
-        assert_eq!(split_frame(&mut buf, 1024), Err(ProtocolError::BadLength(-1)));
+        assert_eq!(
+            split_frame(&mut buf, 1024),
+            Err(ProtocolError::BadLength(-1))
+        );
         let mut buf = BytesMut::from(&b"Q\x00\x10\x00\x00"[..]);
         assert!(matches!(
             split_frame(&mut buf, 1024),

@@ -149,7 +149,10 @@ mod tests {
     #[test]
     fn ssl_gss_and_cancel() {
         let mut b = packet(&SSL_REQUEST.to_be_bytes());
-        assert_eq!(split_startup(&mut b).unwrap(), Some(StartupPacket::SslRequest));
+        assert_eq!(
+            split_startup(&mut b).unwrap(),
+            Some(StartupPacket::SslRequest)
+        );
         let mut b = packet(&GSSENC_REQUEST.to_be_bytes());
         assert_eq!(
             split_startup(&mut b).unwrap(),
@@ -184,7 +187,10 @@ mod tests {
         );
         // absurd length
         let mut b = BytesMut::from(&b"\x7f\xff\xff\xff\0\x03\0\0"[..]);
-        assert!(matches!(split_startup(&mut b), Err(ProtocolError::TooLong { .. })));
+        assert!(matches!(
+            split_startup(&mut b),
+            Err(ProtocolError::TooLong { .. })
+        ));
         // short length
         let mut b = BytesMut::from(&b"\0\0\0\x02"[..]);
         assert_eq!(split_startup(&mut b), Err(ProtocolError::BadLength(2)));

@@ -1,1 +1,21 @@
-//! (being written)
+//! One task per client: the startup handshake, authentication, and the relay loop.
+//!
+//! - [`startup`]: SSLRequest/GSSENCRequest (answered `N`), CancelRequest, StartupMessage.
+//! - [`client_auth`]: the client-facing authentication exchange over the socket; the
+//!   cryptography lives in [`crate::auth`].
+//! - [`cancel`]: pgheal's own BackendKeyData and the map from it to the server connection a
+//!   client is using.
+//! - [`params`]: the client's startup parameters applied to its server connection.
+//! - [`relay_loop`]: frames between client and server through the [`crate::heal::Relay`].
+//! - [`error`]: [`SessionError`], and the deliberate choice of what a client is told.
+
+pub mod cancel;
+pub mod client_auth;
+pub mod error;
+pub mod params;
+pub mod relay_loop;
+pub mod run;
+pub mod startup;
+
+pub use error::SessionError;
+pub use run::{run_client, Shared};

@@ -63,7 +63,8 @@ impl Projection {
             used[found.0] = true;
             columns.push(found.0);
         }
-        let identity = shape.len() == contract.len() && columns.iter().enumerate().all(|(i, &j)| i == j);
+        let identity =
+            shape.len() == contract.len() && columns.iter().enumerate().all(|(i, &j)| i == j);
         if identity {
             Ok(Projection::Identity)
         } else {
@@ -132,7 +133,9 @@ impl Projection {
         data_row_columns(row, scratch)?;
         let mut len = 4 + 2;
         for &j in columns.iter() {
-            let r = scratch.get(j).ok_or(ProtocolError::Truncated("projected column"))?;
+            let r = scratch
+                .get(j)
+                .ok_or(ProtocolError::Truncated("projected column"))?;
             len += r.len();
         }
         let mut header = BytesMut::with_capacity(7);
@@ -182,7 +185,11 @@ mod tests {
     #[test]
     fn added_column_is_cut_off() {
         let contract = vec![f("id", 1, 23), f("total", 2, 1700)];
-        let shape = vec![f("id", 1, 23), f("total", 2, 1700), f("discount_code", 3, 1043)];
+        let shape = vec![
+            f("id", 1, 23),
+            f("total", 2, 1700),
+            f("discount_code", 3, 1043),
+        ];
         let p = Projection::compute(&contract, &shape).unwrap();
         assert_eq!(
             p,
@@ -212,14 +219,19 @@ mod tests {
         p.project_row(&row, &mut Vec::new(), &mut out).unwrap();
         assert_eq!(
             concat(&out),
-            encode::raw(b'D', b"\0\x02\0\0\0\x01A\0\0\0\x01B").bytes.to_vec()
+            encode::raw(b'D', b"\0\x02\0\0\0\x01A\0\0\0\x01B")
+                .bytes
+                .to_vec()
         );
         let d = p.describe(&contract, &shape);
         let back = crate::protocol::backend::decode_row_description(&d).unwrap();
         assert_eq!(back[1].name, "b");
         // a rename alone keeps the rows as they are
         let renamed = vec![f("a", 1, 23), f("c", 2, 25)];
-        assert_eq!(Projection::compute(&contract, &renamed), Ok(Projection::Identity));
+        assert_eq!(
+            Projection::compute(&contract, &renamed),
+            Ok(Projection::Identity)
+        );
     }
 
     #[test]
@@ -231,7 +243,11 @@ mod tests {
         );
         assert!(matches!(
             Projection::compute(&contract, &[f("a", 1, 20), f("b", 2, 25)]),
-            Err(ProjectionError::TypeChanged { from: 23, to: 20, .. })
+            Err(ProjectionError::TypeChanged {
+                from: 23,
+                to: 20,
+                ..
+            })
         ));
     }
 
@@ -259,6 +275,8 @@ mod tests {
             server_width: 3,
         };
         let row = encode::raw(b'D', b"\0\x01\0\0\0\x011");
-        assert!(p.project_row(&row, &mut Vec::new(), &mut Vec::new()).is_err());
+        assert!(p
+            .project_row(&row, &mut Vec::new(), &mut Vec::new())
+            .is_err());
     }
 }

@@ -127,7 +127,11 @@ impl StatementRegistry {
     }
 
     /// A new server shape after a re-prepare: keep the contract if it can be projected.
-    pub fn reshaped(&mut self, id: StmtId, shape: Vec<Field>) -> Result<&Statement, ProjectionError> {
+    pub fn reshaped(
+        &mut self,
+        id: StmtId,
+        shape: Vec<Field>,
+    ) -> Result<&Statement, ProjectionError> {
         let Some(s) = self.stmts.get_mut(&id) else {
             return Err(ProjectionError::ColumnGone(String::new()));
         };

@@ -217,9 +217,15 @@ mod tests {
             )]
         );
         assert_eq!(t.executed_by("execute \"Q2\"").len(), 1);
-        assert!(t.executed_by("execute q2").is_empty(), "quoted names keep case");
+        assert!(
+            t.executed_by("execute q2").is_empty(),
+            "quoted names keep case"
+        );
         assert!(t.executed_by("SELECT 'EXECUTE q1'").is_empty());
-        assert_eq!(t.observe("DEALLOCATE PREPARE q1"), vec![Dealloc::Name("q1".into())]);
+        assert_eq!(
+            t.observe("DEALLOCATE PREPARE q1"),
+            vec![Dealloc::Name("q1".into())]
+        );
         assert!(t.executed_by("EXECUTE q1(1)").is_empty());
         assert_eq!(t.observe("/* c */ DISCARD ALL"), vec![Dealloc::All]);
         assert!(t.is_empty());

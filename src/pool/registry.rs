@@ -1,0 +1,109 @@
+//! The pools of every (database, server user), created on first use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::auth::Secret;
+use crate::config::{Config, Database};
+use crate::metrics::Metrics;
+
+use super::bounded::{Pool, PoolKey, PoolSettings};
+use super::server::ServerLogin;
+
+pub struct Pools {
+    pools: DashMap<PoolKey, Arc<Pool>>,
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pools {
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Pools> {
+        Arc::new(Pools {
+            pools: DashMap::new(),
+            cfg,
+            metrics,
+        })
+    }
+
+    /// The pool a client of `db` logged in as `client_user` uses. pgheal logs into the server
+    /// as the database's configured user if there is one, else as the client's user with the
+    /// client's configured secret (plain text, or an md5 hash for md5 servers).
+    pub fn pool_for(
+        &self,
+        db: &Database,
+        client_user: &str,
+        client_secret: Option<&Secret>,
+    ) -> Arc<Pool> {
+        let (user, password) = match &db.user {
+            Some(u) => (u.clone(), db.password.clone()),
+            None => (
+                client_user.to_owned(),
+                match client_secret {
+                    Some(Secret::Plain(p)) => Some(p.clone()),
+                    Some(Secret::Md5(h)) => Some(h.clone()),
+                    _ => None,
+                },
+            ),
+        };
+        let key = PoolKey {
+            database: db.name.clone(),
+            user: user.clone(),
+        };
+        self.pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let login = ServerLogin {
+                    host: db.host.clone(),
+                    port: db.port,
+                    dbname: db.dbname.clone(),
+                    user,
+                    password,
+                    connect_timeout: self.cfg.server_connect_timeout,
+                    max_message_len: self.cfg.max_message_len,
+                };
+                let settings = PoolSettings {
+                    mode: db.pool_mode,
+                    size: db.pool_size,
+                    min_size: db.min_pool_size,
+                    query_wait_timeout: self.cfg.query_wait_timeout,
+                    server_lifetime: self.cfg.server_lifetime,
+                    server_idle_timeout: self.cfg.server_idle_timeout,
+                    reset_query: self.cfg.server_reset_query.clone(),
+                    reset_query_always: self.cfg.server_reset_query_always,
+                };
+                Pool::new(key, login, settings, self.metrics.clone())
+            })
+            .clone()
+    }
+
+    /// Create the pools that can be created without a client (databases with a configured
+    /// server user), so `min_pool_size` is honoured from the start.
+    pub fn prewarm(&self) {
+        for db in self.cfg.databases.values() {
+            if db.user.is_some() && db.min_pool_size > 0 {
+                self.pool_for(db, "", None);
+            }
+        }
+    }
+
+    /// Every second: expire idle connections and top pools up to their minimum.
+    pub async fn maintain_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.value().clone()).collect();
+            for p in pools {
+                p.maintain().await;
+            }
+        }
+    }
+
+    pub fn close_idle(&self) {
+        for p in self.pools.iter() {
+            p.close_idle();
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! One server connection and the login to PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::auth::md5_password_hash;
+use crate::net::{FrameReader, FrameWriter, NetError};
+use crate::protocol::backend::{self, decode_auth_request, AuthRequest, ErrorFields};
+use crate::protocol::{encode, Frame};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How pgheal logs into the server. The password is never printed.
+#[derive(Clone)]
+pub struct ServerLogin {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    pub max_message_len: usize,
+}
+
+impl std::fmt::Debug for ServerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+/// Why a server connection could not be opened or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot connect to the server: {0}")]
+    Connect(std::io::Error),
+    #[error("timed out connecting to the server")]
+    Timeout,
+    /// The server refused the login; the frame is its ErrorResponse, fit to forward.
+    #[error("the server refused the login: {message}")]
+    Rejected { frame: Frame, message: String },
+    #[error("the server asks for a password and none is configured for user {0:?}")]
+    NoPassword(String),
+    #[error("the server asks for an unsupported authentication method ({0})")]
+    UnsupportedAuth(i32),
+    #[error("server login failed: {0}")]
+    Net(#[from] NetError),
+    #[error("SCRAM exchange with the server failed")]
+    Scram,
+}
+
+/// A logged-in server connection, ready for queries.
+pub struct ServerConn {
+    pub id: u64,
+    pub reader: FrameReader<OwnedReadHalf>,
+    pub writer: FrameWriter<OwnedWriteHalf>,
+    pub backend_pid: i32,
+    pub backend_key: i32,
+    /// The server's ParameterStatus values, kept current while relaying.
+    pub params: BTreeMap<String, String>,
+    pub addr: SocketAddr,
+    pub created: Instant,
+    pub idle_since: Instant,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server#{} pid {}", self.id, self.backend_pid)
+    }
+}
+
+impl ServerConn {
+    /// Connect and log in. Not cancel-safe (a half-open connection is dropped).
+    pub async fn connect(login: &ServerLogin) -> Result<ServerConn, ServerError> {
+        tokio::time::timeout(login.connect_timeout, Self::connect_inner(login))
+            .await
+            .map_err(|_| ServerError::Timeout)?
+    }
+
+    async fn connect_inner(login: &ServerLogin) -> Result<ServerConn, ServerError> {
+        let stream = TcpStream::connect((login.host.as_str(), login.port))
+            .await
+            .map_err(ServerError::Connect)?;
+        stream.set_nodelay(true).map_err(ServerError::Connect)?;
+        let addr = stream.peer_addr().map_err(ServerError::Connect)?;
+        let (r, w) = stream.into_split();
+        let mut reader = FrameReader::new(r, login.max_message_len);
+        let mut writer = FrameWriter::new(w);
+        let startup =
+            encode::startup_message(&[("user", &login.user), ("database", &login.dbname)]);
+        writer.write_raw(&startup).await.map_err(NetError::from)?;
+        authenticate(login, &mut reader, &mut writer).await?;
+        let mut conn = ServerConn {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            reader,
+            writer,
+            backend_pid: 0,
+            backend_key: 0,
+            params: BTreeMap::new(),
+            addr,
+            created: Instant::now(),
+            idle_since: Instant::now(),
+        };
+        loop {
+            let f = conn.reader.read_frame().await?;
+            match f.tag {
+                backend::PARAMETER_STATUS => conn.note_parameter(&f),
+                backend::BACKEND_KEY_DATA => {
+                    let (pid, key) = backend::decode_backend_key(&f).map_err(NetError::from)?;
+                    conn.backend_pid = pid;
+                    conn.backend_key = key;
+                }
+                backend::READY_FOR_QUERY => return Ok(conn),
+                backend::ERROR_RESPONSE => return Err(rejected(f)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Record a ParameterStatus message.
+    pub fn note_parameter(&mut self, f: &Frame) {
+        if let Ok((k, v)) = backend::decode_parameter_status(f) {
+            self.params.insert(k.to_owned(), v.to_owned());
+        }
+    }
+
+    /// Run one simple query, discarding its results. Returns the first error's frame, if any.
+    /// Not cancel-safe.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Option<Frame>, ServerError> {
+        self.writer
+            .write_frame(&encode::query(sql))
+            .await
+            .map_err(NetError::from)?;
+        let mut error = None;
+        loop {
+            let f = self.reader.read_frame().await?;
+            match f.tag {
+                backend::READY_FOR_QUERY => return Ok(error),
+                backend::ERROR_RESPONSE if error.is_none() => error = Some(f),
+                backend::PARAMETER_STATUS => self.note_parameter(&f),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the server closed the connection or sent something unasked while idle (a
+    /// FATAL after `pg_terminate_backend`, say).
+    pub fn is_broken_while_idle(&self) -> bool {
+        if self.reader.buffered() > 0 {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.reader.get_ref().try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+fn rejected(f: Frame) -> ServerError {
+    let message = ErrorFields::decode(&f)
+        .ok()
+        .and_then(|e| e.message().map(str::to_owned))
+        .unwrap_or_default();
+    ServerError::Rejected { frame: f, message }
+}
+
+async fn authenticate(
+    login: &ServerLogin,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> Result<(), ServerError> {
+    let password = || {
+        login
+            .password
+            .as_deref()
+            .ok_or_else(|| ServerError::NoPassword(login.user.clone()))
+    };
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let f = reader.read_frame().await?;
+        if f.tag == backend::ERROR_RESPONSE {
+            return Err(rejected(f));
+        }
+        if f.tag != backend::AUTHENTICATION {
+            return Err(
+                NetError::Protocol(crate::protocol::ProtocolError::UnexpectedMessage(
+                    char::from(f.tag),
+                ))
+                .into(),
+            );
+        }
+        match decode_auth_request(&f).map_err(NetError::from)? {
+            AuthRequest::Ok => return Ok(()),
+            AuthRequest::Cleartext => {
+                writer
+                    .write_frame(&encode::password(password()?.as_bytes()))
+                    .await
+                    .map_err(NetError::from)?;
+            }
+            AuthRequest::Md5 { salt } => {
+                let pw = password()?;
+                // A configured md5 hash ("md5...") can answer the md5 challenge directly.
+                let inner = if pw.len() == 35 && pw.starts_with("md5") {
+                    pw.to_owned()
+                } else {
+                    md5_password_hash(&login.user, pw)
+                };
+                let outer = md5_salted(&inner[3..], salt);
+                writer
+                    .write_frame(&encode::password(outer.as_bytes()))
+                    .await
+                    .map_err(NetError::from)?;
+            }
+            AuthRequest::Sasl { mechanisms } => {
+                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                    return Err(ServerError::UnsupportedAuth(10));
+                }
+                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                writer
+                    .write_frame(&encode::sasl_initial_response("SCRAM-SHA-256", s.message()))
+                    .await
+                    .map_err(NetError::from)?;
+                scram = Some(s);
+            }
+            AuthRequest::SaslContinue(data) => {
+                let s = scram.as_mut().ok_or(ServerError::Scram)?;
+                s.update(data).map_err(|_| ServerError::Scram)?;
+                writer
+                    .write_frame(&encode::sasl_response(s.message()))
+                    .await
+                    .map_err(NetError::from)?;
+            }
+            AuthRequest::SaslFinal(data) => {
+                let mut s = scram.take().ok_or(ServerError::Scram)?;
+                s.finish(data).map_err(|_| ServerError::Scram)?;
+            }
+            AuthRequest::Other(code) => return Err(ServerError::UnsupportedAuth(code)),
+        }
+    }
+}
+
+/// "md5" + hex(md5(md5hex + salt)).
+fn md5_salted(md5hex: &str, salt: [u8; 4]) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(md5hex.as_bytes());
+    h.update(salt);
+    let d = h.finalize();
+    let mut s = String::with_capacity(35);
+    s.push_str("md5");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

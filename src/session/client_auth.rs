@@ -1,0 +1,95 @@
+//! Authenticating a client, over the socket. The checks themselves are in [`crate::auth`].
+
+use std::sync::OnceLock;
+
+use rand::RngCore;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::auth::{
+    cleartext_matches, md5_response_matches, AuthMethod, ScramServer, Secret, SCRAM_SHA_256,
+};
+use crate::net::{FrameReader, FrameWriter};
+use crate::protocol::{encode, frontend};
+
+use super::SessionError;
+
+/// A per-process seed so mock SCRAM salts for unknown users are stable but unpredictable.
+fn mock_seed() -> &'static [u8; 32] {
+    static SEED: OnceLock<[u8; 32]> = OnceLock::new();
+    SEED.get_or_init(|| {
+        let mut s = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut s);
+        s
+    })
+}
+
+/// Run the exchange `method` asks for. `secret` is `None` for unknown users, who go through
+/// the same exchange and fail the same way. Sends nothing on success (the caller sends
+/// AuthenticationOk once the server side is ready). Not cancel-safe.
+pub async fn authenticate(
+    method: AuthMethod,
+    user: &str,
+    secret: Option<&Secret>,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> Result<(), SessionError> {
+    let fail = || SessionError::AuthFailed(user.to_owned());
+    let method = match secret {
+        Some(s) => method.for_secret(s).map_err(|_| fail())?,
+        None => method,
+    };
+    let mut read_password = async |writer: &mut FrameWriter<OwnedWriteHalf>,
+                                   request: crate::protocol::Frame| {
+        writer.write_frame(&request).await?;
+        let f = reader.read_frame().await?;
+        if f.tag != frontend::PASSWORD {
+            return Err(SessionError::AuthMalformed);
+        }
+        Ok::<_, SessionError>(f)
+    };
+    match method {
+        AuthMethod::Trust => Ok(()),
+        AuthMethod::Plain => {
+            let f = read_password(writer, encode::auth_cleartext()).await?;
+            let pw = frontend::decode_password(&f).map_err(|_| SessionError::AuthMalformed)?;
+            match secret {
+                Some(s) if cleartext_matches(s, user, pw) => Ok(()),
+                _ => Err(fail()),
+            }
+        }
+        AuthMethod::Md5 => {
+            let mut salt = [0u8; 4];
+            rand::thread_rng().fill_bytes(&mut salt);
+            let f = read_password(writer, encode::auth_md5(salt)).await?;
+            let resp = frontend::decode_password(&f).map_err(|_| SessionError::AuthMalformed)?;
+            match secret {
+                Some(s) if md5_response_matches(s, user, salt, resp) => Ok(()),
+                _ => Err(fail()),
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let f = read_password(writer, encode::auth_sasl(&[SCRAM_SHA_256])).await?;
+            let (mechanism, first) =
+                frontend::decode_sasl_initial(&f).map_err(|_| SessionError::AuthMalformed)?;
+            if mechanism != SCRAM_SHA_256 {
+                return Err(SessionError::AuthMalformed);
+            }
+            let started = match secret {
+                Some(s) => ScramServer::start(s, first),
+                None => ScramServer::start_for_unknown_user(user, mock_seed(), first),
+            };
+            let (server, server_first) = started.map_err(|_| SessionError::AuthMalformed)?;
+            let f = read_password(writer, encode::auth_sasl_continue(&server_first)).await?;
+            let server_final = server
+                .finish(frontend::password_body(&f))
+                .map_err(|e| match e {
+                    crate::auth::AuthError::PasswordMismatch => fail(),
+                    _ => SessionError::AuthMalformed,
+                })?;
+            writer
+                .write_frame(&encode::auth_sasl_final(&server_final))
+                .await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The life of one client connection: opening, authentication, server assignment, relay,
+//! and the hand-back of the server connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::heal::Relay;
+use crate::metrics::Metrics;
+use crate::net::{FrameReader, FrameWriter};
+use crate::pool::Pools;
+use crate::protocol::backend::TxStatus;
+use crate::protocol::encode;
+use crate::protocol::startup::MAX_STARTUP_LEN;
+
+use super::cancel::{CancelRegistry, CancelTarget};
+use super::client_auth::authenticate;
+use super::params;
+use super::relay_loop::{relay, End};
+use super::startup::{read_opening, Opening};
+use super::SessionError;
+
+/// What every session shares.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub pools: Arc<Pools>,
+    pub metrics: Arc<Metrics>,
+    pub cancels: Arc<CancelRegistry>,
+    pub client_slots: Arc<Semaphore>,
+    /// Flips to true when sessions must end now (shutdown timeout passed).
+    pub force_close: watch::Receiver<bool>,
+}
+
+/// Serve one client until it leaves. Never panics on client input; errors are reported to the
+/// client when they may be, and logged.
+pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r, shared.cfg.max_message_len);
+    let mut writer = FrameWriter::new(w);
+    let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
+    async move {
+        let result = session(&mut reader, &mut writer, &shared).await;
+        if let Err(e) = result {
+            if let Some(frame) = e.client_error() {
+                let _ = writer.write_frame(&frame).await;
+            }
+            shared
+                .metrics
+                .clients_refused
+                .with_label_values(&[e.refusal_reason()])
+                .inc();
+            match &e {
+                SessionError::Net(_) => tracing::debug!(error = %e, "client connection ended"),
+                _ => tracing::info!(error = %e, "client session failed"),
+            }
+        }
+        let _ = writer.shutdown().await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn session(
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    shared: &Arc<Shared>,
+) -> Result<(), SessionError> {
+    let _ = MAX_STARTUP_LEN;
+    let opening = tokio::time::timeout(Duration::from_secs(15), read_opening(reader, writer))
+        .await
+        .map_err(|_| SessionError::StartupTimeout)??;
+    let startup = match opening {
+        Opening::Gone => return Ok(()),
+        Opening::Cancel { pid, key } => {
+            let known = shared.cancels.cancel(pid, key).await;
+            let result = if known { "forwarded" } else { "unknown" };
+            shared
+                .metrics
+                .cancel_requests
+                .with_label_values(&[result])
+                .inc();
+            tracing::info!(result, "cancel request");
+            return Ok(());
+        }
+        Opening::Startup(p) => p,
+    };
+    let _slot = shared
+        .client_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| SessionError::TooManyClients)?;
+    let user = startup
+        .user()
+        .filter(|u| !u.is_empty())
+        .ok_or(SessionError::NoUser)?
+        .to_owned();
+    let dbname = startup.database().unwrap_or(&user).to_owned();
+    let span = tracing::Span::current();
+    span.record("db", dbname.as_str());
+    span.record("user", user.as_str());
+
+    let secret = shared.cfg.users.get(&user);
+    authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
+    let db = shared
+        .cfg
+        .database(&dbname)
+        .ok_or_else(|| SessionError::UnknownDatabase(dbname.clone()))?;
+    let settings = params::requested_settings(&startup)?;
+
+    let pool = shared.pools.pool_for(db, &user, secret);
+    let mut checkout = pool.checkout().await?;
+    if let Err(e) = params::apply(checkout.conn(), &settings).await {
+        checkout.checkin(TxStatus::Idle, true);
+        return Err(e);
+    }
+    let cancel_key = shared.cancels.register();
+    {
+        let c = checkout.conn_ref();
+        cancel_key.set_target(Some(CancelTarget {
+            addr: c.addr,
+            pid: c.backend_pid,
+            key: c.backend_key,
+        }));
+    }
+    writer.write_frame(&encode::auth_ok()).await?;
+    let mut hello = Vec::new();
+    for (k, v) in &checkout.conn_ref().params {
+        hello.push(encode::parameter_status(k, v).bytes);
+    }
+    hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key).bytes);
+    hello.push(encode::ready_for_query(TxStatus::Idle).bytes);
+    writer.write_parts(&mut hello).await?;
+    shared.metrics.client_connections.inc();
+    let _gauge = scopeguard(shared.metrics.clone());
+    tracing::debug!(
+        server = checkout.conn_ref().id,
+        pid = checkout.conn_ref().backend_pid,
+        "session started"
+    );
+
+    let mut engine = Relay::new(shared.cfg.heal.clone());
+    let mut force = shared.force_close.clone();
+    let end = relay(
+        reader,
+        writer,
+        &mut checkout,
+        &mut engine,
+        &shared.metrics,
+        &mut force,
+    )
+    .await;
+    match end {
+        Ok(End::ClientGone) | Ok(End::Terminated) => {
+            checkout.checkin(engine.status(), engine.is_quiet());
+            Ok(())
+        }
+        Ok(End::ServerGone) | Ok(End::Shutdown) => {
+            checkout.discard();
+            Ok(())
+        }
+        Err(e) => {
+            checkout.discard();
+            Err(e)
+        }
+    }
+}
+
+/// Decrements the client gauge when the session ends, however it ends.
+struct ClientGauge(Arc<Metrics>);
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        self.0.client_connections.dec();
+    }
+}
+
+fn scopeguard(m: Arc<Metrics>) -> ClientGauge {
+    ClientGauge(m)
+}
