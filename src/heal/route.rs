@@ -214,6 +214,10 @@ impl Relay {
             }
             return;
         }
+        // Output held for earlier messages goes first.
+        if !self.window.held.is_empty() {
+            self.flush_held(out);
+        }
         if counts {
             self.window.forwarded(idx, tag);
         }

@@ -1,0 +1,267 @@
+//! A raw protocol client for tests that must control every message: pipelines, Flush-terminated
+//! segments, Describe 'S' of stale statements. It speaks through pgheal's own codec.
+#![allow(dead_code)]
+
+use bytes::{BufMut, BytesMut};
+use pgheal::protocol::backend::{self, AuthRequest, ErrorFields};
+use pgheal::protocol::frontend::Target;
+use pgheal::protocol::{encode, Frame};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A decoded backend message, in a form tests can compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    ParseComplete,
+    BindComplete,
+    CloseComplete,
+    NoData,
+    ParameterDescription,
+    RowDescription(Vec<String>),
+    DataRow(Vec<Option<String>>),
+    CommandComplete(String),
+    EmptyQuery,
+    PortalSuspended,
+    Error {
+        code: String,
+        routine: String,
+        message: String,
+    },
+    Ready(char),
+    Other(char),
+}
+
+impl Msg {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Msg::Error { .. })
+    }
+}
+
+pub struct Wire {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Wire {
+    /// Connect and log in (SCRAM, md5, cleartext or trust) as `user`.
+    pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Wire {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut w = Wire {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let startup = encode::startup_message(&[("user", user), ("database", db)]);
+        w.stream.write_all(&startup).await.unwrap();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let f = w.frame().await;
+            match f.tag {
+                backend::AUTHENTICATION => match backend::decode_auth_request(&f).unwrap() {
+                    AuthRequest::Ok => {}
+                    AuthRequest::Cleartext => {
+                        w.send(&[encode::password(password.as_bytes())]).await
+                    }
+                    AuthRequest::Md5 { .. } => panic!("md5 not needed in tests"),
+                    AuthRequest::Sasl { .. } => {
+                        let s =
+                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                        w.send(&[encode::sasl_initial_response("SCRAM-SHA-256", s.message())])
+                            .await;
+                        scram = Some(s);
+                    }
+                    AuthRequest::SaslContinue(d) => {
+                        let s = scram.as_mut().unwrap();
+                        s.update(d).unwrap();
+                        let m = s.message().to_vec();
+                        w.send(&[encode::sasl_response(&m)]).await;
+                    }
+                    AuthRequest::SaslFinal(d) => scram.take().unwrap().finish(d).unwrap(),
+                    AuthRequest::Other(c) => panic!("auth {c}"),
+                },
+                backend::READY_FOR_QUERY => return w,
+                backend::ERROR_RESPONSE => panic!("login failed: {:?}", decode(&f)),
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn send(&mut self, frames: &[Frame]) {
+        let mut b = BytesMut::new();
+        for f in frames {
+            b.put_slice(&f.bytes);
+        }
+        self.stream.write_all(&b).await.unwrap();
+    }
+
+    pub async fn frame(&mut self) -> Frame {
+        loop {
+            if let Some(f) = pgheal::protocol::frame::split_frame(&mut self.buf, 1 << 30).unwrap() {
+                return f;
+            }
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                self.stream.read_buf(&mut self.buf),
+            )
+            .await
+            .expect("server answered within 20 s")
+            .unwrap();
+            assert!(n > 0, "connection closed");
+        }
+    }
+
+    /// The next message that is not a notice or parameter status.
+    pub async fn recv(&mut self) -> Msg {
+        loop {
+            let f = self.frame().await;
+            if !backend::is_async(f.tag) {
+                return decode(&f);
+            }
+        }
+    }
+
+    /// Messages up to and including ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<Msg> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.recv().await;
+            let done = matches!(m, Msg::Ready(_));
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// `n` messages (for Flush-terminated segments, which end without ReadyForQuery).
+    pub async fn take(&mut self, n: usize) -> Vec<Msg> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(self.recv().await);
+        }
+        out
+    }
+
+    /// A simple query, all of its messages.
+    pub async fn query(&mut self, sql: &str) -> Vec<Msg> {
+        self.send(&[encode::query(sql)]).await;
+        self.until_ready().await
+    }
+}
+
+pub fn decode(f: &Frame) -> Msg {
+    match f.tag {
+        b'1' => Msg::ParseComplete,
+        b'2' => Msg::BindComplete,
+        b'3' => Msg::CloseComplete,
+        b'n' => Msg::NoData,
+        b't' => Msg::ParameterDescription,
+        b'I' => Msg::EmptyQuery,
+        b's' => Msg::PortalSuspended,
+        b'T' => Msg::RowDescription(
+            backend::decode_row_description(f)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
+        ),
+        b'D' => {
+            let mut cols = Vec::new();
+            backend::data_row_columns(f, &mut cols).unwrap();
+            Msg::DataRow(
+                cols.into_iter()
+                    .map(|r| {
+                        let v = &f.bytes[r];
+                        let len = i32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                        (len >= 0).then(|| String::from_utf8_lossy(&v[4..]).into_owned())
+                    })
+                    .collect(),
+            )
+        }
+        b'C' => Msg::CommandComplete(backend::decode_command_complete(f).unwrap().to_owned()),
+        b'E' => {
+            let e = ErrorFields::decode(f).unwrap();
+            Msg::Error {
+                code: e.code().unwrap_or("").into(),
+                routine: e.routine().unwrap_or("").into(),
+                message: e.message().unwrap_or("").into(),
+            }
+        }
+        b'Z' => Msg::Ready(char::from(f.body()[0])),
+        t => Msg::Other(char::from(t)),
+    }
+}
+
+// Message builders for tests (text formats unless given).
+pub fn parse(name: &str, sql: &str) -> Frame {
+    encode::parse(name, sql, &[])
+}
+
+/// Bind with text parameters and the given result format codes.
+pub fn bind(portal: &str, stmt: &str, params: &[&str], result_formats: &[i16]) -> Frame {
+    let mut b = BytesMut::new();
+    b.put_slice(portal.as_bytes());
+    b.put_u8(0);
+    b.put_slice(stmt.as_bytes());
+    b.put_u8(0);
+    b.put_i16(0);
+    b.put_i16(params.len() as i16);
+    for p in params {
+        b.put_i32(p.len() as i32);
+        b.put_slice(p.as_bytes());
+    }
+    b.put_i16(result_formats.len() as i16);
+    for f in result_formats {
+        b.put_i16(*f);
+    }
+    encode::raw(b'B', &b)
+}
+
+pub fn execute(portal: &str) -> Frame {
+    let mut b = BytesMut::new();
+    b.put_slice(portal.as_bytes());
+    b.put_u8(0);
+    b.put_i32(0);
+    encode::raw(b'E', &b)
+}
+
+pub fn describe_stmt(name: &str) -> Frame {
+    encode::describe(Target::Statement(name))
+}
+
+pub fn describe_portal(name: &str) -> Frame {
+    encode::describe(Target::Portal(name))
+}
+
+pub fn close_stmt(name: &str) -> Frame {
+    encode::close(Target::Statement(name))
+}
+
+pub fn sync() -> Frame {
+    encode::sync()
+}
+
+pub fn flush() -> Frame {
+    encode::raw(b'H', &[])
+}
+
+/// Data rows of a message list.
+pub fn rows(msgs: &[Msg]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Msg::DataRow(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn errors(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Msg::Error { code, .. } => Some(code.clone()),
+            _ => None,
+        })
+        .collect()
+}
