@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// Largest message accepted from a client or server, in bytes.
     #[arg(long, env = "PGHEAL_MAX_MESSAGE_LEN")]
     pub max_message_len: Option<usize>,
+    /// Statements kept prepared per server connection in transaction pooling.
+    #[arg(long, env = "PGHEAL_MAX_PREPARED_STATEMENTS")]
+    pub max_prepared_statements: Option<usize>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

@@ -40,6 +40,7 @@ pub struct General {
     pub server_reset_query: Option<String>,
     pub server_reset_query_always: Option<bool>,
     pub max_message_len: Option<usize>,
+    pub max_prepared_statements: Option<usize>,
     pub shutdown_timeout: Option<f64>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,

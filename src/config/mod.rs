@@ -118,6 +118,8 @@ pub struct Config {
     pub server_reset_query: String,
     pub server_reset_query_always: bool,
     pub max_message_len: usize,
+    /// Statements kept prepared per server connection in transaction pooling (LRU).
+    pub max_prepared_statements: usize,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,

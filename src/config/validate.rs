@@ -236,6 +236,19 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| "DISCARD ALL".into()),
         server_reset_query_always: g.server_reset_query_always.unwrap_or(false),
         max_message_len,
+        max_prepared_statements: {
+            let n = args
+                .max_prepared_statements
+                .or(g.max_prepared_statements)
+                .unwrap_or(200);
+            if n == 0 {
+                return Err(ConfigError::new(
+                    "max_prepared_statements",
+                    "must be at least 1",
+                ));
+            }
+            n
+        },
         shutdown_timeout: seconds(
             "shutdown_timeout",
             args.shutdown_timeout.or(g.shutdown_timeout),

@@ -1,6 +1,21 @@
 //! The responses the relay expects from the server, in order, and what to do with each.
 
-use crate::statements::StmtId;
+use std::sync::Arc;
+
+use crate::protocol::Frame;
+use crate::statements::{Shaping, StmtId};
+
+/// How the rows and descriptions of a portal are shaped for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalShaping {
+    /// Not a tracked statement, or the server shape is the contract.
+    Plain,
+    /// Known when the Bind was sent.
+    Known(StmtId, Shaping),
+    /// The statement was prepared lazily in the same pipeline: its shape is learned from the
+    /// Describe that precedes the Bind's response, and resolved at the first response.
+    Unresolved(StmtId),
+}
 
 /// What a message sent to the server will produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,14 +23,24 @@ pub enum Expect {
     /// Parse → ParseComplete.
     ParseComplete,
     /// Bind → BindComplete. `risky`: the statement returns rows and the batch is healable.
-    BindComplete { stmt: Option<StmtId>, risky: bool },
-    /// Describe 'S' → ParameterDescription, then RowDescription or NoData.
-    StatementDescription { stmt: Option<StmtId>, risky: bool },
+    /// `lazy`: pgheal prepared the statement on this connection in the same pipeline.
+    BindComplete {
+        stmt: Option<StmtId>,
+        risky: bool,
+        lazy: bool,
+    },
+    /// Describe 'S' → ParameterDescription, then RowDescription or NoData. `server_name`: the
+    /// statement's name on the server, whose shape the answer records.
+    StatementDescription {
+        stmt: Option<StmtId>,
+        server_name: Option<Arc<str>>,
+        risky: bool,
+    },
     /// Describe 'P' → RowDescription or NoData.
-    PortalDescription { stmt: Option<StmtId> },
+    PortalDescription { shaping: PortalShaping },
     /// Execute → DataRow*, then CommandComplete / EmptyQueryResponse / PortalSuspended
     /// (COPY sub-protocol messages in between).
-    ExecuteResult { stmt: Option<StmtId> },
+    ExecuteResult { shaping: PortalShaping },
     /// Close → CloseComplete.
     CloseComplete,
     /// Sync → ReadyForQuery.
@@ -25,6 +50,11 @@ pub enum Expect {
     Query { risky: bool },
     /// FunctionCall → FunctionCallResponse or error, then ReadyForQuery.
     FunctionCall,
+    /// A response pgheal answers itself, sent when every earlier response has been.
+    Local(Frame),
+    /// pgheal's own message that is bound to fail (so the server skips to Sync and rolls the
+    /// implicit transaction back); the client receives this error instead of the server's.
+    FailWith(Frame),
 }
 
 /// What to do with the responses of one pending entry.
@@ -57,9 +87,10 @@ impl Pending {
 
     /// Entries that end with ReadyForQuery, the end of an implicit transaction.
     pub fn is_sync_point(&self) -> bool {
-        matches!(
-            self.expect,
-            Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
-        )
+        match &self.expect {
+            Expect::Sync | Expect::Query { .. } | Expect::FunctionCall => true,
+            Expect::Local(f) => f.tag == b'Z',
+            _ => false,
+        }
     }
 }

@@ -1,15 +1,19 @@
-//! The relay: client-side half. Frontend messages are tracked, kept for replay and forwarded.
+//! The relay: client-side half. Frontend messages are tracked, kept for replay and forwarded,
+//! with statement names mapped for the pool mode.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
 
 use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::{self, Bind, Parse, Target};
-use crate::protocol::{encode, Frame, ProtocolError};
-use crate::statements::sql_prepare::SqlPrepared;
-use crate::statements::{StatementRegistry, StmtId};
+use crate::protocol::{encode, sqlstate, Frame, ProtocolError};
+use crate::statements::sql_prepare::{Dealloc, SqlPrepared};
+use crate::statements::{ServerPrepared, Shaping, StatementNames, StatementRegistry, StmtId};
 
 use super::outbox::Outbox;
-use super::pending::{Action, Expect, Pending};
+use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::repair::Phase;
 use super::window::Window;
 
@@ -38,6 +42,18 @@ impl Default for RelayConfig {
     }
 }
 
+/// How client statement names map to server statement names.
+#[derive(Debug, Clone)]
+pub enum Naming {
+    /// Session pooling: the client's names are the server's.
+    Session,
+    /// Transaction pooling: pool-wide names, keyed by text, parameter types and search_path.
+    Pooled {
+        names: Arc<StatementNames>,
+        search_path: Option<Arc<str>>,
+    },
+}
+
 /// Errors that end the session.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -47,17 +63,27 @@ pub enum RelayError {
     Server(ProtocolError),
 }
 
-/// Which statement a portal was bound from.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a portal's rows are shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Portal {
-    pub stmt: Option<StmtId>,
+    pub shaping: PortalShaping,
 }
 
-/// The engine between one client and one server connection. See the module docs of
-/// [`crate::heal`].
+impl Default for Portal {
+    fn default() -> Self {
+        Portal {
+            shaping: PortalShaping::Plain,
+        }
+    }
+}
+
+/// The engine between one client and its server connection(s). See the module docs of
+/// [`crate::heal`]. Every call takes the [`ServerPrepared`] of the server connection the client
+/// currently uses.
 #[derive(Debug)]
 pub struct Relay {
     pub(crate) cfg: RelayConfig,
+    pub(crate) naming: Naming,
     pub(crate) stmts: StatementRegistry,
     pub(crate) sql_prepared: SqlPrepared,
     pub(crate) unnamed_portal: Portal,
@@ -70,13 +96,16 @@ pub struct Relay {
     /// healable and this one would run before its replay).
     pub(crate) deferred: VecDeque<Frame>,
     pub(crate) status: TxStatus,
+    /// The last server message was ReadyForQuery (a transaction-pooling release point).
+    pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
 }
 
 impl Relay {
-    pub fn new(cfg: RelayConfig) -> Self {
+    pub fn new(cfg: RelayConfig, naming: Naming) -> Self {
         Relay {
             cfg,
+            naming,
             stmts: StatementRegistry::default(),
             sql_prepared: SqlPrepared::default(),
             unnamed_portal: Portal::default(),
@@ -87,6 +116,7 @@ impl Relay {
             phase: Phase::Relaying,
             deferred: VecDeque::new(),
             status: TxStatus::Idle,
+            at_ready: true,
             scratch: Vec::new(),
         }
     }
@@ -96,17 +126,30 @@ impl Relay {
         self.status
     }
 
-    /// Nothing in flight: every message sent has been answered up to ReadyForQuery.
+    /// Nothing in flight: every message sent has been answered.
     pub fn is_quiet(&self) -> bool {
         self.pending.is_empty() && self.deferred.is_empty() && matches!(self.phase, Phase::Relaying)
     }
 
-    /// Named statements the client has prepared on this connection.
+    /// The server connection may go back to the pool (transaction pooling): everything is
+    /// answered, the last answer was ReadyForQuery, and no transaction block is open.
+    pub fn at_transaction_boundary(&self) -> bool {
+        self.is_quiet() && self.at_ready && self.status == TxStatus::Idle
+    }
+
+    /// The search_path the client set (transaction pooling keys statements by it).
+    pub fn set_search_path(&mut self, path: Option<Arc<str>>) {
+        if let Naming::Pooled { search_path, .. } = &mut self.naming {
+            *search_path = path;
+        }
+    }
+
+    /// Named statements the client has prepared.
     pub fn statements(&self) -> &StatementRegistry {
         &self.stmts
     }
 
-    /// Forget everything known about the server connection's prepared state.
+    /// Forget the client's statements (after DISCARD ALL / DEALLOCATE ALL).
     pub fn forget_prepared(&mut self) {
         self.stmts.clear();
         self.sql_prepared.clear();
@@ -115,12 +158,17 @@ impl Relay {
     }
 
     /// A frontend message from the client.
-    pub fn on_client(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    pub fn on_client(
+        &mut self,
+        frame: Frame,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         if !self.deferred.is_empty() || self.must_defer() {
             self.deferred.push_back(frame);
             return Ok(());
         }
-        self.client_message(frame, None, out)
+        self.client_message(frame, None, srv, out)
     }
 
     /// Whether a new client message must wait instead of going to the server now.
@@ -130,12 +178,16 @@ impl Relay {
     }
 
     /// Send deferred messages for as long as nothing blocks them.
-    pub(crate) fn drain_deferred(&mut self, out: &mut Outbox) -> Result<(), RelayError> {
+    pub(crate) fn drain_deferred(
+        &mut self,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         while !self.must_defer() {
             let Some(frame) = self.deferred.pop_front() else {
                 break;
             };
-            self.client_message(frame, None, out)?;
+            self.client_message(frame, None, srv, out)?;
         }
         Ok(())
     }
@@ -155,6 +207,14 @@ impl Relay {
         Some(p)
     }
 
+    fn internal(&mut self, expect: Expect) {
+        self.push_pending(Pending {
+            expect,
+            idx: None,
+            action: Action::Swallow,
+        });
+    }
+
     fn heal_possible(&self) -> bool {
         self.cfg.enabled && self.window.replayable(self.cfg.max_heals)
     }
@@ -164,12 +224,50 @@ impl Relay {
             .is_some_and(|s| s.returns_rows())
     }
 
-    fn portal(&self, name: &str) -> Portal {
+    fn portal(&self, name: &str) -> PortalShaping {
         if name.is_empty() {
-            self.unnamed_portal
+            self.unnamed_portal.shaping.clone()
         } else {
-            self.portals.get(name).copied().unwrap_or_default()
+            self.portals
+                .get(name)
+                .map(|p| p.shaping.clone())
+                .unwrap_or(PortalShaping::Plain)
         }
+    }
+
+    fn pooled(&self) -> bool {
+        matches!(self.naming, Naming::Pooled { .. })
+    }
+
+    /// Prepare statement `id` on this server connection (Parse + Describe, responses swallowed),
+    /// closing an evicted statement first.
+    fn prepare_on_server(&mut self, id: StmtId, srv: &mut ServerPrepared, out: &mut Outbox) {
+        let Some(s) = self.stmts.get(id) else { return };
+        let (name, sql, types) = (s.server_name.clone(), s.sql.clone(), s.param_types.clone());
+        if let Some(evicted) = srv.prepared(name.clone()) {
+            out.to_server
+                .push(encode::close(Target::Statement(&evicted)).bytes);
+            self.internal(Expect::CloseComplete);
+        }
+        out.to_server.push(encode::parse(&name, &sql, &types).bytes);
+        self.internal(Expect::ParseComplete);
+        out.to_server
+            .push(encode::describe(Target::Statement(&name)).bytes);
+        self.internal(Expect::StatementDescription {
+            stmt: Some(id),
+            server_name: Some(name),
+            risky: false,
+        });
+    }
+
+    /// Answer something locally, in order with the server's responses.
+    pub(crate) fn local(&mut self, frame: Frame, idx: Option<u32>, out: &mut Outbox) {
+        self.push_pending(Pending {
+            expect: Expect::Local(frame),
+            idx,
+            action: Action::Forward,
+        });
+        self.emit_locals(out);
     }
 
     /// Track and send one client message. `replay` carries the window index and the number of
@@ -178,6 +276,7 @@ impl Relay {
         &mut self,
         frame: Frame,
         replay: Option<(u32, u32)>,
+        srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
         let (idx, action) = match replay {
@@ -193,6 +292,7 @@ impl Relay {
                 (self.keep_in_window(&frame), Action::Forward)
             }
         };
+        self.at_ready = false;
         let is_replay = replay.is_some();
         let pending = |expect| Pending {
             expect,
@@ -202,108 +302,245 @@ impl Relay {
         match frame.tag {
             frontend::PARSE => {
                 let p = Parse::decode(&frame).map_err(RelayError::Client)?;
-                let stmt = if p.name.is_empty() {
-                    None
-                } else if is_replay {
+                if p.name.is_empty() {
+                    out.to_server.push(frame.bytes.clone());
+                    self.push_pending(pending(Expect::ParseComplete));
+                    return Ok(());
+                }
+                let existing = self.stmts.id(p.name);
+                if is_replay {
                     // The statement may exist on the server already: make the Parse succeed.
-                    out.to_server
-                        .push(encode::close(Target::Statement(p.name)).bytes);
-                    self.push_pending(Pending {
-                        expect: Expect::CloseComplete,
-                        idx: None,
-                        action: Action::Swallow,
-                    });
-                    self.stmts.id(p.name)
-                } else {
-                    Some(self.stmts.parsed(p.name, p.query, p.param_types.clone()))
-                };
-                let describe = stmt.map(|_| encode::describe(Target::Statement(p.name)));
-                out.to_server.push(frame.bytes);
-                self.push_pending(pending(Expect::ParseComplete));
-                if let Some(d) = describe {
-                    out.to_server.push(d.bytes);
-                    self.push_pending(Pending {
-                        expect: Expect::StatementDescription { stmt, risky: false },
-                        idx: None,
-                        action: Action::Swallow,
-                    });
+                    if let Some(id) = existing {
+                        let server_name = self.stmts.get(id).map(|s| s.server_name.clone());
+                        if let Some(n) = server_name {
+                            out.to_server
+                                .push(encode::close(Target::Statement(&n)).bytes);
+                            self.internal(Expect::CloseComplete);
+                            srv.closed(&n);
+                            self.prepare_on_server(id, srv, out);
+                            self.push_pending(pending(Expect::Local(encode::parse_complete())));
+                            return Ok(());
+                        }
+                    }
+                }
+                match &self.naming {
+                    Naming::Session if existing.is_some() => {
+                        // The server answers 42P05; the registry keeps the statement it has.
+                        out.to_server.push(frame.bytes.clone());
+                        self.push_pending(pending(Expect::ParseComplete));
+                    }
+                    Naming::Session => {
+                        let id = self.stmts.parsed(
+                            p.name,
+                            p.query.into(),
+                            p.param_types.clone().into(),
+                            p.name.into(),
+                        );
+                        srv.prepared(p.name.into());
+                        out.to_server.push(frame.bytes.clone());
+                        self.push_pending(pending(Expect::ParseComplete));
+                        out.to_server
+                            .push(encode::describe(Target::Statement(p.name)).bytes);
+                        self.internal(Expect::StatementDescription {
+                            stmt: Some(id),
+                            server_name: Some(p.name.into()),
+                            risky: false,
+                        });
+                    }
+                    Naming::Pooled { names, search_path } => {
+                        if existing.is_some() {
+                            let msg = format!("prepared statement \"{}\" already exists", p.name);
+                            let err = encode::error_response(
+                                "ERROR",
+                                sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                                &msg,
+                            );
+                            // A Parse that must fail makes the server skip to Sync and roll the
+                            // implicit transaction back, exactly as the duplicate would have.
+                            out.to_server.push(
+                                encode::parse("", "pgheal: duplicate prepared statement", &[])
+                                    .bytes,
+                            );
+                            self.push_pending(pending(Expect::FailWith(err)));
+                            return Ok(());
+                        }
+                        let sql: Arc<str> = p.query.into();
+                        let types: Arc<[u32]> = p.param_types.clone().into();
+                        let server_name = names.name_for(&sql, &types, search_path.as_ref());
+                        let id = self.stmts.parsed(p.name, sql, types, server_name.clone());
+                        match srv.shape(&server_name).cloned() {
+                            Some(shape) => {
+                                srv.touch(&server_name);
+                                self.stmts.described(id, &shape);
+                                self.local(encode::parse_complete(), idx, out);
+                            }
+                            None if srv.contains(&server_name) => {
+                                srv.touch(&server_name);
+                                self.local(encode::parse_complete(), idx, out);
+                            }
+                            None => {
+                                self.prepare_on_server(id, srv, out);
+                                self.push_pending(pending(Expect::Local(encode::parse_complete())));
+                            }
+                        }
+                    }
                 }
             }
             frontend::BIND => {
                 let b = Bind::decode(&frame).map_err(RelayError::Client)?;
-                let stmt = self
-                    .stmts
-                    .id(b.statement)
-                    .filter(|_| !b.statement.is_empty());
+                let stmt = if b.statement.is_empty() {
+                    None
+                } else {
+                    self.stmts.id(b.statement)
+                };
+                let mut lazy = false;
+                let mut shaping = PortalShaping::Plain;
+                let mut formats = None;
+                let mut server_name = None;
+                if let Some(id) = stmt {
+                    let name = self.stmts.get(id).map(|s| s.server_name.clone());
+                    if let Some(name) = name {
+                        if !srv.contains(&name) {
+                            self.prepare_on_server(id, srv, out);
+                            lazy = true;
+                        }
+                        srv.touch(&name);
+                        shaping = match srv.shape(&name).cloned() {
+                            None => PortalShaping::Unresolved(id),
+                            Some(shape) => {
+                                match self.stmts.get_mut(id).map(|s| s.shaping_for(&shape)) {
+                                    Some(Ok(Shaping::Project { projection })) => {
+                                        formats =
+                                            projection.remap_result_formats(&b.result_formats);
+                                        PortalShaping::Known(id, Shaping::Project { projection })
+                                    }
+                                    _ => PortalShaping::Plain,
+                                }
+                            }
+                        };
+                        server_name = Some(name);
+                    }
+                }
                 let risky = self.returns_rows(stmt) && self.heal_possible();
-                let portal = Portal { stmt };
+                let portal = Portal { shaping };
                 if b.portal.is_empty() {
                     self.unnamed_portal = portal;
                 } else {
                     self.portals.insert(b.portal.to_owned(), portal);
                 }
-                let rewritten = stmt
-                    .and_then(|id| self.stmts.get(id))
-                    .and_then(|s| s.projection.remap_result_formats(&b.result_formats))
-                    .map(|f| encode::bind_with_result_formats(&frame, b.result_formats_at, &f));
-                out.to_server
-                    .push(rewritten.map_or(frame.bytes.clone(), |f| f.bytes));
-                self.push_pending(pending(Expect::BindComplete { stmt, risky }));
+                let rename = server_name.filter(|n| self.pooled() && **n != *b.statement);
+                match (rename, formats) {
+                    (None, None) => out.to_server.push(frame.bytes.clone()),
+                    (None, Some(f)) => out.to_server.push(
+                        encode::bind_with_result_formats(&frame, b.result_formats_at, &f).bytes,
+                    ),
+                    (Some(name), f) => push_renamed_bind(&frame, &b, &name, f.as_deref(), out),
+                }
+                self.push_pending(pending(Expect::BindComplete { stmt, risky, lazy }));
             }
             frontend::DESCRIBE => {
-                let expect = match frontend::decode_describe(&frame).map_err(RelayError::Client)? {
-                    Target::Statement(name) => {
-                        let stmt = self.stmts.id(name).filter(|_| !name.is_empty());
-                        let risky = self.returns_rows(stmt) && self.heal_possible();
-                        Expect::StatementDescription { stmt, risky }
+                match frontend::decode_describe(&frame).map_err(RelayError::Client)? {
+                    Target::Statement(name)
+                        if !name.is_empty() && self.stmts.id(name).is_some() =>
+                    {
+                        let id = self.stmts.id(name).unwrap_or_default();
+                        let server_name = self
+                            .stmts
+                            .get(id)
+                            .map(|s| s.server_name.clone())
+                            .unwrap_or_else(|| name.into());
+                        if !srv.contains(&server_name) {
+                            self.prepare_on_server(id, srv, out);
+                        }
+                        let risky = self.returns_rows(Some(id)) && self.heal_possible();
+                        if *server_name == *name {
+                            out.to_server.push(frame.bytes.clone());
+                        } else {
+                            out.to_server
+                                .push(encode::describe(Target::Statement(&server_name)).bytes);
+                        }
+                        self.push_pending(pending(Expect::StatementDescription {
+                            stmt: Some(id),
+                            server_name: Some(server_name),
+                            risky,
+                        }));
                     }
-                    Target::Portal(name) => Expect::PortalDescription {
-                        stmt: self.portal(name).stmt,
-                    },
-                };
-                out.to_server.push(frame.bytes);
-                self.push_pending(pending(expect));
+                    Target::Statement(_) => {
+                        out.to_server.push(frame.bytes.clone());
+                        self.push_pending(pending(Expect::StatementDescription {
+                            stmt: None,
+                            server_name: None,
+                            risky: false,
+                        }));
+                    }
+                    Target::Portal(name) => {
+                        let shaping = self.portal(name);
+                        out.to_server.push(frame.bytes.clone());
+                        self.push_pending(pending(Expect::PortalDescription { shaping }));
+                    }
+                }
             }
             frontend::EXECUTE => {
                 let (portal, _) = frontend::decode_execute(&frame).map_err(RelayError::Client)?;
-                let stmt = self.portal(portal).stmt;
-                out.to_server.push(frame.bytes);
-                self.push_pending(pending(Expect::ExecuteResult { stmt }));
+                let shaping = self.portal(portal);
+                out.to_server.push(frame.bytes.clone());
+                self.push_pending(pending(Expect::ExecuteResult { shaping }));
             }
-            frontend::CLOSE => {
-                match frontend::decode_close(&frame).map_err(RelayError::Client)? {
-                    Target::Statement(name) if !is_replay => self.stmts.close(name),
-                    Target::Portal(name) if !is_replay => {
-                        self.portals.remove(name);
+            frontend::CLOSE => match frontend::decode_close(&frame).map_err(RelayError::Client)? {
+                Target::Statement(name) if !name.is_empty() && self.pooled() => {
+                    if !is_replay {
+                        self.stmts.close(name);
                     }
-                    _ => {}
+                    self.local(encode::close_complete(), idx, out);
                 }
-                out.to_server.push(frame.bytes);
-                self.push_pending(pending(Expect::CloseComplete));
-            }
+                target => {
+                    if !is_replay {
+                        match target {
+                            Target::Statement(name) => {
+                                self.stmts.close(name);
+                                srv.closed(name);
+                            }
+                            Target::Portal(name) => {
+                                self.portals.remove(name);
+                            }
+                        }
+                    }
+                    out.to_server.push(frame.bytes.clone());
+                    self.push_pending(pending(Expect::CloseComplete));
+                }
+            },
             frontend::SYNC => {
-                out.to_server.push(frame.bytes);
+                out.to_server.push(frame.bytes.clone());
                 self.window.sync_sent = true;
                 self.push_pending(pending(Expect::Sync));
             }
             frontend::QUERY => {
                 let sql = frontend::decode_query(&frame).map_err(RelayError::Client)?;
+                self.window.sync_sent = true;
+                if !is_replay && self.pooled() && self.status == TxStatus::Idle {
+                    if let Some(tag) = local_statement_command(sql) {
+                        self.observe_sql(sql, srv, false);
+                        self.local(encode::command_complete(tag), idx, out);
+                        self.local(encode::ready_for_query(self.status), idx, out);
+                        return Ok(());
+                    }
+                }
                 let risky = self.heal_possible() && !self.sql_prepared.executed_by(sql).is_empty();
                 if !is_replay {
-                    self.observe_sql(sql);
+                    let pooled = self.pooled();
+                    self.observe_sql(sql, srv, !pooled);
                 }
-                out.to_server.push(frame.bytes);
-                self.window.sync_sent = true;
+                out.to_server.push(frame.bytes.clone());
                 self.push_pending(pending(Expect::Query { risky }));
             }
             frontend::FUNCTION_CALL => {
-                out.to_server.push(frame.bytes);
+                out.to_server.push(frame.bytes.clone());
                 self.window.sync_sent = true;
                 self.push_pending(pending(Expect::FunctionCall));
             }
             _ => {
                 // Flush, CopyData/CopyDone/CopyFail and anything else: forwarded untouched.
-                out.to_server.push(frame.bytes);
+                out.to_server.push(frame.bytes.clone());
             }
         }
         Ok(())
@@ -320,13 +557,132 @@ impl Relay {
         }
     }
 
-    /// SQL-level statement management that also affects protocol-level statements.
-    fn observe_sql(&mut self, sql: &str) {
+    /// SQL-level statement management that also affects protocol-level statements. `server`:
+    /// the command reaches the server connection, whose prepared set changes too.
+    fn observe_sql(&mut self, sql: &str, srv: &mut ServerPrepared, server: bool) {
         for effect in self.sql_prepared.observe(sql) {
             match effect {
-                crate::statements::sql_prepare::Dealloc::All => self.forget_prepared(),
-                crate::statements::sql_prepare::Dealloc::Name(n) => self.stmts.close(&n),
+                Dealloc::All => {
+                    self.forget_prepared();
+                    if server {
+                        srv.clear();
+                    }
+                }
+                Dealloc::Name(n) => {
+                    self.stmts.close(&n);
+                    if server {
+                        srv.closed(&n);
+                    }
+                }
             }
         }
+    }
+}
+
+/// `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` alone in a query act on the client's
+/// own statements in transaction pooling and are answered locally: returns the command tag.
+fn local_statement_command(sql: &str) -> Option<&'static str> {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["discard", "all"] => Some("DISCARD ALL"),
+        ["deallocate", "all"] | ["deallocate", "prepare", "all"] => Some("DEALLOCATE ALL"),
+        ["deallocate", name] | ["deallocate", "prepare", name] if !name.contains(';') => {
+            Some("DEALLOCATE")
+        }
+        _ => None,
+    }
+}
+
+/// A Bind for another statement name, without copying the parameters: a new head (tag, length,
+/// portal, statement name) followed by a slice of the original message.
+fn push_renamed_bind(
+    frame: &Frame,
+    b: &Bind<'_>,
+    name: &str,
+    formats: Option<&[i16]>,
+    out: &mut Outbox,
+) {
+    let body = frame.body();
+    let rest_at = b.portal.len() + 1 + b.statement.len() + 1;
+    let tail_end = if formats.is_some() {
+        b.result_formats_at
+    } else {
+        body.len()
+    };
+    let tail = frame.bytes.slice(5 + rest_at..5 + tail_end);
+    let mut formats_bytes = BytesMut::new();
+    if let Some(f) = formats {
+        formats_bytes.put_i16(f.len() as i16);
+        for c in f {
+            formats_bytes.put_i16(*c);
+        }
+    }
+    let len = 4 + b.portal.len() + 1 + name.len() + 1 + tail.len() + formats_bytes.len();
+    let mut head = BytesMut::with_capacity(5 + b.portal.len() + name.len() + 2);
+    head.put_u8(b'B');
+    head.put_i32(len as i32);
+    head.put_slice(b.portal.as_bytes());
+    head.put_u8(0);
+    head.put_slice(name.as_bytes());
+    head.put_u8(0);
+    out.to_server.push(head.freeze());
+    out.to_server.push(tail);
+    if !formats_bytes.is_empty() {
+        out.to_server.push(formats_bytes.freeze());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_commands() {
+        assert_eq!(local_statement_command("DISCARD ALL;"), Some("DISCARD ALL"));
+        assert_eq!(
+            local_statement_command("deallocate prepare all"),
+            Some("DEALLOCATE ALL")
+        );
+        assert_eq!(local_statement_command("DEALLOCATE p1"), Some("DEALLOCATE"));
+        assert_eq!(local_statement_command("DEALLOCATE p1; SELECT 1"), None);
+        assert_eq!(local_statement_command("SELECT 1"), None);
+    }
+
+    #[test]
+    fn renamed_bind_keeps_parameters() {
+        use crate::protocol::frontend::Bind;
+        let body: &[u8] = b"p\0s1\0\0\x01\0\x01\0\x01\0\0\0\x02ab\0\x01\0\x01";
+        let f = encode::raw(b'B', body);
+        let b = Bind::decode(&f).unwrap();
+        let mut out = Outbox::default();
+        push_renamed_bind(&f, &b, "pgheal_7", None, &mut out);
+        let joined: Vec<u8> = out
+            .to_server
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect();
+        let g = Frame::from_encoded(joined.into());
+        let b2 = Bind::decode(&g).unwrap();
+        assert_eq!((b2.portal, b2.statement), ("p", "pgheal_7"));
+        assert_eq!(b2.result_formats, vec![1]);
+        let mut out = Outbox::default();
+        push_renamed_bind(&f, &b, "x", Some(&[1, 0, 0]), &mut out);
+        let joined: Vec<u8> = out
+            .to_server
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect();
+        let g = Frame::from_encoded(joined.into());
+        assert_eq!(Bind::decode(&g).unwrap().result_formats, vec![1, 0, 0]);
     }
 }

@@ -17,7 +17,7 @@ use crate::protocol::backend::{self, decode_row_description, Field, TxStatus};
 use crate::protocol::frontend::Target;
 use crate::protocol::{encode, Frame};
 use crate::statements::sql_prepare::quote_ident;
-use crate::statements::{ProjectionError, StmtId};
+use crate::statements::{ProjectionError, ServerPrepared, StmtId};
 
 use super::event::{truncate_sql, HealEvent, Outcome};
 use super::outbox::Outbox;
@@ -34,6 +34,9 @@ pub enum HealTarget {
     Statement(StmtId),
     /// SQL-level prepared statements (name, PREPARE text) run by a simple query.
     Sql(Vec<(String, String)>),
+    /// A statement prepared lazily on this connection turned out to have another shape than
+    /// the client's Bind assumed; the shape is known now, so a replay is enough.
+    Reshape,
 }
 
 /// The relay's state machine. Data for each step lives in its variant.
@@ -93,13 +96,18 @@ impl Relay {
     }
 
     /// A server message while repairing: everything is pgheal's own and swallowed.
-    pub(crate) fn repair_step(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    pub(crate) fn repair_step(
+        &mut self,
+        frame: Frame,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         let phase = std::mem::replace(&mut self.phase, Phase::Relaying);
         self.phase = match phase {
             Phase::Relaying => Phase::Relaying,
             Phase::Draining(heal) => match ready_status(&frame)? {
                 None => Phase::Draining(heal),
-                Some(TxStatus::Idle) => self.begin_probe(heal, out),
+                Some(TxStatus::Idle) => self.begin_probe(heal, srv, out),
                 Some(_) => {
                     out.to_server.push(encode::query("ROLLBACK").bytes);
                     Phase::RollingBack(heal)
@@ -107,7 +115,7 @@ impl Relay {
             },
             Phase::RollingBack(heal) => match ready_status(&frame)? {
                 None => Phase::RollingBack(heal),
-                Some(_) => self.begin_probe(heal, out),
+                Some(_) => self.begin_probe(heal, srv, out),
             },
             Phase::Probing {
                 heal,
@@ -121,7 +129,7 @@ impl Relay {
                         shape,
                         failed,
                     },
-                    Some(_) => self.decide(heal, shape, failed, out)?,
+                    Some(_) => self.decide(heal, shape, failed, srv, out)?,
                 }
             }
             Phase::Repreparing {
@@ -137,8 +145,8 @@ impl Relay {
                         failed,
                     },
                     Some(_) => {
-                        let heal = self.finish_reprepare(heal, shape, failed);
-                        self.replay(heal, out)?;
+                        let heal = self.finish_reprepare(heal, shape, failed, srv);
+                        self.replay(heal, srv, out)?;
                         return Ok(());
                     }
                 }
@@ -147,11 +155,25 @@ impl Relay {
         Ok(())
     }
 
-    fn begin_probe(&mut self, heal: Heal, out: &mut Outbox) -> Phase {
+    fn begin_probe(&mut self, heal: Heal, srv: &mut ServerPrepared, out: &mut Outbox) -> Phase {
         match &heal.target {
+            HealTarget::Reshape => {
+                let mut heal = heal;
+                heal.detail =
+                    "prepared on this connection with a new shape; result formats re-mapped".into();
+                match self.replay(heal, srv, out) {
+                    Ok(()) => std::mem::replace(&mut self.phase, Phase::Relaying),
+                    Err(_) => Phase::Relaying,
+                }
+            }
             HealTarget::Statement(id) => {
                 let Some(s) = self.stmts.get(*id) else {
-                    return self.refuse_phase(heal, "the statement is no longer known".into(), out);
+                    return self.refuse_phase(
+                        heal,
+                        "the statement is no longer known".into(),
+                        srv,
+                        out,
+                    );
                 };
                 out.to_server
                     .push(encode::parse(PROBE_NAME, &s.sql, &s.param_types).bytes);
@@ -188,16 +210,27 @@ impl Relay {
         mut heal: Heal,
         shape: Option<Vec<Field>>,
         failed: bool,
+        srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<Phase, RelayError> {
         let HealTarget::Statement(id) = heal.target.clone() else {
             return Ok(Phase::Relaying);
         };
         let (Some(shape), false) = (shape, failed) else {
-            return Ok(self.refuse_phase(heal, "the statement no longer prepares".into(), out));
+            return Ok(self.refuse_phase(
+                heal,
+                "the statement no longer prepares".into(),
+                srv,
+                out,
+            ));
         };
         let Some(s) = self.stmts.get(id) else {
-            return Ok(self.refuse_phase(heal, "the statement is no longer known".into(), out));
+            return Ok(self.refuse_phase(
+                heal,
+                "the statement is no longer known".into(),
+                srv,
+                out,
+            ));
         };
         let old_width = s.contract.as_ref().map_or(0, |c| c.len());
         let contract = s.contract.clone().unwrap_or_else(|| shape.clone().into());
@@ -224,14 +257,15 @@ impl Relay {
                 heal.detail = format!(
                     "{e}; the client describes the statement in this batch and reads the new shape"
                 );
-                self.stmts.adopt_shape(id, shape.clone());
+                self.stmts.adopt_shape(id, shape.clone().into());
             }
-            Err(e) => return Ok(self.refuse_phase(heal, refusal_text(&e), out)),
+            Err(e) => return Ok(self.refuse_phase(heal, refusal_text(&e), srv, out)),
         }
         let (name, sql, types) = match self.stmts.get(id) {
-            Some(s) => (s.name.clone(), s.sql.clone(), s.param_types.clone()),
+            Some(s) => (s.server_name.clone(), s.sql.clone(), s.param_types.clone()),
             None => return Ok(Phase::Relaying),
         };
+        srv.prepared(name.clone());
         out.to_server
             .push(encode::close(Target::Statement(&name)).bytes);
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
@@ -250,30 +284,46 @@ impl Relay {
         mut heal: Heal,
         shape: Option<Vec<Field>>,
         failed: bool,
+        srv: &mut ServerPrepared,
     ) -> Heal {
         if failed {
             heal.refusal = Some("the statement could not be re-prepared".into());
             return heal;
         }
         if let (HealTarget::Statement(id), Some(shape)) = (&heal.target, shape) {
-            if let Err(e) = self.stmts.reshaped(*id, shape) {
-                heal.refusal = Some(refusal_text(&e));
+            let shape: std::sync::Arc<[Field]> = shape.into();
+            if let Some(s) = self.stmts.get_mut(*id) {
+                srv.described(&s.server_name, shape.clone());
+                if let Err(e) = s.shaping_for(&shape) {
+                    heal.refusal = Some(refusal_text(&e));
+                }
             }
         }
         heal
     }
 
     /// Refuse: replay the window with healing off, so PostgreSQL's own answer reaches the client.
-    fn refuse_phase(&mut self, mut heal: Heal, why: String, out: &mut Outbox) -> Phase {
+    fn refuse_phase(
+        &mut self,
+        mut heal: Heal,
+        why: String,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Phase {
         heal.refusal = Some(why);
-        match self.replay(heal, out) {
+        match self.replay(heal, srv, out) {
             Ok(()) => std::mem::replace(&mut self.phase, Phase::Relaying),
             Err(_) => Phase::Relaying,
         }
     }
 
     /// Replay the whole window, suppressing the responses the client already has.
-    fn replay(&mut self, heal: Heal, out: &mut Outbox) -> Result<(), RelayError> {
+    fn replay(
+        &mut self,
+        heal: Heal,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         self.phase = Phase::Relaying;
         self.window.heals += 1;
         let (outcome, detail) = match &heal.refusal {
@@ -303,6 +353,7 @@ impl Relay {
                         .join("; "),
                 ),
             ),
+            HealTarget::Reshape => (String::new(), String::new()),
         };
         out.events.push(HealEvent {
             outcome,
@@ -318,9 +369,9 @@ impl Relay {
             .collect();
         self.window.sync_sent = false;
         for (i, (frame, forwarded)) in entries.into_iter().enumerate() {
-            self.client_message(frame, Some((i as u32, forwarded)), out)?;
+            self.client_message(frame, Some((i as u32, forwarded)), srv, out)?;
         }
-        self.drain_deferred(out)
+        Ok(())
     }
 
     /// Whether the client describes statement `id` (directly or through a portal) in this window.

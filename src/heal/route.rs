@@ -1,14 +1,18 @@
 //! The relay: server-side half. Each backend message is matched, by order, to the pending entry
-//! it answers, transformed if its statement is projected, and forwarded, held or swallowed.
+//! it answers, shaped for the client if its statement is projected, and forwarded, held or
+//! swallowed.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::protocol::backend::{self, decode_row_description, ErrorFields, TxStatus};
-use crate::protocol::Frame;
+use crate::protocol::backend::{self, decode_row_description, ErrorFields, Field, TxStatus};
+use crate::protocol::{sqlstate, Frame};
+use crate::statements::{ServerPrepared, Shaping, StmtId};
 
 use super::event::{truncate_sql, HealEvent, Outcome};
 use super::outbox::Outbox;
-use super::pending::{Action, Expect, Pending};
+use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::recognize::is_cached_plan_error;
 use super::relay::{Relay, RelayError};
 use super::repair::{HealTarget, Phase};
@@ -16,7 +20,12 @@ use super::window::Held;
 
 impl Relay {
     /// A backend message from the server.
-    pub fn on_server(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    pub fn on_server(
+        &mut self,
+        frame: Frame,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         if backend::is_async(frame.tag) {
             // Notices caused by pgheal's own repair commands are not the client's business.
             if frame.tag != backend::NOTICE_RESPONSE || matches!(self.phase, Phase::Relaying) {
@@ -24,44 +33,56 @@ impl Relay {
             }
             return Ok(());
         }
-        if !matches!(self.phase, Phase::Relaying) {
-            return self.repair_step(frame, out);
+        if matches!(self.phase, Phase::Relaying) {
+            self.route(frame, srv, out)?;
+        } else {
+            self.repair_step(frame, srv, out)?;
         }
-        self.route(frame, out)
+        self.emit_locals(out);
+        self.drain_deferred(srv, out)
     }
 
-    fn route(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
-        let Some(head) = self.pending.front() else {
+    fn route(
+        &mut self,
+        frame: Frame,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
+        self.emit_locals(out);
+        if self.pending.is_empty() {
             // Nothing expected (e.g. a FATAL error before the server closes): pass it on.
             out.to_client.push(frame.bytes);
             return Ok(());
-        };
+        }
         if frame.tag == backend::ERROR_RESPONSE {
             return self.on_error(frame, out);
         }
+        self.resolve_head(srv);
         let tag = frame.tag;
-        let (done, stmt) = match (&head.expect, tag) {
-            (Expect::ParseComplete, backend::PARSE_COMPLETE) => (true, None),
-            (Expect::BindComplete { .. }, backend::BIND_COMPLETE) => (true, None),
-            (Expect::CloseComplete, backend::CLOSE_COMPLETE) => (true, None),
-            (Expect::StatementDescription { .. }, backend::PARAMETER_DESCRIPTION) => (false, None),
-            (
-                Expect::StatementDescription { stmt, .. },
-                backend::ROW_DESCRIPTION | backend::NO_DATA,
-            ) => (true, *stmt),
-            (Expect::PortalDescription { stmt }, backend::ROW_DESCRIPTION) => (true, *stmt),
-            (Expect::PortalDescription { .. }, backend::NO_DATA) => (true, None),
-            (Expect::ExecuteResult { stmt }, backend::DATA_ROW) => (false, *stmt),
+        let Some(head) = self.pending.front() else {
+            return Ok(());
+        };
+        let done = match (&head.expect, tag) {
+            (Expect::ParseComplete, backend::PARSE_COMPLETE) => true,
+            (Expect::BindComplete { .. }, backend::BIND_COMPLETE) => true,
+            (Expect::CloseComplete, backend::CLOSE_COMPLETE) => true,
+            (Expect::StatementDescription { .. }, backend::PARAMETER_DESCRIPTION) => false,
+            (Expect::StatementDescription { .. }, backend::ROW_DESCRIPTION | backend::NO_DATA) => {
+                true
+            }
+            (Expect::PortalDescription { .. }, backend::ROW_DESCRIPTION | backend::NO_DATA) => true,
+            (Expect::ExecuteResult { .. }, backend::DATA_ROW) => false,
             (
                 Expect::ExecuteResult { .. },
                 backend::COMMAND_COMPLETE | backend::EMPTY_QUERY | backend::PORTAL_SUSPENDED,
-            ) => (true, None),
-            (Expect::ExecuteResult { .. }, _) => (false, None), // COPY sub-protocol
+            ) => true,
+            (Expect::ExecuteResult { .. }, _) => false, // COPY sub-protocol
             (
                 Expect::Sync | Expect::Query { .. } | Expect::FunctionCall,
                 backend::READY_FOR_QUERY,
-            ) => (true, None),
-            (Expect::Query { .. } | Expect::FunctionCall, _) => (false, None),
+            ) => true,
+            (Expect::Query { .. } | Expect::FunctionCall, _) => false,
+            (Expect::FailWith(_), _) => true,
             (expect, _) => {
                 tracing::warn!(?expect, tag = %char::from(tag), "unexpected server message; forwarding");
                 out.to_client.push(frame.bytes);
@@ -73,82 +94,125 @@ impl Relay {
         } else {
             self.pending.front().cloned().expect("head exists")
         };
-        // A statement description is recorded whoever asked for it (pgheal's own Describe
-        // after a Parse is swallowed, but it is what establishes the contract).
-        let described = match (tag, &head.expect, stmt) {
-            (
-                backend::ROW_DESCRIPTION | backend::NO_DATA,
-                Expect::StatementDescription { .. },
-                Some(id),
-            ) => {
-                let fields = if tag == backend::NO_DATA {
-                    Vec::new()
-                } else {
-                    decode_row_description(&frame).map_err(RelayError::Server)?
-                };
-                self.stmts.described(id, fields);
-                Some(id)
+        // A statement description is recorded whoever asked for it: pgheal's own Describe after
+        // a Parse is swallowed, but it establishes the contract and the server-side shape.
+        let mut described: Option<(StmtId, Arc<[Field]>)> = None;
+        if let (
+            backend::ROW_DESCRIPTION | backend::NO_DATA,
+            Expect::StatementDescription {
+                stmt, server_name, ..
+            },
+        ) = (tag, &head.expect)
+        {
+            let shape: Arc<[Field]> = if tag == backend::NO_DATA {
+                Vec::new().into()
+            } else {
+                decode_row_description(&frame)
+                    .map_err(RelayError::Server)?
+                    .into()
+            };
+            if let Some(n) = server_name {
+                srv.described(n, shape.clone());
             }
-            _ => None,
-        };
+            if let Some(id) = stmt {
+                self.stmts.described(*id, &shape);
+                described = Some((*id, shape));
+            }
+        }
         if self.consume_suppressed(&head, done) {
-            return self.after_response(&head, &frame, out);
+            return self.after_response(&frame, out);
         }
         match (tag, &head.expect) {
-            (backend::ROW_DESCRIPTION | backend::NO_DATA, Expect::StatementDescription { .. }) => {
-                let rewritten = described.and_then(|id| self.contract_description(id, &frame));
-                let bytes = rewritten.unwrap_or_else(|| frame.bytes.clone());
+            (backend::ROW_DESCRIPTION, Expect::StatementDescription { .. }) => {
+                let bytes = described
+                    .and_then(|(id, shape)| self.contract_description(id, &shape, &frame))
+                    .unwrap_or_else(|| frame.bytes.clone());
                 self.emit(head.idx, tag, bytes, true, out);
             }
-            (backend::ROW_DESCRIPTION, Expect::PortalDescription { .. }) => {
-                let bytes = match stmt
-                    .and_then(|id| self.stmts.get(id))
-                    .filter(|s| s.rewrites())
-                {
-                    Some(_) => stmt
-                        .and_then(|id| self.contract_description(id, &frame))
-                        .unwrap_or_else(|| frame.bytes.clone()),
-                    None => frame.bytes.clone(),
+            (
+                backend::ROW_DESCRIPTION,
+                Expect::PortalDescription {
+                    shaping: PortalShaping::Known(id, Shaping::Project { projection }),
+                },
+            ) => {
+                let contract = self.stmts.get(*id).and_then(|s| s.contract.clone());
+                let bytes = match (contract, decode_row_description(&frame)) {
+                    (Some(c), Ok(server)) => projection.describe(&c, &server).bytes,
+                    _ => frame.bytes.clone(),
                 };
                 self.emit(head.idx, tag, bytes, true, out);
             }
-            (backend::DATA_ROW, _) => {
-                let projection = stmt
-                    .and_then(|id| self.stmts.get(id))
-                    .map(|s| s.projection.clone())
-                    .filter(|p| !p.is_identity());
-                match projection {
-                    None => self.emit(head.idx, tag, frame.bytes.clone(), true, out),
-                    Some(p) => {
-                        let mut parts = Vec::with_capacity(4);
-                        let mut scratch = std::mem::take(&mut self.scratch);
-                        let r = p.project_row(&frame, &mut scratch, &mut parts);
-                        self.scratch = scratch;
-                        r.map_err(RelayError::Server)?;
-                        for (i, part) in parts.into_iter().enumerate() {
-                            self.emit(head.idx, tag, part, i == 0, out);
-                        }
-                    }
+            (
+                backend::DATA_ROW,
+                Expect::ExecuteResult {
+                    shaping: PortalShaping::Known(_, Shaping::Project { projection }),
+                },
+            ) if !projection.is_identity() => {
+                let mut parts = Vec::with_capacity(4);
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let r = projection.project_row(&frame, &mut scratch, &mut parts);
+                self.scratch = scratch;
+                r.map_err(RelayError::Server)?;
+                for (i, part) in parts.into_iter().enumerate() {
+                    self.emit(head.idx, tag, part, i == 0, out);
                 }
             }
-            _ => {
-                if head.action != Action::Swallow {
-                    self.emit(head.idx, tag, frame.bytes.clone(), true, out);
+            _ => self.emit(head.idx, tag, frame.bytes.clone(), true, out),
+        }
+        self.after_response(&frame, out)
+    }
+
+    /// Resolve a portal's shaping once its statement's shape is known (lazy prepares).
+    fn resolve_head(&mut self, srv: &ServerPrepared) {
+        let id = match self.pending.front().map(|p| &p.expect) {
+            Some(Expect::PortalDescription {
+                shaping: PortalShaping::Unresolved(id),
+            })
+            | Some(Expect::ExecuteResult {
+                shaping: PortalShaping::Unresolved(id),
+            }) => *id,
+            _ => return,
+        };
+        let shaping = self.shaping_on(id, srv);
+        if let Some(head) = self.pending.front_mut() {
+            match &mut head.expect {
+                Expect::PortalDescription { shaping: s } | Expect::ExecuteResult { shaping: s } => {
+                    *s = shaping
                 }
+                _ => {}
             }
         }
-        self.after_response(&head, &frame, out)
+    }
+
+    /// The shaping of statement `id`'s rows on this server connection.
+    pub(crate) fn shaping_on(&mut self, id: StmtId, srv: &ServerPrepared) -> PortalShaping {
+        let Some(name) = self.stmts.get(id).map(|s| s.server_name.clone()) else {
+            return PortalShaping::Plain;
+        };
+        let Some(shape) = srv.shape(&name).cloned() else {
+            return PortalShaping::Plain;
+        };
+        match self.stmts.get_mut(id).map(|s| s.shaping_for(&shape)) {
+            Some(Ok(s @ Shaping::Project { .. })) => PortalShaping::Known(id, s),
+            _ => PortalShaping::Plain,
+        }
     }
 
     /// A RowDescription in the contract's terms, when the server's differs from it.
-    fn contract_description(&self, id: crate::statements::StmtId, frame: &Frame) -> Option<Bytes> {
-        let s = self.stmts.get(id)?;
-        if !s.rewrites() {
-            return None;
+    fn contract_description(
+        &mut self,
+        id: StmtId,
+        shape: &Arc<[Field]>,
+        _frame: &Frame,
+    ) -> Option<Bytes> {
+        let s = self.stmts.get_mut(id)?;
+        match s.shaping_for(shape) {
+            Ok(Shaping::Project { projection }) => {
+                let contract = s.contract.clone()?;
+                Some(projection.describe(&contract, shape).bytes)
+            }
+            _ => None,
         }
-        let contract = s.contract.as_ref()?;
-        let server = decode_row_description(frame).ok()?;
-        Some(s.projection.describe(contract, &server).bytes)
     }
 
     /// Handle swallowed and suppressed responses. Returns true when the message is consumed.
@@ -156,10 +220,9 @@ impl Relay {
         match head.action {
             Action::Swallow => true,
             Action::Suppress(n) if n > 0 => {
-                let next = Action::Suppress(n - 1);
                 if !done {
                     if let Some(front) = self.pending.front_mut() {
-                        front.action = next;
+                        front.action = Action::Suppress(n - 1);
                     }
                 }
                 true
@@ -170,25 +233,50 @@ impl Relay {
 
     /// Book-keeping after a response: confirmations release held output; ReadyForQuery ends
     /// the window.
-    fn after_response(
-        &mut self,
-        head: &Pending,
-        frame: &Frame,
-        out: &mut Outbox,
-    ) -> Result<(), RelayError> {
+    fn after_response(&mut self, frame: &Frame, out: &mut Outbox) -> Result<(), RelayError> {
         if self.risky_in_flight == 0 && !self.window.held.is_empty() {
             self.flush_held(out);
         }
         if frame.tag == backend::READY_FOR_QUERY {
             let status = backend::decode_ready_for_query(frame).map_err(RelayError::Server)?;
-            self.status = status;
-            if self.pending.is_empty() {
-                self.window.reset(status);
-            }
-            let _ = head;
-            self.drain_deferred(out)?;
+            self.note_ready(status);
         }
         Ok(())
+    }
+
+    /// A ReadyForQuery reached the client (from the server or answered locally).
+    pub(crate) fn note_ready(&mut self, status: TxStatus) {
+        self.status = status;
+        if self.pending.is_empty() {
+            self.at_ready = true;
+            self.window.reset(status);
+        }
+    }
+
+    /// Send local answers that have reached the head of the queue.
+    pub(crate) fn emit_locals(&mut self, out: &mut Outbox) {
+        while let Some(Pending {
+            expect: Expect::Local(_),
+            ..
+        }) = self.pending.front()
+        {
+            let Some(Pending {
+                expect: Expect::Local(f),
+                idx,
+                action,
+            }) = self.pop_pending()
+            else {
+                break;
+            };
+            if matches!(action, Action::Forward | Action::Suppress(0)) {
+                self.emit(idx, f.tag, f.bytes.clone(), true, out);
+            }
+            if f.tag == backend::READY_FOR_QUERY {
+                if let Ok(status) = backend::decode_ready_for_query(&f) {
+                    self.note_ready(status);
+                }
+            }
+        }
     }
 
     /// Send a response to the client now, or hold it while a risky message is unconfirmed.
@@ -239,19 +327,23 @@ impl Relay {
     fn on_error(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
         let head = self.pending.front().cloned().expect("head exists");
         if let Ok(fields) = ErrorFields::decode(&frame) {
+            let healable = self.cfg.enabled && self.window.replayable(self.cfg.max_heals);
             if is_cached_plan_error(&fields) {
-                tracing::debug!(?head, start = ?self.window.start, irrevocable = self.window.irrevocable, no_heal = self.window.no_heal, heals = self.window.heals, entries = self.window.entries.len(), "cached-plan error");
                 if let Some(target) = self.heal_target(&head) {
-                    if head.is_risky()
-                        && self.cfg.enabled
-                        && self.window.replayable(self.cfg.max_heals)
-                    {
+                    if head.is_risky() && healable {
                         return self.start_heal(target, frame, out);
                     }
                 }
                 if !self.window.no_heal {
                     self.report_unhealed(&head, out);
                 }
+            } else if fields.code() == Some(sqlstate::PROTOCOL_VIOLATION)
+                && matches!(head.expect, Expect::BindComplete { lazy: true, .. })
+                && healable
+            {
+                // A statement prepared lazily on this connection has another shape than the
+                // client's result formats assumed: replay now that the shape is known.
+                return self.start_heal(HealTarget::Reshape, frame, out);
             }
         }
         let ends_at_ready = matches!(head.expect, Expect::Query { .. } | Expect::FunctionCall);
@@ -265,6 +357,10 @@ impl Relay {
         if self.risky_in_flight == 0 {
             self.flush_held(out);
         }
+        let frame = match head.expect {
+            Expect::FailWith(replacement) => replacement,
+            _ => frame,
+        };
         match head.action {
             Action::Swallow => {}
             Action::Suppress(n) if n > 0 => {}

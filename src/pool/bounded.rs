@@ -246,9 +246,16 @@ impl Checkout {
             pool.close(conn);
             return;
         }
+        let s = &pool.settings;
+        let run_reset = s.mode == PoolMode::Session || s.reset_query_always;
+        if status == TxStatus::Idle && !run_reset {
+            // Transaction pooling's fast path: nothing to send, straight back to the idle list.
+            pool.put_idle(conn);
+            drop(permit);
+            return;
+        }
         tokio::spawn(async move {
             let s = &pool.settings;
-            let run_reset = s.mode == PoolMode::Session || s.reset_query_always;
             let query = if run_reset {
                 s.reset_query.as_str()
             } else {

@@ -6,14 +6,17 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::auth::Secret;
-use crate::config::{Config, Database};
+use crate::config::{Config, Database, PoolMode};
 use crate::metrics::Metrics;
+use crate::statements::StatementNames;
 
 use super::bounded::{Pool, PoolKey, PoolSettings};
 use super::server::ServerLogin;
 
 pub struct Pools {
     pools: DashMap<PoolKey, Arc<Pool>>,
+    /// Server-side statement names of each pool (transaction pooling).
+    names: DashMap<PoolKey, Arc<StatementNames>>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -22,6 +25,7 @@ impl Pools {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Pools> {
         Arc::new(Pools {
             pools: DashMap::new(),
+            names: DashMap::new(),
             cfg,
             metrics,
         })
@@ -62,6 +66,10 @@ impl Pools {
                     password,
                     connect_timeout: self.cfg.server_connect_timeout,
                     max_message_len: self.cfg.max_message_len,
+                    max_prepared: match db.pool_mode {
+                        PoolMode::Session => usize::MAX,
+                        PoolMode::Transaction => self.cfg.max_prepared_statements,
+                    },
                 };
                 let settings = PoolSettings {
                     mode: db.pool_mode,
@@ -76,6 +84,11 @@ impl Pools {
                 Pool::new(key, login, settings, self.metrics.clone())
             })
             .clone()
+    }
+
+    /// The statement names shared by every client of a pool.
+    pub fn names_for(&self, key: &PoolKey) -> Arc<StatementNames> {
+        self.names.entry(key.clone()).or_default().clone()
     }
 
     /// Create the pools that can be created without a client (databases with a configured

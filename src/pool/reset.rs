@@ -24,6 +24,9 @@ pub async fn reset(
         }
     }
     if !reset_query.trim().is_empty() {
+        // Whatever the reset query is, assume it may drop prepared statements and settings.
+        conn.prepared.clear();
+        conn.applied_settings = 0;
         match conn.simple_query(reset_query).await {
             Ok(None) => {}
             Ok(Some(_)) => return Err((conn, "server_reset_query failed".into())),

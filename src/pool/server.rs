@@ -13,6 +13,7 @@ use crate::auth::md5_password_hash;
 use crate::net::{FrameReader, FrameWriter, NetError};
 use crate::protocol::backend::{self, decode_auth_request, AuthRequest, ErrorFields};
 use crate::protocol::{encode, Frame};
+use crate::statements::ServerPrepared;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -26,6 +27,8 @@ pub struct ServerLogin {
     pub password: Option<String>,
     pub connect_timeout: Duration,
     pub max_message_len: usize,
+    /// Cap of statements pgheal keeps prepared per connection (transaction pooling).
+    pub max_prepared: usize,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -70,6 +73,10 @@ pub struct ServerConn {
     pub addr: SocketAddr,
     pub created: Instant,
     pub idle_since: Instant,
+    /// Statements prepared on this connection and their shapes.
+    pub prepared: ServerPrepared,
+    /// Fingerprint of the client settings pgheal last applied here (0: none).
+    pub applied_settings: u64,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -109,6 +116,8 @@ impl ServerConn {
             addr,
             created: Instant::now(),
             idle_since: Instant::now(),
+            prepared: ServerPrepared::new(login.max_prepared),
+            applied_settings: 0,
         };
         loop {
             let f = conn.reader.read_frame().await?;

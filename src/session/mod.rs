@@ -15,6 +15,7 @@ pub mod error;
 pub mod params;
 pub mod relay_loop;
 pub mod run;
+pub mod settings;
 pub mod startup;
 
 pub use error::SessionError;

@@ -1,17 +1,26 @@
 //! The relay loop: read whatever arrives from either side, run it through the engine, write
 //! what the engine produced. One `select!` per wake-up, whole batches of frames per step.
+//!
+//! In session pooling the server connection stays attached for the whole session. In
+//! transaction pooling it is attached when the client sends its first message after
+//! ReadyForQuery `I` and released at the next ReadyForQuery `I` with nothing in flight (a
+//! Flush-terminated segment keeps it).
 
 use std::sync::Arc;
 
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use crate::config::PoolMode;
 use crate::heal::{HealEvent, Outbox, Outcome, Relay};
 use crate::metrics::Metrics;
 use crate::net::{FrameReader, FrameWriter, NetError};
-use crate::pool::Checkout;
-use crate::protocol::{backend, encode, frontend, sqlstate};
+use crate::pool::{Checkout, Pool};
+use crate::protocol::backend::TxStatus;
+use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
+use super::cancel::{CancelKey, CancelTarget};
+use super::settings::{ClientSettings, StateWarnings};
 use super::SessionError;
 
 /// How the relay ended.
@@ -27,80 +36,188 @@ pub enum End {
     Shutdown,
 }
 
-/// Relay until one side ends. Not cancel-safe (writes are awaited inside).
-pub async fn relay(
-    client_r: &mut FrameReader<OwnedReadHalf>,
-    client_w: &mut FrameWriter<OwnedWriteHalf>,
-    checkout: &mut Checkout,
-    engine: &mut Relay,
-    metrics: &Arc<Metrics>,
-    force: &mut watch::Receiver<bool>,
-) -> Result<End, SessionError> {
-    let server_id = checkout.conn_ref().id;
-    let server_pid = checkout.conn_ref().backend_pid;
-    let conn = checkout.conn();
-    let (server_r, server_w, params) = (&mut conn.reader, &mut conn.writer, &mut conn.params);
-    let mut cframes = Vec::with_capacity(64);
-    let mut sframes = Vec::with_capacity(64);
-    let mut out = Outbox::default();
-    loop {
-        let mut end = None;
-        tokio::select! {
-            biased;
-            changed = force.changed() => {
-                if changed.is_err() || *force.borrow() {
-                    let f = encode::error_response("FATAL", sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
-                    let _ = client_w.write_frame(&f).await;
-                    return Ok(End::Shutdown);
-                }
+/// One client's conversation with its server connection(s).
+pub struct Conversation<'a> {
+    pub engine: Relay,
+    pub attached: Option<Checkout>,
+    pub pool: Arc<Pool>,
+    pub mode: PoolMode,
+    pub settings: ClientSettings,
+    pub warnings: StateWarnings,
+    pub cancel: &'a CancelKey,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Conversation<'_> {
+    /// Get a server connection for the next transaction and bring it to this client's
+    /// settings. Not cancel-safe.
+    async fn attach(&mut self) -> Result<(), SessionError> {
+        let mut checkout = self.pool.checkout().await?;
+        let conn = checkout.conn();
+        let fingerprint = self.settings.fingerprint();
+        if conn.applied_settings != fingerprint {
+            let sql = self.settings.apply_sql();
+            match conn
+                .simple_query(&sql)
+                .await
+                .map_err(crate::pool::PoolError::from)?
+            {
+                None => {}
+                Some(_) => tracing::warn!(
+                    "some of the client's settings could not be applied to a server connection"
+                ),
             }
-            r = server_r.read_frames(&mut sframes) => {
-                match r {
-                    Ok(true) => {}
-                    Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ServerGone),
-                    Err(e) => return Err(e.into()),
+            conn.applied_settings = fingerprint;
+        }
+        self.cancel.set_target(Some(CancelTarget {
+            addr: conn.addr,
+            pid: conn.backend_pid,
+            key: conn.backend_key,
+        }));
+        self.engine.set_search_path(self.settings.search_path());
+        self.attached = Some(checkout);
+        Ok(())
+    }
+
+    /// Give the connection back after a transaction (transaction pooling).
+    fn detach(&mut self) {
+        if let Some(mut c) = self.attached.take() {
+            c.conn().applied_settings = self.settings.fingerprint();
+            c.checkin(TxStatus::Idle, true);
+        }
+        self.cancel.set_target(None);
+    }
+
+    /// Hand the connection back at the end of the session.
+    pub fn finish(mut self, end: &Result<End, SessionError>) {
+        let Some(c) = self.attached.take() else {
+            return;
+        };
+        match end {
+            Ok(End::ClientGone) | Ok(End::Terminated) => {
+                c.checkin(self.engine.status(), self.engine.is_quiet())
+            }
+            _ => c.discard(),
+        }
+    }
+
+    /// Transaction pooling: remember settings and warn about session state the client sets.
+    fn inspect_client(&mut self, f: &Frame) {
+        if self.mode != PoolMode::Transaction || f.tag != frontend::QUERY {
+            return;
+        }
+        let Ok(sql) = frontend::decode_query(f) else {
+            return;
+        };
+        if self.engine.status() == TxStatus::Idle && self.settings.observe(sql) {
+            self.engine.set_search_path(self.settings.search_path());
+        }
+        self.warnings.check(sql);
+    }
+
+    /// Relay until one side ends. Not cancel-safe (writes are awaited inside).
+    pub async fn relay(
+        &mut self,
+        client_r: &mut FrameReader<OwnedReadHalf>,
+        client_w: &mut FrameWriter<OwnedWriteHalf>,
+        force: &mut watch::Receiver<bool>,
+    ) -> Result<End, SessionError> {
+        let mut cframes = Vec::with_capacity(64);
+        let mut sframes = Vec::with_capacity(64);
+        let mut out = Outbox::default();
+        loop {
+            let mut end = None;
+            tokio::select! {
+                biased;
+                changed = force.changed() => {
+                    if changed.is_err() || *force.borrow() {
+                        let f = encode::error_response("FATAL", sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
+                        let _ = client_w.write_frame(&f).await;
+                        return Ok(End::Shutdown);
+                    }
                 }
-                for f in sframes.drain(..) {
-                    if f.tag == backend::PARAMETER_STATUS {
-                        if let Ok((k, v)) = backend::decode_parameter_status(&f) {
-                            params.insert(k.to_owned(), v.to_owned());
+                r = read_server(&mut self.attached, &mut sframes) => {
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ServerGone),
+                        Err(e) => return Err(e.into()),
+                    }
+                    if let Some(c) = self.attached.as_mut() {
+                        let conn = c.conn();
+                        for f in sframes.drain(..) {
+                            if f.tag == backend::PARAMETER_STATUS {
+                                conn.note_parameter(&f);
+                            }
+                            self.engine.on_server(f, &mut conn.prepared, &mut out)?;
                         }
                     }
-                    engine.on_server(f, &mut out)?;
                 }
-            }
-            r = client_r.read_frames(&mut cframes) => {
-                match r {
-                    Ok(true) => {}
-                    Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ClientGone),
-                    Err(e) => return Err(e.into()),
-                }
-                for f in cframes.drain(..) {
-                    if f.tag == frontend::TERMINATE {
-                        end = Some(End::Terminated);
-                        break;
+                r = client_r.read_frames(&mut cframes) => {
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ClientGone),
+                        Err(e) => return Err(e.into()),
                     }
-                    engine.on_client(f, &mut out)?;
                 }
             }
-        }
-        if !out.to_server.is_empty() && end != Some(End::ServerGone) {
-            if let Err(e) = server_w.write_parts(&mut out.to_server).await {
-                tracing::info!(error = %e, "server connection lost while writing");
-                end = Some(End::ServerGone);
+            for f in cframes.drain(..) {
+                if f.tag == frontend::TERMINATE {
+                    end = Some(End::Terminated);
+                    break;
+                }
+                self.inspect_client(&f);
+                if self.attached.is_none() {
+                    self.attach().await?;
+                }
+                if let Some(c) = self.attached.as_mut() {
+                    self.engine.on_client(f, &mut c.conn().prepared, &mut out)?;
+                }
             }
-        }
-        if !out.to_client.is_empty() && end != Some(End::ClientGone) {
-            if client_w.write_parts(&mut out.to_client).await.is_err() {
+            if let Some(c) = self.attached.as_mut() {
+                if !out.to_server.is_empty() && end != Some(End::ServerGone) {
+                    if let Err(e) = c.conn().writer.write_parts(&mut out.to_server).await {
+                        tracing::info!(error = %e, "server connection lost while writing");
+                        end = Some(End::ServerGone);
+                    }
+                }
+            }
+            out.to_server.clear();
+            if !out.to_client.is_empty()
+                && end != Some(End::ClientGone)
+                && client_w.write_parts(&mut out.to_client).await.is_err()
+            {
                 end = Some(end.unwrap_or(End::ClientGone));
             }
+            out.to_client.clear();
+            let (server_id, server_pid) = self
+                .attached
+                .as_ref()
+                .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
+                .unwrap_or_default();
+            for ev in out.events.drain(..) {
+                report(&ev, server_id, server_pid, &self.metrics);
+            }
+            if let Some(end) = end {
+                return Ok(end);
+            }
+            if self.mode == PoolMode::Transaction
+                && self.attached.is_some()
+                && self.engine.at_transaction_boundary()
+            {
+                self.detach();
+            }
         }
-        for ev in out.events.drain(..) {
-            report(&ev, server_id, server_pid, metrics);
-        }
-        if let Some(end) = end {
-            return Ok(end);
-        }
+    }
+}
+
+/// Read from the attached server connection; never completes while none is attached.
+async fn read_server(
+    attached: &mut Option<Checkout>,
+    buf: &mut Vec<Frame>,
+) -> Result<bool, NetError> {
+    match attached {
+        Some(c) => c.conn().reader.read_frames(buf).await,
+        None => std::future::pending().await,
     }
 }
 

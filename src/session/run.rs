@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, PoolMode};
+use crate::heal::relay::Naming;
 use crate::heal::Relay;
 use crate::metrics::Metrics;
 use crate::net::{FrameReader, FrameWriter};
@@ -21,7 +22,8 @@ use crate::protocol::startup::MAX_STARTUP_LEN;
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::client_auth::authenticate;
 use super::params;
-use super::relay_loop::{relay, End};
+use super::relay_loop::Conversation;
+use super::settings::{ClientSettings, StateWarnings};
 use super::startup::{read_opening, Opening};
 use super::SessionError;
 
@@ -115,10 +117,12 @@ async fn session(
 
     let pool = shared.pools.pool_for(db, &user, secret);
     let mut checkout = pool.checkout().await?;
+    let client_settings = ClientSettings::from_startup(&settings);
     if let Err(e) = params::apply(checkout.conn(), &settings).await {
         checkout.checkin(TxStatus::Idle, true);
         return Err(e);
     }
+    checkout.conn().applied_settings = client_settings.fingerprint();
     let cancel_key = shared.cancels.register();
     {
         let c = checkout.conn_ref();
@@ -137,38 +141,38 @@ async fn session(
     hello.push(encode::ready_for_query(TxStatus::Idle).bytes);
     writer.write_parts(&mut hello).await?;
     shared.metrics.client_connections.inc();
-    let _gauge = scopeguard(shared.metrics.clone());
-    tracing::debug!(
-        server = checkout.conn_ref().id,
-        pid = checkout.conn_ref().backend_pid,
-        "session started"
-    );
+    let _gauge = ClientGauge(shared.metrics.clone());
+    tracing::debug!(server = checkout.conn_ref().id, pid = checkout.conn_ref().backend_pid, mode = ?db.pool_mode, "session started");
 
-    let mut engine = Relay::new(shared.cfg.heal.clone());
+    let naming = match db.pool_mode {
+        PoolMode::Session => Naming::Session,
+        PoolMode::Transaction => Naming::Pooled {
+            names: shared.pools.names_for(&pool.key),
+            search_path: client_settings.search_path(),
+        },
+    };
+    let attached = match db.pool_mode {
+        PoolMode::Session => Some(checkout),
+        PoolMode::Transaction => {
+            checkout.checkin(TxStatus::Idle, true);
+            cancel_key.set_target(None);
+            None
+        }
+    };
+    let mut conversation = Conversation {
+        engine: Relay::new(shared.cfg.heal.clone(), naming),
+        attached,
+        pool,
+        mode: db.pool_mode,
+        settings: client_settings,
+        warnings: StateWarnings::default(),
+        cancel: &cancel_key,
+        metrics: shared.metrics.clone(),
+    };
     let mut force = shared.force_close.clone();
-    let end = relay(
-        reader,
-        writer,
-        &mut checkout,
-        &mut engine,
-        &shared.metrics,
-        &mut force,
-    )
-    .await;
-    match end {
-        Ok(End::ClientGone) | Ok(End::Terminated) => {
-            checkout.checkin(engine.status(), engine.is_quiet());
-            Ok(())
-        }
-        Ok(End::ServerGone) | Ok(End::Shutdown) => {
-            checkout.discard();
-            Ok(())
-        }
-        Err(e) => {
-            checkout.discard();
-            Err(e)
-        }
-    }
+    let end = conversation.relay(reader, writer, &mut force).await;
+    conversation.finish(&end);
+    end.map(|_| ())
 }
 
 /// Decrements the client gauge when the session ends, however it ends.
@@ -178,8 +182,4 @@ impl Drop for ClientGauge {
     fn drop(&mut self) {
         self.0.client_connections.dec();
     }
-}
-
-fn scopeguard(m: Arc<Metrics>) -> ClientGauge {
-    ClientGauge(m)
 }

@@ -1,7 +1,10 @@
 //! The named statements one client has prepared, by name and by a stable id.
 //!
 //! Pending responses refer to statements by [`StmtId`] (a number), so the relay never allocates
-//! a name per Bind on the hot path.
+//! a name per Bind on the hot path. Each statement knows its server-side name (the client's own
+//! in session mode, a pool-wide one in transaction mode) and its contract. The server-side
+//! shape lives with the server connection ([`super::ServerPrepared`]); the projection between
+//! the two is computed here and cached per shape.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,40 +15,65 @@ use super::{Projection, ProjectionError};
 
 pub type StmtId = u64;
 
-/// A named statement as the client prepared it, with its contract and current projection.
+/// A named statement as the client prepared it, with its contract.
 #[derive(Debug, Clone)]
 pub struct Statement {
     pub name: String,
     pub sql: Arc<str>,
     pub param_types: Arc<[u32]>,
+    /// The name the statement has on server connections.
+    pub server_name: Arc<str>,
     /// The row shape promised to the client; `Some(empty)` when the statement returns no rows.
     pub contract: Option<Arc<[Field]>>,
-    /// The row shape of the statement as currently prepared on the server.
-    pub shape: Option<Arc<[Field]>>,
-    pub projection: Projection,
-    /// Descriptions must be rewritten into the contract's terms (names, order or width differ).
-    rewrites: bool,
+    /// The last shape a projection was computed for, and the result.
+    cache: Option<(Arc<[Field]>, Shaping)>,
+}
+
+/// How a server shape relates to a statement's contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shaping {
+    /// Same columns, same names: forward untouched.
+    Same,
+    /// Rows and/or descriptions must be rewritten into the contract's terms.
+    Project { projection: Projection },
 }
 
 impl Statement {
-    /// Whether RowDescriptions of this statement must be answered with the contract.
-    pub fn rewrites(&self) -> bool {
-        self.rewrites
-    }
-
-    fn refresh(&mut self) {
-        self.rewrites = !self.projection.is_identity()
-            || match (&self.contract, &self.shape) {
-                (Some(c), Some(s)) => {
-                    c.len() != s.len() || c.iter().zip(s.iter()).any(|(a, b)| a.name != b.name)
-                }
-                _ => false,
-            };
-    }
-
     /// Statements that return rows can be hit by "cached plan must not change result type".
     pub fn returns_rows(&self) -> bool {
         self.contract.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// The shaping of rows of `shape` for this statement's contract.
+    pub fn shaping_for(&mut self, shape: &Arc<[Field]>) -> Result<Shaping, ProjectionError> {
+        let Some(contract) = self.contract.clone() else {
+            self.contract = Some(shape.clone());
+            return Ok(Shaping::Same);
+        };
+        if Arc::ptr_eq(&contract, shape) {
+            return Ok(Shaping::Same);
+        }
+        if let Some((cached, s)) = &self.cache {
+            if Arc::ptr_eq(cached, shape) {
+                return Ok(s.clone());
+            }
+        }
+        let same = contract.len() == shape.len()
+            && contract.iter().zip(shape.iter()).all(|(a, b)| {
+                a.name == b.name
+                    && a.type_oid == b.type_oid
+                    && a.table_oid == b.table_oid
+                    && a.column_attr == b.column_attr
+            });
+        let shaping = if same {
+            Shaping::Same
+        } else {
+            Shaping::Project {
+                projection: Projection::compute(&contract, shape)?,
+            }
+        };
+        self.cache = Some((shape.clone(), shaping.clone()));
+        Ok(shaping)
     }
 }
 
@@ -58,7 +86,13 @@ pub struct StatementRegistry {
 
 impl StatementRegistry {
     /// Record a Parse of a named statement (replacing an older one of the same name).
-    pub fn parsed(&mut self, name: &str, sql: &str, param_types: Vec<u32>) -> StmtId {
+    pub fn parsed(
+        &mut self,
+        name: &str,
+        sql: Arc<str>,
+        param_types: Arc<[u32]>,
+        server_name: Arc<str>,
+    ) -> StmtId {
         self.next += 1;
         let id = self.next;
         if let Some(old) = self.by_name.insert(name.to_owned(), id) {
@@ -68,12 +102,11 @@ impl StatementRegistry {
             id,
             Statement {
                 name: name.to_owned(),
-                sql: sql.into(),
-                param_types: param_types.into(),
+                sql,
+                param_types,
+                server_name,
                 contract: None,
-                shape: None,
-                projection: Projection::Identity,
-                rewrites: false,
+                cache: None,
             },
         );
         id
@@ -87,14 +120,17 @@ impl StatementRegistry {
         self.stmts.get(&id)
     }
 
+    pub fn get_mut(&mut self, id: StmtId) -> Option<&mut Statement> {
+        self.stmts.get_mut(&id)
+    }
+
     pub fn by_name(&self, name: &str) -> Option<&Statement> {
         self.id(name).and_then(|id| self.get(id))
     }
 
-    pub fn close(&mut self, name: &str) {
-        if let Some(id) = self.by_name.remove(name) {
-            self.stmts.remove(&id);
-        }
+    pub fn close(&mut self, name: &str) -> Option<Statement> {
+        let id = self.by_name.remove(name)?;
+        self.stmts.remove(&id)
     }
 
     pub fn clear(&mut self) {
@@ -110,49 +146,21 @@ impl StatementRegistry {
         self.stmts.is_empty()
     }
 
-    /// The server described the statement: the first description becomes the contract.
-    pub fn described(&mut self, id: StmtId, fields: Vec<Field>) {
+    /// The first description of a statement becomes its contract.
+    pub fn described(&mut self, id: StmtId, shape: &Arc<[Field]>) {
         if let Some(s) = self.stmts.get_mut(&id) {
-            let fields: Arc<[Field]> = fields.into();
             if s.contract.is_none() {
-                s.contract = Some(fields.clone());
+                s.contract = Some(shape.clone());
             }
-            s.shape = Some(fields);
-            s.projection = match (&s.contract, &s.shape) {
-                (Some(c), Some(sh)) => Projection::compute(c, sh).unwrap_or(Projection::Identity),
-                _ => Projection::Identity,
-            };
-            s.refresh();
         }
     }
 
-    /// A new server shape after a re-prepare: keep the contract if it can be projected.
-    pub fn reshaped(
-        &mut self,
-        id: StmtId,
-        shape: Vec<Field>,
-    ) -> Result<&Statement, ProjectionError> {
-        let Some(s) = self.stmts.get_mut(&id) else {
-            return Err(ProjectionError::ColumnGone(String::new()));
-        };
-        let contract = s.contract.clone().unwrap_or_else(|| shape.clone().into());
-        let projection = Projection::compute(&contract, &shape)?;
-        s.contract = Some(contract);
-        s.shape = Some(shape.into());
-        s.projection = projection;
-        s.refresh();
-        Ok(s)
-    }
-
-    /// The client will read the new shape (it described the statement in this batch): the
-    /// new shape becomes the contract.
-    pub fn adopt_shape(&mut self, id: StmtId, shape: Vec<Field>) {
+    /// The client will read the new shape (it describes the statement in this batch): the new
+    /// shape becomes the contract.
+    pub fn adopt_shape(&mut self, id: StmtId, shape: Arc<[Field]>) {
         if let Some(s) = self.stmts.get_mut(&id) {
-            let shape: Arc<[Field]> = shape.into();
-            s.contract = Some(shape.clone());
-            s.shape = Some(shape);
-            s.projection = Projection::Identity;
-            s.refresh();
+            s.contract = Some(shape);
+            s.cache = None;
         }
     }
 }

@@ -1,0 +1,73 @@
+//! Pool-wide server-side statement names for transaction pooling.
+//!
+//! Clients name statements as they like ("P_0", "s1", "_pg3_0"), and different clients use
+//! the same name for different SQL. In transaction mode a client's statement may run on any
+//! server connection, so pgheal prepares it there under a name of its own, shared by every
+//! client that prepares the same text: the key is the full SQL text, the parameter type OIDs
+//! and the client's search_path (not a hash alone, so no collision can ever mix two
+//! statements).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    sql: Arc<str>,
+    param_types: Arc<[u32]>,
+    search_path: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+pub struct StatementNames {
+    names: DashMap<Key, Arc<str>>,
+    next: AtomicU64,
+}
+
+impl StatementNames {
+    /// The server-side name for a statement text.
+    pub fn name_for(
+        &self,
+        sql: &Arc<str>,
+        param_types: &Arc<[u32]>,
+        search_path: Option<&Arc<str>>,
+    ) -> Arc<str> {
+        let key = Key {
+            sql: sql.clone(),
+            param_types: param_types.clone(),
+            search_path: search_path.cloned(),
+        };
+        self.names
+            .entry(key)
+            .or_insert_with(|| {
+                let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+                format!("pgheal_{n}").into()
+            })
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_name_other_text_other_name() {
+        let n = StatementNames::default();
+        let t: Arc<[u32]> = vec![23].into();
+        let a = n.name_for(&"SELECT $1".into(), &t, None);
+        assert_eq!(a, n.name_for(&"SELECT $1".into(), &t, None));
+        assert_ne!(a, n.name_for(&"SELECT $1 ".into(), &t, None));
+        assert_ne!(a, n.name_for(&"SELECT $1".into(), &vec![20].into(), None));
+        assert_ne!(a, n.name_for(&"SELECT $1".into(), &t, Some(&"shop".into())));
+    }
+}
