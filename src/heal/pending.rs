@@ -35,6 +35,8 @@ pub enum Expect {
         stmt: Option<StmtId>,
         server_name: Option<Arc<str>>,
         risky: bool,
+        /// The ParameterDescription once received (kept for the pool's statement cache).
+        params: Option<Frame>,
     },
     /// Describe 'P' → RowDescription or NoData.
     PortalDescription { shaping: PortalShaping },

@@ -137,6 +137,19 @@ impl Relay {
         self.is_quiet() && self.at_ready && self.status == TxStatus::Idle
     }
 
+    /// A one-line summary of the engine's state, for trace logs.
+    pub fn debug_state(&self) -> String {
+        format!(
+            "status={:?} at_ready={} pending={:?} deferred={} risky={} phase={}",
+            self.status,
+            self.at_ready,
+            self.pending.iter().map(|p| &p.expect).collect::<Vec<_>>(),
+            self.deferred.len(),
+            self.risky_in_flight,
+            matches!(self.phase, Phase::Relaying)
+        )
+    }
+
     /// The search_path the client set (transaction pooling keys statements by it).
     pub fn set_search_path(&mut self, path: Option<Arc<str>>) {
         if let Naming::Pooled { search_path, .. } = &mut self.naming {
@@ -257,7 +270,82 @@ impl Relay {
             stmt: Some(id),
             server_name: Some(name),
             risky: false,
+            params: None,
         });
+    }
+
+    /// Transaction pooling, with no server connection attached: answer what needs no server.
+    /// A Parse of a statement text the pool already knows, a Describe 'S' of it, a Close, a
+    /// Flush and a Sync are answered from the pool's statement cache, so preparing never waits
+    /// for a server connection (a client that prepares synchronously while another of its
+    /// connections holds a pooled server connection in a transaction would otherwise wait on
+    /// itself). Returns false for anything that needs the server.
+    pub fn try_local(&mut self, frame: &Frame, out: &mut Outbox) -> Result<bool, RelayError> {
+        let Naming::Pooled { names, search_path } = &self.naming else {
+            return Ok(false);
+        };
+        if !self.pending.is_empty()
+            || !self.deferred.is_empty()
+            || !matches!(self.phase, Phase::Relaying)
+        {
+            return Ok(false);
+        }
+        match frame.tag {
+            frontend::PARSE => {
+                let p = Parse::decode(frame).map_err(RelayError::Client)?;
+                if p.name.is_empty() || self.stmts.id(p.name).is_some() {
+                    return Ok(false);
+                }
+                let sql: Arc<str> = p.query.into();
+                let types: Arc<[u32]> = p.param_types.clone().into();
+                let Some(name) = names.existing(&sql, &types, search_path.as_ref()) else {
+                    return Ok(false);
+                };
+                let Some(d) = names.described(&name) else {
+                    return Ok(false);
+                };
+                let id = self.stmts.parsed(p.name, sql, types, name);
+                self.stmts.described(id, &d.shape);
+                out.to_client.push(encode::parse_complete().bytes);
+            }
+            frontend::DESCRIBE => {
+                let Ok(Target::Statement(n)) = frontend::decode_describe(frame) else {
+                    return Ok(false);
+                };
+                let Some(s) = self.stmts.by_name(n) else {
+                    return Ok(false);
+                };
+                let Some(d) = names.described(&s.server_name) else {
+                    return Ok(false);
+                };
+                if !s
+                    .contract
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, &d.shape))
+                {
+                    return Ok(false);
+                }
+                out.to_client.push(d.params.bytes.clone());
+                out.to_client.push(d.rows.bytes.clone());
+            }
+            frontend::CLOSE => {
+                let Ok(Target::Statement(n)) = frontend::decode_close(frame) else {
+                    return Ok(false);
+                };
+                if !n.is_empty() {
+                    self.stmts.close(n);
+                }
+                out.to_client.push(encode::close_complete().bytes);
+            }
+            frontend::FLUSH => {}
+            frontend::SYNC => {
+                out.to_client
+                    .push(encode::ready_for_query(self.status).bytes);
+                self.note_ready(self.status);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Answer something locally, in order with the server's responses.
@@ -345,6 +433,7 @@ impl Relay {
                             stmt: Some(id),
                             server_name: Some(p.name.into()),
                             risky: false,
+                            params: None,
                         });
                     }
                     Naming::Pooled { names, search_path } => {
@@ -463,6 +552,7 @@ impl Relay {
                             stmt: Some(id),
                             server_name: Some(server_name),
                             risky,
+                            params: None,
                         }));
                     }
                     Target::Statement(_) => {
@@ -471,6 +561,7 @@ impl Relay {
                             stmt: None,
                             server_name: None,
                             risky: false,
+                            params: None,
                         }));
                     }
                     Target::Portal(name) => {

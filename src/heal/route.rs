@@ -8,13 +8,13 @@ use bytes::Bytes;
 
 use crate::protocol::backend::{self, decode_row_description, ErrorFields, Field, TxStatus};
 use crate::protocol::{sqlstate, Frame};
-use crate::statements::{ServerPrepared, Shaping, StmtId};
+use crate::statements::{Described, ServerPrepared, Shaping, StmtId};
 
 use super::event::{truncate_sql, HealEvent, Outcome};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::recognize::is_cached_plan_error;
-use super::relay::{Relay, RelayError};
+use super::relay::{Naming, Relay, RelayError};
 use super::repair::{HealTarget, Phase};
 use super::window::Held;
 
@@ -89,6 +89,15 @@ impl Relay {
                 return Ok(());
             }
         };
+        if tag == backend::PARAMETER_DESCRIPTION {
+            if let Some(Pending {
+                expect: Expect::StatementDescription { params, .. },
+                ..
+            }) = self.pending.front_mut()
+            {
+                *params = Some(frame.clone());
+            }
+        }
         let head = if done {
             self.pop_pending().expect("head exists")
         } else {
@@ -113,6 +122,22 @@ impl Relay {
             };
             if let Some(n) = server_name {
                 srv.described(n, shape.clone());
+                if let (
+                    Naming::Pooled { names, .. },
+                    Expect::StatementDescription {
+                        params: Some(p), ..
+                    },
+                ) = (&self.naming, &head.expect)
+                {
+                    names.describe(
+                        n,
+                        Described {
+                            params: p.clone(),
+                            rows: frame.clone(),
+                            shape: shape.clone(),
+                        },
+                    );
+                }
             }
             if let Some(id) = stmt {
                 self.stmts.described(*id, &shape);

@@ -49,6 +49,9 @@ pub struct Pool {
     /// One permit per open connection that is checked out, connecting, or being reset.
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<ServerConn>>,
+    /// The server's ParameterStatus values, from the first connection: transaction pooling
+    /// answers logins with them instead of waiting for a server connection.
+    params: Mutex<Option<std::collections::BTreeMap<String, String>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -71,8 +74,22 @@ impl Pool {
             permits: Arc::new(Semaphore::new(settings.size)),
             settings,
             idle: Mutex::new(Vec::new()),
+            params: Mutex::new(None),
             metrics,
         })
+    }
+
+    /// The server parameters seen on this pool's connections, if any connection was opened.
+    pub fn cached_params(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        self.params.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn remember_params(&self, c: &ServerConn) {
+        if let Ok(mut p) = self.params.lock() {
+            if p.is_none() {
+                *p = Some(c.params.clone());
+            }
+        }
     }
 
     pub fn settings(&self) -> &PoolSettings {
@@ -113,6 +130,7 @@ impl Pool {
                 None => {
                     let c = ServerConn::connect(&self.login).await?;
                     self.metrics.server_connections.inc();
+                    self.remember_params(&c);
                     tracing::debug!(server = c.id, pid = c.backend_pid, pool = ?self, "opened a server connection");
                     return Ok(self.guard(c, permit));
                 }

@@ -54,6 +54,7 @@ impl Conversation<'_> {
     async fn attach(&mut self) -> Result<(), SessionError> {
         let mut checkout = self.pool.checkout().await?;
         let conn = checkout.conn();
+        tracing::trace!(server = conn.id, "attached a server connection");
         let fingerprint = self.settings.fingerprint();
         if conn.applied_settings != fingerprint {
             let sql = self.settings.apply_sql();
@@ -82,6 +83,7 @@ impl Conversation<'_> {
     /// Give the connection back after a transaction (transaction pooling).
     fn detach(&mut self) {
         if let Some(mut c) = self.attached.take() {
+            tracing::trace!(server = c.conn().id, "released a server connection");
             c.conn().applied_settings = self.settings.fingerprint();
             c.checkin(TxStatus::Idle, true);
         }
@@ -167,6 +169,9 @@ impl Conversation<'_> {
                 }
                 self.inspect_client(&f);
                 if self.attached.is_none() {
+                    if self.engine.try_local(&f, &mut out)? {
+                        continue;
+                    }
                     self.attach().await?;
                 }
                 if let Some(c) = self.attached.as_mut() {

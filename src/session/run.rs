@@ -116,16 +116,35 @@ async fn session(
     let settings = params::requested_settings(&startup)?;
 
     let pool = shared.pools.pool_for(db, &user, secret);
-    let mut checkout = pool.checkout().await?;
     let client_settings = ClientSettings::from_startup(&settings);
-    if let Err(e) = params::apply(checkout.conn(), &settings).await {
-        checkout.checkin(TxStatus::Idle, true);
-        return Err(e);
+    // Session pooling assigns the server connection at login. Transaction pooling answers the
+    // login with the pool's cached server parameters once it has any, so a login never waits
+    // behind other clients' transactions.
+    let cached = match db.pool_mode {
+        PoolMode::Transaction => pool.cached_params(),
+        PoolMode::Session => None,
+    };
+    let (checkout, mut server_params) = match cached {
+        Some(p) => (None, p),
+        None => {
+            let mut checkout = pool.checkout().await?;
+            if let Err(e) = params::apply(checkout.conn(), &settings).await {
+                checkout.checkin(TxStatus::Idle, true);
+                return Err(e);
+            }
+            checkout.conn().applied_settings = client_settings.fingerprint();
+            let p = checkout.conn_ref().params.clone();
+            (Some(checkout), p)
+        }
+    };
+    // What the client asked for at startup is what it will see once applied.
+    for (k, v) in &settings {
+        if let Some(cur) = server_params.get_mut(k) {
+            *cur = v.clone();
+        }
     }
-    checkout.conn().applied_settings = client_settings.fingerprint();
     let cancel_key = shared.cancels.register();
-    {
-        let c = checkout.conn_ref();
+    if let Some(c) = checkout.as_ref().map(|c| c.conn_ref()) {
         cancel_key.set_target(Some(CancelTarget {
             addr: c.addr,
             pid: c.backend_pid,
@@ -134,7 +153,7 @@ async fn session(
     }
     writer.write_frame(&encode::auth_ok()).await?;
     let mut hello = Vec::new();
-    for (k, v) in &checkout.conn_ref().params {
+    for (k, v) in &server_params {
         hello.push(encode::parameter_status(k, v).bytes);
     }
     hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key).bytes);
@@ -142,7 +161,7 @@ async fn session(
     writer.write_parts(&mut hello).await?;
     shared.metrics.client_connections.inc();
     let _gauge = ClientGauge(shared.metrics.clone());
-    tracing::debug!(server = checkout.conn_ref().id, pid = checkout.conn_ref().backend_pid, mode = ?db.pool_mode, "session started");
+    tracing::debug!(mode = ?db.pool_mode, "session started");
 
     let naming = match db.pool_mode {
         PoolMode::Session => Naming::Session,
@@ -151,13 +170,14 @@ async fn session(
             search_path: client_settings.search_path(),
         },
     };
-    let attached = match db.pool_mode {
-        PoolMode::Session => Some(checkout),
-        PoolMode::Transaction => {
-            checkout.checkin(TxStatus::Idle, true);
+    let attached = match (db.pool_mode, checkout) {
+        (PoolMode::Session, c) => c,
+        (PoolMode::Transaction, Some(c)) => {
+            c.checkin(TxStatus::Idle, true);
             cancel_key.set_target(None);
             None
         }
+        (PoolMode::Transaction, None) => None,
     };
     let mut conversation = Conversation {
         engine: Relay::new(shared.cfg.heal.clone(), naming),

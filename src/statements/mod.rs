@@ -17,7 +17,7 @@ pub mod registry;
 pub mod server;
 pub mod sql_prepare;
 
-pub use names::StatementNames;
+pub use names::{Described, StatementNames};
 pub use projection::{Projection, ProjectionError};
 pub use registry::{Shaping, Statement, StatementRegistry, StmtId};
 pub use server::ServerPrepared;

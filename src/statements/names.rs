@@ -12,6 +12,20 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::protocol::backend::Field;
+use crate::protocol::Frame;
+
+/// How the server described a pool statement: enough to answer a client's Parse and
+/// Describe 'S' without a server connection.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The ParameterDescription message.
+    pub params: Frame,
+    /// The RowDescription or NoData message.
+    pub rows: Frame,
+    pub shape: Arc<[Field]>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     sql: Arc<str>,
@@ -22,6 +36,7 @@ struct Key {
 #[derive(Debug, Default)]
 pub struct StatementNames {
     names: DashMap<Key, Arc<str>>,
+    described: DashMap<Arc<str>, Arc<Described>>,
     next: AtomicU64,
 }
 
@@ -45,6 +60,30 @@ impl StatementNames {
                 format!("pgheal_{n}").into()
             })
             .clone()
+    }
+
+    /// The name of a statement text already known to the pool.
+    pub fn existing(
+        &self,
+        sql: &Arc<str>,
+        param_types: &Arc<[u32]>,
+        search_path: Option<&Arc<str>>,
+    ) -> Option<Arc<str>> {
+        let key = Key {
+            sql: sql.clone(),
+            param_types: param_types.clone(),
+            search_path: search_path.cloned(),
+        };
+        self.names.get(&key).map(|n| n.clone())
+    }
+
+    /// Record the latest description of a pool statement.
+    pub fn describe(&self, name: &Arc<str>, d: Described) {
+        self.described.insert(name.clone(), Arc::new(d));
+    }
+
+    pub fn described(&self, name: &str) -> Option<Arc<Described>> {
+        self.described.get(name).map(|d| d.clone())
     }
 
     pub fn len(&self) -> usize {

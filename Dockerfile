@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+#
+# pgheal container image.
+#
+#   docker build -t pgheal .
+#   docker run --rm -p 6432:6432 -p 9187:9187 \
+#     -e PGHEAL_UPSTREAM='postgres://app:secret@db.example:5432/appdb' pgheal
+#
+# Configured by environment variables (every flag has one, see `pgheal --help` and
+# config/pgheal.toml). PGHEAL_UPSTREAM is expected from you; clients then log in to pgheal with
+# the same user name and password. For several databases or users, mount a configuration file
+# and set PGHEAL_CONFIG=/etc/pgheal/pgheal.toml.
+
+# --- build -----------------------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+COPY . .
+# The cache mounts keep the registry and the build directory between builds (BuildKit); the
+# binary is copied out of the mounted target directory in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin pgheal \
+    && install -D -m 0755 target/release/pgheal /out/pgheal
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system pgheal \
+    && useradd --system --gid pgheal --home-dir /nonexistent --shell /usr/sbin/nologin pgheal
+COPY --from=builder /out/pgheal /usr/local/bin/pgheal
+
+ENV PGHEAL_LISTEN=0.0.0.0:6432 \
+    PGHEAL_METRICS_LISTEN=0.0.0.0:9187
+# Expected from the user: PGHEAL_UPSTREAM=postgres://user:password@host:port/dbname
+# (or PGHEAL_CONFIG pointing at a mounted file). Logs go to stderr; PGHEAL_LOG=debug for more,
+# PGHEAL_LOG_FORMAT=json for JSON lines.
+
+USER pgheal
+# 6432: PostgreSQL clients. 9187: Prometheus metrics (GET /metrics).
+EXPOSE 6432 9187
+# pgheal stops accepting on SIGTERM and lets sessions finish for up to PGHEAL_SHUTDOWN_TIMEOUT
+# (default 30 s): give `docker stop` at least that long (docker stop -t 35).
+STOPSIGNAL SIGTERM
+# Is the client port accepting connections? (bash's /dev/tcp: the slim image has no curl.)
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PGHEAL_LISTEN##*:}"]
+ENTRYPOINT ["pgheal"]

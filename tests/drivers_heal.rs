@@ -1,0 +1,561 @@
+//! pgheal driven by real drivers of other ecosystems: psycopg 3 and asyncpg (Python),
+//! node-postgres, pgjdbc. Each driver runs the same scenario twice, once straight against
+//! PostgreSQL and once through pgheal:
+//!
+//! 1. cache `SELECT * FROM orders WHERE id = $1` and `INSERT ... RETURNING *` the way the driver
+//!    does it (psycopg `prepare_threshold=0` in autocommit, asyncpg `conn.prepare()`,
+//!    node-postgres named queries, pgjdbc `prepareThreshold=1` PreparedStatements) and run each
+//!    once;
+//! 2. the script prints `READY` and waits for `go` on stdin while this test runs
+//!    `ALTER TABLE orders ADD COLUMN discount_code varchar(50)` straight on the server;
+//! 3. the script runs the cached statements again (select id 1 and 2, insert id 4).
+//!
+//! Straight to PostgreSQL the driver gets `0A000 cached plan must not change result type` (or,
+//! pgjdbc with autocommit on, retries by itself and silently returns the new 4-column shape).
+//! Through pgheal it gets the old 3 columns and the right values, and the inserted row is in the
+//! table exactly once.
+//!
+//! The scripts (tests/drivers/) only report; this file judges. Each prints a transcript, one
+//! line per fact:
+//!
+//! ```text
+//! driver: <name and version>                     (informational, not compared)
+//! <label>: columns=<name>:<type>,...             (the description the driver decodes with)
+//! <label>: rows=<n>
+//! <label>: row=<v>|<v>|...                       (NULL for null; numerics as text)
+//! <label>: error=<SQLSTATE> <message> routine=<R field>
+//! READY                                          (then waits for "go" on stdin)
+//! DONE
+//! ```
+//!
+//! A missing driver skips its test with `skipping: ...` on stderr, except when the `CI`
+//! environment variable is set: there a missing driver fails (`.ci/setup` installs them all).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{admin, heal_count, start_pg, start_proxy};
+use pgheal::cluster::TempCluster;
+use pgheal::heal::Outcome;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// How long a script may take to reach `READY`, and then to finish after `go`. Generous: the
+/// Java source launcher compiles the program first. A hang through pgheal fails the test.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50)";
+
+/// The column shape the drivers first see: the contract pgheal must keep.
+const CONTRACT: &str = "id:int4,total:numeric,note:text";
+/// The shape after the migration.
+const NEW_SHAPE: &str = "id:int4,total:numeric,note:text,discount_code:varchar";
+const CACHED_PLAN_ERROR: &str =
+    "error=0A000 cached plan must not change result type routine=RevalidateCachedQuery";
+
+/// libpq-style variables that could redirect or alter a driver's connection; removed from the
+/// scripts' environment so only what the test sets counts.
+const FOREIGN_PG_ENV: &[&str] = &[
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGPASSFILE",
+    "PGHOSTADDR",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "PGREQUIRESSL",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGGSSENCMODE",
+    "PGTARGETSESSIONATTRS",
+    "PGCHANNELBINDING",
+    "PGAPPNAME",
+    "PGCLIENTENCODING",
+    "PGTZ",
+    "PGDATESTYLE",
+    "PGSSLNEGOTIATION",
+    "PGLOADBALANCEHOSTS",
+];
+
+const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One driver scenario: how to run its script and what it does straight against PostgreSQL.
+struct Driver {
+    name: &'static str,
+    program: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, &'static str)>,
+    /// A command that succeeds only when the driver is installed.
+    probe: (&'static str, Vec<String>, PathBuf),
+    /// A file the driver needs besides (a jar).
+    needs_file: Option<&'static str>,
+    /// What the cached statements give after the migration, straight against PostgreSQL.
+    direct: DirectBehaviour,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DirectBehaviour {
+    /// Every later execution of a cached statement fails with the cached-plan error.
+    Errors,
+    /// The first one fails (inside a transaction the driver cannot retry); the driver then
+    /// drops its prepared statements and re-prepares: the next ones return the new shape.
+    ErrorThenNewShape,
+    /// The driver re-prepares and retries by itself: no error, but rows in the new shape.
+    NewShape,
+}
+
+impl Driver {
+    fn psycopg() -> Driver {
+        Driver {
+            name: "psycopg 3",
+            program: "python3",
+            args: vec!["tests/drivers/python/psycopg_heal.py".into()],
+            env: vec![],
+            probe: (
+                "python3",
+                vec!["-c".into(), "import psycopg".into()],
+                crate_dir().into(),
+            ),
+            needs_file: None,
+            direct: DirectBehaviour::Errors,
+        }
+    }
+
+    fn asyncpg() -> Driver {
+        Driver {
+            name: "asyncpg",
+            program: "python3",
+            args: vec!["tests/drivers/python/asyncpg_heal.py".into()],
+            env: vec![],
+            probe: (
+                "python3",
+                vec!["-c".into(), "import asyncpg".into()],
+                crate_dir().into(),
+            ),
+            needs_file: None,
+            direct: DirectBehaviour::Errors,
+        }
+    }
+
+    fn node_postgres() -> Driver {
+        Driver {
+            name: "node-postgres",
+            program: "node",
+            args: vec!["tests/drivers/node/pg_heal.js".into()],
+            env: vec![],
+            // Resolved like the script resolves it: from tests/drivers/node/node_modules.
+            probe: (
+                "node",
+                vec!["-e".into(), "require('pg')".into()],
+                crate_dir().join("tests/drivers/node"),
+            ),
+            needs_file: None,
+            direct: DirectBehaviour::Errors,
+        }
+    }
+
+    fn pgjdbc(autocommit: bool) -> Driver {
+        Driver {
+            name: if autocommit {
+                "pgjdbc (autocommit on)"
+            } else {
+                "pgjdbc (autocommit off)"
+            },
+            program: "java",
+            args: vec![
+                "-cp".into(),
+                PGJDBC_JAR.into(),
+                "tests/drivers/java/PgjdbcHeal.java".into(),
+            ],
+            env: vec![(
+                "PGHEAL_JDBC_AUTOCOMMIT",
+                if autocommit { "on" } else { "off" },
+            )],
+            // Plus the Debian package's jar (`needs_file`).
+            probe: ("java", vec!["-version".into()], crate_dir().into()),
+            needs_file: Some(PGJDBC_JAR),
+            direct: if autocommit {
+                DirectBehaviour::NewShape
+            } else {
+                DirectBehaviour::ErrorThenNewShape
+            },
+        }
+    }
+
+    /// `Ok(())` when the driver can run; otherwise why not.
+    async fn available(&self) -> Result<(), String> {
+        if let Some(file) = self.needs_file {
+            if !Path::new(file).is_file() {
+                return Err(format!(
+                    "{file} is missing (Debian package libpostgresql-jdbc-java)"
+                ));
+            }
+        }
+        let (program, args, dir) = &self.probe;
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{program} {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+/// What a script printed and how it ended.
+struct Run {
+    driver: &'static str,
+    target: &'static str,
+    status: Option<ExitStatus>,
+    stdout: Vec<String>,
+    stderr: String,
+}
+
+impl Run {
+    fn report(&self) -> String {
+        format!(
+            "{} against {}: exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.driver,
+            self.target,
+            self.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "(killed: timed out)".into()),
+            self.stdout.join("\n"),
+            self.stderr.trim_end()
+        )
+    }
+
+    /// The transcript without the informational `driver:` line.
+    fn transcript(&self) -> Vec<String> {
+        self.stdout
+            .iter()
+            .filter(|l| !l.starts_with("driver: "))
+            .cloned()
+            .collect()
+    }
+
+    fn assert_ok(&self, expected: &[String]) {
+        assert!(
+            self.status.is_some_and(|s| s.success()),
+            "script failed\n{}",
+            self.report()
+        );
+        let actual = self.transcript();
+        if actual != expected {
+            let diff: Vec<String> = (0..actual.len().max(expected.len()))
+                .filter_map(|i| {
+                    let (a, e) = (actual.get(i), expected.get(i));
+                    (a != e)
+                        .then(|| format!("  line {i}: expected {e:?}\n          got      {a:?}"))
+                })
+                .collect();
+            panic!(
+                "unexpected transcript\n{}\n--- differences ---\n{}",
+                self.report(),
+                diff.join("\n")
+            );
+        }
+    }
+}
+
+/// Runs the driver's script against 127.0.0.1:`port` as app/secret (environment variables
+/// only), runs the migration straight on the server when the script says `READY`, then lets
+/// it go on. Kills the script and reports what it printed when a phase times out.
+async fn run_script(
+    pg: &Arc<TempCluster>,
+    driver: &Driver,
+    port: u16,
+    target: &'static str,
+) -> Run {
+    let mut cmd = Command::new(driver.program);
+    cmd.args(&driver.args)
+        .current_dir(crate_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for var in FOREIGN_PG_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", common::USER)
+        .env("PGPASSWORD", common::PASSWORD)
+        .env("PGDATABASE", common::DB)
+        // Unbuffered Python output, so READY arrives at once even if a print lacks flush.
+        .env("PYTHONUNBUFFERED", "1");
+    for (k, v) in &driver.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {} for {}: {e}", driver.program, driver.name));
+
+    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
+    let stderr_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut stdout = Vec::new();
+    let mut timed_out = false;
+
+    // Phase 1: up to READY (or the end of output, if the script fails early).
+    let ready = tokio::time::timeout(PHASE_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let is_ready = line == "READY";
+            stdout.push(line);
+            if is_ready {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    match ready {
+        Ok(true) => {
+            let pg2 = Arc::clone(pg);
+            tokio::task::spawn_blocking(move || admin(&pg2, MIGRATION))
+                .await
+                .expect("migration task");
+            stdin
+                .write_all(b"go\n")
+                .await
+                .unwrap_or_else(|e| panic!("writing go to {}: {e}", driver.name));
+            stdin.flush().await.ok();
+            // Nothing more to say: close stdin (EOF), so no script waits on it.
+            drop(stdin);
+            // Phase 2: the rest of the output.
+            let rest = tokio::time::timeout(PHASE_TIMEOUT, async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    stdout.push(line);
+                }
+            })
+            .await;
+            timed_out = rest.is_err();
+        }
+        Ok(false) => {}
+        Err(_) => timed_out = true,
+    }
+
+    let status = if timed_out {
+        let _ = child.kill().await;
+        None
+    } else {
+        match tokio::time::timeout(PHASE_TIMEOUT, child.wait()).await {
+            Ok(status) => Some(status.expect("wait for script")),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    };
+    let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
+        .await
+        .map(|r| r.unwrap_or_default())
+        .unwrap_or_else(|_| "(stderr not closed)".into());
+    Run {
+        driver: driver.name,
+        target,
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// `orders` as it is before each run: two rows, owned by app, no discount_code yet.
+async fn reset_orders(pg: &Arc<TempCluster>) {
+    let pg = Arc::clone(pg);
+    tokio::task::spawn_blocking(move || {
+        admin(
+            &pg,
+            "DROP TABLE IF EXISTS orders;
+             CREATE TABLE orders (id int PRIMARY KEY, total numeric, note text);
+             ALTER TABLE orders OWNER TO app;
+             INSERT INTO orders VALUES (1, 10.50, 'first'), (2, 20.00, NULL);",
+        )
+    })
+    .await
+    .expect("reset task");
+}
+
+async fn admin_async(pg: &Arc<TempCluster>, sql: &'static str) -> String {
+    let pg = Arc::clone(pg);
+    tokio::task::spawn_blocking(move || admin(&pg, sql))
+        .await
+        .expect("admin task")
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Contract,
+    New,
+    Error,
+}
+
+/// The lines one statement execution prints: its description and one row, or the error.
+fn lines(label: &str, shape: Shape, row: &str) -> Vec<String> {
+    match shape {
+        Shape::Contract => vec![
+            format!("{label}: columns={CONTRACT}"),
+            format!("{label}: rows=1"),
+            format!("{label}: row={row}"),
+        ],
+        Shape::New => vec![
+            format!("{label}: columns={NEW_SHAPE}"),
+            format!("{label}: rows=1"),
+            format!("{label}: row={row}|NULL"),
+        ],
+        Shape::Error => vec![format!("{label}: {CACHED_PLAN_ERROR}")],
+    }
+}
+
+/// The whole transcript when the statements after the migration give `after[i]`
+/// (select 1, select 2, insert 4).
+fn expected(after: [Shape; 3]) -> Vec<String> {
+    let mut out = Vec::new();
+    out.extend(lines("before select 1", Shape::Contract, "1|10.50|first"));
+    out.extend(lines("before insert 3", Shape::Contract, "3|30.25|third"));
+    out.push("READY".into());
+    out.extend(lines("after select 1", after[0], "1|10.50|first"));
+    out.extend(lines("after select 2", after[1], "2|20.00|NULL"));
+    out.extend(lines("after insert 4", after[2], "4|40.75|fourth"));
+    out.push("DONE".into());
+    out
+}
+
+const ROWS_SQL: &str = "SELECT id, total, note, discount_code FROM orders ORDER BY id";
+const ROWS_BEFORE_INSERT_4: &str = "1|10.50|first|\n2|20.00||\n3|30.25|third|";
+const ROWS_WITH_INSERT_4: &str = "1|10.50|first|\n2|20.00||\n3|30.25|third|\n4|40.75|fourth|";
+
+async fn scenario(driver: Driver) {
+    if let Err(why) = driver.available().await {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{} is not installed but CI is set (.ci/setup installs it): {why}",
+                driver.name
+            );
+        }
+        eprintln!("skipping: {} is not installed: {why}", driver.name);
+        return;
+    }
+
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(start_pg)
+            .await
+            .expect("start PostgreSQL"),
+    );
+
+    // Straight to PostgreSQL: the migration breaks the cached statements.
+    reset_orders(&pg).await;
+    let direct = run_script(&pg, &driver, pg.port(), "PostgreSQL directly").await;
+    let (after, rows) = match driver.direct {
+        DirectBehaviour::Errors => ([Shape::Error; 3], ROWS_BEFORE_INSERT_4),
+        DirectBehaviour::ErrorThenNewShape => {
+            ([Shape::Error, Shape::New, Shape::New], ROWS_WITH_INSERT_4)
+        }
+        DirectBehaviour::NewShape => ([Shape::New; 3], ROWS_WITH_INSERT_4),
+    };
+    direct.assert_ok(&expected(after));
+    let table = admin_async(&pg, ROWS_SQL).await;
+    assert_eq!(
+        table,
+        rows,
+        "table after the direct run\n{}",
+        direct.report()
+    );
+
+    // Through pgheal: no error, the old shape, the right values, the insert exactly once.
+    reset_orders(&pg).await;
+    let proxy = start_proxy(&pg, |_| {}).await;
+    let healed = run_script(&pg, &driver, proxy.addr.port(), "pgheal").await;
+    let counters = format!(
+        "heal counters: healed={} projected={} refused={} forwarded_in_transaction={}",
+        heal_count(&proxy, Outcome::Healed),
+        heal_count(&proxy, Outcome::Projected),
+        heal_count(&proxy, Outcome::Refused),
+        heal_count(&proxy, Outcome::ForwardedInTransaction),
+    );
+    if !healed.status.is_some_and(|s| s.success())
+        || healed.transcript() != expected([Shape::Contract; 3])
+    {
+        eprintln!("{counters}");
+    }
+    healed.assert_ok(&expected([Shape::Contract; 3]));
+    let table = admin_async(&pg, ROWS_SQL).await;
+    assert_eq!(
+        table,
+        ROWS_WITH_INSERT_4,
+        "table after the run through pgheal (row 4 exactly once, migration applied)\n{}",
+        healed.report()
+    );
+    let fourth = admin_async(&pg, "SELECT count(*) FROM orders WHERE note = 'fourth'").await;
+    assert_eq!(
+        fourth, "1",
+        "the insert through pgheal must land exactly once"
+    );
+
+    let fixed = heal_count(&proxy, Outcome::Projected) + heal_count(&proxy, Outcome::Healed);
+    assert!(fixed >= 1, "pgheal counted no heal; {counters}");
+    assert_eq!(
+        heal_count(&proxy, Outcome::Refused),
+        0,
+        "pgheal refused a heal; {counters}"
+    );
+    assert_eq!(
+        heal_count(&proxy, Outcome::ForwardedInTransaction),
+        0,
+        "pgheal forwarded the error; {counters}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_prepared_statement_heals() {
+    scenario(Driver::psycopg()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_explicit_prepared_statement_heals() {
+    scenario(Driver::asyncpg()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_named_query_heals() {
+    scenario(Driver::node_postgres()).await;
+}
+
+/// Autocommit on: straight to PostgreSQL pgjdbc re-prepares and retries by itself, and the
+/// application silently gets a fourth column; through pgheal it keeps its three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_autocommit_prepared_statement_keeps_contract() {
+    scenario(Driver::pgjdbc(true)).await;
+}
+
+/// Autocommit off: pgjdbc sends BEGIN in the same batch as the statement; straight to
+/// PostgreSQL the error aborts the transaction and reaches the application. Through pgheal the
+/// batch began outside a transaction block, so it is rolled back and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_transaction_prepared_statement_heals() {
+    scenario(Driver::pgjdbc(false)).await;
+}
