@@ -135,10 +135,7 @@ pub async fn run() -> anyhow::Result<()> {
         .max()
         .unwrap_or(0)
         .max(26);
-    println!(
-        "   {:<width$}   {}",
-        "straight to PostgreSQL", "through pgheal"
-    );
+    println!("   {:<width$}   through pgheal", "straight to PostgreSQL");
     println!("   {:<width$}   {}", "-".repeat(22), "-".repeat(14));
     for i in 0..left.len().max(right.len()) {
         println!(

@@ -172,22 +172,26 @@ impl Pool {
         let now = Instant::now();
         let mut to_close = Vec::new();
         if let Ok(mut idle) = self.idle.lock() {
+            let (gone, mut keep): (Vec<_>, Vec<_>) = idle
+                .drain(..)
+                .partition(|c| self.expired(c, now) || c.is_broken_while_idle());
+            to_close.extend(gone);
+            // Idle past server_idle_timeout: close, oldest first, down to min_size open.
             let idle_timeout = self.settings.server_idle_timeout;
-            let mut keep = Vec::with_capacity(idle.len());
-            for c in idle.drain(..) {
-                let idle_too_long =
-                    !idle_timeout.is_zero() && now.duration_since(c.idle_since) >= idle_timeout;
-                if self.expired(&c, now) || c.is_broken_while_idle() {
-                    to_close.push(c);
-                } else if idle_too_long {
-                    to_close.push(c);
-                } else {
-                    keep.push(c);
+            if !idle_timeout.is_zero() {
+                let in_use = self.settings.size - self.permits.available_permits();
+                keep.sort_by_key(|c| std::cmp::Reverse(c.idle_since));
+                while in_use + keep.len() > self.settings.min_size
+                    && keep
+                        .last()
+                        .is_some_and(|c| now.duration_since(c.idle_since) >= idle_timeout)
+                {
+                    to_close.extend(keep.pop());
                 }
+                keep.reverse();
             }
             *idle = keep;
         }
-        // Keep min_size: re-admit idle-timeout victims first... simpler: close, then top up.
         for c in to_close {
             self.close(c);
         }

@@ -52,7 +52,8 @@ impl SqlPrepared {
                     }
                 }
                 Some("discard") => {
-                    if words.keyword().as_deref() == Some("all") {
+                    let what = words.keyword();
+                    if what.as_deref() == Some("all") {
                         self.texts.clear();
                         effects.push(Dealloc::All);
                     }
