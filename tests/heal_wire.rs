@@ -181,7 +181,8 @@ async fn dropped_column_is_refused_unless_the_client_describes() {
     // the client does not know.
     h.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
         .await;
-    assert!(cached_plan_error(&h.until_ready().await));
+    let again = h.until_ready().await;
+    assert!(cached_plan_error(&again), "{again:?}");
 
     // With a Describe in the batch the client reads the new shape: healed.
     h.send(&[

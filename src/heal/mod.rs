@@ -23,6 +23,7 @@
 //!    window is replayed, suppressing what the client already has ([`repair`]). Otherwise the
 //!    window is replayed without healing, so the client receives exactly what PostgreSQL says.
 
+pub mod epoch;
 pub mod event;
 pub mod outbox;
 pub mod pending;
@@ -32,6 +33,7 @@ pub mod repair;
 pub mod route;
 pub mod window;
 
+pub use epoch::SchemaEpoch;
 pub use event::{HealEvent, Outcome};
 pub use outbox::Outbox;
 pub use relay::{Relay, RelayConfig, RelayError};

@@ -37,6 +37,8 @@ pub enum Expect {
         risky: bool,
         /// The ParameterDescription once received (kept for the pool's statement cache).
         params: Option<Frame>,
+        /// A proactive re-prepare that deferred client messages until this answer.
+        unblocks: bool,
     },
     /// Describe 'P' → RowDescription or NoData.
     PortalDescription { shaping: PortalShaping },
@@ -49,7 +51,7 @@ pub enum Expect {
     Sync,
     /// Query (simple protocol) → anything, up to ReadyForQuery. `risky`: it EXECUTEs a tracked
     /// SQL-level prepared statement in a healable batch.
-    Query { risky: bool },
+    Query { risky: bool, temp: bool },
     /// FunctionCall → FunctionCallResponse or error, then ReadyForQuery.
     FunctionCall,
     /// A response pgheal answers itself, sent when every earlier response has been.
@@ -65,6 +67,9 @@ pub enum Action {
     Forward,
     /// pgheal's own message: the client never sees its responses.
     Swallow,
+    /// pgheal's own message standing in for a client's (a proactive re-prepare): success is
+    /// swallowed, an error is what the client's own message would have met, so it is forwarded.
+    SwallowOk,
     /// A replayed message: the client already has its first `n` responses.
     Suppress(u32),
 }
@@ -83,7 +88,7 @@ impl Pending {
             self.expect,
             Expect::BindComplete { risky: true, .. }
                 | Expect::StatementDescription { risky: true, .. }
-                | Expect::Query { risky: true }
+                | Expect::Query { risky: true, .. }
         )
     }
 

@@ -12,6 +12,7 @@ use crate::protocol::{encode, sqlstate, Frame, ProtocolError};
 use crate::statements::sql_prepare::{Dealloc, SqlPrepared};
 use crate::statements::{ServerPrepared, Shaping, StatementNames, StatementRegistry, StmtId};
 
+use super::epoch::SchemaEpoch;
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::repair::Phase;
@@ -96,6 +97,12 @@ pub struct Relay {
     /// healable and this one would run before its replay).
     pub(crate) deferred: VecDeque<Frame>,
     pub(crate) status: TxStatus,
+    /// The schema epoch of the upstream database (shared by every session of it).
+    pub(crate) epoch: Arc<SchemaEpoch>,
+    /// DDL ran in the current transaction: the epoch advances when it commits.
+    pub(crate) ddl_pending: bool,
+    /// Proactive re-prepares whose shape must be known before deferred messages can go.
+    pub(crate) awaiting_shape: usize,
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
     pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
@@ -116,9 +123,18 @@ impl Relay {
             phase: Phase::Relaying,
             deferred: VecDeque::new(),
             status: TxStatus::Idle,
+            epoch: Arc::new(SchemaEpoch::default()),
+            ddl_pending: false,
+            awaiting_shape: 0,
             at_ready: true,
             scratch: Vec::new(),
         }
+    }
+
+    /// Share the schema epoch of the upstream database.
+    pub fn with_epoch(mut self, epoch: Arc<SchemaEpoch>) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// Transaction status of the last ReadyForQuery.
@@ -188,6 +204,7 @@ impl Relay {
     pub(crate) fn must_defer(&self) -> bool {
         !matches!(self.phase, Phase::Relaying)
             || (self.window.sync_sent && self.risky_in_flight > 0)
+            || self.awaiting_shape > 0
     }
 
     /// Send deferred messages for as long as nothing blocks them.
@@ -257,7 +274,7 @@ impl Relay {
     fn prepare_on_server(&mut self, id: StmtId, srv: &mut ServerPrepared, out: &mut Outbox) {
         let Some(s) = self.stmts.get(id) else { return };
         let (name, sql, types) = (s.server_name.clone(), s.sql.clone(), s.param_types.clone());
-        if let Some(evicted) = srv.prepared(name.clone()) {
+        if let Some(evicted) = srv.prepared(name.clone(), self.epoch.current()) {
             out.to_server
                 .push(encode::close(Target::Statement(&evicted)).bytes);
             self.internal(Expect::CloseComplete);
@@ -271,6 +288,7 @@ impl Relay {
             server_name: Some(name),
             risky: false,
             params: None,
+            unblocks: false,
         });
     }
 
@@ -348,6 +366,135 @@ impl Relay {
         Ok(true)
     }
 
+    /// A Bind or Describe 'S' of a row-returning statement whose shape on this connection must be
+    /// learned first: prepared before the current schema epoch (`stale`), or not prepared here
+    /// and not known to the pool in the current epoch with the client's contract.
+    fn needs_shape_first(&self, frame: &Frame, srv: &ServerPrepared) -> Option<(StmtId, bool)> {
+        let name = match frame.tag {
+            frontend::BIND => frontend::bind_statement(frame).ok()?,
+            frontend::DESCRIBE => match frontend::decode_describe(frame).ok()? {
+                Target::Statement(n) => n,
+                Target::Portal(_) => return None,
+            },
+            _ => return None,
+        };
+        if name.is_empty() {
+            return None;
+        }
+        let id = self.stmts.id(name)?;
+        let s = self.stmts.get(id)?;
+        if !s.returns_rows() {
+            return None;
+        }
+        let epoch = self.epoch.current();
+        match srv.get(&s.server_name) {
+            Some(here) => (here.epoch < epoch).then_some((id, true)),
+            None => {
+                let Naming::Pooled { names, .. } = &self.naming else {
+                    return None;
+                };
+                let known = names.described(&s.server_name).is_some_and(|d| {
+                    d.epoch == epoch && s.contract.as_ref().is_some_and(|c| **c == *d.shape)
+                });
+                (!known).then_some((id, false))
+            }
+        }
+    }
+
+    /// Close (when `stale`) and prepare statement `id` on this connection, then Flush and hold
+    /// the client's messages until its description arrives.
+    fn prepare_and_wait(
+        &mut self,
+        id: StmtId,
+        stale: bool,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) {
+        let Some(name) = self.stmts.get(id).map(|s| s.server_name.clone()) else {
+            return;
+        };
+        if stale {
+            out.to_server
+                .push(encode::close(Target::Statement(&name)).bytes);
+            self.internal(Expect::CloseComplete);
+            srv.closed(&name);
+        }
+        self.prepare_on_server(id, srv, out);
+        // The Parse stands in for the client's message: its error is the client's.
+        for p in self.pending.iter_mut().rev() {
+            match &mut p.expect {
+                Expect::StatementDescription { unblocks, .. } => *unblocks = true,
+                Expect::ParseComplete => {
+                    p.action = Action::SwallowOk;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.to_server.push(encode::raw(frontend::FLUSH, &[]).bytes);
+        self.awaiting_shape += 1;
+    }
+
+    /// Whether the batch of this Bind describes its statement or portal (the Bind itself is
+    /// being processed, so it is not in the window yet).
+    fn describes_pending_bind(&self, id: StmtId, bind: &Frame) -> bool {
+        if self.window_describes(id) {
+            return true;
+        }
+        let Ok(b) = Bind::decode(bind) else {
+            return false;
+        };
+        let portal = b.portal;
+        self.deferred
+            .iter()
+            .take_while(|f| f.tag != frontend::SYNC)
+            .any(|f| {
+                f.tag == frontend::DESCRIBE
+                    && frontend::decode_describe(f) == Ok(Target::Portal(portal))
+            })
+    }
+
+    /// Fail a Bind with PostgreSQL's own cached-plan error (fields as the server sends them, so
+    /// drivers recognise it). A Parse that cannot succeed goes in its place, so the server skips
+    /// to Sync and rolls back exactly as it would have.
+    fn refuse_bind(
+        &mut self,
+        id: StmtId,
+        why: &str,
+        idx: Option<u32>,
+        action: Action,
+        out: &mut Outbox,
+    ) {
+        let err = encode::error_fields(
+            b'E',
+            &[
+                (b'S', "ERROR"),
+                (b'V', "ERROR"),
+                (b'C', sqlstate::FEATURE_NOT_SUPPORTED),
+                (b'M', super::recognize::CACHED_PLAN_MESSAGE),
+                (b'R', "RevalidateCachedQuery"),
+            ],
+        );
+        out.to_server
+            .push(encode::parse("", "pgheal: contract cannot be kept", &[]).bytes);
+        self.push_pending(Pending {
+            expect: Expect::FailWith(err),
+            idx,
+            action,
+        });
+        let (statement, sql) = self
+            .stmts
+            .get(id)
+            .map(|s| (s.name.clone(), super::event::truncate_sql(&s.sql)))
+            .unwrap_or_default();
+        out.events.push(super::HealEvent {
+            outcome: super::Outcome::Refused,
+            statement,
+            sql,
+            detail: format!("contract cannot be kept: {why}"),
+        });
+    }
+
     /// Answer something locally, in order with the server's responses.
     pub(crate) fn local(&mut self, frame: Frame, idx: Option<u32>, out: &mut Outbox) {
         self.push_pending(Pending {
@@ -367,6 +514,16 @@ impl Relay {
         srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
+        if replay.is_none() {
+            if let Some((id, stale)) = self.needs_shape_first(&frame, srv) {
+                // Prepare (or re-prepare) here and learn the shape before the client's message
+                // goes: its result formats and rows must fit the contract, and a broken
+                // contract must fail the Bind before anything runs.
+                self.prepare_and_wait(id, stale, srv, out);
+                self.deferred.push_front(frame);
+                return Ok(());
+            }
+        }
         let (idx, action) = match replay {
             Some((idx, 0)) => (Some(idx), Action::Forward),
             Some((idx, n)) => (Some(idx), Action::Suppress(n)),
@@ -424,7 +581,7 @@ impl Relay {
                             p.param_types.clone().into(),
                             p.name.into(),
                         );
-                        srv.prepared(p.name.into());
+                        srv.prepared(p.name.into(), self.epoch.current());
                         out.to_server.push(frame.bytes.clone());
                         self.push_pending(pending(Expect::ParseComplete));
                         out.to_server
@@ -434,6 +591,7 @@ impl Relay {
                             server_name: Some(p.name.into()),
                             risky: false,
                             params: None,
+                            unblocks: false,
                         });
                     }
                     Naming::Pooled { names, search_path } => {
@@ -503,7 +661,18 @@ impl Relay {
                                             projection.remap_result_formats(&b.result_formats);
                                         PortalShaping::Known(id, Shaping::Project { projection })
                                     }
-                                    _ => PortalShaping::Plain,
+                                    Some(Ok(Shaping::Same)) | None => PortalShaping::Plain,
+                                    Some(Err(_)) if self.describes_pending_bind(id, &frame) => {
+                                        // The client reads the new shape in this batch.
+                                        self.stmts.adopt_shape(id, shape.clone());
+                                        PortalShaping::Plain
+                                    }
+                                    Some(Err(e)) => {
+                                        // The statement now returns rows the client does not
+                                        // know: fail the Bind as PostgreSQL would.
+                                        self.refuse_bind(id, &e.to_string(), idx, action, out);
+                                        return Ok(());
+                                    }
                                 }
                             }
                         };
@@ -553,6 +722,7 @@ impl Relay {
                             server_name: Some(server_name),
                             risky,
                             params: None,
+                            unblocks: false,
                         }));
                     }
                     Target::Statement(_) => {
@@ -562,6 +732,7 @@ impl Relay {
                             server_name: None,
                             risky: false,
                             params: None,
+                            unblocks: false,
                         }));
                     }
                     Target::Portal(name) => {
@@ -617,12 +788,13 @@ impl Relay {
                     }
                 }
                 let risky = self.heal_possible() && !self.sql_prepared.executed_by(sql).is_empty();
+                let temp = mentions_temp(sql);
                 if !is_replay {
                     let pooled = self.pooled();
                     self.observe_sql(sql, srv, !pooled);
                 }
                 out.to_server.push(frame.bytes.clone());
-                self.push_pending(pending(Expect::Query { risky }));
+                self.push_pending(pending(Expect::Query { risky, temp }));
             }
             frontend::FUNCTION_CALL => {
                 out.to_server.push(frame.bytes.clone());
@@ -668,6 +840,13 @@ impl Relay {
             }
         }
     }
+}
+
+/// Whether a query mentions temporary objects (their DDL does not advance the schema epoch).
+fn mentions_temp(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"temp"))
 }
 
 /// `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` alone in a query act on the client's

@@ -265,7 +265,7 @@ impl Relay {
             Some(s) => (s.server_name.clone(), s.sql.clone(), s.param_types.clone()),
             None => return Ok(Phase::Relaying),
         };
-        srv.prepared(name.clone());
+        srv.prepared(name.clone(), self.epoch.current());
         out.to_server
             .push(encode::close(Target::Statement(&name)).bytes);
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
@@ -375,30 +375,41 @@ impl Relay {
     }
 
     /// Whether the client describes statement `id` (directly or through a portal) in this window.
-    fn window_describes(&self, id: StmtId) -> bool {
+    /// Whether the client describes statement `id` (directly or through a portal) in this
+    /// batch: in the window, or among the messages waiting to be sent.
+    pub(crate) fn window_describes(&self, id: StmtId) -> bool {
         let Some(name) = self.stmts.get(id).map(|s| s.name.as_str()) else {
             return false;
         };
-        let mut portals: Vec<&str> = Vec::new();
-        for e in &self.window.entries {
-            match e.frame.tag {
-                b'B' => {
-                    if let Ok(b) = crate::protocol::frontend::Bind::decode(&e.frame) {
-                        if b.statement == name {
-                            portals.push(b.portal);
-                        }
+        let waiting = self.deferred.iter().take_while(|f| f.tag != b'S');
+        describes(
+            name,
+            self.window.entries.iter().map(|e| &e.frame).chain(waiting),
+        )
+    }
+}
+
+/// Whether `frames` contain a Describe of statement `name`, or of a portal bound from it.
+fn describes<'a>(name: &str, frames: impl Iterator<Item = &'a Frame>) -> bool {
+    let mut portals: Vec<&str> = Vec::new();
+    for f in frames {
+        match f.tag {
+            b'B' => {
+                if let Ok(b) = crate::protocol::frontend::Bind::decode(f) {
+                    if b.statement == name {
+                        portals.push(b.portal);
                     }
                 }
-                b'D' => match crate::protocol::frontend::decode_describe(&e.frame) {
-                    Ok(Target::Statement(n)) if n == name => return true,
-                    Ok(Target::Portal(p)) if portals.contains(&p) => return true,
-                    _ => {}
-                },
-                _ => {}
             }
+            b'D' => match crate::protocol::frontend::decode_describe(f) {
+                Ok(Target::Statement(n)) if n == name => return true,
+                Ok(Target::Portal(p)) if portals.contains(&p) => return true,
+                _ => {}
+            },
+            _ => {}
         }
-        false
     }
+    false
 }
 
 fn refusal_text(e: &ProjectionError) -> String {

@@ -10,6 +10,7 @@ use crate::protocol::backend::{self, decode_row_description, ErrorFields, Field,
 use crate::protocol::{sqlstate, Frame};
 use crate::statements::{Described, ServerPrepared, Shaping, StmtId};
 
+use super::epoch::is_ddl_tag;
 use super::event::{truncate_sql, HealEvent, Outcome};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
@@ -135,6 +136,7 @@ impl Relay {
                             params: p.clone(),
                             rows: frame.clone(),
                             shape: shape.clone(),
+                            epoch: self.epoch.current(),
                         },
                     );
                 }
@@ -142,6 +144,18 @@ impl Relay {
             if let Some(id) = stmt {
                 self.stmts.described(*id, &shape);
                 described = Some((*id, shape));
+            }
+        }
+        if let Expect::StatementDescription { unblocks: true, .. } = head.expect {
+            if done {
+                self.awaiting_shape = self.awaiting_shape.saturating_sub(1);
+            }
+        }
+        if tag == backend::COMMAND_COMPLETE && is_ddl_tag(frame.body()) {
+            match head.expect {
+                Expect::Query { temp: true, .. } => {}
+                Expect::Query { .. } | Expect::ExecuteResult { .. } => self.ddl_pending = true,
+                _ => {}
             }
         }
         if self.consume_suppressed(&head, done) {
@@ -243,7 +257,7 @@ impl Relay {
     /// Handle swallowed and suppressed responses. Returns true when the message is consumed.
     fn consume_suppressed(&mut self, head: &Pending, done: bool) -> bool {
         match head.action {
-            Action::Swallow => true,
+            Action::Swallow | Action::SwallowOk => true,
             Action::Suppress(n) if n > 0 => {
                 if !done {
                     if let Some(front) = self.pending.front_mut() {
@@ -272,6 +286,14 @@ impl Relay {
     /// A ReadyForQuery reached the client (from the server or answered locally).
     pub(crate) fn note_ready(&mut self, status: TxStatus) {
         self.status = status;
+        match status {
+            TxStatus::Idle if self.ddl_pending => {
+                self.ddl_pending = false;
+                self.epoch.bump("DDL committed through pgheal");
+            }
+            TxStatus::Failed => self.ddl_pending = false,
+            _ => {}
+        }
         if self.pending.is_empty() {
             self.at_ready = true;
             self.window.reset(status);
@@ -354,6 +376,7 @@ impl Relay {
         if let Ok(fields) = ErrorFields::decode(&frame) {
             let healable = self.cfg.enabled && self.window.replayable(self.cfg.max_heals);
             if is_cached_plan_error(&fields) {
+                self.epoch.bump("a server connection reported a stale plan");
                 if let Some(target) = self.heal_target(&head) {
                     if head.is_risky() && healable {
                         return self.start_heal(target, frame, out);
@@ -378,6 +401,18 @@ impl Relay {
             while self.pending.front().is_some_and(|p| !p.is_sync_point()) {
                 self.pop_pending();
             }
+            if self.awaiting_shape > 0 {
+                // A prepare the client's messages were waiting for failed: the server skips
+                // them too, up to the client's Sync.
+                self.awaiting_shape = 0;
+                while self
+                    .deferred
+                    .front()
+                    .is_some_and(|f| f.tag != crate::protocol::frontend::SYNC)
+                {
+                    self.deferred.pop_front();
+                }
+            }
         }
         if self.risky_in_flight == 0 {
             self.flush_held(out);
@@ -389,6 +424,7 @@ impl Relay {
         match head.action {
             Action::Swallow => {}
             Action::Suppress(n) if n > 0 => {}
+            Action::SwallowOk => self.emit(None, frame.tag, frame.bytes, false, out),
             _ => self.emit(head.idx, frame.tag, frame.bytes, true, out),
         }
         Ok(())

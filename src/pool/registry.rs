@@ -7,6 +7,7 @@ use dashmap::DashMap;
 
 use crate::auth::Secret;
 use crate::config::{Config, Database, PoolMode};
+use crate::heal::SchemaEpoch;
 use crate::metrics::Metrics;
 use crate::statements::StatementNames;
 
@@ -17,6 +18,8 @@ pub struct Pools {
     pools: DashMap<PoolKey, Arc<Pool>>,
     /// Server-side statement names of each pool (transaction pooling).
     names: DashMap<PoolKey, Arc<StatementNames>>,
+    /// Schema epoch of each database.
+    epochs: DashMap<String, Arc<SchemaEpoch>>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -26,6 +29,7 @@ impl Pools {
         Arc::new(Pools {
             pools: DashMap::new(),
             names: DashMap::new(),
+            epochs: DashMap::new(),
             cfg,
             metrics,
         })
@@ -84,6 +88,11 @@ impl Pools {
                 Pool::new(key, login, settings, self.metrics.clone())
             })
             .clone()
+    }
+
+    /// The schema epoch of a database, shared by every pool and session of it.
+    pub fn epoch_for(&self, database: &str) -> Arc<SchemaEpoch> {
+        self.epochs.entry(database.to_owned()).or_default().clone()
     }
 
     /// The statement names shared by every client of a pool.

@@ -86,6 +86,13 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// The statement name of a Bind, without decoding the rest (hot path).
+pub fn bind_statement(frame: &Frame) -> Result<&str, ProtocolError> {
+    let mut c = Cursor::new(frame.body());
+    c.cstr()?;
+    c.cstr()
+}
+
 /// Describe or Close target: a prepared statement (`S`) or a portal (`P`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {

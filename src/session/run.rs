@@ -180,7 +180,8 @@ async fn session(
         (PoolMode::Transaction, None) => None,
     };
     let mut conversation = Conversation {
-        engine: Relay::new(shared.cfg.heal.clone(), naming),
+        engine: Relay::new(shared.cfg.heal.clone(), naming)
+            .with_epoch(shared.pools.epoch_for(&db.name)),
         attached,
         pool,
         mode: db.pool_mode,

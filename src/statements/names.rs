@@ -24,6 +24,8 @@ pub struct Described {
     /// The RowDescription or NoData message.
     pub rows: Frame,
     pub shape: Arc<[Field]>,
+    /// The schema epoch it was described in.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -14,6 +14,8 @@ use crate::protocol::backend::Field;
 pub struct ServerStmt {
     /// The row shape as the server last described it; `None` until described.
     pub shape: Option<Arc<[Field]>>,
+    /// The schema epoch the statement was prepared in.
+    pub epoch: u64,
     last_used: u64,
 }
 
@@ -55,7 +57,7 @@ impl ServerPrepared {
 
     /// Record a Parse sent for `name`. Returns the statement evicted to stay under the cap, which
     /// the caller must Close on the server.
-    pub fn prepared(&mut self, name: Arc<str>) -> Option<Arc<str>> {
+    pub fn prepared(&mut self, name: Arc<str>, epoch: u64) -> Option<Arc<str>> {
         self.tick += 1;
         let evicted = if !self.map.contains_key(&name) && self.map.len() >= self.cap {
             let victim = self
@@ -74,6 +76,7 @@ impl ServerPrepared {
             name,
             ServerStmt {
                 shape: None,
+                epoch,
                 last_used: self.tick,
             },
         );
@@ -111,12 +114,13 @@ mod tests {
     #[test]
     fn evicts_the_least_recently_used() {
         let mut p = ServerPrepared::new(2);
-        assert_eq!(p.prepared("a".into()), None);
-        assert_eq!(p.prepared("b".into()), None);
+        assert_eq!(p.prepared("a".into(), 0), None);
+        assert_eq!(p.prepared("b".into(), 0), None);
         p.touch("a");
-        assert_eq!(p.prepared("c".into()).as_deref(), Some("b"));
+        assert_eq!(p.prepared("c".into(), 0).as_deref(), Some("b"));
         assert!(p.contains("a") && p.contains("c") && !p.contains("b"));
         // Re-preparing a present name evicts nothing.
-        assert_eq!(p.prepared("a".into()), None);
+        assert_eq!(p.prepared("a".into(), 1), None);
+        assert_eq!(p.get("a").map(|s| s.epoch), Some(1));
     }
 }
