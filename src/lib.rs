@@ -14,6 +14,7 @@
 //! - [`heal`]: the sans-IO relay engine: response tracking, error recognition, replay, projection.
 //! - [`statements`]: named statements, their result contracts and projections.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`watch`]: the schema watch (event trigger + LISTEN) that advances schema epochs.
 //! - [`cluster`]: throwaway PostgreSQL clusters from the system binaries (demo and tests).
 //! - [`demo`]: `pgheal demo`, the migration incident replayed and healed.
 
@@ -29,3 +30,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod session;
 pub mod statements;
+pub mod watch;

@@ -41,6 +41,30 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Some(Command::InstallSchemaWatch { upstream, print }) => {
+            if print {
+                println!("{}", pgheal::watch::install_sql());
+                return ExitCode::SUCCESS;
+            }
+            let Some(url) = upstream else {
+                eprintln!("pgheal: install-schema-watch needs --upstream postgres://superuser:password@host:port/dbname");
+                return ExitCode::from(2);
+            };
+            runtime.block_on(async {
+                match pgheal::watch::install(&url).await {
+                    Ok(()) => {
+                        println!(
+                            "pgheal: schema watch installed; run pgheal with --schema-watch listen"
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("pgheal: installing the schema watch failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
         None => {
             let cfg = match config::load(&cli.run) {
                 Ok(c) => c,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, SchemaWatch};
 use crate::metrics::{self, Metrics};
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
@@ -21,6 +21,7 @@ use crate::session::{run_client, Shared};
 /// A running pgheal.
 pub struct ProxyHandle {
     pub addr: SocketAddr,
+    pub pools: Arc<Pools>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
@@ -28,6 +29,11 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// The schema epoch of a database (advances with every schema change pgheal learns of).
+    pub fn schema_epoch(&self, database: &str) -> u64 {
+        self.pools.epoch_for(database).current()
+    }
+
     /// Ask for a graceful shutdown without waiting for it.
     pub fn trigger_shutdown(&self) {
         let _ = self.stop.send(true);
@@ -61,8 +67,22 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         None => None,
     };
     let pools = Pools::new(cfg.clone(), metrics.clone());
+    let handle_pools = pools.clone();
     pools.prewarm();
     let maintenance = tokio::spawn(pools.clone().maintain_forever());
+    let mut watchers = Vec::new();
+    if cfg.schema_watch == SchemaWatch::Listen {
+        for db in cfg.databases.values() {
+            if db.user.is_none() {
+                tracing::warn!(db = %db.name, "schema_watch needs a server user for the database (user/password or --upstream); not watching it");
+                continue;
+            }
+            watchers.push(tokio::spawn(crate::watch::watch_forever(
+                db.clone(),
+                pools.epoch_for(&db.name),
+            )));
+        }
+    }
     let (force_tx, force_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
@@ -114,11 +134,15 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         // Let background resets finish before closing idle connections.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         maintenance.abort();
+        for w in &watchers {
+            w.abort();
+        }
         pools.close_idle();
         tracing::info!("pgheal stopped");
     });
     Ok(ProxyHandle {
         addr,
+        pools: handle_pools,
         metrics_addr,
         metrics,
         stop,

@@ -23,6 +23,15 @@ pub enum Command {
     /// Start a throwaway PostgreSQL, break a prepared statement with a migration, and show it
     /// failing directly and healed through pgheal.
     Demo,
+    /// Install the event trigger that `--schema-watch listen` listens to (needs a superuser).
+    InstallSchemaWatch {
+        /// postgres://superuser:password@host:port/dbname of the database to watch.
+        #[arg(long, env = "PGHEAL_UPSTREAM")]
+        upstream: Option<String>,
+        /// Print the SQL instead of running it.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 /// Settings for running the proxy. Every flag overrides the file.
@@ -82,6 +91,10 @@ pub struct RunArgs {
     /// Statements kept prepared per server connection in transaction pooling.
     #[arg(long, env = "PGHEAL_MAX_PREPARED_STATEMENTS")]
     pub max_prepared_statements: Option<usize>,
+    /// off or listen: learn of schema changes made straight on the server from the event
+    /// trigger installed by `pgheal install-schema-watch`.
+    #[arg(long, env = "PGHEAL_SCHEMA_WATCH")]
+    pub schema_watch: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

@@ -44,6 +44,7 @@ pub struct General {
     pub shutdown_timeout: Option<f64>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,
+    pub schema_watch: Option<super::SchemaWatch>,
 }
 
 #[derive(Debug, Default, Deserialize)]

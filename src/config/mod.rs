@@ -63,6 +63,16 @@ impl std::str::FromStr for PoolMode {
     }
 }
 
+/// How pgheal learns of schema changes made straight on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaWatch {
+    /// Only from DDL through pgheal and from stale-plan errors.
+    Off,
+    /// Also from the event trigger installed by `pgheal install-schema-watch`.
+    Listen,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -123,6 +133,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,
+    pub schema_watch: SchemaWatch,
     pub heal: RelayConfig,
     /// Where the file came from, for the log.
     pub source: Option<PathBuf>,

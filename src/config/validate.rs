@@ -10,7 +10,7 @@ use crate::heal::RelayConfig;
 use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
 use super::upstream::Upstream;
-use super::{Config, ConfigError, Database, LogFormat, PoolMode};
+use super::{Config, ConfigError, Database, LogFormat, PoolMode, SchemaWatch};
 
 /// Read the file named by `args.config` (if any) and overlay the flags.
 pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
@@ -256,6 +256,10 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         )?,
         log_format,
         metrics_listen,
+        schema_watch: match args.schema_watch.as_deref() {
+            Some(w) => parse_enum("schema_watch", w, "off or listen")?,
+            None => g.schema_watch.unwrap_or(SchemaWatch::Off),
+        },
         heal,
         source: args.config.clone(),
     })
