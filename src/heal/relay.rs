@@ -103,6 +103,8 @@ pub struct Relay {
     pub(crate) ddl_pending: bool,
     /// Proactive re-prepares whose shape must be known before deferred messages can go.
     pub(crate) awaiting_shape: usize,
+    /// A statement re-prepared because of the schema epoch, reported at its next Bind.
+    pub(crate) reprepared: Option<StmtId>,
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
     pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
@@ -126,6 +128,7 @@ impl Relay {
             epoch: Arc::new(SchemaEpoch::default()),
             ddl_pending: false,
             awaiting_shape: 0,
+            reprepared: None,
             at_ready: true,
             scratch: Vec::new(),
         }
@@ -140,6 +143,12 @@ impl Relay {
     /// Transaction status of the last ReadyForQuery.
     pub fn status(&self) -> TxStatus {
         self.status
+    }
+
+    /// Client messages waiting to be sent (the session stops reading the client while this
+    /// is large, so a pipelining client cannot make pgheal buffer without bound).
+    pub fn backlog(&self) -> usize {
+        self.deferred.len()
     }
 
     /// Nothing in flight: every message sent has been answered.
@@ -201,10 +210,17 @@ impl Relay {
     }
 
     /// Whether a new client message must wait instead of going to the server now.
+    ///
+    /// With healing on, one implicit transaction is in flight at a time: messages after a Sync
+    /// wait for its ReadyForQuery. A replay must cover exactly one implicit transaction, and
+    /// the next one must not run before it; letting part of the next batch through is not an
+    /// option either, since PostgreSQL only flushes its answers at Sync or Flush. Clients that
+    /// pipeline across Syncs pay a round trip per Sync; Flush-terminated segments are not
+    /// affected.
     pub(crate) fn must_defer(&self) -> bool {
         !matches!(self.phase, Phase::Relaying)
-            || (self.window.sync_sent && self.risky_in_flight > 0)
             || self.awaiting_shape > 0
+            || (self.cfg.enabled && self.window.sync_sent && !self.pending.is_empty())
     }
 
     /// Send deferred messages for as long as nothing blocks them.
@@ -378,7 +394,7 @@ impl Relay {
             },
             _ => return None,
         };
-        if name.is_empty() {
+        if name.is_empty() || !self.cfg.enabled {
             return None;
         }
         let id = self.stmts.id(name)?;
@@ -452,6 +468,27 @@ impl Relay {
                 f.tag == frontend::DESCRIBE
                     && frontend::decode_describe(f) == Ok(Target::Portal(portal))
             })
+    }
+
+    /// A statement re-prepared before use (schema epoch) is a heal too: log and count it.
+    fn report_proactive(&self, id: StmtId, shaping: &PortalShaping, out: &mut Outbox) {
+        let projected = matches!(shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity());
+        let (statement, sql) = self
+            .stmts
+            .get(id)
+            .map(|s| (s.name.clone(), super::event::truncate_sql(&s.sql)))
+            .unwrap_or_default();
+        out.events.push(super::HealEvent {
+            outcome: if projected {
+                super::Outcome::Projected
+            } else {
+                super::Outcome::Healed
+            },
+            statement,
+            sql,
+            detail: "re-prepared before use after a schema change (no error reached the client)"
+                .into(),
+        });
     }
 
     /// Fail a Bind with PostgreSQL's own cached-plan error (fields as the server sends them, so
@@ -677,6 +714,12 @@ impl Relay {
                             }
                         };
                         server_name = Some(name);
+                    }
+                }
+                if let (Some(id), Some(done)) = (stmt, self.reprepared) {
+                    if id == done {
+                        self.reprepared = None;
+                        self.report_proactive(id, &shaping, out);
                     }
                 }
                 let risky = self.returns_rows(stmt) && self.heal_possible();

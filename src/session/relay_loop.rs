@@ -23,6 +23,10 @@ use super::cancel::{CancelKey, CancelTarget};
 use super::settings::{ClientSettings, StateWarnings};
 use super::SessionError;
 
+/// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
+/// Sync) before it stops reading from that client.
+const MAX_BACKLOG: usize = 4096;
+
 /// How the relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -154,7 +158,7 @@ impl Conversation<'_> {
                         }
                     }
                 }
-                r = client_r.read_frames(&mut cframes) => {
+                r = client_r.read_frames(&mut cframes), if self.engine.backlog() < MAX_BACKLOG => {
                     match r {
                         Ok(true) => {}
                         Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ClientGone),
