@@ -15,6 +15,10 @@ pub enum PortalShaping {
     /// The statement was prepared lazily in the same pipeline: its shape is learned from the
     /// Describe that precedes the Bind's response, and resolved at the first response.
     Unresolved(StmtId),
+    /// The shape learned at the response cannot be projected onto the contract (a migration
+    /// pgheal had not seen raced a lazy prepare): rows are withheld and the client receives the
+    /// cached-plan error instead of the command tag.
+    Broken,
 }
 
 /// What a message sent to the server will produce.

@@ -196,6 +196,36 @@ impl Relay {
                     self.emit(head.idx, tag, part, i == 0, out);
                 }
             }
+            (
+                backend::DATA_ROW | backend::ROW_DESCRIPTION,
+                Expect::ExecuteResult {
+                    shaping: PortalShaping::Broken,
+                },
+            )
+            | (
+                backend::ROW_DESCRIPTION,
+                Expect::PortalDescription {
+                    shaping: PortalShaping::Broken,
+                },
+            ) => {}
+            (
+                backend::COMMAND_COMPLETE,
+                Expect::ExecuteResult {
+                    shaping: PortalShaping::Broken,
+                },
+            ) => {
+                let err = crate::protocol::encode::error_fields(
+                    b'E',
+                    &[
+                        (b'S', "ERROR"),
+                        (b'V', "ERROR"),
+                        (b'C', sqlstate::FEATURE_NOT_SUPPORTED),
+                        (b'M', super::recognize::CACHED_PLAN_MESSAGE),
+                        (b'R', "RevalidateCachedQuery"),
+                    ],
+                );
+                self.emit(head.idx, err.tag, err.bytes, true, out);
+            }
             _ => self.emit(head.idx, tag, frame.bytes.clone(), true, out),
         }
         self.after_response(&frame, out)
@@ -233,6 +263,10 @@ impl Relay {
         };
         match self.stmts.get_mut(id).map(|s| s.shaping_for(&shape)) {
             Some(Ok(s @ Shaping::Project { .. })) => PortalShaping::Known(id, s),
+            Some(Err(_)) => {
+                self.epoch.bump("a lazily prepared statement changed shape");
+                PortalShaping::Broken
+            }
             _ => PortalShaping::Plain,
         }
     }
