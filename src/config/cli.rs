@@ -95,6 +95,10 @@ pub struct RunArgs {
     /// trigger installed by `pgheal install-schema-watch`.
     #[arg(long, env = "PGHEAL_SCHEMA_WATCH")]
     pub schema_watch: Option<String>,
+    /// Worker threads (1 = a single-threaded event loop, like PgBouncer; best when pgheal shares
+    /// a small machine with PostgreSQL or the app). Default: 1.
+    #[arg(long, env = "PGHEAL_THREADS")]
+    pub threads: Option<usize>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

@@ -695,7 +695,7 @@ impl Relay {
                                 match self.stmts.get_mut(id).map(|s| s.shaping_for(&shape)) {
                                     Some(Ok(Shaping::Project { projection })) => {
                                         formats =
-                                            projection.remap_result_formats(&b.result_formats);
+                                            projection.remap_result_formats(&b.result_formats());
                                         PortalShaping::Known(id, Shaping::Project { projection })
                                     }
                                     Some(Ok(Shaping::Same)) | None => PortalShaping::Plain,
@@ -987,7 +987,7 @@ mod tests {
         let g = Frame::from_encoded(joined.into());
         let b2 = Bind::decode(&g).unwrap();
         assert_eq!((b2.portal, b2.statement), ("p", "pgheal_7"));
-        assert_eq!(b2.result_formats, vec![1]);
+        assert_eq!(b2.result_formats(), vec![1]);
         let mut out = Outbox::default();
         push_renamed_bind(&f, &b, "x", Some(&[1, 0, 0]), &mut out);
         let joined: Vec<u8> = out
@@ -996,6 +996,6 @@ mod tests {
             .flat_map(|p| p.iter().copied())
             .collect();
         let g = Frame::from_encoded(joined.into());
-        assert_eq!(Bind::decode(&g).unwrap().result_formats, vec![1, 0, 0]);
+        assert_eq!(Bind::decode(&g).unwrap().result_formats(), vec![1, 0, 0]);
     }
 }

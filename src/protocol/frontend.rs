@@ -55,10 +55,25 @@ pub struct Bind<'a> {
     /// Body offset where the result-format count starts; everything before is copied verbatim
     /// when the result formats are rewritten.
     pub result_formats_at: usize,
-    pub result_formats: Vec<i16>,
+    /// The result format codes, as raw big-endian i16 pairs (decoded on demand, so the hot
+    /// path does not allocate).
+    result_formats_raw: &'a [u8],
 }
 
 impl<'a> Bind<'a> {
+    /// How many result format codes the Bind carries (0, 1, or one per column).
+    pub fn result_format_count(&self) -> usize {
+        self.result_formats_raw.len() / 2
+    }
+
+    /// The result format codes.
+    pub fn result_formats(&self) -> Vec<i16> {
+        self.result_formats_raw
+            .chunks_exact(2)
+            .map(|p| i16::from_be_bytes([p[0], p[1]]))
+            .collect()
+    }
+
     pub fn decode(frame: &'a Frame) -> Result<Bind<'a>, ProtocolError> {
         let body = frame.body();
         let mut c = Cursor::new(body);
@@ -72,16 +87,13 @@ impl<'a> Bind<'a> {
         }
         let result_formats_at = body.len() - c.remaining().len();
         let nres = c.count16("result format count")?;
-        let mut result_formats = Vec::with_capacity(nres.min(c.remaining().len() / 2));
-        for _ in 0..nres {
-            result_formats.push(c.i16("result format")?);
-        }
+        let result_formats_raw = c.bytes(nres * 2, "result formats")?;
         c.finish("Bind")?;
         Ok(Bind {
             portal,
             statement,
             result_formats_at,
-            result_formats,
+            result_formats_raw,
         })
     }
 }
@@ -187,7 +199,7 @@ mod tests {
         let b = Bind::decode(&f).unwrap();
         assert_eq!(b.portal, "");
         assert_eq!(b.statement, "s1");
-        assert_eq!(b.result_formats, vec![1, 0]);
+        assert_eq!(b.result_formats(), vec![1, 0]);
         assert_eq!(&f.body()[b.result_formats_at..], b"\0\x02\0\x01\0\0");
     }
 
