@@ -38,6 +38,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::wire::{Msg, Wire};
 use common::{admin, heal_count, start_pg, start_proxy};
 use pgheal::cluster::TempCluster;
 use pgheal::heal::Outcome;
@@ -284,6 +285,7 @@ async fn run_script(
     driver: &Driver,
     port: u16,
     target: &'static str,
+    steer: Steer,
 ) -> Run {
     let mut cmd = Command::new(driver.program);
     cmd.args(&driver.args)
@@ -319,6 +321,9 @@ async fn run_script(
     let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
     let mut stdout = Vec::new();
     let mut timed_out = false;
+    // Clients of pgheal that hold a server connection in an open transaction until the script
+    // ends (dropped with this function).
+    let mut blockers: Vec<Wire> = Vec::new();
 
     // Phase 1: up to READY (or the end of output, if the script fails early).
     let ready = tokio::time::timeout(PHASE_TIMEOUT, async {
@@ -334,6 +339,9 @@ async fn run_script(
     .await;
     match ready {
         Ok(true) => {
+            if steer == Steer::OtherServerConnection {
+                blockers = hold_last_used_server_connection(pg, port).await;
+            }
             let pg2 = Arc::clone(pg);
             tokio::task::spawn_blocking(move || admin(&pg2, MIGRATION))
                 .await
@@ -370,6 +378,11 @@ async fn run_script(
             }
         }
     };
+    // The script has ended: let go of the server connection held for it.
+    for mut b in blockers {
+        let msgs = b.query("ROLLBACK").await;
+        assert_eq!(msgs.last(), Some(&Msg::Ready('I')), "{msgs:?}");
+    }
     let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
         .await
         .map(|r| r.unwrap_or_default())
@@ -381,6 +394,55 @@ async fn run_script(
         stdout,
         stderr,
     }
+}
+
+/// Where the statements run after the migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Steer {
+    /// Wherever the pooler puts them.
+    Anywhere,
+    /// Transaction pooling on a pool of 2: on the server connection the script did not use
+    /// last, where its statements are prepared again after the migration.
+    OtherServerConnection,
+}
+
+/// The backend pid of a `SELECT pg_backend_pid()` run in a new transaction block on `w`.
+async fn begin_and_pid(w: &mut Wire) -> i32 {
+    let msgs = w.query("BEGIN; SELECT pg_backend_pid()").await;
+    assert_eq!(msgs.last(), Some(&Msg::Ready('T')), "{msgs:?}");
+    common::wire::rows(&msgs)[0][0]
+        .as_deref()
+        .expect("pid")
+        .parse()
+        .expect("pid")
+}
+
+/// With the script idle at READY and pgheal in transaction pooling on a pool of 2: holds the
+/// server connection the script used last in an open transaction, so the script's next
+/// transactions run on the other one. Returns the client holding it.
+async fn hold_last_used_server_connection(pg: &Arc<TempCluster>, port: u16) -> Vec<Wire> {
+    let last_used: i32 = admin_async(
+        pg,
+        "SELECT pid FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' \
+         ORDER BY state_change DESC NULLS LAST LIMIT 1",
+    )
+    .await
+    .parse()
+    .expect("a backend of app in pg_stat_activity");
+    let mut first = Wire::connect(port, common::USER, common::PASSWORD, common::DB).await;
+    if begin_and_pid(&mut first).await == last_used {
+        return vec![first];
+    }
+    // `first` holds the other connection: the only one left for `second` is the script's.
+    let mut second = Wire::connect(port, common::USER, common::PASSWORD, common::DB).await;
+    assert_eq!(
+        begin_and_pid(&mut second).await,
+        last_used,
+        "the pool of 2 gave a third server connection"
+    );
+    let msgs = first.query("COMMIT").await;
+    assert_eq!(msgs.last(), Some(&Msg::Ready('I')), "{msgs:?}");
+    vec![second]
 }
 
 /// `orders` as it is before each run: two rows, owned by app, no discount_code yet.
@@ -448,7 +510,25 @@ const ROWS_SQL: &str = "SELECT id, total, note, discount_code FROM orders ORDER 
 const ROWS_BEFORE_INSERT_4: &str = "1|10.50|first|\n2|20.00||\n3|30.25|third|";
 const ROWS_WITH_INSERT_4: &str = "1|10.50|first|\n2|20.00||\n3|30.25|third|\n4|40.75|fourth|";
 
+/// How pgheal pools the scripts' connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pooling {
+    /// Session pooling (the default), and the run straight against PostgreSQL first.
+    Session,
+    /// Transaction pooling on a pool of 2: statements run on whichever server connection is
+    /// free, under pool-wide names. The run straight against PostgreSQL is the session test's.
+    Transaction,
+    /// Transaction pooling on a pool of 2, and after the migration the statements run on the
+    /// server connection the script did not use last: prepared there again, in the new shape,
+    /// and projected onto the contract without any error to heal.
+    TransactionOtherConnection,
+}
+
 async fn scenario(driver: Driver) {
+    scenario_in(driver, Pooling::Session).await
+}
+
+async fn scenario_in(driver: Driver, pooling: Pooling) {
     if let Err(why) = driver.available().await {
         if std::env::var_os("CI").is_some() {
             panic!(
@@ -466,29 +546,55 @@ async fn scenario(driver: Driver) {
             .expect("start PostgreSQL"),
     );
 
-    // Straight to PostgreSQL: the migration breaks the cached statements.
-    reset_orders(&pg).await;
-    let direct = run_script(&pg, &driver, pg.port(), "PostgreSQL directly").await;
-    let (after, rows) = match driver.direct {
-        DirectBehaviour::Errors => ([Shape::Error; 3], ROWS_BEFORE_INSERT_4),
-        DirectBehaviour::ErrorThenNewShape => {
-            ([Shape::Error, Shape::New, Shape::New], ROWS_WITH_INSERT_4)
-        }
-        DirectBehaviour::NewShape => ([Shape::New; 3], ROWS_WITH_INSERT_4),
-    };
-    direct.assert_ok(&expected(after));
-    let table = admin_async(&pg, ROWS_SQL).await;
-    assert_eq!(
-        table,
-        rows,
-        "table after the direct run\n{}",
-        direct.report()
-    );
+    if pooling == Pooling::Session {
+        // Straight to PostgreSQL: the migration breaks the cached statements.
+        reset_orders(&pg).await;
+        let direct = run_script(
+            &pg,
+            &driver,
+            pg.port(),
+            "PostgreSQL directly",
+            Steer::Anywhere,
+        )
+        .await;
+        let (after, rows) = match driver.direct {
+            DirectBehaviour::Errors => ([Shape::Error; 3], ROWS_BEFORE_INSERT_4),
+            DirectBehaviour::ErrorThenNewShape => {
+                ([Shape::Error, Shape::New, Shape::New], ROWS_WITH_INSERT_4)
+            }
+            DirectBehaviour::NewShape => ([Shape::New; 3], ROWS_WITH_INSERT_4),
+        };
+        direct.assert_ok(&expected(after));
+        let table = admin_async(&pg, ROWS_SQL).await;
+        assert_eq!(
+            table,
+            rows,
+            "table after the direct run\n{}",
+            direct.report()
+        );
+    }
 
     // Through pgheal: no error, the old shape, the right values, the insert exactly once.
     reset_orders(&pg).await;
-    let proxy = start_proxy(&pg, |_| {}).await;
-    let healed = run_script(&pg, &driver, proxy.addr.port(), "pgheal").await;
+    let proxy = start_proxy(&pg, |a| {
+        if pooling != Pooling::Session {
+            a.pool_mode = Some("transaction".into());
+            a.pool_size = Some(2);
+        }
+    })
+    .await;
+    let target = match pooling {
+        Pooling::Session => "pgheal",
+        Pooling::Transaction => "pgheal (transaction pooling)",
+        Pooling::TransactionOtherConnection => {
+            "pgheal (transaction pooling, other server connection after the migration)"
+        }
+    };
+    let steer = match pooling {
+        Pooling::Session | Pooling::Transaction => Steer::Anywhere,
+        Pooling::TransactionOtherConnection => Steer::OtherServerConnection,
+    };
+    let healed = run_script(&pg, &driver, proxy.addr.port(), target, steer).await;
     let counters = format!(
         "heal counters: healed={} projected={} refused={} forwarded_in_transaction={}",
         heal_count(&proxy, Outcome::Healed),
@@ -516,7 +622,12 @@ async fn scenario(driver: Driver) {
     );
 
     let fixed = heal_count(&proxy, Outcome::Projected) + heal_count(&proxy, Outcome::Healed);
-    assert!(fixed >= 1, "pgheal counted no heal; {counters}");
+    // On another server connection the statements are prepared after the migration: no
+    // cached-plan error, nothing healed (and pgheal counts no projection there either; see
+    // txn_heal::projection_after_a_lazy_prepare_is_counted).
+    if pooling != Pooling::TransactionOtherConnection {
+        assert!(fixed >= 1, "pgheal counted no heal; {counters}");
+    }
     assert_eq!(
         heal_count(&proxy, Outcome::Refused),
         0,
@@ -558,4 +669,58 @@ async fn pgjdbc_autocommit_prepared_statement_keeps_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_transaction_prepared_statement_heals() {
     scenario(Driver::pgjdbc(false)).await;
+}
+
+// ---- The same scenarios through pgheal in transaction pooling (pool of 2). ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_prepared_statement_heals_in_transaction_pooling() {
+    scenario_in(Driver::psycopg(), Pooling::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_explicit_prepared_statement_heals_in_transaction_pooling() {
+    scenario_in(Driver::asyncpg(), Pooling::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_named_query_heals_in_transaction_pooling() {
+    scenario_in(Driver::node_postgres(), Pooling::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_autocommit_prepared_statement_keeps_contract_in_transaction_pooling() {
+    scenario_in(Driver::pgjdbc(true), Pooling::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_transaction_prepared_statement_heals_in_transaction_pooling() {
+    scenario_in(Driver::pgjdbc(false), Pooling::Transaction).await;
+}
+
+// ---- Transaction pooling, the statements moved to the other server connection. ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_keeps_contract_on_another_server_connection() {
+    scenario_in(Driver::psycopg(), Pooling::TransactionOtherConnection).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_keeps_contract_on_another_server_connection() {
+    scenario_in(Driver::asyncpg(), Pooling::TransactionOtherConnection).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_keeps_contract_on_another_server_connection() {
+    scenario_in(Driver::node_postgres(), Pooling::TransactionOtherConnection).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_autocommit_keeps_contract_on_another_server_connection() {
+    scenario_in(Driver::pgjdbc(true), Pooling::TransactionOtherConnection).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_transaction_keeps_contract_on_another_server_connection() {
+    scenario_in(Driver::pgjdbc(false), Pooling::TransactionOtherConnection).await;
 }

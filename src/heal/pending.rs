@@ -26,6 +26,14 @@ pub enum PortalShaping {
 pub enum Expect {
     /// Parse → ParseComplete.
     ParseComplete,
+    /// A Parse of a named statement that pgheal records as prepared on this connection (the
+    /// client's own in session mode, or pgheal's under a pool-wide name). On error the record is
+    /// undone, and with `client_parse` the client's statement too (a failed Parse creates none).
+    ServerParse {
+        server_name: Arc<str>,
+        stmt: Option<StmtId>,
+        client_parse: bool,
+    },
     /// Bind → BindComplete. `risky`: the statement returns rows and the batch is healable.
     /// `lazy`: pgheal prepared the statement on this connection in the same pipeline.
     BindComplete {

@@ -288,6 +288,18 @@ impl Relay {
     /// Prepare statement `id` on this server connection (Parse + Describe, responses swallowed),
     /// closing an evicted statement first.
     fn prepare_on_server(&mut self, id: StmtId, srv: &mut ServerPrepared, out: &mut Outbox) {
+        self.prepare_on_server_for(id, false, srv, out)
+    }
+
+    /// As [`Self::prepare_on_server`]; `client_parse`: it stands for the client's own Parse,
+    /// whose failure must remove the client's statement too. Errors reach the client either way.
+    fn prepare_on_server_for(
+        &mut self,
+        id: StmtId,
+        client_parse: bool,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) {
         let Some(s) = self.stmts.get(id) else { return };
         let (name, sql, types) = (s.server_name.clone(), s.sql.clone(), s.param_types.clone());
         if let Some(evicted) = srv.prepared(name.clone(), self.epoch.current()) {
@@ -296,7 +308,15 @@ impl Relay {
             self.internal(Expect::CloseComplete);
         }
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
-        self.internal(Expect::ParseComplete);
+        self.push_pending(Pending {
+            expect: Expect::ServerParse {
+                server_name: name.clone(),
+                stmt: Some(id),
+                client_parse,
+            },
+            idx: None,
+            action: Action::SwallowOk,
+        });
         out.to_server
             .push(encode::describe(Target::Statement(&name)).bytes);
         self.internal(Expect::StatementDescription {
@@ -440,10 +460,7 @@ impl Relay {
         for p in self.pending.iter_mut().rev() {
             match &mut p.expect {
                 Expect::StatementDescription { unblocks, .. } => *unblocks = true,
-                Expect::ParseComplete => {
-                    p.action = Action::SwallowOk;
-                    break;
-                }
+                Expect::ServerParse { .. } => break,
                 _ => {}
             }
         }
@@ -489,6 +506,35 @@ impl Relay {
             detail: "re-prepared before use after a schema change (no error reached the client)"
                 .into(),
         });
+    }
+
+    /// `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` alone in a query act on the client's
+    /// own statements in transaction pooling and are answered locally: returns the command tag.
+    /// Forwarded instead (so PostgreSQL answers exactly) when the name is unknown, in a failed
+    /// transaction, and for `DISCARD ALL` inside a transaction block (25001).
+    fn local_statement_command(&self, sql: &str) -> Option<&'static str> {
+        if sql.contains(';') && sql.trim().trim_end_matches(';').contains(';') {
+            return None;
+        }
+        let w = words(sql);
+        let w: Vec<&str> = w.iter().map(String::as_str).collect();
+        let status = self.status;
+        match w.as_slice() {
+            ["discard", "all"] if status == TxStatus::Idle => Some("DISCARD ALL"),
+            ["deallocate", "all"] | ["deallocate", "prepare", "all"]
+                if status != TxStatus::Failed =>
+            {
+                Some("DEALLOCATE ALL")
+            }
+            ["deallocate", name] | ["deallocate", "prepare", name]
+                if status != TxStatus::Failed
+                    && (self.stmts.id(name).is_some()
+                        || self.stmts.id(name.trim_matches('"')).is_some()) =>
+            {
+                Some("DEALLOCATE")
+            }
+            _ => None,
+        }
     }
 
     /// Fail a Bind with PostgreSQL's own cached-plan error (fields as the server sends them, so
@@ -620,7 +666,11 @@ impl Relay {
                         );
                         srv.prepared(p.name.into(), self.epoch.current());
                         out.to_server.push(frame.bytes.clone());
-                        self.push_pending(pending(Expect::ParseComplete));
+                        self.push_pending(pending(Expect::ServerParse {
+                            server_name: p.name.into(),
+                            stmt: Some(id),
+                            client_parse: true,
+                        }));
                         out.to_server
                             .push(encode::describe(Target::Statement(p.name)).bytes);
                         self.internal(Expect::StatementDescription {
@@ -663,7 +713,7 @@ impl Relay {
                                 self.local(encode::parse_complete(), idx, out);
                             }
                             None => {
-                                self.prepare_on_server(id, srv, out);
+                                self.prepare_on_server_for(id, true, srv, out);
                                 self.push_pending(pending(Expect::Local(encode::parse_complete())));
                             }
                         }
@@ -822,8 +872,8 @@ impl Relay {
             frontend::QUERY => {
                 let sql = frontend::decode_query(&frame).map_err(RelayError::Client)?;
                 self.window.sync_sent = true;
-                if !is_replay && self.pooled() && self.status == TxStatus::Idle {
-                    if let Some(tag) = local_statement_command(sql) {
+                if !is_replay && self.pooled() {
+                    if let Some(tag) = self.local_statement_command(sql) {
                         self.observe_sql(sql, srv, false);
                         self.local(encode::command_complete(tag), idx, out);
                         self.local(encode::ready_for_query(self.status), idx, out);
@@ -832,9 +882,10 @@ impl Relay {
                 }
                 let risky = self.heal_possible() && !self.sql_prepared.executed_by(sql).is_empty();
                 let temp = mentions_temp(sql);
-                if !is_replay {
-                    let pooled = self.pooled();
-                    self.observe_sql(sql, srv, !pooled);
+                if !is_replay && (self.status == TxStatus::Idle || !self.pooled()) {
+                    // In transaction pooling a DISCARD/DEALLOCATE that reaches the server drops
+                    // pgheal's own statements on that connection too: forget them there.
+                    self.observe_sql(sql, srv, true);
                 }
                 out.to_server.push(frame.bytes.clone());
                 self.push_pending(pending(Expect::Query { risky, temp }));
@@ -892,28 +943,13 @@ fn mentions_temp(sql: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(b"temp"))
 }
 
-/// `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` alone in a query act on the client's
-/// own statements in transaction pooling and are answered locally: returns the command tag.
-fn local_statement_command(sql: &str) -> Option<&'static str> {
-    let words: Vec<String> = sql
-        .trim()
+/// The words of a single-statement query, lower-cased.
+fn words(sql: &str) -> Vec<String> {
+    sql.trim()
         .trim_end_matches(';')
         .split_whitespace()
         .map(str::to_ascii_lowercase)
-        .collect();
-    match words
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["discard", "all"] => Some("DISCARD ALL"),
-        ["deallocate", "all"] | ["deallocate", "prepare", "all"] => Some("DEALLOCATE ALL"),
-        ["deallocate", name] | ["deallocate", "prepare", name] if !name.contains(';') => {
-            Some("DEALLOCATE")
-        }
-        _ => None,
-    }
+        .collect()
 }
 
 /// A Bind for another statement name, without copying the parameters: a new head (tag, length,
@@ -961,14 +997,30 @@ mod tests {
 
     #[test]
     fn local_commands() {
-        assert_eq!(local_statement_command("DISCARD ALL;"), Some("DISCARD ALL"));
+        let mut r = Relay::new(RelayConfig::default(), Naming::Session);
+        r.stmts
+            .parsed("p1", "SELECT 1".into(), Vec::new().into(), "p1".into());
         assert_eq!(
-            local_statement_command("deallocate prepare all"),
+            r.local_statement_command("DISCARD ALL;"),
+            Some("DISCARD ALL")
+        );
+        assert_eq!(
+            r.local_statement_command("deallocate prepare all"),
             Some("DEALLOCATE ALL")
         );
-        assert_eq!(local_statement_command("DEALLOCATE p1"), Some("DEALLOCATE"));
-        assert_eq!(local_statement_command("DEALLOCATE p1; SELECT 1"), None);
-        assert_eq!(local_statement_command("SELECT 1"), None);
+        assert_eq!(
+            r.local_statement_command("DEALLOCATE p1"),
+            Some("DEALLOCATE")
+        );
+        assert_eq!(r.local_statement_command("DEALLOCATE nosuch"), None);
+        assert_eq!(r.local_statement_command("DEALLOCATE p1; SELECT 1"), None);
+        assert_eq!(r.local_statement_command("SELECT 1"), None);
+        r.status = TxStatus::InTransaction;
+        assert_eq!(r.local_statement_command("DISCARD ALL"), None);
+        assert_eq!(
+            r.local_statement_command("DEALLOCATE p1"),
+            Some("DEALLOCATE")
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Relay {
             return Ok(());
         }
         if frame.tag == backend::ERROR_RESPONSE {
-            return self.on_error(frame, out);
+            return self.on_error(frame, srv, out);
         }
         self.resolve_head(srv);
         let tag = frame.tag;
@@ -64,7 +64,7 @@ impl Relay {
             return Ok(());
         };
         let done = match (&head.expect, tag) {
-            (Expect::ParseComplete, backend::PARSE_COMPLETE) => true,
+            (Expect::ParseComplete | Expect::ServerParse { .. }, backend::PARSE_COMPLETE) => true,
             (Expect::BindComplete { .. }, backend::BIND_COMPLETE) => true,
             (Expect::CloseComplete, backend::CLOSE_COMPLETE) => true,
             (Expect::StatementDescription { .. }, backend::PARAMETER_DESCRIPTION) => false,
@@ -405,8 +405,25 @@ impl Relay {
     }
 
     /// An ErrorResponse: start a heal, or forward it and skip what the server skips.
-    fn on_error(&mut self, frame: Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    fn on_error(
+        &mut self,
+        frame: Frame,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
         let head = self.pending.front().cloned().expect("head exists");
+        if let Expect::ServerParse {
+            server_name,
+            stmt,
+            client_parse,
+        } = &head.expect
+        {
+            // The statement was not created: undo what was recorded.
+            srv.closed(server_name);
+            if let (true, Some(id)) = (client_parse, stmt) {
+                self.stmts.remove_id(*id);
+            }
+        }
         if let Ok(fields) = ErrorFields::decode(&frame) {
             let healable = self.cfg.enabled && self.window.replayable(self.cfg.max_heals);
             if is_cached_plan_error(&fields) {

@@ -48,6 +48,10 @@ pub struct Conversation<'a> {
     pub mode: PoolMode,
     pub settings: ClientSettings,
     pub warnings: StateWarnings,
+    /// The client changed settings in a way pgheal does not carry (inside a transaction block,
+    /// or through the extended protocol): the connection must be reset before another client
+    /// gets it.
+    pub dirty_settings: bool,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
 }
@@ -88,7 +92,11 @@ impl Conversation<'_> {
     fn detach(&mut self) {
         if let Some(mut c) = self.attached.take() {
             tracing::trace!(server = c.conn().id, "released a server connection");
-            c.conn().applied_settings = self.settings.fingerprint();
+            c.conn().applied_settings = if std::mem::take(&mut self.dirty_settings) {
+                0
+            } else {
+                self.settings.fingerprint()
+            };
             c.checkin(TxStatus::Idle, true);
         }
         self.cancel.set_target(None);
@@ -109,14 +117,26 @@ impl Conversation<'_> {
 
     /// Transaction pooling: remember settings and warn about session state the client sets.
     fn inspect_client(&mut self, f: &Frame) {
-        if self.mode != PoolMode::Transaction || f.tag != frontend::QUERY {
+        if self.mode != PoolMode::Transaction {
             return;
         }
-        let Ok(sql) = frontend::decode_query(f) else {
-            return;
+        let sql = match f.tag {
+            frontend::QUERY => match frontend::decode_query(f) {
+                Ok(sql) => sql,
+                Err(_) => return,
+            },
+            frontend::PARSE => {
+                if frontend::Parse::decode(f).is_ok_and(|p| changes_settings(p.query)) {
+                    self.dirty_settings = true;
+                }
+                return;
+            }
+            _ => return,
         };
         if self.engine.status() == TxStatus::Idle && self.settings.observe(sql) {
             self.engine.set_search_path(self.settings.search_path());
+        } else if changes_settings(sql) {
+            self.dirty_settings = true;
         }
         self.warnings.check(sql);
     }
@@ -217,6 +237,18 @@ impl Conversation<'_> {
             }
         }
     }
+}
+
+/// Whether SQL (possibly several statements) may change session settings.
+fn changes_settings(sql: &str) -> bool {
+    sql.split(';').any(|stmt| {
+        let w = stmt
+            .trim_start()
+            .get(..6)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        w.starts_with("set ") || w.starts_with("reset")
+    })
 }
 
 /// Read from the attached server connection; never completes while none is attached.

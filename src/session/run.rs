@@ -187,6 +187,7 @@ async fn session(
         mode: db.pool_mode,
         settings: client_settings,
         warnings: StateWarnings::default(),
+        dirty_settings: false,
         cancel: &cancel_key,
         metrics: shared.metrics.clone(),
     };

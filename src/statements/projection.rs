@@ -48,10 +48,18 @@ impl Projection {
                     s.name == c.name
                 }
             };
+            // A dropped and recreated table keeps its columns under a new OID: fall back to
+            // the name, as PostgreSQL's own result-type check compares names and types.
             let found = shape
                 .iter()
                 .enumerate()
                 .find(|(j, s)| !used[*j] && by_identity(s))
+                .or_else(|| {
+                    shape
+                        .iter()
+                        .enumerate()
+                        .find(|(j, s)| !used[*j] && s.name == c.name)
+                })
                 .ok_or_else(|| ProjectionError::ColumnGone(c.name.clone()))?;
             if found.1.type_oid != c.type_oid {
                 return Err(ProjectionError::TypeChanged {

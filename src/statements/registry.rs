@@ -133,6 +133,15 @@ impl StatementRegistry {
         self.stmts.remove(&id)
     }
 
+    /// Forget a statement by id (its Parse failed).
+    pub fn remove_id(&mut self, id: StmtId) {
+        if let Some(s) = self.stmts.remove(&id) {
+            if self.by_name.get(&s.name) == Some(&id) {
+                self.by_name.remove(&s.name);
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.by_name.clear();
         self.stmts.clear();
