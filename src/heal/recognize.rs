@@ -10,6 +10,21 @@ use crate::protocol::sqlstate;
 
 pub const CACHED_PLAN_MESSAGE: &str = "cached plan must not change result type";
 
+/// The error as PostgreSQL sends it (same code, message and routine, so drivers recognise it),
+/// for the cases where pgheal must refuse a statement itself.
+pub fn cached_plan_error() -> crate::protocol::Frame {
+    crate::protocol::encode::error_fields(
+        b'E',
+        &[
+            (b'S', "ERROR"),
+            (b'V', "ERROR"),
+            (b'C', sqlstate::FEATURE_NOT_SUPPORTED),
+            (b'M', CACHED_PLAN_MESSAGE),
+            (b'R', "RevalidateCachedQuery"),
+        ],
+    )
+}
+
 pub fn is_cached_plan_error(e: &ErrorFields<'_>) -> bool {
     if e.code() != Some(sqlstate::FEATURE_NOT_SUPPORTED) {
         return false;
@@ -28,6 +43,12 @@ mod tests {
     fn fields(body: &[(u8, &str)]) -> bool {
         let f = encode::error_fields(b'E', body);
         is_cached_plan_error(&ErrorFields::decode(&f).unwrap())
+    }
+
+    #[test]
+    fn pgheal_own_refusal_is_recognised_as_the_error() {
+        let f = cached_plan_error();
+        assert!(is_cached_plan_error(&ErrorFields::decode(&f).unwrap()));
     }
 
     #[test]

@@ -548,16 +548,7 @@ impl Relay {
         action: Action,
         out: &mut Outbox,
     ) {
-        let err = encode::error_fields(
-            b'E',
-            &[
-                (b'S', "ERROR"),
-                (b'V', "ERROR"),
-                (b'C', sqlstate::FEATURE_NOT_SUPPORTED),
-                (b'M', super::recognize::CACHED_PLAN_MESSAGE),
-                (b'R', "RevalidateCachedQuery"),
-            ],
-        );
+        let err = super::recognize::cached_plan_error();
         out.to_server
             .push(encode::parse("", "pgheal: contract cannot be kept", &[]).bytes);
         self.push_pending(Pending {

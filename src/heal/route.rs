@@ -214,16 +214,7 @@ impl Relay {
                     shaping: PortalShaping::Broken,
                 },
             ) => {
-                let err = crate::protocol::encode::error_fields(
-                    b'E',
-                    &[
-                        (b'S', "ERROR"),
-                        (b'V', "ERROR"),
-                        (b'C', sqlstate::FEATURE_NOT_SUPPORTED),
-                        (b'M', super::recognize::CACHED_PLAN_MESSAGE),
-                        (b'R', "RevalidateCachedQuery"),
-                    ],
-                );
+                let err = super::recognize::cached_plan_error();
                 self.emit(head.idx, err.tag, err.bytes, true, out);
             }
             _ => self.emit(head.idx, tag, frame.bytes.clone(), true, out),
