@@ -260,9 +260,6 @@ async fn lazy_prepare_after_the_migration_keeps_the_contract() {
 /// prepared in the new shape on another server connection and projected onto the client's
 /// contract is a projection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug (observability): rows projected onto the contract after a lazy prepare on \
-            another server connection produce no HealEvent: every counter stays 0 and nothing \
-            is logged (only repair.rs emits Healed/Projected, after a cached-plan error)"]
 async fn projection_after_a_lazy_prepare_is_counted() {
     let (pg, proxy) = setup().await;
     let mut router = Router::new(&proxy).await;
@@ -286,10 +283,6 @@ async fn projection_after_a_lazy_prepare_is_counted() {
 /// the statement stale: straight to PostgreSQL it would see four columns, and so it must
 /// through pgheal, even though the pool knows the text's old description.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Relay::try_local answers the Parse (and Describe 'S') of a text the pool knows \
-            from StatementNames::described, the description cached before the migration; the \
-            DDL was not made through pgheal, so the schema epoch has not moved: B gets \
-            RowDescription(id, total, note) and three-column rows instead of four columns"]
 async fn prepared_after_the_migration_sees_the_new_shape() {
     let (pg, proxy) = setup().await;
     let mut a = wire(&proxy).await;

@@ -104,7 +104,8 @@ pub struct Relay {
     /// Proactive re-prepares whose shape must be known before deferred messages can go.
     pub(crate) awaiting_shape: usize,
     /// A statement re-prepared because of the schema epoch, reported at its next Bind.
-    pub(crate) reprepared: Option<StmtId>,
+    /// (statement, re-prepared because stale): reported at its next Bind.
+    pub(crate) reprepared: Option<(StmtId, bool)>,
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
     pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
@@ -358,8 +359,10 @@ impl Relay {
                 let Some(d) = names.described(&name) else {
                     return Ok(false);
                 };
-                let id = self.stmts.parsed(p.name, sql, types, name);
-                self.stmts.described(id, &d.shape);
+                // The contract is not taken from the cache: a migration pgheal has not seen may
+                // have changed the shape. It is set by a real Describe at first use.
+                let _ = d;
+                self.stmts.parsed(p.name, sql, types, name);
                 out.to_client.push(encode::parse_complete().bytes);
             }
             frontend::DESCRIBE => {
@@ -419,6 +422,10 @@ impl Relay {
         }
         let id = self.stmts.id(name)?;
         let s = self.stmts.get(id)?;
+        if s.contract.is_none() && self.pooled() {
+            // Parsed from the pool's cache: learn the real shape here before first use.
+            return Some((id, srv.contains(&s.server_name)));
+        }
         if !s.returns_rows() {
             return None;
         }
@@ -449,6 +456,7 @@ impl Relay {
         let Some(name) = self.stmts.get(id).map(|s| s.server_name.clone()) else {
             return;
         };
+        self.reprepared = Some((id, stale));
         if stale {
             out.to_server
                 .push(encode::close(Target::Statement(&name)).bytes);
@@ -488,8 +496,12 @@ impl Relay {
     }
 
     /// A statement re-prepared before use (schema epoch) is a heal too: log and count it.
-    fn report_proactive(&self, id: StmtId, shaping: &PortalShaping, out: &mut Outbox) {
+    fn report_proactive(&self, id: StmtId, stale: bool, shaping: &PortalShaping, out: &mut Outbox) {
         let projected = matches!(shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity());
+        if !stale && !projected {
+            // A first prepare on this connection that needed nothing: not a heal.
+            return;
+        }
         let (statement, sql) = self
             .stmts
             .get(id)
@@ -757,10 +769,10 @@ impl Relay {
                         server_name = Some(name);
                     }
                 }
-                if let (Some(id), Some(done)) = (stmt, self.reprepared) {
+                if let (Some(id), Some((done, stale))) = (stmt, self.reprepared) {
                     if id == done {
                         self.reprepared = None;
-                        self.report_proactive(id, &shaping, out);
+                        self.report_proactive(id, stale, &shaping, out);
                     }
                 }
                 let risky = self.returns_rows(stmt) && self.heal_possible();

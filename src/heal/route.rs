@@ -58,7 +58,7 @@ impl Relay {
         if frame.tag == backend::ERROR_RESPONSE {
             return self.on_error(frame, srv, out);
         }
-        self.resolve_head(srv);
+        self.resolve_head(srv, out);
         let tag = frame.tag;
         let Some(head) = self.pending.front() else {
             return Ok(());
@@ -223,7 +223,7 @@ impl Relay {
     }
 
     /// Resolve a portal's shaping once its statement's shape is known (lazy prepares).
-    fn resolve_head(&mut self, srv: &ServerPrepared) {
+    fn resolve_head(&mut self, srv: &ServerPrepared, out: &mut Outbox) {
         let id = match self.pending.front().map(|p| &p.expect) {
             Some(Expect::PortalDescription {
                 shaping: PortalShaping::Unresolved(id),
@@ -234,6 +234,22 @@ impl Relay {
             _ => return,
         };
         let shaping = self.shaping_on(id, srv);
+        if matches!(&shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity())
+        {
+            let (statement, sql) = self
+                .stmts
+                .get(id)
+                .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
+                .unwrap_or_default();
+            out.events.push(HealEvent {
+                outcome: Outcome::Projected,
+                statement,
+                sql,
+                detail:
+                    "prepared on this connection in a new shape; rows projected onto the contract"
+                        .into(),
+            });
+        }
         if let Some(head) = self.pending.front_mut() {
             match &mut head.expect {
                 Expect::PortalDescription { shaping: s } | Expect::ExecuteResult { shaping: s } => {
