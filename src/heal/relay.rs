@@ -104,6 +104,8 @@ pub struct Relay {
     /// Proactive re-prepares whose shape must be known before deferred messages can go.
     pub(crate) awaiting_shape: usize,
     /// A statement re-prepared because of the schema epoch, reported at its next Bind.
+    /// COPY FROM STDIN is running: PostgreSQL ignores Sync (and Flush) until CopyDone/CopyFail.
+    pub(crate) copy_in: bool,
     /// (statement, re-prepared because stale): reported at its next Bind.
     pub(crate) reprepared: Option<(StmtId, bool)>,
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
@@ -130,6 +132,7 @@ impl Relay {
             ddl_pending: false,
             awaiting_shape: 0,
             reprepared: None,
+            copy_in: false,
             at_ready: true,
             scratch: Vec::new(),
         }
@@ -203,6 +206,15 @@ impl Relay {
         srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
+        // COPY data belongs to the statement already running (its Sync or Query was sent
+        // before): it never waits.
+        let copy = matches!(
+            frame.tag,
+            frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL
+        );
+        if copy && matches!(self.phase, Phase::Relaying) && self.awaiting_shape == 0 {
+            return self.client_message(frame, None, srv, out);
+        }
         if !self.deferred.is_empty() || self.must_defer() {
             self.deferred.push_back(frame);
             return Ok(());
@@ -867,6 +879,14 @@ impl Relay {
                     self.push_pending(pending(Expect::CloseComplete));
                 }
             },
+            frontend::SYNC if self.copy_in => {
+                // Ignored by the server during COPY FROM STDIN: no ReadyForQuery will answer it.
+                out.to_server.push(frame.bytes.clone());
+            }
+            frontend::COPY_DONE | frontend::COPY_FAIL => {
+                self.copy_in = false;
+                out.to_server.push(frame.bytes.clone());
+            }
             frontend::SYNC => {
                 out.to_server.push(frame.bytes.clone());
                 self.window.sync_sent = true;

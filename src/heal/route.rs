@@ -217,6 +217,14 @@ impl Relay {
                 let err = super::recognize::cached_plan_error();
                 self.emit(head.idx, err.tag, err.bytes, true, out);
             }
+            (backend::COPY_IN_RESPONSE, Expect::ExecuteResult { .. }) => {
+                // The server now ignores Sync until CopyDone/CopyFail: a Sync the client sent
+                // after this Execute will not be answered, and does not end the window.
+                self.copy_in = true;
+                self.pending.retain(|p| !matches!(p.expect, Expect::Sync));
+                self.window.sync_sent = false;
+                self.emit(head.idx, tag, frame.bytes.clone(), true, out);
+            }
             _ => self.emit(head.idx, tag, frame.bytes.clone(), true, out),
         }
         self.after_response(&frame, out)
