@@ -33,75 +33,21 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::drivers::{
+    admin_async, crate_dir, heal_counters, run_script, start_cluster, Driver, Run,
+    CACHED_PLAN_ERROR, CONTRACT, MIGRATION, ROWS_SQL,
+};
 use common::wire::{Msg, Wire};
-use common::{admin, heal_count, start_pg, start_proxy};
+use common::{heal_count, start_proxy};
 use pgheal::cluster::TempCluster;
 use pgheal::heal::Outcome;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-/// How long a script may take to reach `READY`, and then to finish after `go`. Generous: the
-/// Java source launcher compiles the program first. A hang through pgheal fails the test.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
-
-const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50)";
-
-/// The column shape the drivers first see: the contract pgheal must keep.
-const CONTRACT: &str = "id:int4,total:numeric,note:text";
 /// The shape after the migration.
 const NEW_SHAPE: &str = "id:int4,total:numeric,note:text,discount_code:varchar";
-const CACHED_PLAN_ERROR: &str =
-    "error=0A000 cached plan must not change result type routine=RevalidateCachedQuery";
 
-/// libpq-style variables that could redirect or alter a driver's connection; removed from the
-/// scripts' environment so only what the test sets counts.
-const FOREIGN_PG_ENV: &[&str] = &[
-    "PGSERVICE",
-    "PGSERVICEFILE",
-    "PGPASSFILE",
-    "PGHOSTADDR",
-    "PGOPTIONS",
-    "PGSSLMODE",
-    "PGREQUIRESSL",
-    "PGSSLROOTCERT",
-    "PGSSLCERT",
-    "PGSSLKEY",
-    "PGGSSENCMODE",
-    "PGTARGETSESSIONATTRS",
-    "PGCHANNELBINDING",
-    "PGAPPNAME",
-    "PGCLIENTENCODING",
-    "PGTZ",
-    "PGDATESTYLE",
-    "PGSSLNEGOTIATION",
-    "PGLOADBALANCEHOSTS",
-];
-
-const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
-
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// One driver scenario: how to run its script and what it does straight against PostgreSQL.
-struct Driver {
-    name: &'static str,
-    program: &'static str,
-    args: Vec<String>,
-    env: Vec<(&'static str, &'static str)>,
-    /// A command that succeeds only when the driver is installed.
-    probe: (&'static str, Vec<String>, PathBuf),
-    /// A file the driver needs besides (a jar).
-    needs_file: Option<&'static str>,
-    /// What the cached statements give after the migration, straight against PostgreSQL.
-    direct: DirectBehaviour,
-}
-
+/// What the cached statements give after the migration, straight against PostgreSQL.
 #[derive(Clone, Copy, Debug)]
 enum DirectBehaviour {
     /// Every later execution of a cached statement fails with the cached-plan error.
@@ -113,286 +59,60 @@ enum DirectBehaviour {
     NewShape,
 }
 
-impl Driver {
-    fn psycopg() -> Driver {
-        Driver {
-            name: "psycopg 3",
-            program: "python3",
-            args: vec!["tests/drivers/python/psycopg_heal.py".into()],
-            env: vec![],
-            probe: (
-                "python3",
-                vec!["-c".into(), "import psycopg".into()],
-                crate_dir().into(),
-            ),
-            needs_file: None,
-            direct: DirectBehaviour::Errors,
-        }
-    }
+/// One driver scenario: how to run its script and what it does straight against PostgreSQL.
+fn psycopg() -> Driver<DirectBehaviour> {
+    Driver::python(
+        "psycopg 3",
+        "psycopg",
+        "tests/drivers/python/psycopg_heal.py",
+        DirectBehaviour::Errors,
+    )
+}
 
-    fn asyncpg() -> Driver {
-        Driver {
-            name: "asyncpg",
-            program: "python3",
-            args: vec!["tests/drivers/python/asyncpg_heal.py".into()],
-            env: vec![],
-            probe: (
-                "python3",
-                vec!["-c".into(), "import asyncpg".into()],
-                crate_dir().into(),
-            ),
-            needs_file: None,
-            direct: DirectBehaviour::Errors,
-        }
-    }
+fn asyncpg() -> Driver<DirectBehaviour> {
+    Driver::python(
+        "asyncpg",
+        "asyncpg",
+        "tests/drivers/python/asyncpg_heal.py",
+        DirectBehaviour::Errors,
+    )
+}
 
-    fn node_postgres() -> Driver {
-        Driver {
-            name: "node-postgres",
-            program: "node",
-            args: vec!["tests/drivers/node/pg_heal.js".into()],
-            env: vec![],
-            // Resolved like the script resolves it: from tests/drivers/node/node_modules.
-            probe: (
-                "node",
-                vec!["-e".into(), "require('pg')".into()],
-                crate_dir().join("tests/drivers/node"),
-            ),
-            needs_file: None,
-            direct: DirectBehaviour::Errors,
-        }
-    }
-
-    fn pgjdbc(autocommit: bool) -> Driver {
-        Driver {
-            name: if autocommit {
-                "pgjdbc (autocommit on)"
-            } else {
-                "pgjdbc (autocommit off)"
-            },
-            program: "java",
-            args: vec![
-                "-cp".into(),
-                PGJDBC_JAR.into(),
-                "tests/drivers/java/PgjdbcHeal.java".into(),
-            ],
-            env: vec![(
-                "PGHEAL_JDBC_AUTOCOMMIT",
-                if autocommit { "on" } else { "off" },
-            )],
-            // Plus the Debian package's jar (`needs_file`).
-            probe: ("java", vec!["-version".into()], crate_dir().into()),
-            needs_file: Some(PGJDBC_JAR),
-            direct: if autocommit {
-                DirectBehaviour::NewShape
-            } else {
-                DirectBehaviour::ErrorThenNewShape
-            },
-        }
-    }
-
-    /// `Ok(())` when the driver can run; otherwise why not.
-    async fn available(&self) -> Result<(), String> {
-        if let Some(file) = self.needs_file {
-            if !Path::new(file).is_file() {
-                return Err(format!(
-                    "{file} is missing (Debian package libpostgresql-jdbc-java)"
-                ));
-            }
-        }
-        let (program, args, dir) = &self.probe;
-        let out = Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{program} {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+fn node_postgres() -> Driver<DirectBehaviour> {
+    Driver {
+        name: "node-postgres",
+        program: "node",
+        args: vec!["tests/drivers/node/pg_heal.js".into()],
+        env: vec![],
+        // Resolved like the script resolves it: from tests/drivers/node/node_modules.
+        probe: (
+            "node",
+            vec!["-e".into(), "require('pg')".into()],
+            crate_dir().join("tests/drivers/node"),
+        ),
+        needs_file: None,
+        install_hint: ".ci/setup installs it",
+        informational: &["driver: "],
+        direct: DirectBehaviour::Errors,
     }
 }
 
-/// What a script printed and how it ended.
-struct Run {
-    driver: &'static str,
-    target: &'static str,
-    status: Option<ExitStatus>,
-    stdout: Vec<String>,
-    stderr: String,
-}
-
-impl Run {
-    fn report(&self) -> String {
-        format!(
-            "{} against {}: exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.driver,
-            self.target,
-            self.status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "(killed: timed out)".into()),
-            self.stdout.join("\n"),
-            self.stderr.trim_end()
-        )
-    }
-
-    /// The transcript without the informational `driver:` line.
-    fn transcript(&self) -> Vec<String> {
-        self.stdout
-            .iter()
-            .filter(|l| !l.starts_with("driver: "))
-            .cloned()
-            .collect()
-    }
-
-    fn assert_ok(&self, expected: &[String]) {
-        assert!(
-            self.status.is_some_and(|s| s.success()),
-            "script failed\n{}",
-            self.report()
-        );
-        let actual = self.transcript();
-        if actual != expected {
-            let diff: Vec<String> = (0..actual.len().max(expected.len()))
-                .filter_map(|i| {
-                    let (a, e) = (actual.get(i), expected.get(i));
-                    (a != e)
-                        .then(|| format!("  line {i}: expected {e:?}\n          got      {a:?}"))
-                })
-                .collect();
-            panic!(
-                "unexpected transcript\n{}\n--- differences ---\n{}",
-                self.report(),
-                diff.join("\n")
-            );
-        }
-    }
-}
-
-/// Runs the driver's script against 127.0.0.1:`port` as app/secret (environment variables
-/// only), runs the migration straight on the server when the script says `READY`, then lets
-/// it go on. Kills the script and reports what it printed when a phase times out.
-async fn run_script(
-    pg: &Arc<TempCluster>,
-    driver: &Driver,
-    port: u16,
-    target: &'static str,
-    steer: Steer,
-) -> Run {
-    let mut cmd = Command::new(driver.program);
-    cmd.args(&driver.args)
-        .current_dir(crate_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in FOREIGN_PG_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
-        .env("PGUSER", common::USER)
-        .env("PGPASSWORD", common::PASSWORD)
-        .env("PGDATABASE", common::DB)
-        // Unbuffered Python output, so READY arrives at once even if a print lacks flush.
-        .env("PYTHONUNBUFFERED", "1");
-    for (k, v) in &driver.env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {} for {}: {e}", driver.program, driver.name));
-
-    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
-    let stderr_task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = stderr_pipe.read_to_end(&mut buf).await;
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-    let mut stdin = child.stdin.take().expect("stdin piped");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-    let mut stdout = Vec::new();
-    let mut timed_out = false;
-    // Clients of pgheal that hold a server connection in an open transaction until the script
-    // ends (dropped with this function).
-    let mut blockers: Vec<Wire> = Vec::new();
-
-    // Phase 1: up to READY (or the end of output, if the script fails early).
-    let ready = tokio::time::timeout(PHASE_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let is_ready = line == "READY";
-            stdout.push(line);
-            if is_ready {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    match ready {
-        Ok(true) => {
-            if steer == Steer::OtherServerConnection {
-                blockers = hold_last_used_server_connection(pg, port).await;
-            }
-            let pg2 = Arc::clone(pg);
-            tokio::task::spawn_blocking(move || admin(&pg2, MIGRATION))
-                .await
-                .expect("migration task");
-            stdin
-                .write_all(b"go\n")
-                .await
-                .unwrap_or_else(|e| panic!("writing go to {}: {e}", driver.name));
-            stdin.flush().await.ok();
-            // Nothing more to say: close stdin (EOF), so no script waits on it.
-            drop(stdin);
-            // Phase 2: the rest of the output.
-            let rest = tokio::time::timeout(PHASE_TIMEOUT, async {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    stdout.push(line);
-                }
-            })
-            .await;
-            timed_out = rest.is_err();
-        }
-        Ok(false) => {}
-        Err(_) => timed_out = true,
-    }
-
-    let status = if timed_out {
-        let _ = child.kill().await;
-        None
+fn pgjdbc(autocommit: bool) -> Driver<DirectBehaviour> {
+    let (name, direct) = if autocommit {
+        ("pgjdbc (autocommit on)", DirectBehaviour::NewShape)
     } else {
-        match tokio::time::timeout(PHASE_TIMEOUT, child.wait()).await {
-            Ok(status) => Some(status.expect("wait for script")),
-            Err(_) => {
-                let _ = child.kill().await;
-                None
-            }
-        }
+        (
+            "pgjdbc (autocommit off)",
+            DirectBehaviour::ErrorThenNewShape,
+        )
     };
-    // The script has ended: let go of the server connection held for it.
-    for mut b in blockers {
-        let msgs = b.query("ROLLBACK").await;
-        assert_eq!(msgs.last(), Some(&Msg::Ready('I')), "{msgs:?}");
-    }
-    let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
-        .await
-        .map(|r| r.unwrap_or_default())
-        .unwrap_or_else(|_| "(stderr not closed)".into());
-    Run {
-        driver: driver.name,
-        target,
-        status,
-        stdout,
-        stderr,
+    Driver {
+        env: vec![(
+            "PGHEAL_JDBC_AUTOCOMMIT",
+            if autocommit { "on" } else { "off" },
+        )],
+        install_hint: ".ci/setup installs it; Debian package libpostgresql-jdbc-java",
+        ..Driver::pgjdbc(name, "tests/drivers/java/PgjdbcHeal.java", direct)
     }
 }
 
@@ -404,6 +124,36 @@ enum Steer {
     /// Transaction pooling on a pool of 2: on the server connection the script did not use
     /// last, where its statements are prepared again after the migration.
     OtherServerConnection,
+}
+
+/// Runs the driver's script against 127.0.0.1:`port` (common::drivers::run_script); when the
+/// script says `READY`, runs the migration straight on the server, first (`steer`) holding the
+/// server connection the script used last until the script ends.
+async fn run(
+    pg: &Arc<TempCluster>,
+    driver: &Driver<DirectBehaviour>,
+    port: u16,
+    target: &str,
+    steer: Steer,
+) -> Run {
+    let (run, blockers) = run_script(driver, port, target.into(), async || {
+        // Clients of pgheal that hold a server connection in an open transaction until the
+        // script ends.
+        let blockers = if steer == Steer::OtherServerConnection {
+            hold_last_used_server_connection(pg, port).await
+        } else {
+            Vec::new()
+        };
+        admin_async(pg, MIGRATION).await;
+        blockers
+    })
+    .await;
+    // The script has ended: let go of the server connection held for it.
+    for mut b in blockers.unwrap_or_default() {
+        let msgs = b.query("ROLLBACK").await;
+        assert_eq!(msgs.last(), Some(&Msg::Ready('I')), "{msgs:?}");
+    }
+    run
 }
 
 /// The backend pid of a `SELECT pg_backend_pid()` run in a new transaction block on `w`.
@@ -447,25 +197,7 @@ async fn hold_last_used_server_connection(pg: &Arc<TempCluster>, port: u16) -> V
 
 /// `orders` as it is before each run: two rows, owned by app, no discount_code yet.
 async fn reset_orders(pg: &Arc<TempCluster>) {
-    let pg = Arc::clone(pg);
-    tokio::task::spawn_blocking(move || {
-        admin(
-            &pg,
-            "DROP TABLE IF EXISTS orders;
-             CREATE TABLE orders (id int PRIMARY KEY, total numeric, note text);
-             ALTER TABLE orders OWNER TO app;
-             INSERT INTO orders VALUES (1, 10.50, 'first'), (2, 20.00, NULL);",
-        )
-    })
-    .await
-    .expect("reset task");
-}
-
-async fn admin_async(pg: &Arc<TempCluster>, sql: &'static str) -> String {
-    let pg = Arc::clone(pg);
-    tokio::task::spawn_blocking(move || admin(&pg, sql))
-        .await
-        .expect("admin task")
+    common::drivers::reset_orders(pg, "(1, 10.50, 'first'), (2, 20.00, NULL)").await;
 }
 
 #[derive(Clone, Copy)]
@@ -506,7 +238,6 @@ fn expected(after: [Shape; 3]) -> Vec<String> {
     out
 }
 
-const ROWS_SQL: &str = "SELECT id, total, note, discount_code FROM orders ORDER BY id";
 const ROWS_BEFORE_INSERT_4: &str = "1|10.50|first|\n2|20.00||\n3|30.25|third|";
 const ROWS_WITH_INSERT_4: &str = "1|10.50|first|\n2|20.00||\n3|30.25|third|\n4|40.75|fourth|";
 
@@ -524,32 +255,21 @@ enum Pooling {
     TransactionOtherConnection,
 }
 
-async fn scenario(driver: Driver) {
+async fn scenario(driver: Driver<DirectBehaviour>) {
     scenario_in(driver, Pooling::Session).await
 }
 
-async fn scenario_in(driver: Driver, pooling: Pooling) {
-    if let Err(why) = driver.available().await {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "{} is not installed but CI is set (.ci/setup installs it): {why}",
-                driver.name
-            );
-        }
-        eprintln!("skipping: {} is not installed: {why}", driver.name);
+async fn scenario_in(driver: Driver<DirectBehaviour>, pooling: Pooling) {
+    if !driver.ready_or_skip().await {
         return;
     }
 
-    let pg = Arc::new(
-        tokio::task::spawn_blocking(start_pg)
-            .await
-            .expect("start PostgreSQL"),
-    );
+    let pg = start_cluster().await;
 
     if pooling == Pooling::Session {
         // Straight to PostgreSQL: the migration breaks the cached statements.
         reset_orders(&pg).await;
-        let direct = run_script(
+        let direct = run(
             &pg,
             &driver,
             pg.port(),
@@ -564,7 +284,7 @@ async fn scenario_in(driver: Driver, pooling: Pooling) {
             }
             DirectBehaviour::NewShape => ([Shape::New; 3], ROWS_WITH_INSERT_4),
         };
-        direct.assert_ok(&expected(after));
+        direct.assert_ok(&expected(after), "");
         let table = admin_async(&pg, ROWS_SQL).await;
         assert_eq!(
             table,
@@ -594,20 +314,14 @@ async fn scenario_in(driver: Driver, pooling: Pooling) {
         Pooling::Session | Pooling::Transaction => Steer::Anywhere,
         Pooling::TransactionOtherConnection => Steer::OtherServerConnection,
     };
-    let healed = run_script(&pg, &driver, proxy.addr.port(), target, steer).await;
-    let counters = format!(
-        "heal counters: healed={} projected={} refused={} forwarded_in_transaction={}",
-        heal_count(&proxy, Outcome::Healed),
-        heal_count(&proxy, Outcome::Projected),
-        heal_count(&proxy, Outcome::Refused),
-        heal_count(&proxy, Outcome::ForwardedInTransaction),
-    );
+    let healed = run(&pg, &driver, proxy.addr.port(), target, steer).await;
+    let counters = heal_counters(&proxy);
     if !healed.status.is_some_and(|s| s.success())
         || healed.transcript() != expected([Shape::Contract; 3])
     {
         eprintln!("{counters}");
     }
-    healed.assert_ok(&expected([Shape::Contract; 3]));
+    healed.assert_ok(&expected([Shape::Contract; 3]), "");
     let table = admin_async(&pg, ROWS_SQL).await;
     assert_eq!(
         table,
@@ -643,24 +357,24 @@ async fn scenario_in(driver: Driver, pooling: Pooling) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_prepared_statement_heals() {
-    scenario(Driver::psycopg()).await;
+    scenario(psycopg()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_explicit_prepared_statement_heals() {
-    scenario(Driver::asyncpg()).await;
+    scenario(asyncpg()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_query_heals() {
-    scenario(Driver::node_postgres()).await;
+    scenario(node_postgres()).await;
 }
 
 /// Autocommit on: straight to PostgreSQL pgjdbc re-prepares and retries by itself, and the
 /// application silently gets a fourth column; through pgheal it keeps its three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_autocommit_prepared_statement_keeps_contract() {
-    scenario(Driver::pgjdbc(true)).await;
+    scenario(pgjdbc(true)).await;
 }
 
 /// Autocommit off: pgjdbc sends BEGIN in the same batch as the statement; straight to
@@ -668,59 +382,59 @@ async fn pgjdbc_autocommit_prepared_statement_keeps_contract() {
 /// batch began outside a transaction block, so it is rolled back and replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_transaction_prepared_statement_heals() {
-    scenario(Driver::pgjdbc(false)).await;
+    scenario(pgjdbc(false)).await;
 }
 
 // ---- The same scenarios through pgheal in transaction pooling (pool of 2). ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_prepared_statement_heals_in_transaction_pooling() {
-    scenario_in(Driver::psycopg(), Pooling::Transaction).await;
+    scenario_in(psycopg(), Pooling::Transaction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_explicit_prepared_statement_heals_in_transaction_pooling() {
-    scenario_in(Driver::asyncpg(), Pooling::Transaction).await;
+    scenario_in(asyncpg(), Pooling::Transaction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_query_heals_in_transaction_pooling() {
-    scenario_in(Driver::node_postgres(), Pooling::Transaction).await;
+    scenario_in(node_postgres(), Pooling::Transaction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_autocommit_prepared_statement_keeps_contract_in_transaction_pooling() {
-    scenario_in(Driver::pgjdbc(true), Pooling::Transaction).await;
+    scenario_in(pgjdbc(true), Pooling::Transaction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_transaction_prepared_statement_heals_in_transaction_pooling() {
-    scenario_in(Driver::pgjdbc(false), Pooling::Transaction).await;
+    scenario_in(pgjdbc(false), Pooling::Transaction).await;
 }
 
 // ---- Transaction pooling, the statements moved to the other server connection. ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_keeps_contract_on_another_server_connection() {
-    scenario_in(Driver::psycopg(), Pooling::TransactionOtherConnection).await;
+    scenario_in(psycopg(), Pooling::TransactionOtherConnection).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_keeps_contract_on_another_server_connection() {
-    scenario_in(Driver::asyncpg(), Pooling::TransactionOtherConnection).await;
+    scenario_in(asyncpg(), Pooling::TransactionOtherConnection).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_keeps_contract_on_another_server_connection() {
-    scenario_in(Driver::node_postgres(), Pooling::TransactionOtherConnection).await;
+    scenario_in(node_postgres(), Pooling::TransactionOtherConnection).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_autocommit_keeps_contract_on_another_server_connection() {
-    scenario_in(Driver::pgjdbc(true), Pooling::TransactionOtherConnection).await;
+    scenario_in(pgjdbc(true), Pooling::TransactionOtherConnection).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_transaction_keeps_contract_on_another_server_connection() {
-    scenario_in(Driver::pgjdbc(false), Pooling::TransactionOtherConnection).await;
+    scenario_in(pgjdbc(false), Pooling::TransactionOtherConnection).await;
 }

@@ -47,380 +47,88 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{admin, admin_client, connect, heal_count, proxy_url, start_pg, start_proxy, DB};
+use common::drivers::{
+    admin_async, crate_dir, heal_counters, run_script, start_cluster, Driver, CACHED_PLAN_ERROR,
+    CONTRACT, MIGRATION, ROWS_SQL,
+};
+use common::{admin_client, connect, heal_count, proxy_url, start_proxy, DB};
 use pgheal::cluster::TempCluster;
 use pgheal::heal::Outcome;
 use pgheal::proxy::ProxyHandle;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
-
-/// How long a script may take to reach `READY`, and then to finish after `go`. Generous: the
-/// Java source launcher compiles the program first. A hang through pgheal fails the test.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long the schema epoch may take to advance after a migration (the watch is a LISTEN).
 const EPOCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50)";
+/// Transcript lines not compared.
+const INFORMATIONAL: &[&str] = &["driver: ", "info: "];
 
-/// The column shape the drivers first see: the contract pgheal must keep.
-const CONTRACT: &str = "id:int4,total:numeric,note:text";
-const CACHED_PLAN_ERROR: &str =
-    "error=0A000 cached plan must not change result type routine=RevalidateCachedQuery";
+// One driver: how to run its script, how to tell whether it is installed, and (`direct`) the
+// exception the application sees, straight against PostgreSQL, when the cached select fails
+// inside the transaction (from the script's `info:` line).
 
-/// libpq-style variables that could redirect or alter a driver's connection; removed from the
-/// scripts' environment so only what the test sets counts.
-const FOREIGN_PG_ENV: &[&str] = &[
-    "PGSERVICE",
-    "PGSERVICEFILE",
-    "PGPASSFILE",
-    "PGHOSTADDR",
-    "PGOPTIONS",
-    "PGSSLMODE",
-    "PGREQUIRESSL",
-    "PGSSLROOTCERT",
-    "PGSSLCERT",
-    "PGSSLKEY",
-    "PGGSSENCMODE",
-    "PGTARGETSESSIONATTRS",
-    "PGCHANNELBINDING",
-    "PGAPPNAME",
-    "PGCLIENTENCODING",
-    "PGTZ",
-    "PGDATESTYLE",
-    "PGSSLNEGOTIATION",
-    "PGLOADBALANCEHOSTS",
-    // Rails would connect wherever this points instead of the PG* settings.
-    "DATABASE_URL",
-];
-
-const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
-
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// One driver: how to run its script and how to tell whether it is installed.
-struct Driver {
-    name: &'static str,
-    program: &'static str,
-    args: Vec<String>,
-    /// A command that succeeds only when the driver is installed.
-    probe: (&'static str, Vec<String>, PathBuf),
-    /// A file the driver needs besides (a jar).
-    needs_file: Option<&'static str>,
-    /// How to install it (for the skip/failure message).
-    install_hint: &'static str,
-    /// The exception the application sees, straight against PostgreSQL, when the cached select
-    /// fails inside the transaction (from the script's `info:` line).
-    direct_exception: &'static str,
-}
-
-impl Driver {
-    fn psycopg() -> Driver {
-        Driver {
-            name: "psycopg 3",
-            program: "python3",
-            args: vec!["tests/drivers/python/psycopg_tx.py".into()],
-            probe: (
-                "python3",
-                vec!["-c".into(), "import psycopg".into()],
-                crate_dir().into(),
-            ),
-            needs_file: None,
-            install_hint: "pip install 'psycopg[binary]' (.ci/setup)",
-            direct_exception: "psycopg.errors.FeatureNotSupported",
-        }
-    }
-
-    fn asyncpg() -> Driver {
-        Driver {
-            name: "asyncpg",
-            program: "python3",
-            args: vec!["tests/drivers/python/asyncpg_tx.py".into()],
-            probe: (
-                "python3",
-                vec!["-c".into(), "import asyncpg".into()],
-                crate_dir().into(),
-            ),
-            needs_file: None,
-            install_hint: "pip install asyncpg (.ci/setup)",
-            direct_exception: "asyncpg.exceptions.InvalidCachedStatementError",
-        }
-    }
-
-    fn pgjdbc() -> Driver {
-        Driver {
-            name: "pgjdbc (autocommit off)",
-            program: "java",
-            args: vec![
-                "-cp".into(),
-                PGJDBC_JAR.into(),
-                "tests/drivers/java/PgjdbcTx.java".into(),
-            ],
-            probe: ("java", vec!["-version".into()], crate_dir().into()),
-            needs_file: Some(PGJDBC_JAR),
-            install_hint:
-                "apt-get install default-jdk-headless libpostgresql-jdbc-java (.ci/setup)",
-            direct_exception: "org.postgresql.util.PSQLException",
-        }
-    }
-
-    fn activerecord() -> Driver {
-        Driver {
-            name: "ActiveRecord",
-            program: "ruby",
-            args: vec!["tests/drivers/ruby/activerecord_tx.rb".into()],
-            probe: (
-                "ruby",
-                vec!["-e".into(), "require 'pg'; require 'active_record'".into()],
-                crate_dir().into(),
-            ),
-            needs_file: None,
-            install_hint: "apt-get install ruby ruby-activerecord ruby-pg (.ci/setup)",
-            direct_exception: "ActiveRecord::PreparedStatementCacheExpired",
-        }
-    }
-
-    /// `Ok(())` when the driver can run; otherwise why not.
-    async fn available(&self) -> Result<(), String> {
-        if let Some(file) = self.needs_file {
-            if !Path::new(file).is_file() {
-                return Err(format!("{file} is missing"));
-            }
-        }
-        let (program, args, dir) = &self.probe;
-        let out = Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{program} {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    /// True when the test should go on; false (after saying why) when it should skip. Fails
-    /// instead of skipping under CI.
-    async fn ready_or_skip(&self) -> bool {
-        match self.available().await {
-            Ok(()) => true,
-            Err(why) if std::env::var_os("CI").is_some() => panic!(
-                "{} is not installed but CI is set ({}): {why}",
-                self.name, self.install_hint
-            ),
-            Err(why) => {
-                eprintln!(
-                    "skipping: {} is not installed ({}): {why}",
-                    self.name, self.install_hint
-                );
-                false
-            }
-        }
-    }
-}
-
-/// What a script printed and how it ended.
-struct Run {
-    driver: &'static str,
-    target: String,
-    status: Option<ExitStatus>,
-    stdout: Vec<String>,
-    stderr: String,
-}
-
-impl Run {
-    fn report(&self) -> String {
-        format!(
-            "{} against {}: exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.driver,
-            self.target,
-            self.status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "(killed: timed out)".into()),
-            self.stdout.join("\n"),
-            self.stderr.trim_end()
+fn psycopg() -> Driver<&'static str> {
+    Driver {
+        install_hint: "pip install 'psycopg[binary]' (.ci/setup)",
+        informational: INFORMATIONAL,
+        ..Driver::python(
+            "psycopg 3",
+            "psycopg",
+            "tests/drivers/python/psycopg_tx.py",
+            "psycopg.errors.FeatureNotSupported",
         )
     }
+}
 
-    /// The transcript without the informational `driver:` and `info:` lines.
-    fn transcript(&self) -> Vec<String> {
-        self.stdout
-            .iter()
-            .filter(|l| !l.starts_with("driver: ") && !l.starts_with("info: "))
-            .cloned()
-            .collect()
-    }
-
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn assert_ok(&self, expected: &[String], context: &str) {
-        assert!(
-            self.succeeded(),
-            "script failed\n{}\n{context}",
-            self.report()
-        );
-        let actual = self.transcript();
-        if actual != expected {
-            let diff: Vec<String> = (0..actual.len().max(expected.len()))
-                .filter_map(|i| {
-                    let (a, e) = (actual.get(i), expected.get(i));
-                    (a != e)
-                        .then(|| format!("  line {i}: expected {e:?}\n          got      {a:?}"))
-                })
-                .collect();
-            panic!(
-                "unexpected transcript\n{}\n--- differences ---\n{}\n{context}",
-                self.report(),
-                diff.join("\n")
-            );
-        }
+fn asyncpg() -> Driver<&'static str> {
+    Driver {
+        install_hint: "pip install asyncpg (.ci/setup)",
+        informational: INFORMATIONAL,
+        ..Driver::python(
+            "asyncpg",
+            "asyncpg",
+            "tests/drivers/python/asyncpg_tx.py",
+            "asyncpg.exceptions.InvalidCachedStatementError",
+        )
     }
 }
 
-/// Runs the driver's script against 127.0.0.1:`port` as app/secret (environment variables
-/// only); when the script says `READY`, runs `migrate` and then lets the script go on. Kills
-/// the script and reports what it printed when a phase times out.
-async fn run_script(
-    driver: &Driver,
-    port: u16,
-    target: String,
-    migrate: impl AsyncFnOnce(),
-) -> Run {
-    let mut cmd = Command::new(driver.program);
-    cmd.args(&driver.args)
-        .current_dir(crate_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in FOREIGN_PG_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
-        .env("PGUSER", common::USER)
-        .env("PGPASSWORD", common::PASSWORD)
-        .env("PGDATABASE", DB)
-        // Unbuffered Python output, so READY arrives at once even if a print lacks flush.
-        .env("PYTHONUNBUFFERED", "1");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {} for {}: {e}", driver.program, driver.name));
-
-    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
-    let stderr_task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = stderr_pipe.read_to_end(&mut buf).await;
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-    let mut stdin = child.stdin.take().expect("stdin piped");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-    let mut stdout = Vec::new();
-    let mut timed_out = false;
-
-    // Phase 1: up to READY (or the end of output, if the script fails early).
-    let ready = tokio::time::timeout(PHASE_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let is_ready = line == "READY";
-            stdout.push(line);
-            if is_ready {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    match ready {
-        Ok(true) => {
-            migrate().await;
-            stdin
-                .write_all(b"go\n")
-                .await
-                .unwrap_or_else(|e| panic!("writing go to {}: {e}", driver.name));
-            stdin.flush().await.ok();
-            // Nothing more to say: close stdin (EOF), so no script waits on it.
-            drop(stdin);
-            // Phase 2: the rest of the output.
-            let rest = tokio::time::timeout(PHASE_TIMEOUT, async {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    stdout.push(line);
-                }
-            })
-            .await;
-            timed_out = rest.is_err();
-        }
-        Ok(false) => {}
-        Err(_) => timed_out = true,
-    }
-
-    let status = if timed_out {
-        let _ = child.kill().await;
-        None
-    } else {
-        match tokio::time::timeout(PHASE_TIMEOUT, child.wait()).await {
-            Ok(status) => Some(status.expect("wait for script")),
-            Err(_) => {
-                let _ = child.kill().await;
-                None
-            }
-        }
-    };
-    let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
-        .await
-        .map(|r| r.unwrap_or_default())
-        .unwrap_or_else(|_| "(stderr not closed)".into());
-    Run {
-        driver: driver.name,
-        target,
-        status,
-        stdout,
-        stderr,
+fn pgjdbc() -> Driver<&'static str> {
+    Driver {
+        install_hint: "apt-get install default-jdk-headless libpostgresql-jdbc-java (.ci/setup)",
+        informational: INFORMATIONAL,
+        ..Driver::pgjdbc(
+            "pgjdbc (autocommit off)",
+            "tests/drivers/java/PgjdbcTx.java",
+            "org.postgresql.util.PSQLException",
+        )
     }
 }
 
-async fn admin_async(pg: &Arc<TempCluster>, sql: &'static str) -> String {
-    let pg = Arc::clone(pg);
-    tokio::task::spawn_blocking(move || admin(&pg, sql))
-        .await
-        .expect("admin task")
+fn activerecord() -> Driver<&'static str> {
+    Driver {
+        name: "ActiveRecord",
+        program: "ruby",
+        args: vec!["tests/drivers/ruby/activerecord_tx.rb".into()],
+        env: vec![],
+        probe: (
+            "ruby",
+            vec!["-e".into(), "require 'pg'; require 'active_record'".into()],
+            crate_dir().into(),
+        ),
+        needs_file: None,
+        install_hint: "apt-get install ruby ruby-activerecord ruby-pg (.ci/setup)",
+        informational: INFORMATIONAL,
+        direct: "ActiveRecord::PreparedStatementCacheExpired",
+    }
 }
 
 /// `orders` as it is before each run: two rows, owned by app, no discount_code yet. (Totals
 /// without trailing zeros: ActiveRecord decodes numerics to BigDecimal, which drops them.)
 async fn reset_orders(pg: &Arc<TempCluster>) {
-    admin_async(
-        pg,
-        "DROP TABLE IF EXISTS orders;
-         CREATE TABLE orders (id int PRIMARY KEY, total numeric, note text);
-         ALTER TABLE orders OWNER TO app;
-         INSERT INTO orders VALUES (1, 10.25, 'first'), (2, 20.5, NULL);",
-    )
-    .await;
-}
-
-async fn start_cluster() -> Arc<TempCluster> {
-    Arc::new(
-        tokio::task::spawn_blocking(start_pg)
-            .await
-            .expect("start PostgreSQL"),
-    )
+    common::drivers::reset_orders(pg, "(1, 10.25, 'first'), (2, 20.5, NULL)").await;
 }
 
 /// The lines of one successful statement: its description and one row.
@@ -460,7 +168,6 @@ fn direct_transcript() -> Vec<String> {
     out
 }
 
-const ROWS_SQL: &str = "SELECT id, total, note, discount_code FROM orders ORDER BY id";
 const ROWS_WITHOUT_4: &str = "1|10.25|first|\n2|20.5||\n3|30.25|third|";
 const ROWS_WITH_4: &str = "1|10.25|first|\n2|20.5||\n3|30.25|third|\n4|40.75|fourth|";
 
@@ -524,24 +231,21 @@ async fn watch_listening(pg: &TempCluster) {
 
 fn counters(proxy: &ProxyHandle) -> String {
     format!(
-        "heal counters: healed={} projected={} refused={} forwarded_in_transaction={}; schema epoch {}",
-        heal_count(proxy, Outcome::Healed),
-        heal_count(proxy, Outcome::Projected),
-        heal_count(proxy, Outcome::Refused),
-        heal_count(proxy, Outcome::ForwardedInTransaction),
-        proxy.schema_epoch(DB),
+        "{}; schema epoch {}",
+        heal_counters(proxy),
+        proxy.schema_epoch(DB)
     )
 }
 
 /// Straight to PostgreSQL, for contrast: the cached select fails inside the transaction, the
 /// application sees the error (and its driver's exception), and nothing is written.
-async fn straight_to_postgresql(driver: Driver) {
+async fn straight_to_postgresql(driver: Driver<&'static str>) {
     if !driver.ready_or_skip().await {
         return;
     }
     let pg = start_cluster().await;
     reset_orders(&pg).await;
-    let run = run_script(
+    let (run, _) = run_script(
         &driver,
         pg.port(),
         "PostgreSQL directly".into(),
@@ -551,7 +255,7 @@ async fn straight_to_postgresql(driver: Driver) {
     )
     .await;
     run.assert_ok(&direct_transcript(), "");
-    let raised = format!("info: after raised {}", driver.direct_exception);
+    let raised = format!("info: after raised {}", driver.direct);
     assert!(
         run.stdout.contains(&raised),
         "expected `{raised}` (what the application catches)\n{}",
@@ -567,7 +271,7 @@ async fn straight_to_postgresql(driver: Driver) {
 
 /// Through pgheal: no error inside the transaction, the contract shape and values, the commit,
 /// row 4 exactly once.
-async fn through_pgheal(driver: Driver, migration: Migration, pooling: Pooling) {
+async fn through_pgheal(driver: Driver<&'static str>, migration: Migration, pooling: Pooling) {
     if !driver.ready_or_skip().await {
         return;
     }
@@ -595,7 +299,7 @@ async fn through_pgheal(driver: Driver, migration: Migration, pooling: Pooling) 
     let target = format!("pgheal ({pooling:?} pooling, migration {migration:?})");
     let proxy_ref = &proxy;
     let pg_ref = &pg;
-    let run = run_script(&driver, proxy.addr.port(), target, async || {
+    let (run, _) = run_script(&driver, proxy.addr.port(), target, async || {
         let before = proxy_ref.schema_epoch(DB);
         match migration {
             Migration::ThroughPgheal => {
@@ -683,7 +387,7 @@ macro_rules! driver_tests {
     };
 }
 
-driver_tests!(psycopg3_without_autocommit, Driver::psycopg());
-driver_tests!(asyncpg_in_conn_transaction, Driver::asyncpg());
-driver_tests!(pgjdbc_autocommit_off, Driver::pgjdbc());
-driver_tests!(activerecord_transaction, Driver::activerecord());
+driver_tests!(psycopg3_without_autocommit, psycopg());
+driver_tests!(asyncpg_in_conn_transaction, asyncpg());
+driver_tests!(pgjdbc_autocommit_off, pgjdbc());
+driver_tests!(activerecord_transaction, activerecord());

@@ -4,58 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::pgbench::{assert_report, client_cmd, init, pgbench, run_ok};
 use common::*;
-use pgheal::cluster::TempCluster;
-
-/// Libpq variables that must not leak from the environment into the programs we run.
-const LIBPQ_ENV: &[&str] = &[
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGPASSWORD",
-    "PGPASSFILE",
-    "PGSERVICE",
-    "PGSERVICEFILE",
-    "PGOPTIONS",
-    "PGSSLMODE",
-    "PGCLIENTENCODING",
-    "PSQLRC",
-];
-
-/// A client program of the cluster, as `app` on `port`, password in PGPASSWORD.
-fn client_cmd(pg: &TempCluster, program: &str, port: u16) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(pg.bin_dir().join(program));
-    for v in LIBPQ_ENV {
-        c.env_remove(v);
-    }
-    c.env("PGPASSWORD", PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "30")
-        .args(["-h", "127.0.0.1", "-p"])
-        .arg(port.to_string())
-        .args(["-U", USER])
-        .kill_on_drop(true);
-    c
-}
-
-async fn run_ok(mut c: tokio::process::Command, what: &str) -> String {
-    let out: Output = c
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
-    );
-    stdout
-}
 
 /// A fresh scratch directory, removed on drop.
 struct Scratch(PathBuf);
@@ -165,26 +117,13 @@ SELECT current_user, current_database(), current_setting('application_name');
 
 async fn pgbench_through_pgheal(mode: &str) {
     let pg = start_pg();
-    let mut init = client_cmd(&pg, "pgbench", pg.port());
-    init.args(["-i", "-s", "1", "-q", DB]);
-    run_ok(init, "pgbench -i directly on the server").await;
+    init(&pg).await;
 
     let proxy = start_proxy(&pg, |_| {}).await;
-    let mut bench = client_cmd(&pg, "pgbench", proxy.addr.port());
+    let mut bench = pgbench(&pg, proxy.addr.port());
     bench.args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode, DB]);
     let stdout = run_ok(bench, &format!("pgbench -M {mode} through pgheal")).await;
-    assert!(
-        stdout.contains(&format!("query mode: {mode}")),
-        "pgbench output:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("number of transactions actually processed: 200/200"),
-        "pgbench output:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("number of failed transactions: 0 "),
-        "pgbench output:\n{stdout}"
-    );
+    assert_report(&stdout, mode, 200, "pgbench output");
     // Every transaction left its row in pgbench_history, and the balances add up.
     assert_eq!(
         admin(

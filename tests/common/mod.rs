@@ -2,6 +2,8 @@
 //! pgheal running in-process in front of it.
 #![allow(dead_code)]
 
+pub mod drivers;
+pub mod pgbench;
 pub mod wire;
 
 use std::sync::Arc;
