@@ -25,8 +25,10 @@
 
 pub mod epoch;
 pub mod event;
+pub mod local;
 pub mod outbox;
 pub mod pending;
+pub mod prepare;
 pub mod recognize;
 pub mod relay;
 pub mod repair;

@@ -266,7 +266,7 @@ impl Relay {
         Some(p)
     }
 
-    fn internal(&mut self, expect: Expect) {
+    pub(crate) fn internal(&mut self, expect: Expect) {
         self.push_pending(Pending {
             expect,
             idx: None,
@@ -294,198 +294,8 @@ impl Relay {
         }
     }
 
-    fn pooled(&self) -> bool {
+    pub(crate) fn pooled(&self) -> bool {
         matches!(self.naming, Naming::Pooled { .. })
-    }
-
-    /// Prepare statement `id` on this server connection (Parse + Describe, responses swallowed),
-    /// closing an evicted statement first.
-    fn prepare_on_server(&mut self, id: StmtId, srv: &mut ServerPrepared, out: &mut Outbox) {
-        self.prepare_on_server_for(id, false, srv, out)
-    }
-
-    /// As [`Self::prepare_on_server`]; `client_parse`: it stands for the client's own Parse,
-    /// whose failure must remove the client's statement too. Errors reach the client either way.
-    fn prepare_on_server_for(
-        &mut self,
-        id: StmtId,
-        client_parse: bool,
-        srv: &mut ServerPrepared,
-        out: &mut Outbox,
-    ) {
-        let Some(s) = self.stmts.get(id) else { return };
-        let (name, sql, types) = (s.server_name.clone(), s.sql.clone(), s.param_types.clone());
-        if let Some(evicted) = srv.prepared(name.clone(), self.epoch.current()) {
-            out.to_server
-                .push(encode::close(Target::Statement(&evicted)).bytes);
-            self.internal(Expect::CloseComplete);
-        }
-        out.to_server.push(encode::parse(&name, &sql, &types).bytes);
-        self.push_pending(Pending {
-            expect: Expect::ServerParse {
-                server_name: name.clone(),
-                stmt: Some(id),
-                client_parse,
-            },
-            idx: None,
-            action: Action::SwallowOk,
-        });
-        out.to_server
-            .push(encode::describe(Target::Statement(&name)).bytes);
-        self.internal(Expect::StatementDescription {
-            stmt: Some(id),
-            server_name: Some(name),
-            risky: false,
-            params: None,
-            unblocks: false,
-        });
-    }
-
-    /// Transaction pooling, with no server connection attached: answer what needs no server.
-    /// A Parse of a statement text the pool already knows, a Describe 'S' of it, a Close, a
-    /// Flush and a Sync are answered from the pool's statement cache, so preparing never waits
-    /// for a server connection (a client that prepares synchronously while another of its
-    /// connections holds a pooled server connection in a transaction would otherwise wait on
-    /// itself). Returns false for anything that needs the server.
-    pub fn try_local(&mut self, frame: &Frame, out: &mut Outbox) -> Result<bool, RelayError> {
-        let Naming::Pooled { names, search_path } = &self.naming else {
-            return Ok(false);
-        };
-        if !self.pending.is_empty()
-            || !self.deferred.is_empty()
-            || !matches!(self.phase, Phase::Relaying)
-        {
-            return Ok(false);
-        }
-        match frame.tag {
-            frontend::PARSE => {
-                let p = Parse::decode(frame).map_err(RelayError::Client)?;
-                if p.name.is_empty() || self.stmts.id(p.name).is_some() {
-                    return Ok(false);
-                }
-                let sql: Arc<str> = p.query.into();
-                let types: Arc<[u32]> = p.param_types.clone().into();
-                let Some(name) = names.existing(&sql, &types, search_path.as_ref()) else {
-                    return Ok(false);
-                };
-                let Some(d) = names.described(&name) else {
-                    return Ok(false);
-                };
-                // The contract is not taken from the cache: a migration pgheal has not seen may
-                // have changed the shape. It is set by a real Describe at first use.
-                let _ = d;
-                self.stmts.parsed(p.name, sql, types, name);
-                out.to_client.push(encode::parse_complete().bytes);
-            }
-            frontend::DESCRIBE => {
-                let Ok(Target::Statement(n)) = frontend::decode_describe(frame) else {
-                    return Ok(false);
-                };
-                let Some(s) = self.stmts.by_name(n) else {
-                    return Ok(false);
-                };
-                let Some(d) = names.described(&s.server_name) else {
-                    return Ok(false);
-                };
-                if !s
-                    .contract
-                    .as_ref()
-                    .is_some_and(|c| Arc::ptr_eq(c, &d.shape))
-                {
-                    return Ok(false);
-                }
-                out.to_client.push(d.params.bytes.clone());
-                out.to_client.push(d.rows.bytes.clone());
-            }
-            frontend::CLOSE => {
-                let Ok(Target::Statement(n)) = frontend::decode_close(frame) else {
-                    return Ok(false);
-                };
-                if !n.is_empty() {
-                    self.stmts.close(n);
-                }
-                out.to_client.push(encode::close_complete().bytes);
-            }
-            frontend::FLUSH => {}
-            frontend::SYNC => {
-                out.to_client
-                    .push(encode::ready_for_query(self.status).bytes);
-                self.note_ready(self.status);
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    /// A Bind or Describe 'S' of a row-returning statement whose shape on this connection must be
-    /// learned first: prepared before the current schema epoch (`stale`), or not prepared here
-    /// and not known to the pool in the current epoch with the client's contract.
-    fn needs_shape_first(&self, frame: &Frame, srv: &ServerPrepared) -> Option<(StmtId, bool)> {
-        let name = match frame.tag {
-            frontend::BIND => frontend::bind_statement(frame).ok()?,
-            frontend::DESCRIBE => match frontend::decode_describe(frame).ok()? {
-                Target::Statement(n) => n,
-                Target::Portal(_) => return None,
-            },
-            _ => return None,
-        };
-        if name.is_empty() || !self.cfg.enabled {
-            return None;
-        }
-        let id = self.stmts.id(name)?;
-        let s = self.stmts.get(id)?;
-        if s.contract.is_none() && self.pooled() {
-            // Parsed from the pool's cache: learn the real shape here before first use.
-            return Some((id, srv.contains(&s.server_name)));
-        }
-        if !s.returns_rows() {
-            return None;
-        }
-        let epoch = self.epoch.current();
-        match srv.get(&s.server_name) {
-            Some(here) => (here.epoch < epoch).then_some((id, true)),
-            None => {
-                let Naming::Pooled { names, .. } = &self.naming else {
-                    return None;
-                };
-                let known = names.described(&s.server_name).is_some_and(|d| {
-                    d.epoch == epoch && s.contract.as_ref().is_some_and(|c| **c == *d.shape)
-                });
-                (!known).then_some((id, false))
-            }
-        }
-    }
-
-    /// Close (when `stale`) and prepare statement `id` on this connection, then Flush and hold
-    /// the client's messages until its description arrives.
-    fn prepare_and_wait(
-        &mut self,
-        id: StmtId,
-        stale: bool,
-        srv: &mut ServerPrepared,
-        out: &mut Outbox,
-    ) {
-        let Some(name) = self.stmts.get(id).map(|s| s.server_name.clone()) else {
-            return;
-        };
-        self.reprepared = Some((id, stale));
-        if stale {
-            out.to_server
-                .push(encode::close(Target::Statement(&name)).bytes);
-            self.internal(Expect::CloseComplete);
-            srv.closed(&name);
-        }
-        self.prepare_on_server(id, srv, out);
-        // The Parse stands in for the client's message: its error is the client's.
-        for p in self.pending.iter_mut().rev() {
-            match &mut p.expect {
-                Expect::StatementDescription { unblocks, .. } => *unblocks = true,
-                Expect::ServerParse { .. } => break,
-                _ => {}
-            }
-        }
-        out.to_server.push(encode::raw(frontend::FLUSH, &[]).bytes);
-        self.awaiting_shape += 1;
     }
 
     /// Whether the batch of this Bind describes its statement or portal (the Bind itself is
@@ -505,92 +315,6 @@ impl Relay {
                 f.tag == frontend::DESCRIBE
                     && frontend::decode_describe(f) == Ok(Target::Portal(portal))
             })
-    }
-
-    /// A statement re-prepared before use (schema epoch) is a heal too: log and count it.
-    fn report_proactive(&self, id: StmtId, stale: bool, shaping: &PortalShaping, out: &mut Outbox) {
-        let projected = matches!(shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity());
-        if !stale && !projected {
-            // A first prepare on this connection that needed nothing: not a heal.
-            return;
-        }
-        let (statement, sql) = self
-            .stmts
-            .get(id)
-            .map(|s| (s.name.clone(), super::event::truncate_sql(&s.sql)))
-            .unwrap_or_default();
-        out.events.push(super::HealEvent {
-            outcome: if projected {
-                super::Outcome::Projected
-            } else {
-                super::Outcome::Healed
-            },
-            statement,
-            sql,
-            detail: "re-prepared before use after a schema change (no error reached the client)"
-                .into(),
-        });
-    }
-
-    /// `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` alone in a query act on the client's
-    /// own statements in transaction pooling and are answered locally: returns the command tag.
-    /// Forwarded instead (so PostgreSQL answers exactly) when the name is unknown, in a failed
-    /// transaction, and for `DISCARD ALL` inside a transaction block (25001).
-    fn local_statement_command(&self, sql: &str) -> Option<&'static str> {
-        if sql.contains(';') && sql.trim().trim_end_matches(';').contains(';') {
-            return None;
-        }
-        let w = words(sql);
-        let w: Vec<&str> = w.iter().map(String::as_str).collect();
-        let status = self.status;
-        match w.as_slice() {
-            ["discard", "all"] if status == TxStatus::Idle => Some("DISCARD ALL"),
-            ["deallocate", "all"] | ["deallocate", "prepare", "all"]
-                if status != TxStatus::Failed =>
-            {
-                Some("DEALLOCATE ALL")
-            }
-            ["deallocate", name] | ["deallocate", "prepare", name]
-                if status != TxStatus::Failed
-                    && (self.stmts.id(name).is_some()
-                        || self.stmts.id(name.trim_matches('"')).is_some()) =>
-            {
-                Some("DEALLOCATE")
-            }
-            _ => None,
-        }
-    }
-
-    /// Fail a Bind with PostgreSQL's own cached-plan error (fields as the server sends them, so
-    /// drivers recognise it). A Parse that cannot succeed goes in its place, so the server skips
-    /// to Sync and rolls back exactly as it would have.
-    fn refuse_bind(
-        &mut self,
-        id: StmtId,
-        why: &str,
-        idx: Option<u32>,
-        action: Action,
-        out: &mut Outbox,
-    ) {
-        let err = super::recognize::cached_plan_error();
-        out.to_server
-            .push(encode::parse("", "pgheal: contract cannot be kept", &[]).bytes);
-        self.push_pending(Pending {
-            expect: Expect::FailWith(err),
-            idx,
-            action,
-        });
-        let (statement, sql) = self
-            .stmts
-            .get(id)
-            .map(|s| (s.name.clone(), super::event::truncate_sql(&s.sql)))
-            .unwrap_or_default();
-        out.events.push(super::HealEvent {
-            outcome: super::Outcome::Refused,
-            statement,
-            sql,
-            detail: format!("contract cannot be kept: {why}"),
-        });
     }
 
     /// Answer something locally, in order with the server's responses.
@@ -966,15 +690,6 @@ fn mentions_temp(sql: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(b"temp"))
 }
 
-/// The words of a single-statement query, lower-cased.
-fn words(sql: &str) -> Vec<String> {
-    sql.trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect()
-}
-
 /// A Bind for another statement name, without copying the parameters: a new head (tag, length,
 /// portal, statement name) followed by a slice of the original message.
 fn push_renamed_bind(
@@ -1017,34 +732,6 @@ fn push_renamed_bind(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_commands() {
-        let mut r = Relay::new(RelayConfig::default(), Naming::Session);
-        r.stmts
-            .parsed("p1", "SELECT 1".into(), Vec::new().into(), "p1".into());
-        assert_eq!(
-            r.local_statement_command("DISCARD ALL;"),
-            Some("DISCARD ALL")
-        );
-        assert_eq!(
-            r.local_statement_command("deallocate prepare all"),
-            Some("DEALLOCATE ALL")
-        );
-        assert_eq!(
-            r.local_statement_command("DEALLOCATE p1"),
-            Some("DEALLOCATE")
-        );
-        assert_eq!(r.local_statement_command("DEALLOCATE nosuch"), None);
-        assert_eq!(r.local_statement_command("DEALLOCATE p1; SELECT 1"), None);
-        assert_eq!(r.local_statement_command("SELECT 1"), None);
-        r.status = TxStatus::InTransaction;
-        assert_eq!(r.local_statement_command("DISCARD ALL"), None);
-        assert_eq!(
-            r.local_statement_command("DEALLOCATE p1"),
-            Some("DEALLOCATE")
-        );
-    }
 
     #[test]
     fn renamed_bind_keeps_parameters() {
