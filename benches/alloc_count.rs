@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use pgheal::config::PoolMode;
 use pgheal::heal::relay::Naming;
@@ -79,81 +79,9 @@ fn counts() -> Counts {
 
 // ---- messages -------------------------------------------------------------------------------
 
-const INT4: u32 = 23;
-const TEXT: u32 = 25;
+mod fixtures;
 
-fn field(name: &str, attr: i16, type_oid: u32) -> Field {
-    Field {
-        name: name.into(),
-        table_oid: 16_384,
-        column_attr: attr,
-        type_oid,
-        type_len: if type_oid == INT4 { 4 } else { -1 },
-        type_mod: -1,
-        format: 0,
-    }
-}
-
-fn contract() -> Vec<Field> {
-    vec![
-        field("id", 1, INT4),
-        field("customer", 2, TEXT),
-        field("total", 3, TEXT),
-        field("created_at", 4, TEXT),
-        field("status", 5, TEXT),
-    ]
-}
-
-const VALUES: [&[u8]; 6] = [
-    b"\0\0\x30\x39",
-    b"Ada Lovelace & Co. Ltd",
-    b"1234.50",
-    b"2024-05-01 12:34:56.789+00",
-    b"shipped",
-    b"SPRING-24",
-];
-
-fn data_row(columns: usize) -> Frame {
-    let mut body = BytesMut::new();
-    body.put_i16(columns as i16);
-    for v in VALUES.iter().take(columns) {
-        body.put_i32(v.len() as i32);
-        body.put_slice(v);
-    }
-    encode::raw(b'D', &body)
-}
-
-fn bind(statement: &str) -> Frame {
-    let mut body = BytesMut::new();
-    body.put_u8(0);
-    body.put_slice(statement.as_bytes());
-    body.put_u8(0);
-    body.put_i16(1);
-    body.put_i16(1);
-    body.put_i16(1);
-    body.put_i32(4);
-    body.put_i32(12_345);
-    body.put_i16(1);
-    body.put_i16(1);
-    encode::raw(b'B', &body)
-}
-
-fn parameter_description(types: &[u32]) -> Frame {
-    let mut body = BytesMut::new();
-    body.put_i16(types.len() as i16);
-    for t in types {
-        body.put_u32(*t);
-    }
-    encode::raw(b't', &body)
-}
-
-/// The wire bytes of a list of messages.
-fn wire(frames: &[Frame]) -> Vec<u8> {
-    frames
-        .iter()
-        .flat_map(|f| f.bytes.iter().copied())
-        .collect()
-}
+use fixtures::*;
 
 // ---- the scenario ---------------------------------------------------------------------------
 

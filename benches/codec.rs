@@ -26,92 +26,11 @@ use pgheal::protocol::frontend::Target;
 use pgheal::protocol::{encode, Frame};
 use pgheal::statements::{Projection, ServerPrepared, StatementNames};
 
+mod fixtures;
+
+use fixtures::*;
+
 const MAX_LEN: usize = 256 << 20;
-const TABLE_OID: u32 = 16_384;
-const INT4: u32 = 23;
-const TEXT: u32 = 25;
-
-// ---- message builders ---------------------------------------------------------------------
-
-fn field(name: &str, attr: i16, type_oid: u32) -> Field {
-    Field {
-        name: name.into(),
-        table_oid: TABLE_OID,
-        column_attr: attr,
-        type_oid,
-        type_len: if type_oid == INT4 { 4 } else { -1 },
-        type_mod: -1,
-        format: 0,
-    }
-}
-
-/// `orders` as the client prepared it: 5 columns.
-fn contract() -> Vec<Field> {
-    vec![
-        field("id", 1, INT4),
-        field("customer", 2, TEXT),
-        field("total", 3, TEXT),
-        field("created_at", 4, TEXT),
-        field("status", 5, TEXT),
-    ]
-}
-
-/// `orders` after `ALTER TABLE orders ADD COLUMN discount_code text`: 6 columns.
-fn shape_after_add_column() -> Vec<Field> {
-    let mut s = contract();
-    s.push(field("discount_code", 6, TEXT));
-    s
-}
-
-/// The column values of one row (about 100 bytes as a DataRow).
-const VALUES: [&[u8]; 6] = [
-    b"\0\0\x30\x39",
-    b"Ada Lovelace & Co. Ltd",
-    b"1234.50",
-    b"2024-05-01 12:34:56.789+00",
-    b"shipped",
-    b"SPRING-24",
-];
-
-fn data_row(columns: usize) -> Frame {
-    let mut body = BytesMut::new();
-    body.put_i16(columns as i16);
-    for v in VALUES.iter().take(columns) {
-        body.put_i32(v.len() as i32);
-        body.put_slice(v);
-    }
-    encode::raw(b'D', &body)
-}
-
-/// Bind of statement `s1` to the unnamed portal: one binary int4 parameter, binary results.
-fn bind(statement: &str) -> Frame {
-    let mut body = BytesMut::new();
-    body.put_u8(0); // portal ""
-    body.put_slice(statement.as_bytes());
-    body.put_u8(0);
-    body.put_i16(1);
-    body.put_i16(1); // parameter format: binary
-    body.put_i16(1);
-    body.put_i32(4);
-    body.put_i32(12_345);
-    body.put_i16(1);
-    body.put_i16(1); // result format: binary
-    encode::raw(b'B', &body)
-}
-
-fn execute() -> Frame {
-    encode::raw(b'E', b"\0\0\0\0\0")
-}
-
-fn parameter_description(types: &[u32]) -> Frame {
-    let mut body = BytesMut::new();
-    body.put_i16(types.len() as i16);
-    for t in types {
-        body.put_u32(*t);
-    }
-    encode::raw(b't', &body)
-}
-
 // ---- the relay scenario -------------------------------------------------------------------
 
 /// One cached-statement round trip as drivers send it: Bind/Execute/Sync, answered by
