@@ -95,6 +95,13 @@ pub struct RunArgs {
     /// trigger installed by `pgheal install-schema-watch`.
     #[arg(long, env = "PGHEAL_SCHEMA_WATCH")]
     pub schema_watch: Option<String>,
+    /// off, after-schema-change or always: inside a transaction block, bracket the Bind of a
+    /// row-returning prepared statement with a savepoint so a stale plan can be healed.
+    #[arg(long, env = "PGHEAL_SAVEPOINT_GUARD")]
+    pub savepoint_guard: Option<String>,
+    /// Seconds after a schema change during which `after-schema-change` guards.
+    #[arg(long, env = "PGHEAL_SAVEPOINT_GUARD_WINDOW")]
+    pub savepoint_guard_window: Option<f64>,
     /// Worker threads (1 = a single-threaded event loop, like PgBouncer; best when pgheal shares
     /// a small machine with PostgreSQL or the app). Default: 1.
     #[arg(long, env = "PGHEAL_THREADS")]

@@ -54,6 +54,8 @@ pub struct Heal {
     pub holdback_bytes: Option<usize>,
     pub replay_bytes: Option<usize>,
     pub max_heals: Option<u8>,
+    pub savepoint_guard: Option<crate::heal::SavepointGuard>,
+    pub savepoint_guard_window: Option<f64>,
 }
 
 #[derive(Default, Deserialize)]

@@ -206,6 +206,15 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         holdback_bytes: h.holdback_bytes.unwrap_or(1 << 20),
         replay_bytes: h.replay_bytes.unwrap_or(8 << 20),
         max_heals: h.max_heals.unwrap_or(3),
+        savepoint_guard: match args.savepoint_guard.as_deref() {
+            Some(g) => parse_enum("savepoint_guard", g, "off, after-schema-change or always")?,
+            None => h.savepoint_guard.unwrap_or_default(),
+        },
+        savepoint_guard_window: seconds(
+            "savepoint_guard_window",
+            args.savepoint_guard_window.or(h.savepoint_guard_window),
+            60.0,
+        )?,
     };
     Ok(Config {
         listen,

@@ -25,6 +25,7 @@
 
 pub mod epoch;
 pub mod event;
+pub mod guard;
 pub mod local;
 pub mod outbox;
 pub mod pending;
@@ -37,5 +38,6 @@ pub mod window;
 
 pub use epoch::SchemaEpoch;
 pub use event::{HealEvent, Outcome};
+pub use guard::SavepointGuard;
 pub use outbox::Outbox;
 pub use relay::{Relay, RelayConfig, RelayError};

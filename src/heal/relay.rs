@@ -13,6 +13,7 @@ use crate::statements::sql_prepare::{Dealloc, SqlPrepared};
 use crate::statements::{ServerPrepared, Shaping, StatementNames, StatementRegistry, StmtId};
 
 use super::epoch::SchemaEpoch;
+use super::guard::SavepointGuard;
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::repair::Phase;
@@ -30,6 +31,10 @@ pub struct RelayConfig {
     pub max_heals: u8,
     /// Heal at all (`heal = false` makes pgheal a plain pooler).
     pub enabled: bool,
+    /// When to bracket a Bind inside a transaction block with a savepoint ([`super::guard`]).
+    pub savepoint_guard: SavepointGuard,
+    /// How long after a schema change `after-schema-change` keeps guarding.
+    pub savepoint_guard_window: std::time::Duration,
 }
 
 impl Default for RelayConfig {
@@ -39,6 +44,8 @@ impl Default for RelayConfig {
             replay_bytes: 8 << 20,
             max_heals: 3,
             enabled: true,
+            savepoint_guard: SavepointGuard::Off,
+            savepoint_guard_window: std::time::Duration::from_secs(60),
         }
     }
 }
