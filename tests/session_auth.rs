@@ -103,6 +103,10 @@ async fn md5_plain_and_trust_auth_types() {
     .await;
     // trust asks no password, so a wrong one does not matter.
     login_works(&proxy_url_as(&proxy, USER, "wrong", DB)).await;
+    // ... but the user must be a configured one, as with PgBouncer.
+    let (code, message) = login_error(&proxy_url_as(&proxy, "mallory", "", DB)).await;
+    assert_eq!(code, "28000");
+    assert!(message.contains("\"mallory\" does not exist"), "{message}");
     assert_eq!(
         login_error(&proxy_url_as(&proxy, USER, "", "nodb")).await.0,
         "3D000"

@@ -13,6 +13,9 @@ pub enum SessionError {
     Protocol(#[from] ProtocolError),
     #[error("password authentication failed for user {0:?}")]
     AuthFailed(String),
+    /// `auth_type = trust` with users configured: the user is not one of them.
+    #[error("role {0:?} is not a configured user")]
+    UnknownUser(String),
     #[error("malformed authentication message")]
     AuthMalformed,
     #[error("no user name in the startup packet")]
@@ -45,9 +48,10 @@ impl SessionError {
     /// The `reason` label of `pgheal_clients_refused_total`, for errors before the relay.
     pub fn refusal_reason(&self) -> &'static str {
         match self {
-            SessionError::AuthFailed(_) | SessionError::AuthMalformed | SessionError::NoUser => {
-                "auth_failed"
-            }
+            SessionError::AuthFailed(_)
+            | SessionError::UnknownUser(_)
+            | SessionError::AuthMalformed
+            | SessionError::NoUser => "auth_failed",
             SessionError::UnknownDatabase(_) => "unknown_database",
             SessionError::TooManyClients => "max_client_conn",
             SessionError::Pool(PoolError::WaitTimeout(_)) => "wait_timeout",
@@ -68,6 +72,10 @@ impl SessionError {
             SessionError::AuthFailed(user) => fatal(
                 sqlstate::INVALID_PASSWORD,
                 format!("password authentication failed for user \"{user}\""),
+            ),
+            SessionError::UnknownUser(user) => fatal(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                format!("role \"{user}\" does not exist"),
             ),
             SessionError::AuthMalformed => fatal(
                 sqlstate::PROTOCOL_VIOLATION,

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
+use crate::auth::AuthMethod;
 use crate::config::{Config, PoolMode};
 use crate::heal::relay::Naming;
 use crate::heal::Relay;
@@ -108,6 +109,11 @@ async fn session(
     span.record("user", user.as_str());
 
     let secret = shared.cfg.users.get(&user);
+    if shared.cfg.auth_type == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty()
+    {
+        // Like PgBouncer: trust skips the password, not the user list.
+        return Err(SessionError::UnknownUser(user));
+    }
     authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
     let db = shared
         .cfg
