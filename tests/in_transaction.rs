@@ -12,18 +12,7 @@ use pgheal::proxy::ProxyHandle;
 const SQL: &str = "SELECT * FROM orders WHERE id = $1";
 
 fn setup_pg() -> TempCluster {
-    let pg = start_pg();
-    admin(
-        &pg,
-        "CREATE TABLE orders(id int PRIMARY KEY, total numeric, note text);
-         INSERT INTO orders VALUES (1, 9.50, 'first'), (2, 20, 'second');
-         ALTER TABLE orders OWNER TO app;",
-    );
-    pg
-}
-
-fn first_row() -> Vec<Option<String>> {
-    vec![Some("1".into()), Some("9.50".into()), Some("first".into())]
+    start_pg_with_orders("")
 }
 
 /// Wait (bounded) until pgheal's schema epoch for appdb passes `than`.
@@ -46,7 +35,7 @@ async fn transaction_survives(proxy: &ProxyHandle, pg: &TempCluster, migrate: im
     a.until_ready().await;
     a.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
         .await;
-    assert_eq!(rows(&a.until_ready().await), vec![first_row()]);
+    assert_eq!(rows(&a.until_ready().await), vec![first_order()]);
     assert_eq!(a.query("BEGIN").await.last(), Some(&Msg::Ready('T')));
 
     migrate().await;
@@ -59,7 +48,7 @@ async fn transaction_survives(proxy: &ProxyHandle, pg: &TempCluster, migrate: im
         got,
         vec![
             Msg::BindComplete,
-            Msg::DataRow(first_row()),
+            Msg::DataRow(first_order()),
             Msg::CommandComplete("SELECT 1".into()),
             Msg::Ready('T')
         ]
@@ -182,12 +171,12 @@ async fn a_stale_plan_error_elsewhere_protects_transactions() {
     // A, outside a transaction, meets the error first: healed, and the epoch advances.
     a.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
         .await;
-    assert_eq!(rows(&a.until_ready().await), vec![first_row()]);
+    assert_eq!(rows(&a.until_ready().await), vec![first_order()]);
     // B, inside its transaction, is re-prepared before its Bind: no error, no abort.
     b.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
         .await;
     let got = b.until_ready().await;
-    assert_eq!(rows(&got), vec![first_row()]);
+    assert_eq!(rows(&got), vec![first_order()]);
     assert_eq!(got.last(), Some(&Msg::Ready('T')));
     assert_eq!(heal_count(&proxy, Outcome::ForwardedInTransaction), 0);
 }
@@ -211,11 +200,7 @@ async fn a_broken_contract_inside_a_transaction_fails_like_postgresql() {
     assert_eq!(
         got,
         vec![
-            Msg::Error {
-                code: "0A000".into(),
-                routine: "RevalidateCachedQuery".into(),
-                message: "cached plan must not change result type".into()
-            },
+            cached_plan_error(),
             Msg::Ready('E')
         ],
         "no rows of a shape the client does not hold; the transaction is aborted as PostgreSQL would"

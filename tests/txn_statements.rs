@@ -786,3 +786,42 @@ async fn eviction_keeps_every_statement_working() {
         }
     }
 }
+
+/// A lazy prepare (and the Close of the statement it evicts) that the server skips because an
+/// earlier message of the batch failed: the record must not claim the statement is there, or
+/// the next use fails with "prepared statement does not exist" (or 42P05 on a re-Parse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_prepare_skipped_after_an_error_is_redone() {
+    let pg = start_pg();
+    let proxy = start_proxy(&pg, |a| {
+        a.pool_mode = Some("transaction".into());
+        a.pool_size = Some(1);
+        a.max_prepared_statements = Some(1);
+    })
+    .await;
+    let mut a = wire(&proxy).await;
+    assert_eq!(
+        prepare_run(&mut a, "one", "SELECT $1::int + 1").await,
+        vec![vec![s("2")]]
+    );
+    // "two" evicts "one" from the only server connection.
+    assert_eq!(
+        prepare_run(&mut a, "two", "SELECT $1::int + 2").await,
+        vec![vec![s("3")]]
+    );
+    // "two" fails at Bind; the lazy re-prepare of "one" (and the eviction of "two") after it
+    // are skipped by the server.
+    let mut batch = run_stmt("two", &["not a number"]);
+    batch.extend(run_stmt("one", &["5"]));
+    batch.push(sync());
+    a.send(&batch).await;
+    let got = a.until_ready().await;
+    assert_eq!(errors(&got), vec!["22P02".to_string()], "{got:?}");
+    for (name, arg, want) in [("one", "10", "11"), ("two", "10", "12"), ("one", "1", "2")] {
+        let mut batch = run_stmt(name, &[arg]);
+        batch.push(sync());
+        a.send(&batch).await;
+        let got = a.until_ready().await;
+        assert_eq!(rows(&got), vec![vec![s(want)]], "{name}: {got:?}");
+    }
+}

@@ -50,3 +50,188 @@ impl FromStr for SavepointGuard {
         }
     }
 }
+
+use crate::protocol::backend::TxStatus;
+use crate::protocol::frontend::{self, Target};
+use crate::protocol::{encode, Frame};
+use crate::statements::ServerPrepared;
+
+use super::outbox::Outbox;
+use super::pending::{Action, Expect, Pending, PortalShaping};
+use super::relay::Relay;
+
+/// The savepoint pgheal sets.
+pub const SAVEPOINT: &str = "pgheal_guard";
+/// pgheal's statements (prepared once per server connection) and portal for it.
+const SAVEPOINT_STMT: &str = "pgheal_guard_savepoint";
+const RELEASE_STMT: &str = "pgheal_guard_release";
+const PORTAL: &str = "pgheal_guard";
+
+/// Which end of the bracket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bracket {
+    Savepoint,
+    Release,
+}
+
+/// Undo a guarded Bind's effect on the transaction and drop the savepoint: sent as one simple
+/// query after the error, before the statement is replayed.
+pub(crate) fn rollback_to_and_release() -> Frame {
+    encode::query(&format!(
+        "ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
+    ))
+}
+
+/// Roll back to the savepoint (keeping it) so the repair runs in a clean transaction.
+pub(crate) fn rollback_to() -> Frame {
+    encode::query(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+}
+
+/// Whether SQL may end the transaction block (so a later statement of the batch runs outside
+/// it, where SAVEPOINT is an error). Conservative: any ROLLBACK counts.
+pub(crate) fn may_end_block(sql: &str) -> bool {
+    let s = skip_comments(sql);
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    let word = &s[..end];
+    ["COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
+}
+
+fn skip_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            return s;
+        }
+    }
+}
+
+impl Relay {
+    /// Whether the guard is on for this database now.
+    fn guard_on(&self) -> bool {
+        match self.cfg.savepoint_guard {
+            SavepointGuard::Off => false,
+            SavepointGuard::Always => true,
+            SavepointGuard::AfterSchemaChange => {
+                self.epoch.changing_within(self.cfg.savepoint_guard_window)
+            }
+        }
+    }
+
+    /// Whether this client message (not a replay) is a Bind to guard: a row-returning named
+    /// statement, in a batch that began inside a healthy transaction block and has not ended it.
+    pub(crate) fn wants_guard(&self, frame: &Frame) -> bool {
+        if frame.tag != frontend::BIND
+            || !self.cfg.enabled
+            || self.window.start != TxStatus::InTransaction
+            || self.window.ends_block
+            || (self.window.savepoint && self.window.irrevocable)
+            || self.copy_in
+            || !self.guard_on()
+        {
+            return false;
+        }
+        let Ok(name) = frontend::bind_statement(frame) else {
+            return false;
+        };
+        !name.is_empty()
+            && self
+                .stmts
+                .id(name)
+                .and_then(|id| self.stmts.get(id))
+                .is_some_and(|s| s.returns_rows())
+    }
+
+    /// Send one end of the bracket: `SAVEPOINT` before the guarded Bind or `RELEASE` right after
+    /// it, through pgheal's own prepared statements and portal. Success is swallowed; an error
+    /// (a cancel, say) is forwarded, since the client's own message would have met it.
+    pub(crate) fn push_bracket(
+        &mut self,
+        which: Bracket,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) {
+        if !srv.contains(SAVEPOINT_STMT) || !srv.contains(RELEASE_STMT) {
+            for (name, sql) in [
+                (SAVEPOINT_STMT, format!("SAVEPOINT {SAVEPOINT}")),
+                (RELEASE_STMT, format!("RELEASE SAVEPOINT {SAVEPOINT}")),
+            ] {
+                out.to_server
+                    .push(encode::close(Target::Statement(name)).bytes);
+                self.guard_internal(Expect::CloseComplete);
+                out.to_server.push(encode::parse(name, &sql, &[]).bytes);
+                srv.prepared_pinned(name.into(), self.epoch.current());
+                self.guard_internal(Expect::ServerParse {
+                    server_name: name.into(),
+                    stmt: None,
+                    client_parse: false,
+                });
+            }
+        }
+        let stmt = match which {
+            Bracket::Savepoint => SAVEPOINT_STMT,
+            Bracket::Release => RELEASE_STMT,
+        };
+        out.to_server
+            .push(encode::bind_no_params(PORTAL, stmt).bytes);
+        self.guard_internal(Expect::BindComplete {
+            stmt: None,
+            risky: false,
+            lazy: false,
+            guarded: false,
+        });
+        out.to_server.push(encode::execute(PORTAL, 0).bytes);
+        self.guard_internal(Expect::ExecuteResult {
+            shaping: PortalShaping::Plain,
+        });
+        out.to_server
+            .push(encode::close(Target::Portal(PORTAL)).bytes);
+        self.guard_internal(Expect::CloseComplete);
+        if which == Bracket::Savepoint {
+            out.guards += 1;
+        }
+    }
+
+    fn guard_internal(&mut self, expect: Expect) {
+        self.push_pending(Pending {
+            expect,
+            idx: None,
+            action: Action::SwallowOk,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_ending_statements() {
+        assert!(may_end_block("COMMIT"));
+        assert!(may_end_block("  end;"));
+        assert!(may_end_block("-- done\nrollback"));
+        assert!(may_end_block("/* x */ ROLLBACK TO SAVEPOINT a"));
+        assert!(may_end_block("PREPARE TRANSACTION 'x'"));
+        assert!(!may_end_block("SELECT 1"));
+        assert!(!may_end_block("INSERT INTO commits VALUES (1)"));
+        assert!(!may_end_block("SAVEPOINT a"));
+        assert!(!may_end_block("ending"));
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("always".parse(), Ok(SavepointGuard::Always));
+        assert_eq!(
+            "after-schema-change".parse(),
+            Ok(SavepointGuard::AfterSchemaChange)
+        );
+        assert!("sometimes".parse::<SavepointGuard>().is_err());
+    }
+}

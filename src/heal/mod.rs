@@ -22,6 +22,10 @@
 //!    the statement in this batch and will read the new shape) it is re-prepared and the whole
 //!    window is replayed, suppressing what the client already has ([`repair`]). Otherwise the
 //!    window is replayed without healing, so the client receives exactly what PostgreSQL says.
+//! 5. **Inside a transaction block** the error would abort the transaction: the schema epoch
+//!    ([`epoch`]) re-prepares stale statements before use ([`prepare`]), and the optional
+//!    savepoint guard ([`guard`]) brackets Binds so that a late error can be rolled back to a
+//!    savepoint and replayed from there.
 
 pub mod epoch;
 pub mod event;

@@ -11,6 +11,8 @@ pub struct Outbox {
     pub to_server: Vec<Bytes>,
     pub to_client: Vec<Bytes>,
     pub events: Vec<HealEvent>,
+    /// Binds bracketed by the savepoint guard in this step (for the metrics).
+    pub guards: u32,
 }
 
 impl Outbox {

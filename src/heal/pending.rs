@@ -36,10 +36,12 @@ pub enum Expect {
     },
     /// Bind → BindComplete. `risky`: the statement returns rows and the batch is healable.
     /// `lazy`: pgheal prepared the statement on this connection in the same pipeline.
+    /// `guarded`: bracketed by the savepoint guard, whose savepoint is released once it binds.
     BindComplete {
         stmt: Option<StmtId>,
         risky: bool,
         lazy: bool,
+        guarded: bool,
     },
     /// Describe 'S' → ParameterDescription, then RowDescription or NoData. `server_name`: the
     /// statement's name on the server, whose shape the answer records.

@@ -39,6 +39,12 @@ impl Relay {
                 .push(encode::close(Target::Statement(&evicted)).bytes);
             self.internal(Expect::CloseComplete);
         }
+        // Close first (closing a missing statement is no error): an earlier Close or Parse of
+        // this name may have been skipped by the server after an error, so what the server
+        // holds can differ from the record, and a Parse of an existing name fails with 42P05.
+        out.to_server
+            .push(encode::close(Target::Statement(&name)).bytes);
+        self.internal(Expect::CloseComplete);
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
         self.push_pending(Pending {
             expect: Expect::ServerParse {
@@ -117,9 +123,6 @@ impl Relay {
         };
         self.reprepared = Some((id, stale));
         if stale {
-            out.to_server
-                .push(encode::close(Target::Statement(&name)).bytes);
-            self.internal(Expect::CloseComplete);
             srv.closed(&name);
         }
         self.prepare_on_server(id, srv, out);

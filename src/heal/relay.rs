@@ -13,7 +13,7 @@ use crate::statements::sql_prepare::{Dealloc, SqlPrepared};
 use crate::statements::{ServerPrepared, Shaping, StatementNames, StatementRegistry, StmtId};
 
 use super::epoch::SchemaEpoch;
-use super::guard::SavepointGuard;
+use super::guard::{Bracket, SavepointGuard};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::repair::Phase;
@@ -115,9 +115,20 @@ pub struct Relay {
     pub(crate) copy_in: bool,
     /// (statement, re-prepared because stale): reported at its next Bind.
     pub(crate) reprepared: Option<(StmtId, bool)>,
+    /// The client's unnamed statement may end the transaction block (savepoint guard only).
+    pub(crate) unnamed_ends_block: bool,
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
     pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // A client that leaves inside a transaction that ran DDL: the server rolls it back.
+        if self.ddl_pending {
+            self.epoch.ddl_ended();
+        }
+    }
 }
 
 impl Relay {
@@ -140,6 +151,7 @@ impl Relay {
             awaiting_shape: 0,
             reprepared: None,
             copy_in: false,
+            unnamed_ends_block: false,
             at_ready: true,
             scratch: Vec::new(),
         }
@@ -147,6 +159,10 @@ impl Relay {
 
     /// Share the schema epoch of the upstream database.
     pub fn with_epoch(mut self, epoch: Arc<SchemaEpoch>) -> Self {
+        if self.ddl_pending {
+            self.epoch.ddl_ended();
+            self.ddl_pending = false;
+        }
         self.epoch = epoch;
         self
     }
@@ -353,6 +369,8 @@ impl Relay {
                 return Ok(());
             }
         }
+        // Behind a savepoint a replay guards its Binds again.
+        let mut guard = replay.is_some() && self.window.savepoint && self.wants_guard(&frame);
         let (idx, action) = match replay {
             Some((idx, 0)) => (Some(idx), Action::Forward),
             Some((idx, n)) => (Some(idx), Action::Suppress(n)),
@@ -362,6 +380,12 @@ impl Relay {
                     && self.pending.is_empty()
                 {
                     self.window.reset(self.status);
+                }
+                if self.wants_guard(&frame) {
+                    // This Bind and what follows it can be replayed, after rolling back to the
+                    // savepoint set right before it.
+                    self.window.start_savepoint();
+                    guard = true;
                 }
                 (self.keep_in_window(&frame), Action::Forward)
             }
@@ -377,6 +401,9 @@ impl Relay {
             frontend::PARSE => {
                 let p = Parse::decode(&frame).map_err(RelayError::Client)?;
                 if p.name.is_empty() {
+                    if self.cfg.savepoint_guard != SavepointGuard::Off {
+                        self.unnamed_ends_block = super::guard::may_end_block(p.query);
+                    }
                     out.to_server.push(frame.bytes.clone());
                     self.push_pending(pending(Expect::ParseComplete));
                     return Ok(());
@@ -387,9 +414,6 @@ impl Relay {
                     if let Some(id) = existing {
                         let server_name = self.stmts.get(id).map(|s| s.server_name.clone());
                         if let Some(n) = server_name {
-                            out.to_server
-                                .push(encode::close(Target::Statement(&n)).bytes);
-                            self.internal(Expect::CloseComplete);
                             srv.closed(&n);
                             self.prepare_on_server(id, srv, out);
                             self.push_pending(pending(Expect::Local(encode::parse_complete())));
@@ -518,7 +542,16 @@ impl Relay {
                         self.report_proactive(id, stale, &shaping, out);
                     }
                 }
-                let risky = self.returns_rows(stmt) && self.heal_possible();
+                let returns_rows = self.returns_rows(stmt);
+                if !returns_rows && self.cfg.savepoint_guard != SavepointGuard::Off {
+                    let ends = match stmt.and_then(|id| self.stmts.get(id)) {
+                        Some(s) => super::guard::may_end_block(&s.sql),
+                        None => b.statement.is_empty() && self.unnamed_ends_block,
+                    };
+                    self.window.ends_block |= ends;
+                }
+                let risky = returns_rows && self.heal_possible();
+                let guard = guard && risky;
                 let portal = Portal { shaping };
                 if b.portal.is_empty() {
                     self.unnamed_portal = portal;
@@ -526,6 +559,9 @@ impl Relay {
                     self.portals.insert(b.portal.to_owned(), portal);
                 }
                 let rename = server_name.filter(|n| self.pooled() && **n != *b.statement);
+                if guard {
+                    self.push_bracket(Bracket::Savepoint, srv, out);
+                }
                 match (rename, formats) {
                     (None, None) => out.to_server.push(frame.bytes.clone()),
                     (None, Some(f)) => out.to_server.push(
@@ -533,7 +569,15 @@ impl Relay {
                     ),
                     (Some(name), f) => push_renamed_bind(&frame, &b, &name, f.as_deref(), out),
                 }
-                self.push_pending(pending(Expect::BindComplete { stmt, risky, lazy }));
+                self.push_pending(pending(Expect::BindComplete {
+                    stmt,
+                    risky,
+                    lazy,
+                    guarded: guard,
+                }));
+                if guard {
+                    self.push_bracket(Bracket::Release, srv, out);
+                }
             }
             frontend::DESCRIBE => {
                 match frontend::decode_describe(&frame).map_err(RelayError::Client)? {

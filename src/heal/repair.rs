@@ -21,7 +21,7 @@ use crate::statements::{ProjectionError, ServerPrepared, StmtId};
 
 use super::event::{truncate_sql, HealEvent, Outcome};
 use super::outbox::Outbox;
-use super::pending::Pending;
+use super::pending::{Expect, Pending};
 use super::relay::{Relay, RelayError};
 
 /// The scratch statement name used to learn a statement's new shape.
@@ -67,18 +67,32 @@ pub struct Heal {
     pub refusal: Option<String>,
     pub outcome: Outcome,
     pub detail: String,
+    /// The window entry the replay starts at: 0, or behind the savepoint guard the guarded
+    /// Bind that failed (what precedes it ran and stays).
+    pub from: u32,
 }
 
 impl Relay {
     pub(crate) fn start_heal(
         &mut self,
         target: HealTarget,
+        from: u32,
         error: Frame,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
         // Held output belongs to messages the server rolled back: the replay reproduces it.
-        self.window.held.clear();
+        // Output of messages before a guard's savepoint was not rolled back: it goes out.
+        let held = std::mem::take(&mut self.window.held);
         self.window.held_bytes = 0;
+        if self.window.savepoint {
+            let before = held.into_iter().filter(|h| h.idx.is_none_or(|i| i < from));
+            for h in before {
+                if h.counts {
+                    self.window.forwarded(h.idx, h.tag);
+                }
+                out.to_client.push(h.bytes);
+            }
+        }
         let sync_pending = self.pending.iter().any(Pending::is_sync_point);
         self.pending.clear();
         self.risky_in_flight = 0;
@@ -91,6 +105,7 @@ impl Relay {
             refusal: None,
             outcome: Outcome::Healed,
             detail: String::new(),
+            from,
         });
         Ok(())
     }
@@ -108,6 +123,11 @@ impl Relay {
             Phase::Draining(heal) => match ready_status(&frame)? {
                 None => Phase::Draining(heal),
                 Some(TxStatus::Idle) => self.begin_probe(heal, srv, out),
+                Some(_) if self.window.savepoint => {
+                    // Back to the guard's savepoint (kept, so a failed probe can return too).
+                    out.to_server.push(super::guard::rollback_to().bytes);
+                    Phase::RollingBack(heal)
+                }
                 Some(_) => {
                     out.to_server.push(encode::query("ROLLBACK").bytes);
                     Phase::RollingBack(heal)
@@ -331,6 +351,13 @@ impl Relay {
                 self.window.no_heal = true;
                 (Outcome::Refused, why.clone())
             }
+            None if self.window.savepoint => (
+                heal.outcome,
+                format!(
+                    "{}; inside a transaction block, rolled back to the savepoint guard",
+                    heal.detail
+                ),
+            ),
             None => (heal.outcome, heal.detail.clone()),
         };
         let (statement, sql) = match &heal.target {
@@ -365,11 +392,23 @@ impl Relay {
             .window
             .entries
             .iter()
+            .skip(heal.from as usize)
             .map(|e| (e.frame.clone(), e.forwarded))
             .collect();
         self.window.sync_sent = false;
+        if self.window.savepoint {
+            // Undo whatever the repair left (a failed probe) and drop the savepoint; the
+            // replayed Bind is guarded by a new one.
+            out.to_server
+                .push(super::guard::rollback_to_and_release().bytes);
+            self.internal(Expect::Query {
+                risky: false,
+                temp: false,
+            });
+        }
         for (i, (frame, forwarded)) in entries.into_iter().enumerate() {
-            self.client_message(frame, Some((i as u32, forwarded)), srv, out)?;
+            let idx = heal.from + i as u32;
+            self.client_message(frame, Some((idx, forwarded)), srv, out)?;
         }
         Ok(())
     }

@@ -154,7 +154,12 @@ impl Relay {
         if tag == backend::COMMAND_COMPLETE && is_ddl_tag(frame.body()) {
             match head.expect {
                 Expect::Query { temp: true, .. } => {}
-                Expect::Query { .. } | Expect::ExecuteResult { .. } => self.ddl_pending = true,
+                Expect::Query { .. } | Expect::ExecuteResult { .. } if !self.ddl_pending => {
+                    // Its locks are held until the transaction ends: Binds that wait for them
+                    // will find their plans stale (the savepoint guard watches for this).
+                    self.ddl_pending = true;
+                    self.epoch.ddl_started();
+                }
                 _ => {}
             }
         }
@@ -339,8 +344,12 @@ impl Relay {
             TxStatus::Idle if self.ddl_pending => {
                 self.ddl_pending = false;
                 self.epoch.bump("DDL committed through pgheal");
+                self.epoch.ddl_ended();
             }
-            TxStatus::Failed => self.ddl_pending = false,
+            TxStatus::Failed if self.ddl_pending => {
+                self.ddl_pending = false;
+                self.epoch.ddl_ended();
+            }
             _ => {}
         }
         if self.pending.is_empty() {
@@ -440,12 +449,20 @@ impl Relay {
             }
         }
         if let Ok(fields) = ErrorFields::decode(&frame) {
+            // Behind the savepoint guard only a guarded Bind can be rolled back to its
+            // savepoint; the replay starts there.
+            let from = match (&head.expect, self.window.savepoint) {
+                (_, false) => Some(0),
+                (Expect::BindComplete { guarded: true, .. }, true) => head.idx,
+                _ => None,
+            };
             let healable = self.cfg.enabled && self.window.replayable(self.cfg.max_heals);
+            let healable = if healable { from } else { None };
             if is_cached_plan_error(&fields) {
                 self.epoch.bump("a server connection reported a stale plan");
-                if let Some(target) = self.heal_target(&head) {
-                    if head.is_risky() && healable {
-                        return self.start_heal(target, frame, out);
+                if let (Some(target), Some(from)) = (self.heal_target(&head), healable) {
+                    if head.is_risky() {
+                        return self.start_heal(target, from, frame, out);
                     }
                 }
                 if !self.window.no_heal {
@@ -453,19 +470,34 @@ impl Relay {
                 }
             } else if fields.code() == Some(sqlstate::PROTOCOL_VIOLATION)
                 && matches!(head.expect, Expect::BindComplete { lazy: true, .. })
-                && healable
             {
-                // A statement prepared lazily on this connection has another shape than the
-                // client's result formats assumed: replay now that the shape is known.
-                return self.start_heal(HealTarget::Reshape, frame, out);
+                if let Some(from) = healable {
+                    // A statement prepared lazily on this connection has another shape than
+                    // the client's result formats assumed: replay now that it is known.
+                    return self.start_heal(HealTarget::Reshape, from, frame, out);
+                }
             }
         }
         let ends_at_ready = matches!(head.expect, Expect::Query { .. } | Expect::FunctionCall);
         if !ends_at_ready {
             self.pop_pending();
-            // The server skips every message up to Sync.
+            // The server skips every message up to Sync: a Parse among them creates nothing.
             while self.pending.front().is_some_and(|p| !p.is_sync_point()) {
-                self.pop_pending();
+                if let Some(Pending {
+                    expect:
+                        Expect::ServerParse {
+                            server_name,
+                            stmt,
+                            client_parse,
+                        },
+                    ..
+                }) = self.pop_pending()
+                {
+                    srv.closed(&server_name);
+                    if let (true, Some(id)) = (client_parse, stmt) {
+                        self.stmts.remove_id(id);
+                    }
+                }
             }
             if self.awaiting_shape > 0 {
                 // A prepare the client's messages were waiting for failed: the server skips
@@ -504,8 +536,7 @@ impl Relay {
                 Some(HealTarget::Statement(*id))
             }
             Expect::Query { .. } => {
-                let idx = head.idx? as usize;
-                let frame = &self.window.entries.get(idx)?.frame;
+                let frame = &self.window.entries.get(head.idx? as usize)?.frame;
                 let sql = crate::protocol::frontend::decode_query(frame).ok()?;
                 let names = self.sql_prepared.executed_by(sql);
                 (!names.is_empty()).then_some(HealTarget::Sql(names))

@@ -26,6 +26,12 @@ pub struct Held {
 #[derive(Debug)]
 pub struct Window {
     pub entries: Vec<Entry>,
+    /// The batch began inside a transaction block and the savepoint guard bracketed a Bind:
+    /// messages are kept from that Bind on, and a cached-plan error of a guarded Bind is healed
+    /// by rolling back to its savepoint and replaying from it.
+    pub savepoint: bool,
+    /// A statement of this batch may end the transaction block: later ones are not guarded.
+    pub ends_block: bool,
     pub bytes: usize,
     /// Transaction status before the window's first message.
     pub start: TxStatus,
@@ -48,6 +54,8 @@ impl Window {
     pub fn new() -> Self {
         Window {
             entries: Vec::new(),
+            savepoint: false,
+            ends_block: false,
             bytes: 0,
             start: TxStatus::Idle,
             irrevocable: false,
@@ -63,6 +71,8 @@ impl Window {
     /// Start a new window after ReadyForQuery with `status`. Keeps allocations.
     pub fn reset(&mut self, status: TxStatus) {
         self.entries.clear();
+        self.savepoint = false;
+        self.ends_block = false;
         self.bytes = 0;
         self.start = status;
         self.irrevocable = false;
@@ -76,7 +86,7 @@ impl Window {
 
     /// Keep a client message for replay; `None` when the window no longer keeps messages.
     pub fn push(&mut self, frame: &Frame, max_bytes: usize) -> Option<u32> {
-        if self.irrevocable || self.start != TxStatus::Idle {
+        if self.irrevocable || !(self.start == TxStatus::Idle || self.savepoint) {
             return None;
         }
         self.bytes += frame.len();
@@ -91,6 +101,19 @@ impl Window {
         Some((self.entries.len() - 1) as u32)
     }
 
+    /// The first guarded Bind of a batch that began inside a transaction block: keep messages
+    /// from here on. Output already forwarded belongs to messages before it, which a heal
+    /// never replays.
+    pub fn start_savepoint(&mut self) {
+        if !self.savepoint {
+            self.savepoint = true;
+            self.entries.clear();
+            self.bytes = 0;
+            self.irrevocable = false;
+            self.overflowed = false;
+        }
+    }
+
     pub fn make_irrevocable(&mut self) {
         self.irrevocable = true;
         self.entries.clear();
@@ -98,7 +121,10 @@ impl Window {
 
     /// Whether a cached-plan error in this window may be healed by a replay.
     pub fn replayable(&self, max_heals: u8) -> bool {
-        self.start == TxStatus::Idle && !self.irrevocable && !self.no_heal && self.heals < max_heals
+        (self.start == TxStatus::Idle || self.savepoint)
+            && !self.irrevocable
+            && !self.no_heal
+            && self.heals < max_heals
     }
 
     /// A response of message `idx` with tag `tag` reached the client.
@@ -106,7 +132,9 @@ impl Window {
         if let Some(e) = idx.and_then(|i| self.entries.get_mut(i as usize)) {
             e.forwarded += 1;
         }
-        if !replay_safe(tag) {
+        // Behind a savepoint only the failed guarded Bind and what follows it are replayed, and
+        // nothing after a failed Bind produced output.
+        if !replay_safe(tag) && !self.savepoint {
             self.make_irrevocable();
         }
     }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -23,6 +23,9 @@ pub struct Metrics {
     pub clients_refused: IntCounterVec,
     /// `pgheal_cancel_requests_total{result}`: forwarded, unknown.
     pub cancel_requests: IntCounterVec,
+    /// `pgheal_savepoint_guards_total`: Binds bracketed by the savepoint guard (each one a
+    /// subtransaction on the server).
+    pub savepoint_guards: IntCounter,
 }
 
 impl Metrics {
@@ -55,6 +58,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let savepoint_guards = IntCounter::new(
+            "pgheal_savepoint_guards_total",
+            "Binds inside transaction blocks bracketed by the savepoint guard",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(savepoint_guards.clone()))
+            .expect("unique metric");
         for c in [&heal_events, &clients_refused, &cancel_requests] {
             registry
                 .register(Box::new(c.clone()))
@@ -81,6 +92,7 @@ impl Metrics {
             server_connections,
             clients_refused,
             cancel_requests,
+            savepoint_guards,
         })
     }
 

@@ -59,6 +59,24 @@ pub fn close(t: Target<'_>) -> Frame {
     message(b'C', |b| target(b, t))
 }
 
+/// A Bind of a statement without parameters, results in text.
+pub fn bind_no_params(portal: &str, statement: &str) -> Frame {
+    message(b'B', |b| {
+        put_cstr(b, portal.as_bytes());
+        put_cstr(b, statement.as_bytes());
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    })
+}
+
+pub fn execute(portal: &str, max_rows: i32) -> Frame {
+    message(b'E', |b| {
+        put_cstr(b, portal.as_bytes());
+        b.put_i32(max_rows);
+    })
+}
+
 pub fn sync() -> Frame {
     message(b'S', |_| {})
 }

@@ -226,6 +226,10 @@ impl Conversation<'_> {
             for ev in out.events.drain(..) {
                 report(&ev, server_id, server_pid, &self.metrics);
             }
+            if out.guards > 0 {
+                self.metrics.savepoint_guards.inc_by(u64::from(out.guards));
+                out.guards = 0;
+            }
             if let Some(end) = end {
                 return Ok(end);
             }

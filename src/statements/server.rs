@@ -17,6 +17,8 @@ pub struct ServerStmt {
     /// The schema epoch the statement was prepared in.
     pub epoch: u64,
     last_used: u64,
+    /// pgheal's own statement (the savepoint guard's): never evicted.
+    pinned: bool,
 }
 
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct ServerPrepared {
     map: HashMap<Arc<str>, ServerStmt>,
     tick: u64,
     cap: usize,
+    /// How many entries are pinned (outside the cap).
+    pinned: usize,
 }
 
 impl ServerPrepared {
@@ -32,6 +36,7 @@ impl ServerPrepared {
             map: HashMap::new(),
             tick: 0,
             cap: cap.max(1),
+            pinned: 0,
         }
     }
 
@@ -58,11 +63,23 @@ impl ServerPrepared {
     /// Record a Parse sent for `name`. Returns the statement evicted to stay under the cap, which
     /// the caller must Close on the server.
     pub fn prepared(&mut self, name: Arc<str>, epoch: u64) -> Option<Arc<str>> {
+        self.record(name, epoch, false)
+    }
+
+    /// Record a Parse of one of pgheal's own statements, which stays until the connection is
+    /// reset (it does not count against the cap and is never evicted).
+    pub fn prepared_pinned(&mut self, name: Arc<str>, epoch: u64) {
+        self.record(name, epoch, true);
+    }
+
+    fn record(&mut self, name: Arc<str>, epoch: u64, pinned: bool) -> Option<Arc<str>> {
         self.tick += 1;
-        let evicted = if !self.map.contains_key(&name) && self.map.len() >= self.cap {
+        let full = self.map.len() - self.pinned >= self.cap;
+        let evicted = if !pinned && !self.map.contains_key(&name) && full {
             let victim = self
                 .map
                 .iter()
+                .filter(|(_, s)| !s.pinned)
                 .min_by_key(|(_, s)| s.last_used)
                 .map(|(n, _)| n.clone());
             if let Some(v) = &victim {
@@ -72,12 +89,16 @@ impl ServerPrepared {
         } else {
             None
         };
+        if pinned && !self.map.contains_key(&name) {
+            self.pinned += 1;
+        }
         self.map.insert(
             name,
             ServerStmt {
                 shape: None,
                 epoch,
                 last_used: self.tick,
+                pinned,
             },
         );
         evicted
@@ -90,12 +111,15 @@ impl ServerPrepared {
     }
 
     pub fn closed(&mut self, name: &str) {
-        self.map.remove(name);
+        if self.map.remove(name).is_some_and(|s| s.pinned) {
+            self.pinned -= 1;
+        }
     }
 
     /// After `DISCARD ALL` / `DEALLOCATE ALL` on the connection.
     pub fn clear(&mut self) {
         self.map.clear();
+        self.pinned = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -122,5 +146,16 @@ mod tests {
         // Re-preparing a present name evicts nothing.
         assert_eq!(p.prepared("a".into(), 1), None);
         assert_eq!(p.get("a").map(|s| s.epoch), Some(1));
+    }
+
+    #[test]
+    fn pinned_statements_are_never_evicted() {
+        let mut p = ServerPrepared::new(1);
+        p.prepared_pinned("guard".into(), 0);
+        assert_eq!(p.prepared("a".into(), 0), None);
+        assert_eq!(p.prepared("b".into(), 0).as_deref(), Some("a"));
+        assert!(p.contains("guard") && p.contains("b"));
+        p.clear();
+        assert!(!p.contains("guard"));
     }
 }

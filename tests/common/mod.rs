@@ -33,6 +33,26 @@ pub fn start_pg_with(opts: ClusterOptions) -> TempCluster {
     pg
 }
 
+/// [`start_pg`] with table `orders(id int PRIMARY KEY, total numeric, note text)` owned by app,
+/// holding two rows (see [`first_order`]), plus `extra` SQL.
+pub fn start_pg_with_orders(extra: &str) -> TempCluster {
+    let pg = start_pg();
+    admin(
+        &pg,
+        &format!(
+            "CREATE TABLE orders(id int PRIMARY KEY, total numeric, note text);
+             INSERT INTO orders VALUES (1, 9.50, 'first'), (2, 20, 'second');
+             ALTER TABLE orders OWNER TO app; {extra}"
+        ),
+    );
+    pg
+}
+
+/// Order 1 of [`start_pg_with_orders`], as text columns.
+pub fn first_order() -> Vec<Option<String>> {
+    vec![Some("1".into()), Some("9.50".into()), Some("first".into())]
+}
+
 /// Run SQL straight on the server as the superuser (migrations in tests go this way).
 pub fn admin(pg: &TempCluster, sql: &str) -> String {
     pg.psql(DB, sql)

@@ -257,6 +257,15 @@ pub fn rows(msgs: &[Msg]) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// PostgreSQL's `cached plan must not change result type`, as a client receives it.
+pub fn cached_plan_error() -> Msg {
+    Msg::Error {
+        code: "0A000".into(),
+        routine: "RevalidateCachedQuery".into(),
+        message: "cached plan must not change result type".into(),
+    }
+}
+
 pub fn errors(msgs: &[Msg]) -> Vec<String> {
     msgs.iter()
         .filter_map(|m| match m {
