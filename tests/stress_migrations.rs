@@ -993,6 +993,8 @@ struct ModeResult {
     projected: u64,
     refused: u64,
     forwarded_in_tx: u64,
+    /// Binds bracketed by the savepoint guard.
+    guarded: u64,
     writes: WriteCheck,
     balances_checked: usize,
     balance_samples: Vec<String>,
@@ -1239,6 +1241,7 @@ fn clients_in_both_pool_modes_survive_continuous_migrations() {
         r.projected = proxy.metrics.heal_count(Outcome::Projected);
         r.refused = proxy.metrics.heal_count(Outcome::Refused);
         r.forwarded_in_tx = proxy.metrics.heal_count(Outcome::ForwardedInTransaction);
+        r.guarded = proxy.metrics.savepoint_guards.get();
         let mine: Vec<&(i32, Mode, ClientStats)> =
             clients.iter().filter(|(_, m, _)| *m == mode).collect();
         r.clients = mine.len();
@@ -1362,6 +1365,7 @@ fn report(
             "projected",
             "refused",
             "fwd in tx",
+            "guarded Binds",
             "0A000 in tx",
             "0A000 outside",
             "other errors",
@@ -1380,6 +1384,7 @@ fn report(
                 r.projected.to_string(),
                 r.refused.to_string(),
                 r.forwarded_in_tx.to_string(),
+                r.guarded.to_string(),
                 r.in_tx_cached_plan().to_string(),
                 (r.cached_plan() - r.in_tx_cached_plan()).to_string(),
                 (r.errors.total() - r.cached_plan()).to_string(),
