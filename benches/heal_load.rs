@@ -37,7 +37,6 @@
 //! `ALTER TABLE events ADD COLUMN e_<k> int` as the superuser on a direct connection, so pgheal
 //! does not see the DDL: every cached statement goes stale behind its back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +51,10 @@ use pgheal::heal::Outcome;
 use tokio::sync::Barrier;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
+#[path = "../tests/common/load.rs"]
+mod load;
+use load::{check_writes, env_or, runtime, ErrorTally, Mode, Rng, WriteCheck, WriteLog, SAMPLES};
+
 const USER: &str = "app";
 const PASSWORD: &str = "secret";
 const DB: &str = "appdb";
@@ -59,23 +62,6 @@ const DB: &str = "appdb";
 const ORDERS: i32 = 1000;
 const SELECT_SQL: &str = "SELECT * FROM orders WHERE id = $1";
 const INSERT_SQL: &str = "INSERT INTO events(client, seq) VALUES ($1, $2) RETURNING *";
-/// Error samples kept per (statement, SQLSTATE).
-const SAMPLES: usize = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Session,
-    Transaction,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Session => "session",
-            Mode::Transaction => "transaction",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -89,16 +75,6 @@ struct Settings {
     no_heal: bool,
     rounds: usize,
     warmup: f64,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        _ => default,
-    }
 }
 
 impl Settings {
@@ -158,46 +134,21 @@ struct ClientStats {
     writes: u64,
     /// Microseconds of every completed statement.
     latencies_us: Vec<u32>,
-    /// (statement, SQLSTATE or "driver") → count.
-    errors: BTreeMap<(String, String), u64>,
-    samples: Vec<String>,
+    /// Errors by (statement, SQLSTATE or "driver").
+    errors: ErrorTally,
     /// Rows whose raw DataRow does not have the shape of the statement's contract.
     bad_shapes: u64,
     /// Rows with the right shape but wrong values (or a wrong number of rows).
     bad_values: u64,
     bad_samples: Vec<String>,
-    /// seq → id returned by `RETURNING *`.
-    acked: HashMap<i32, i64>,
-    /// Writes the server rejected with an error: they must not be in the table.
-    failed: HashSet<i32>,
-    /// Writes whose outcome is unknown (connection lost): allowed either way, at most once.
-    uncertain: HashSet<i32>,
+    /// seq → id returned by `RETURNING *`; writes that failed or whose outcome is unknown.
+    log: WriteLog,
 }
 
 impl ClientStats {
     fn error(&mut self, client: i32, stmt: &str, e: &tokio_postgres::Error, t: f64) {
-        let (code, text) = match e.as_db_error() {
-            Some(db) => (
-                db.code().code().to_string(),
-                format!(
-                    "{} {} (routine {:?}, detail {:?})",
-                    db.severity(),
-                    db.message(),
-                    db.routine(),
-                    db.detail()
-                ),
-            ),
-            None => ("driver".to_string(), e.to_string()),
-        };
-        let n = self
-            .errors
-            .entry((stmt.to_string(), code.clone()))
-            .or_default();
-        *n += 1;
-        if *n as usize <= SAMPLES {
-            self.samples
-                .push(format!("client {client} at {t:.3}s, {stmt}: {code} {text}"));
-        }
+        self.errors
+            .record(stmt, e, || format!("client {client} at {t:.3}s"));
     }
 
     fn bad(&mut self, shape: bool, what: String) {
@@ -225,8 +176,7 @@ struct RunResult {
     elapsed: f64,
     reads: u64,
     writes: u64,
-    errors: BTreeMap<(String, String), u64>,
-    samples: Vec<String>,
+    errors: ErrorTally,
     bad_shapes: u64,
     bad_values: u64,
     bad_samples: Vec<String>,
@@ -234,17 +184,9 @@ struct RunResult {
     projected: u64,
     refused: u64,
     forwarded_in_tx: u64,
-    acked: u64,
-    /// Extra copies of (client, seq) in the table.
-    duplicates: u64,
-    /// Acknowledged writes not in the table.
-    missing: u64,
-    /// Acknowledged writes whose row has another id than `RETURNING` said.
-    id_mismatch: u64,
-    /// Rows in the table the client never got an acknowledgement for (failed or never sent).
-    phantoms: u64,
+    /// `events` compared with what the clients were told.
+    writes_check: WriteCheck,
     orders_intact: bool,
-    check_samples: Vec<String>,
 }
 
 impl RunResult {
@@ -257,15 +199,11 @@ impl RunResult {
     }
 
     fn client_errors(&self) -> u64 {
-        self.errors.values().sum()
+        self.errors.total()
     }
 
     fn cached_plan_errors(&self) -> u64 {
-        self.errors
-            .iter()
-            .filter(|((_, code), _)| code == "0A000")
-            .map(|(_, n)| n)
-            .sum()
+        self.errors.count("0A000", |_| true)
     }
 
     /// Every invariant that failed, as a sentence.
@@ -299,14 +237,13 @@ impl RunResult {
         for (n, what) in [
             (self.bad_shapes, "rows not in the contract shape"),
             (self.bad_values, "rows with wrong values"),
-            (self.duplicates, "duplicated writes"),
-            (self.missing, "acknowledged writes missing"),
-            (self.id_mismatch, "acknowledged writes with another id"),
-            (self.phantoms, "writes present that were never acknowledged"),
         ] {
             if n > 0 {
                 f.push(format!("{label}: {n} {what}"));
             }
+        }
+        for w in self.writes_check.failures() {
+            f.push(format!("{label}: {w}"));
         }
         if !self.orders_intact {
             f.push(format!("{label}: orders table changed"));
@@ -335,18 +272,6 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 
 fn micros(since: Instant) -> u32 {
     since.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
-}
-
-/// xorshift64*: enough randomness for picking ids, no dependency on rand's features.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// The size of a DataRow body after its field count: 4 bytes of length per field plus the
@@ -500,7 +425,7 @@ async fn run_client(
         Err((what, e)) => stats.error(client, what, &e, 0.0),
     }
     start.wait().await;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1).wrapping_mul(0x1000_0001));
+    let mut rng = Rng::for_client(client);
     let mut seq: i32 = 0;
     let mut write_next = false;
     while !stop.load(Ordering::Relaxed) {
@@ -529,15 +454,15 @@ async fn run_client(
                     stats.latencies_us.push(micros(sent));
                     stats.writes += 1;
                     if let Some(id) = check_write(&mut stats, client, &p.insert, seq, &rows) {
-                        stats.acked.insert(seq, id);
+                        stats.log.acked.insert(seq, id);
                     }
                 }
                 Err(e) => {
                     stats.error(client, "insert", &e, elapsed(&t0));
                     if e.as_db_error().is_some() {
-                        stats.failed.insert(seq);
+                        stats.log.failed.insert(seq);
                     } else {
-                        stats.uncertain.insert(seq);
+                        stats.log.uncertain.insert(seq);
                     }
                     reprepare = Some(true);
                 }
@@ -652,74 +577,14 @@ async fn reset_tables(admin: &Client) {
     admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
 }
 
-/// After a run: compare the table with what the clients were told.
-async fn check_writes(admin: &Client, clients: &[ClientStats], r: &mut RunResult) {
-    let dups = admin
-        .query(
-            "SELECT client, seq, count(*) FROM events GROUP BY 1, 2 HAVING count(*) > 1",
-            &[],
-        )
-        .await
-        .expect("duplicates query");
-    for row in &dups {
-        let (c, s, n): (i32, i32, i64) = (row.get(0), row.get(1), row.get(2));
-        r.duplicates += (n - 1) as u64;
-        if r.check_samples.len() < SAMPLES * 2 {
-            r.check_samples
-                .push(format!("duplicate: client {c} seq {s} present {n} times"));
-        }
-    }
-    let mut present: HashMap<(i32, i32), i64> = HashMap::new();
-    for row in admin
-        .query("SELECT client, seq, id FROM events", &[])
-        .await
-        .expect("events")
-    {
-        present.insert((row.get(0), row.get(1)), row.get(2));
-    }
-    for (i, st) in clients.iter().enumerate() {
-        let client = i as i32;
-        r.acked += st.acked.len() as u64;
-        for (&seq, &id) in &st.acked {
-            match present.get(&(client, seq)) {
-                None => {
-                    r.missing += 1;
-                    if r.check_samples.len() < SAMPLES * 2 {
-                        r.check_samples.push(format!(
-                            "missing: client {client} seq {seq} (acknowledged with id {id})"
-                        ));
-                    }
-                }
-                Some(&got) if got != id => {
-                    r.id_mismatch += 1;
-                    if r.check_samples.len() < SAMPLES * 2 {
-                        r.check_samples.push(format!(
-                            "id mismatch: client {client} seq {seq}: RETURNING said {id}, table has {got}"
-                        ));
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    for &(client, seq) in present.keys() {
-        let st = clients.get(client as usize);
-        let known = st.is_some_and(|st| st.acked.contains_key(&seq) || st.uncertain.contains(&seq));
-        if !known {
-            r.phantoms += 1;
-            if r.check_samples.len() < SAMPLES * 2 {
-                let failed = st.is_some_and(|st| st.failed.contains(&seq));
-                r.check_samples.push(format!(
-                    "phantom: client {client} seq {seq} is in the table but the client {}",
-                    if failed {
-                        "received an error for it"
-                    } else {
-                        "never got an acknowledgement"
-                    }
-                ));
-            }
-        }
-    }
+/// After a run: compare the tables with what the clients were told.
+async fn check_tables(admin: &Client, clients: &[ClientStats], r: &mut RunResult) {
+    let writers: Vec<(i32, &WriteLog)> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, st)| (i as i32, &st.log))
+        .collect();
+    r.writes_check = check_writes(admin, "events", &writers).await;
     let orders = admin
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE total = id * 10 AND note = 'note-' || id) FROM orders",
@@ -839,16 +704,13 @@ impl Env {
         for st in &clients {
             r.reads += st.reads;
             r.writes += st.writes;
-            for (k, n) in &st.errors {
-                *r.errors.entry(k.clone()).or_default() += n;
-            }
-            r.samples.extend(st.samples.iter().cloned());
+            r.errors.merge(&st.errors);
             r.bad_shapes += st.bad_shapes;
             r.bad_values += st.bad_values;
             r.bad_samples.extend(st.bad_samples.iter().cloned());
         }
         self.client_rt
-            .block_on(check_writes(&admin, &clients, &mut r));
+            .block_on(check_tables(&admin, &clients, &mut r));
         drop(clients);
         drop(admin);
         // Let the client connections close, then stop pgheal.
@@ -857,15 +719,6 @@ impl Env {
         });
         r
     }
-}
-
-fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -930,8 +783,8 @@ fn print_report(s: &Settings, results: &[RunResult]) -> String {
             r.client_errors(),
             r.healed + r.projected,
             r.refused,
-            r.duplicates,
-            r.missing,
+            r.writes_check.duplicates,
+            r.writes_check.missing,
             ratio
         );
     }
@@ -990,7 +843,7 @@ fn print_report(s: &Settings, results: &[RunResult]) -> String {
             r.elapsed,
             r.reads,
             r.writes,
-            r.acked,
+            r.writes_check.acked,
             r.latency_ms.0,
             r.latency_ms.1,
             r.latency_ms.2,
@@ -1000,18 +853,18 @@ fn print_report(s: &Settings, results: &[RunResult]) -> String {
             r.forwarded_in_tx,
             r.bad_shapes,
             r.bad_values,
-            r.id_mismatch,
-            r.phantoms,
+            r.writes_check.id_mismatch,
+            r.writes_check.failed_present + r.writes_check.unknown,
             r.orders_intact
         );
-        for ((stmt, code), n) in &r.errors {
+        for ((stmt, code), n) in &r.errors.counts {
             let _ = writeln!(out, "  client errors: {stmt} {code}: {n}");
         }
         for line in r
-            .samples
-            .iter()
+            .errors
+            .all_samples()
             .chain(&r.bad_samples)
-            .chain(&r.check_samples)
+            .chain(&r.writes_check.samples)
             .chain(&r.migrator_errors)
         {
             let _ = writeln!(out, "    {line}");
@@ -1021,12 +874,7 @@ fn print_report(s: &Settings, results: &[RunResult]) -> String {
 }
 
 fn main() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    load::log_from_env();
     let s = Settings::from_env();
     if s.smoke {
         println!(

@@ -3,12 +3,13 @@
 #![allow(dead_code)]
 
 pub mod drivers;
+pub mod load;
 pub mod pgbench;
 pub mod wire;
 
 use std::sync::Arc;
 
-use pgheal::cluster::TempCluster;
+use pgheal::cluster::{ClusterOptions, TempCluster};
 use pgheal::config::cli::RunArgs;
 use pgheal::config::file::FileConfig;
 use pgheal::config::validate::build;
@@ -20,7 +21,13 @@ pub const DB: &str = "appdb";
 
 /// A PostgreSQL cluster with user `app` (password `secret`, SCRAM) owning database `appdb`.
 pub fn start_pg() -> TempCluster {
-    let pg = TempCluster::start().expect("start PostgreSQL (are the server binaries installed?)");
+    start_pg_with(ClusterOptions::default())
+}
+
+/// [`start_pg`] with other cluster settings (e.g. more `max_connections`).
+pub fn start_pg_with(opts: ClusterOptions) -> TempCluster {
+    let pg = TempCluster::start_with(opts)
+        .expect("start PostgreSQL (are the server binaries installed?)");
     pg.create_user(USER, PASSWORD).expect("create user");
     pg.create_database(DB, USER).expect("create database");
     pg
