@@ -133,6 +133,7 @@ async fn a_bind_waiting_for_a_migration_is_healed_behind_a_savepoint() {
         assert!(heal_count(&proxy, Outcome::Projected) >= 2, "{mode}");
         assert_eq!(heal_count(&proxy, Outcome::ForwardedInTransaction), 0);
         assert!(proxy.metrics.savepoint_guards.get() >= 2, "{mode}");
+        assert_eq!(proxy.metrics.savepoint_guard_heals.get(), 2, "{mode}");
         // No savepoint is left behind: the transaction committed at the top level.
         assert_eq!(
             admin(
@@ -164,6 +165,7 @@ async fn without_the_guard_the_error_reaches_the_client_and_is_counted() {
     assert_eq!(got, vec![cached_plan_error(), Msg::Ready('E')]);
     assert_eq!(heal_count(&proxy, Outcome::ForwardedInTransaction), 1);
     assert_eq!(proxy.metrics.savepoint_guards.get(), 0);
+    assert_eq!(proxy.metrics.savepoint_guard_heals.get(), 0);
     assert_eq!(a.query("ROLLBACK").await.last(), Some(&Msg::Ready('I')));
 }
 

@@ -13,6 +13,8 @@ pub struct Outbox {
     pub events: Vec<HealEvent>,
     /// Binds bracketed by the savepoint guard in this step (for the metrics).
     pub guards: u32,
+    /// Stale plans healed behind the guard's savepoint in this step.
+    pub guard_heals: u32,
 }
 
 impl Outbox {

@@ -351,13 +351,16 @@ impl Relay {
                 self.window.no_heal = true;
                 (Outcome::Refused, why.clone())
             }
-            None if self.window.savepoint => (
-                heal.outcome,
-                format!(
-                    "{}; inside a transaction block, rolled back to the savepoint guard",
-                    heal.detail
-                ),
-            ),
+            None if self.window.savepoint => {
+                out.guard_heals += 1;
+                (
+                    heal.outcome,
+                    format!(
+                        "{}; inside a transaction block, rolled back to the savepoint guard",
+                        heal.detail
+                    ),
+                )
+            }
             None => (heal.outcome, heal.detail.clone()),
         };
         let (statement, sql) = match &heal.target {

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// `pgheal_savepoint_guards_total`: Binds bracketed by the savepoint guard (each one a
     /// subtransaction on the server).
     pub savepoint_guards: IntCounter,
+    /// `pgheal_savepoint_guard_heals_total`: stale plans caught by the guard and healed.
+    pub savepoint_guard_heals: IntCounter,
 }
 
 impl Metrics {
@@ -63,9 +65,16 @@ impl Metrics {
             "Binds inside transaction blocks bracketed by the savepoint guard",
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(savepoint_guards.clone()))
-            .expect("unique metric");
+        let savepoint_guard_heals = IntCounter::new(
+            "pgheal_savepoint_guard_heals_total",
+            "Stale plans inside transaction blocks healed by rolling back to the savepoint guard",
+        )
+        .expect("valid metric");
+        for c in [&savepoint_guards, &savepoint_guard_heals] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
         for c in [&heal_events, &clients_refused, &cancel_requests] {
             registry
                 .register(Box::new(c.clone()))
@@ -93,6 +102,7 @@ impl Metrics {
             clients_refused,
             cancel_requests,
             savepoint_guards,
+            savepoint_guard_heals,
         })
     }
 

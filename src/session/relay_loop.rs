@@ -226,9 +226,13 @@ impl Conversation<'_> {
             for ev in out.events.drain(..) {
                 report(&ev, server_id, server_pid, &self.metrics);
             }
-            if out.guards > 0 {
+            if out.guards > 0 || out.guard_heals > 0 {
                 self.metrics.savepoint_guards.inc_by(u64::from(out.guards));
+                self.metrics
+                    .savepoint_guard_heals
+                    .inc_by(u64::from(out.guard_heals));
                 out.guards = 0;
+                out.guard_heals = 0;
             }
             if let Some(end) = end {
                 return Ok(end);
