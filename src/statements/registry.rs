@@ -6,7 +6,9 @@
 //! shape lives with the server connection ([`super::ServerPrepared`]); the projection between
 //! the two is computed here and cached per shape.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::protocol::backend::Field;
@@ -77,11 +79,40 @@ impl Statement {
     }
 }
 
+/// Hashes the ids pgheal hands out itself (sequential, never chosen by a client) with one
+/// multiplication instead of SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<StmtId, V, BuildHasherDefault<IdHasher>>;
+
+/// Names are chosen by the client, so they keep the std (keyed SipHash) hasher; the last name
+/// looked up is remembered, because a client binds the same statement over and over and the
+/// hot path asks for it several times per Bind.
 #[derive(Debug, Default)]
 pub struct StatementRegistry {
     by_name: HashMap<String, StmtId>,
-    stmts: HashMap<StmtId, Statement>,
+    stmts: IdMap<Statement>,
     next: StmtId,
+    /// The id of the last name looked up. Only a hint: it is used when that statement still
+    /// exists and has the name asked for (every statement is its name's entry in `by_name`).
+    last: Cell<StmtId>,
 }
 
 impl StatementRegistry {
@@ -113,7 +144,13 @@ impl StatementRegistry {
     }
 
     pub fn id(&self, name: &str) -> Option<StmtId> {
-        self.by_name.get(name).copied()
+        let last = self.last.get();
+        if self.stmts.get(&last).is_some_and(|s| s.name == name) {
+            return Some(last);
+        }
+        let id = self.by_name.get(name).copied()?;
+        self.last.set(id);
+        Some(id)
     }
 
     pub fn get(&self, id: StmtId) -> Option<&Statement> {
@@ -171,5 +208,40 @@ impl StatementRegistry {
             s.contract = Some(shape);
             s.cache = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(r: &mut StatementRegistry, name: &str) -> StmtId {
+        r.parsed(name, "SELECT 1".into(), Vec::new().into(), name.into())
+    }
+
+    #[test]
+    fn names_resolve_after_replace_close_and_remove() {
+        let mut r = StatementRegistry::default();
+        assert_eq!(r.id("s1"), None);
+        let a = parse(&mut r, "s1");
+        let b = parse(&mut r, "s2");
+        assert_eq!(r.id("s1"), Some(a));
+        assert_eq!(r.id("s1"), Some(a));
+        assert_eq!(r.id("s2"), Some(b));
+        // Replacing s2 (the name looked up last) gives the new id.
+        let b2 = parse(&mut r, "s2");
+        assert_ne!(b, b2);
+        assert_eq!(r.id("s2"), Some(b2));
+        assert!(r.get(b).is_none());
+        r.close("s2");
+        assert_eq!(r.id("s2"), None);
+        assert_eq!(r.id("s1"), Some(a));
+        r.remove_id(a);
+        assert_eq!(r.id("s1"), None);
+        let c = parse(&mut r, "s1");
+        assert_eq!(r.id("s1"), Some(c));
+        r.clear();
+        assert_eq!(r.id("s1"), None);
+        assert!(r.is_empty());
     }
 }

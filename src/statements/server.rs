@@ -5,6 +5,7 @@
 //! Capped (`max_prepared_statements`): when full, the least recently used statement is
 //! evicted and must be Closed on the server by the caller.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,9 +20,15 @@ pub struct ServerStmt {
     last_used: u64,
 }
 
+/// Statements live in a vector with a name index beside it; the slot of the last name looked
+/// up is remembered, so the Bind after Bind of the same statement (the common case: the relay
+/// asks for it several times per Bind) compares one name instead of hashing it each time.
 #[derive(Debug)]
 pub struct ServerPrepared {
-    map: HashMap<Arc<str>, ServerStmt>,
+    entries: Vec<(Arc<str>, ServerStmt)>,
+    index: HashMap<Arc<str>, usize>,
+    /// Slot of the last name found. Only a hint: checked against the name asked for.
+    last: Cell<usize>,
     tick: u64,
     cap: usize,
 }
@@ -29,81 +36,110 @@ pub struct ServerPrepared {
 impl ServerPrepared {
     pub fn new(cap: usize) -> Self {
         ServerPrepared {
-            map: HashMap::new(),
+            entries: Vec::new(),
+            index: HashMap::new(),
+            last: Cell::new(0),
             tick: 0,
             cap: cap.max(1),
         }
     }
 
+    /// The slot of `name`.
+    fn slot(&self, name: &str) -> Option<usize> {
+        let last = self.last.get();
+        if self.entries.get(last).is_some_and(|(n, _)| **n == *name) {
+            return Some(last);
+        }
+        let i = *self.index.get(name)?;
+        self.last.set(i);
+        Some(i)
+    }
+
     pub fn get(&self, name: &str) -> Option<&ServerStmt> {
-        self.map.get(name)
+        self.slot(name).map(|i| &self.entries[i].1)
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+        self.slot(name).is_some()
     }
 
     pub fn shape(&self, name: &str) -> Option<&Arc<[Field]>> {
-        self.map.get(name).and_then(|s| s.shape.as_ref())
+        self.get(name).and_then(|s| s.shape.as_ref())
     }
 
     /// Mark a statement used (LRU order).
     pub fn touch(&mut self, name: &str) {
         self.tick += 1;
-        if let Some(s) = self.map.get_mut(name) {
-            s.last_used = self.tick;
+        if let Some(i) = self.slot(name) {
+            self.entries[i].1.last_used = self.tick;
         }
+    }
+
+    /// Remove the statement in slot `i` (the last slot moves into it).
+    fn remove_slot(&mut self, i: usize) -> Arc<str> {
+        let (name, _) = self.entries.swap_remove(i);
+        self.index.remove(&name);
+        if let Some((moved, _)) = self.entries.get(i) {
+            if let Some(slot) = self.index.get_mut(moved) {
+                *slot = i;
+            }
+        }
+        name
     }
 
     /// Record a Parse sent for `name`. Returns the statement evicted to stay under the cap, which
     /// the caller must Close on the server.
     pub fn prepared(&mut self, name: Arc<str>, epoch: u64) -> Option<Arc<str>> {
         self.tick += 1;
-        let evicted = if !self.map.contains_key(&name) && self.map.len() >= self.cap {
+        let stmt = ServerStmt {
+            shape: None,
+            epoch,
+            last_used: self.tick,
+        };
+        if let Some(i) = self.slot(&name) {
+            self.entries[i].1 = stmt;
+            return None;
+        }
+        let evicted = if self.entries.len() >= self.cap {
             let victim = self
-                .map
+                .entries
                 .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(n, _)| n.clone());
-            if let Some(v) = &victim {
-                self.map.remove(v);
-            }
-            victim
+                .enumerate()
+                .min_by_key(|(_, (_, s))| s.last_used)
+                .map(|(i, _)| i);
+            victim.map(|i| self.remove_slot(i))
         } else {
             None
         };
-        self.map.insert(
-            name,
-            ServerStmt {
-                shape: None,
-                epoch,
-                last_used: self.tick,
-            },
-        );
+        self.index.insert(name.clone(), self.entries.len());
+        self.entries.push((name, stmt));
         evicted
     }
 
     pub fn described(&mut self, name: &str, shape: Arc<[Field]>) {
-        if let Some(s) = self.map.get_mut(name) {
-            s.shape = Some(shape);
+        if let Some(i) = self.slot(name) {
+            self.entries[i].1.shape = Some(shape);
         }
     }
 
     pub fn closed(&mut self, name: &str) {
-        self.map.remove(name);
+        if let Some(i) = self.slot(name) {
+            self.remove_slot(i);
+        }
     }
 
     /// After `DISCARD ALL` / `DEALLOCATE ALL` on the connection.
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.entries.clear();
+        self.index.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -122,5 +158,34 @@ mod tests {
         // Re-preparing a present name evicts nothing.
         assert_eq!(p.prepared("a".into(), 1), None);
         assert_eq!(p.get("a").map(|s| s.epoch), Some(1));
+    }
+
+    #[test]
+    fn lookups_stay_right_as_slots_move() {
+        let mut p = ServerPrepared::new(8);
+        for n in ["a", "b", "c", "d"] {
+            p.prepared(n.into(), 0);
+        }
+        p.described("d", Vec::new().into());
+        assert!(p.shape("d").is_some());
+        // "d" was looked up last; removing "a" moves "d" into slot 0.
+        p.closed("a");
+        assert!(!p.contains("a"));
+        assert!(p.shape("d").is_some());
+        assert!(p.contains("b") && p.contains("c"));
+        p.closed("d");
+        assert!(!p.contains("d") && p.shape("d").is_none());
+        assert_eq!(p.len(), 2);
+        p.prepared("d".into(), 3);
+        assert_eq!(p.get("d").map(|s| s.epoch), Some(3));
+        assert_eq!(p.get("b").map(|s| s.epoch), Some(0));
+        p.clear();
+        assert!(p.is_empty() && !p.contains("b"));
+        // Names that share a prefix are not confused by the remembered slot.
+        p.prepared("s1".into(), 0);
+        p.prepared("s10".into(), 1);
+        assert!(p.contains("s1"));
+        assert_eq!(p.get("s10").map(|s| s.epoch), Some(1));
+        assert!(!p.contains("s"));
     }
 }
