@@ -6,6 +6,7 @@
 //! ReadyForQuery `I` and released at the next ReadyForQuery `I` with nothing in flight (a
 //! Flush-terminated segment keeps it).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -151,16 +152,37 @@ impl Conversation<'_> {
         let mut cframes = Vec::with_capacity(64);
         let mut sframes = Vec::with_capacity(64);
         let mut out = Outbox::default();
+        // One future for the whole session: creating `changed()` anew on every wake-up would
+        // register and unregister a waiter on the watch channel each time. Once polled, it
+        // stays registered, and it is polled again only when the channel has changed (a cheap
+        // check of a clone that never marks anything seen): polling a registered waiter takes
+        // the channel's lock. `unconstrained`: a poll with the task's budget used up would
+        // return without registering, and the first poll must register.
+        let probe = force.clone();
+        let changed = tokio::task::unconstrained(async {
+            while force.changed().await.is_ok() {
+                if *force.borrow() {
+                    return;
+                }
+            }
+        });
+        tokio::pin!(changed);
+        let mut armed = false;
+        let mut shutdown = std::future::poll_fn(|cx| {
+            if armed && !probe.has_changed().unwrap_or(true) {
+                return std::task::Poll::Pending;
+            }
+            armed = true;
+            changed.as_mut().poll(cx)
+        });
         loop {
             let mut end = None;
             tokio::select! {
                 biased;
-                changed = force.changed() => {
-                    if changed.is_err() || *force.borrow() {
-                        let f = encode::error_response("FATAL", sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
-                        let _ = client_w.write_frame(&f).await;
-                        return Ok(End::Shutdown);
-                    }
+                () = &mut shutdown => {
+                    let f = encode::error_response("FATAL", sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
+                    let _ = client_w.write_frame(&f).await;
+                    return Ok(End::Shutdown);
                 }
                 r = read_server(&mut self.attached, &mut sframes) => {
                     match r {
