@@ -367,7 +367,8 @@ struct Woken(Arc<SocketWaker>);
 impl Woken {
     /// Whether the socket's waker fired since the last call.
     fn take(&self) -> bool {
-        self.0.woken.swap(false, Ordering::Acquire)
+        // A plain load first: the swap is a locked instruction, and most calls find no wake.
+        self.0.woken.load(Ordering::Relaxed) && self.0.woken.swap(false, Ordering::Acquire)
     }
 }
 
