@@ -6,14 +6,13 @@
 //! shape lives with the server connection ([`super::ServerPrepared`]); the projection between
 //! the two is computed here and cached per shape.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::protocol::backend::Field;
 
-use super::{Projection, ProjectionError};
+use super::{NameMemo, Projection, ProjectionError};
 
 pub type StmtId = u64;
 
@@ -110,9 +109,8 @@ pub struct StatementRegistry {
     by_name: HashMap<String, StmtId>,
     stmts: IdMap<Statement>,
     next: StmtId,
-    /// The id of the last name looked up. Only a hint: it is used when that statement still
-    /// exists and has the name asked for (every statement is its name's entry in `by_name`).
-    last: Cell<StmtId>,
+    /// The last name looked up; cleared whenever a name is added or removed.
+    last: NameMemo<StmtId>,
 }
 
 impl StatementRegistry {
@@ -124,6 +122,7 @@ impl StatementRegistry {
         param_types: Arc<[u32]>,
         server_name: Arc<str>,
     ) -> StmtId {
+        self.last.clear();
         self.next += 1;
         let id = self.next;
         if let Some(old) = self.by_name.insert(name.to_owned(), id) {
@@ -144,12 +143,11 @@ impl StatementRegistry {
     }
 
     pub fn id(&self, name: &str) -> Option<StmtId> {
-        let last = self.last.get();
-        if self.stmts.get(&last).is_some_and(|s| s.name == name) {
-            return Some(last);
+        if let Some(id) = self.last.get(name) {
+            return Some(id);
         }
         let id = self.by_name.get(name).copied()?;
-        self.last.set(id);
+        self.last.set(name, id);
         Some(id)
     }
 
@@ -166,12 +164,14 @@ impl StatementRegistry {
     }
 
     pub fn close(&mut self, name: &str) -> Option<Statement> {
+        self.last.clear();
         let id = self.by_name.remove(name)?;
         self.stmts.remove(&id)
     }
 
     /// Forget a statement by id (its Parse failed).
     pub fn remove_id(&mut self, id: StmtId) {
+        self.last.clear();
         if let Some(s) = self.stmts.remove(&id) {
             if self.by_name.get(&s.name) == Some(&id) {
                 self.by_name.remove(&s.name);
@@ -180,6 +180,7 @@ impl StatementRegistry {
     }
 
     pub fn clear(&mut self) {
+        self.last.clear();
         self.by_name.clear();
         self.stmts.clear();
     }

@@ -5,11 +5,12 @@
 //! Capped (`max_prepared_statements`): when full, the least recently used statement is
 //! evicted and must be Closed on the server by the caller.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::protocol::backend::Field;
+
+use super::NameMemo;
 
 #[derive(Debug, Clone)]
 pub struct ServerStmt {
@@ -27,8 +28,8 @@ pub struct ServerStmt {
 pub struct ServerPrepared {
     entries: Vec<(Arc<str>, ServerStmt)>,
     index: HashMap<Arc<str>, usize>,
-    /// Slot of the last name found. Only a hint: checked against the name asked for.
-    last: Cell<usize>,
+    /// The slot of the last name found; cleared whenever an entry is added or removed.
+    last: NameMemo<usize>,
     tick: u64,
     cap: usize,
 }
@@ -38,7 +39,7 @@ impl ServerPrepared {
         ServerPrepared {
             entries: Vec::new(),
             index: HashMap::new(),
-            last: Cell::new(0),
+            last: NameMemo::default(),
             tick: 0,
             cap: cap.max(1),
         }
@@ -46,12 +47,11 @@ impl ServerPrepared {
 
     /// The slot of `name`.
     fn slot(&self, name: &str) -> Option<usize> {
-        let last = self.last.get();
-        if self.entries.get(last).is_some_and(|(n, _)| **n == *name) {
-            return Some(last);
+        if let Some(i) = self.last.get(name) {
+            return Some(i);
         }
         let i = *self.index.get(name)?;
-        self.last.set(i);
+        self.last.set(name, i);
         Some(i)
     }
 
@@ -77,6 +77,7 @@ impl ServerPrepared {
 
     /// Remove the statement in slot `i` (the last slot moves into it).
     fn remove_slot(&mut self, i: usize) -> Arc<str> {
+        self.last.clear();
         let (name, _) = self.entries.swap_remove(i);
         self.index.remove(&name);
         if let Some((moved, _)) = self.entries.get(i) {
@@ -111,6 +112,7 @@ impl ServerPrepared {
         } else {
             None
         };
+        self.last.clear();
         self.index.insert(name.clone(), self.entries.len());
         self.entries.push((name, stmt));
         evicted
@@ -130,6 +132,7 @@ impl ServerPrepared {
 
     /// After `DISCARD ALL` / `DEALLOCATE ALL` on the connection.
     pub fn clear(&mut self) {
+        self.last.clear();
         self.entries.clear();
         self.index.clear();
     }
