@@ -37,7 +37,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// read completes.
     pub async fn read_frames(&mut self, out: &mut Vec<Frame>) -> Result<bool, NetError> {
         loop {
-            if split_frames(&mut self.buf, self.max_len, out)? > 0 || !out.is_empty() {
+            // An empty buffer (the usual case: the last read ended on a message boundary)
+            // holds no frame and needs no header peeked at.
+            if !self.buf.is_empty() {
+                if split_frames(&mut self.buf, self.max_len, out)? > 0 || !out.is_empty() {
+                    return Ok(true);
+                }
+            } else if !out.is_empty() {
                 return Ok(true);
             }
             let want = needed(&self.buf, self.max_len);

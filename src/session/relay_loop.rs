@@ -294,13 +294,15 @@ impl Conversation<'_> {
                 end = Some(end.unwrap_or(End::ClientGone));
             }
             out.to_client.clear();
-            let (server_id, server_pid) = self
-                .attached
-                .as_ref()
-                .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
-                .unwrap_or_default();
-            for ev in out.events.drain(..) {
-                report(&ev, server_id, server_pid, &self.metrics);
+            if !out.events.is_empty() {
+                let (server_id, server_pid) = self
+                    .attached
+                    .as_ref()
+                    .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
+                    .unwrap_or_default();
+                for ev in out.events.drain(..) {
+                    report(&ev, server_id, server_pid, &self.metrics);
+                }
             }
             if let Some(end) = end {
                 return Ok(end);
