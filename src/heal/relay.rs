@@ -563,7 +563,7 @@ impl Relay {
                     self.push_bracket(Bracket::Savepoint, srv, out);
                 }
                 match (rename, formats) {
-                    (None, None) => out.to_server.push(frame.bytes.clone()),
+                    (None, None) => out.to_server.push(frame.bytes),
                     (None, Some(f)) => out.to_server.push(
                         encode::bind_with_result_formats(&frame, b.result_formats_at, &f).bytes,
                     ),
@@ -628,7 +628,7 @@ impl Relay {
             frontend::EXECUTE => {
                 let (portal, _) = frontend::decode_execute(&frame).map_err(RelayError::Client)?;
                 let shaping = self.portal(portal);
-                out.to_server.push(frame.bytes.clone());
+                out.to_server.push(frame.bytes);
                 self.push_pending(pending(Expect::ExecuteResult { shaping }));
             }
             frontend::CLOSE => match frontend::decode_close(&frame).map_err(RelayError::Client)? {
@@ -663,7 +663,7 @@ impl Relay {
                 out.to_server.push(frame.bytes.clone());
             }
             frontend::SYNC => {
-                out.to_server.push(frame.bytes.clone());
+                out.to_server.push(frame.bytes);
                 self.window.sync_sent = true;
                 self.push_pending(pending(Expect::Sync));
             }

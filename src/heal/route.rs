@@ -99,11 +99,40 @@ impl Relay {
                 *params = Some(frame.clone());
             }
         }
-        let head = if done {
-            self.pop_pending().expect("head exists")
+        // ReadyForQuery is decoded before its bytes move on to the client.
+        let ready = if tag == backend::READY_FOR_QUERY {
+            Some(backend::decode_ready_for_query(&frame).map_err(RelayError::Server)?)
         } else {
-            self.pending.front().cloned().expect("head exists")
+            None
         };
+        // The head is taken out of the queue while its response is handled (not cloned: a
+        // projection would be cloned with it for every row); one that expects more responses
+        // goes back to the front, with the risky count untouched, before the book-keeping.
+        let Some(mut head) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        if done && head.is_risky() {
+            self.risky_in_flight -= 1;
+        }
+        let r = self.respond(frame, &mut head, done, srv, out);
+        if !done {
+            self.pending.push_front(head);
+        }
+        r?;
+        self.after_response(ready, out);
+        Ok(())
+    }
+
+    /// Handle one response to `head` (out of the queue meanwhile).
+    fn respond(
+        &mut self,
+        frame: Frame,
+        head: &mut Pending,
+        done: bool,
+        srv: &mut ServerPrepared,
+        out: &mut Outbox,
+    ) -> Result<(), RelayError> {
+        let tag = frame.tag;
         // A statement description is recorded whoever asked for it: pgheal's own Describe after
         // a Parse is swallowed, but it establishes the contract and the server-side shape.
         let mut described: Option<(StmtId, Arc<[Field]>)> = None;
@@ -163,8 +192,8 @@ impl Relay {
                 _ => {}
             }
         }
-        if self.consume_suppressed(&head, done) {
-            return self.after_response(&frame, out);
+        if consume_suppressed(head, done) {
+            return Ok(());
         }
         match (tag, &head.expect) {
             (backend::ROW_DESCRIPTION, Expect::StatementDescription { .. }) => {
@@ -228,11 +257,11 @@ impl Relay {
                 self.copy_in = true;
                 self.pending.retain(|p| !matches!(p.expect, Expect::Sync));
                 self.window.sync_sent = false;
-                self.emit(head.idx, tag, frame.bytes.clone(), true, out);
+                self.emit(head.idx, tag, frame.bytes, true, out);
             }
-            _ => self.emit(head.idx, tag, frame.bytes.clone(), true, out),
+            _ => self.emit(head.idx, tag, frame.bytes, true, out),
         }
-        self.after_response(&frame, out)
+        Ok(())
     }
 
     /// Resolve a portal's shaping once its statement's shape is known (lazy prepares).
@@ -308,33 +337,15 @@ impl Relay {
         }
     }
 
-    /// Handle swallowed and suppressed responses. Returns true when the message is consumed.
-    fn consume_suppressed(&mut self, head: &Pending, done: bool) -> bool {
-        match head.action {
-            Action::Swallow | Action::SwallowOk => true,
-            Action::Suppress(n) if n > 0 => {
-                if !done {
-                    if let Some(front) = self.pending.front_mut() {
-                        front.action = Action::Suppress(n - 1);
-                    }
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Book-keeping after a response: confirmations release held output; ReadyForQuery ends
     /// the window.
-    fn after_response(&mut self, frame: &Frame, out: &mut Outbox) -> Result<(), RelayError> {
+    fn after_response(&mut self, ready: Option<TxStatus>, out: &mut Outbox) {
         if self.risky_in_flight == 0 && !self.window.held.is_empty() {
             self.flush_held(out);
         }
-        if frame.tag == backend::READY_FOR_QUERY {
-            let status = backend::decode_ready_for_query(frame).map_err(RelayError::Server)?;
+        if let Some(status) = ready {
             self.note_ready(status);
         }
-        Ok(())
     }
 
     /// A ReadyForQuery reached the client (from the server or answered locally).
@@ -571,5 +582,19 @@ impl Relay {
             sql,
             detail,
         });
+    }
+}
+
+/// Handle swallowed and suppressed responses. Returns true when the message is consumed.
+fn consume_suppressed(head: &mut Pending, done: bool) -> bool {
+    match head.action {
+        Action::Swallow | Action::SwallowOk => true,
+        Action::Suppress(n) if n > 0 => {
+            if !done {
+                head.action = Action::Suppress(n - 1);
+            }
+            true
+        }
+        _ => false,
     }
 }

@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::protocol::frame::{needed, split_frame};
+use crate::protocol::frame::{needed, split_frame, split_frames};
 use crate::protocol::startup::{split_startup, StartupPacket};
 use crate::protocol::Frame;
 
@@ -37,10 +37,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// read completes.
     pub async fn read_frames(&mut self, out: &mut Vec<Frame>) -> Result<bool, NetError> {
         loop {
-            while let Some(frame) = split_frame(&mut self.buf, self.max_len)? {
-                out.push(frame);
-            }
-            if !out.is_empty() {
+            // An empty buffer (the usual case: the last read ended on a message boundary)
+            // holds no frame and needs no header peeked at.
+            if !self.buf.is_empty() {
+                if split_frames(&mut self.buf, self.max_len, out)? > 0 || !out.is_empty() {
+                    return Ok(true);
+                }
+            } else if !out.is_empty() {
                 return Ok(true);
             }
             let want = needed(&self.buf, self.max_len);

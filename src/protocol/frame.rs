@@ -85,6 +85,45 @@ pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, 
     Ok(Some(Frame { tag: h.tag, bytes }))
 }
 
+/// Split every complete message off `buf` into `out`; returns how many. The same frames, in the
+/// same order, as calling [`split_frame`] until it returns `Ok(None)`, and the same error for a
+/// bad header; but the buffer is split once for all of them, and each frame is a slice of that
+/// one chunk (one reference count taken per frame but the last, which gets the chunk itself).
+pub fn split_frames(
+    buf: &mut BytesMut,
+    max_len: usize,
+    out: &mut Vec<Frame>,
+) -> Result<usize, ProtocolError> {
+    let mut total = 0;
+    let mut count = 0;
+    while let Some(h) = Header::parse(&buf[total..], max_len)? {
+        if buf.len() - total < h.frame_len() {
+            break;
+        }
+        total += h.frame_len();
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut chunk = buf.split_to(total).freeze();
+    out.reserve(count);
+    for _ in 1..count {
+        // Headers were checked above.
+        let len = 1 + u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
+        let bytes = chunk.split_to(len);
+        out.push(Frame {
+            tag: bytes[0],
+            bytes,
+        });
+    }
+    out.push(Frame {
+        tag: chunk[0],
+        bytes: chunk,
+    });
+    Ok(count)
+}
+
 /// How many bytes the buffer must hold to complete the next message (at least a header).
 pub fn needed(buf: &[u8], max_len: usize) -> usize {
     match Header::parse(buf, max_len) {
@@ -127,6 +166,63 @@ mod tests {
             split_frame(&mut buf, 1024),
             Err(ProtocolError::TooLong { len: 0x100000, .. })
         ));
+    }
+
+    #[test]
+    fn split_frames_takes_every_whole_message() {
+        let mut buf = BytesMut::from(&b"Z\0\0\0\x05IC\0\0\0\x0bSELECT\0D"[..]);
+        let mut out = Vec::new();
+        assert_eq!(split_frames(&mut buf, 1024, &mut out), Ok(2));
+        assert_eq!((out[0].tag, out[0].body()), (b'Z', &b"I"[..]));
+        assert_eq!((out[1].tag, out[1].body()), (b'C', &b"SELECT\0"[..]));
+        assert_eq!(&buf[..], b"D");
+        assert_eq!(split_frames(&mut buf, 1024, &mut out), Ok(0));
+        assert_eq!(out.len(), 2);
+        let mut buf = BytesMut::from(&b"Z\0\0\0\x05IQ\0\0\0\x03"[..]);
+        assert_eq!(
+            split_frames(&mut buf, 1024, &mut out),
+            Err(ProtocolError::BadLength(3))
+        );
+    }
+
+    proptest::proptest! {
+        /// Any byte string (a run of valid messages with arbitrary bytes after it) splits into
+        /// the same frames, leftover and error as repeated `split_frame`.
+        #[test]
+        fn split_frames_agrees_with_split_frame(
+            msgs in proptest::collection::vec((proptest::num::u8::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..40)), 0..8),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            max_len in 4usize..64,
+        ) {
+            let mut bytes = Vec::new();
+            for (tag, body) in &msgs {
+                bytes.push(*tag);
+                bytes.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+                bytes.extend_from_slice(body);
+            }
+            bytes.extend_from_slice(&tail);
+            let mut a = BytesMut::from(&bytes[..]);
+            let mut one_by_one = Vec::new();
+            let a_result = loop {
+                match split_frame(&mut a, max_len) {
+                    Ok(Some(f)) => one_by_one.push(f),
+                    Ok(None) => break Ok(one_by_one.len()),
+                    Err(e) => break Err(e),
+                }
+            };
+            let mut b = BytesMut::from(&bytes[..]);
+            let mut all = Vec::new();
+            let b_result = split_frames(&mut b, max_len, &mut all);
+            match (a_result, b_result) {
+                (Ok(n), Ok(m)) => {
+                    proptest::prop_assert_eq!(n, m);
+                    proptest::prop_assert_eq!(&one_by_one, &all);
+                    proptest::prop_assert_eq!(&a[..], &b[..]);
+                }
+                (Err(e), Err(f)) => proptest::prop_assert_eq!(e, f),
+                (a, b) => proptest::prop_assert!(false, "{:?} vs {:?}", a, b),
+            }
+        }
     }
 
     #[test]

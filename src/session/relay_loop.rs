@@ -6,7 +6,10 @@
 //! ReadyForQuery `I` and released at the next ReadyForQuery `I` with nothing in flight (a
 //! Flush-terminated segment keeps it).
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -151,21 +154,94 @@ impl Conversation<'_> {
         let mut cframes = Vec::with_capacity(64);
         let mut sframes = Vec::with_capacity(64);
         let mut out = Outbox::default();
+        // Shutdown: one future for the whole session (creating `changed()` anew on every
+        // wake-up would register and unregister a waiter on the watch channel each time). Once
+        // polled it stays registered, and it is polled again only when the channel has changed
+        // (a cheap check of a clone that never marks anything seen), since polling a
+        // registered waiter takes the channel's lock. `unconstrained`: a poll with the task's
+        // budget used up would return without registering, and the first poll must register.
+        //
+        // The two sockets are read with wakers of their own (see [`Wakers`]), so a wake-up
+        // reads the socket it came from instead of polling both every time.
+        let probe = force.clone();
+        let changed = tokio::task::unconstrained(async {
+            while force.changed().await.is_ok() {
+                if *force.borrow() {
+                    return;
+                }
+            }
+        });
+        tokio::pin!(changed);
+        let mut shutdown_armed = false;
+        let mut wakers: Option<Wakers> = None;
+        // Whether a socket's read is registered with the runtime (it returned Pending since
+        // its last Ready): such a socket is read again only once its own waker fired.
+        let mut server_armed = false;
+        let mut client_armed = false;
         loop {
             let mut end = None;
-            tokio::select! {
-                biased;
-                changed = force.changed() => {
-                    if changed.is_err() || *force.borrow() {
-                        let f = encode::error_response("FATAL", sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
-                        let _ = client_w.write_frame(&f).await;
-                        return Ok(End::Shutdown);
+            let read_client = self.engine.backlog() < MAX_BACKLOG;
+            let woke = std::future::poll_fn(|cx| {
+                if !shutdown_armed || probe.has_changed().unwrap_or(true) {
+                    shutdown_armed = true;
+                    if changed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Shutdown);
                     }
                 }
-                r = read_server(&mut self.attached, &mut sframes) => {
+                let w = match &mut wakers {
+                    Some(w) if w.task.will_wake(cx.waker()) => w,
+                    w => {
+                        server_armed = false;
+                        client_armed = false;
+                        w.insert(Wakers::new(cx.waker()))
+                    }
+                };
+                // Server first, as before: its answers may unblock held client messages.
+                match self.attached.as_mut() {
+                    None => server_armed = false,
+                    Some(c) => {
+                        if w.server.take() || !server_armed {
+                            let mut scx = Context::from_waker(&w.server_waker);
+                            let read = c.conn().reader.read_frames(&mut sframes);
+                            match std::pin::pin!(read).poll(&mut scx) {
+                                Poll::Ready(r) => {
+                                    server_armed = false;
+                                    return Poll::Ready(Woke::Server(r));
+                                }
+                                Poll::Pending => server_armed = true,
+                            }
+                        }
+                    }
+                }
+                if read_client && (w.client.take() || !client_armed) {
+                    let mut ccx = Context::from_waker(&w.client_waker);
+                    match std::pin::pin!(client_r.read_frames(&mut cframes)).poll(&mut ccx) {
+                        Poll::Ready(r) => {
+                            client_armed = false;
+                            return Poll::Ready(Woke::Client(r));
+                        }
+                        Poll::Pending => client_armed = true,
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Woke::Shutdown => {
+                    let f = encode::error_response(
+                        "FATAL",
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    );
+                    let _ = client_w.write_frame(&f).await;
+                    return Ok(End::Shutdown);
+                }
+                Woke::Server(r) => {
                     match r {
                         Ok(true) => {}
-                        Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ServerGone),
+                        Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => {
+                            end = Some(End::ServerGone)
+                        }
                         Err(e) => return Err(e.into()),
                     }
                     if let Some(c) = self.attached.as_mut() {
@@ -178,13 +254,13 @@ impl Conversation<'_> {
                         }
                     }
                 }
-                r = client_r.read_frames(&mut cframes), if self.engine.backlog() < MAX_BACKLOG => {
-                    match r {
-                        Ok(true) => {}
-                        Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => end = Some(End::ClientGone),
-                        Err(e) => return Err(e.into()),
+                Woke::Client(r) => match r {
+                    Ok(true) => {}
+                    Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => {
+                        end = Some(End::ClientGone)
                     }
-                }
+                    Err(e) => return Err(e.into()),
+                },
             }
             for f in cframes.drain(..) {
                 if f.tag == frontend::TERMINATE {
@@ -218,13 +294,15 @@ impl Conversation<'_> {
                 end = Some(end.unwrap_or(End::ClientGone));
             }
             out.to_client.clear();
-            let (server_id, server_pid) = self
-                .attached
-                .as_ref()
-                .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
-                .unwrap_or_default();
-            for ev in out.events.drain(..) {
-                report(&ev, server_id, server_pid, &self.metrics);
+            if !out.events.is_empty() {
+                let (server_id, server_pid) = self
+                    .attached
+                    .as_ref()
+                    .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
+                    .unwrap_or_default();
+                for ev in out.events.drain(..) {
+                    report(&ev, server_id, server_pid, &self.metrics);
+                }
             }
             if out.guards > 0 || out.guard_heals > 0 {
                 self.metrics.savepoint_guards.inc_by(u64::from(out.guards));
@@ -259,14 +337,67 @@ fn changes_settings(sql: &str) -> bool {
     })
 }
 
-/// Read from the attached server connection; never completes while none is attached.
-async fn read_server(
-    attached: &mut Option<Checkout>,
-    buf: &mut Vec<Frame>,
-) -> Result<bool, NetError> {
-    match attached {
-        Some(c) => c.conn().reader.read_frames(buf).await,
-        None => std::future::pending().await,
+/// What woke the relay loop.
+enum Woke {
+    Shutdown,
+    Server(Result<bool, NetError>),
+    Client(Result<bool, NetError>),
+}
+
+/// A waker of one socket: records that this socket is ready, then wakes the session's task.
+struct SocketWaker {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for SocketWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+/// The session task's waker and one waker per socket wrapping it. Built once per session (and
+/// again should the task's waker change).
+struct Wakers {
+    task: Waker,
+    server: Woken,
+    server_waker: Waker,
+    client: Woken,
+    client_waker: Waker,
+}
+
+/// The flag of one socket's waker.
+struct Woken(Arc<SocketWaker>);
+
+impl Woken {
+    /// Whether the socket's waker fired since the last call.
+    fn take(&self) -> bool {
+        // A plain load first: the swap is a locked instruction, and most calls find no wake.
+        self.0.woken.load(Ordering::Relaxed) && self.0.woken.swap(false, Ordering::Acquire)
+    }
+}
+
+impl Wakers {
+    fn new(task: &Waker) -> Wakers {
+        let socket = || {
+            Arc::new(SocketWaker {
+                woken: AtomicBool::new(false),
+                task: task.clone(),
+            })
+        };
+        let (server, client) = (socket(), socket());
+        Wakers {
+            task: task.clone(),
+            server_waker: Waker::from(server.clone()),
+            server: Woken(server),
+            client_waker: Waker::from(client.clone()),
+            client: Woken(client),
+        }
     }
 }
 

@@ -21,3 +21,76 @@ pub use names::{Described, StatementNames};
 pub use projection::{Projection, ProjectionError};
 pub use registry::{Shaping, Statement, StatementRegistry, StmtId};
 pub use server::ServerPrepared;
+
+pub(crate) use memo::NameMemo;
+
+mod memo {
+    use std::cell::Cell;
+
+    /// Longest name remembered (longer ones are simply looked up every time).
+    const MAX: usize = 32;
+
+    /// The last name looked up and what it resolved to, kept inline so that checking it
+    /// touches no other memory (a client binds the same statement over and over, and the relay
+    /// asks for it several times per Bind). The owner clears it on every change of its map.
+    #[derive(Debug, Default)]
+    pub(crate) struct NameMemo<T: Copy> {
+        len: Cell<usize>,
+        name: Cell<[u8; MAX]>,
+        value: Cell<Option<T>>,
+    }
+
+    impl<T: Copy> NameMemo<T> {
+        /// What `name` resolved to, if it was the last name remembered.
+        #[inline]
+        pub(crate) fn get(&self, name: &str) -> Option<T> {
+            let value = self.value.get()?;
+            let len = self.len.get();
+            if len != name.len() {
+                return None;
+            }
+            let stored = self.name.get();
+            (stored[..len] == *name.as_bytes()).then_some(value)
+        }
+
+        pub(crate) fn set(&self, name: &str, value: T) {
+            if name.len() > MAX {
+                return;
+            }
+            let mut stored = [0; MAX];
+            stored[..name.len()].copy_from_slice(name.as_bytes());
+            self.name.set(stored);
+            self.len.set(name.len());
+            self.value.set(Some(value));
+        }
+
+        pub(crate) fn clear(&self) {
+            self.value.set(None);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn remembers_one_name_exactly() {
+            let m = NameMemo::default();
+            assert_eq!(m.get("a"), None);
+            m.set("s1", 7u64);
+            assert_eq!(m.get("s1"), Some(7));
+            assert_eq!(m.get("s10"), None);
+            assert_eq!(m.get("s"), None);
+            assert_eq!(m.get(""), None);
+            m.set("", 3);
+            assert_eq!(m.get(""), Some(3));
+            assert_eq!(m.get("s1"), None);
+            let long = "x".repeat(MAX + 1);
+            m.set(&long, 9);
+            assert_eq!(m.get(&long), None);
+            assert_eq!(m.get(""), Some(3));
+            m.clear();
+            assert_eq!(m.get(""), None);
+        }
+    }
+}

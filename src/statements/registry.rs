@@ -7,11 +7,12 @@
 //! the two is computed here and cached per shape.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::protocol::backend::Field;
 
-use super::{Projection, ProjectionError};
+use super::{NameMemo, Projection, ProjectionError};
 
 pub type StmtId = u64;
 
@@ -77,11 +78,39 @@ impl Statement {
     }
 }
 
+/// Hashes the ids pgheal hands out itself (sequential, never chosen by a client) with one
+/// multiplication instead of SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<StmtId, V, BuildHasherDefault<IdHasher>>;
+
+/// Names are chosen by the client, so they keep the std (keyed SipHash) hasher; the last name
+/// looked up is remembered, because a client binds the same statement over and over and the
+/// hot path asks for it several times per Bind.
 #[derive(Debug, Default)]
 pub struct StatementRegistry {
     by_name: HashMap<String, StmtId>,
-    stmts: HashMap<StmtId, Statement>,
+    stmts: IdMap<Statement>,
     next: StmtId,
+    /// The last name looked up; cleared whenever a name is added or removed.
+    last: NameMemo<StmtId>,
 }
 
 impl StatementRegistry {
@@ -93,6 +122,7 @@ impl StatementRegistry {
         param_types: Arc<[u32]>,
         server_name: Arc<str>,
     ) -> StmtId {
+        self.last.clear();
         self.next += 1;
         let id = self.next;
         if let Some(old) = self.by_name.insert(name.to_owned(), id) {
@@ -113,7 +143,12 @@ impl StatementRegistry {
     }
 
     pub fn id(&self, name: &str) -> Option<StmtId> {
-        self.by_name.get(name).copied()
+        if let Some(id) = self.last.get(name) {
+            return Some(id);
+        }
+        let id = self.by_name.get(name).copied()?;
+        self.last.set(name, id);
+        Some(id)
     }
 
     pub fn get(&self, id: StmtId) -> Option<&Statement> {
@@ -129,12 +164,14 @@ impl StatementRegistry {
     }
 
     pub fn close(&mut self, name: &str) -> Option<Statement> {
+        self.last.clear();
         let id = self.by_name.remove(name)?;
         self.stmts.remove(&id)
     }
 
     /// Forget a statement by id (its Parse failed).
     pub fn remove_id(&mut self, id: StmtId) {
+        self.last.clear();
         if let Some(s) = self.stmts.remove(&id) {
             if self.by_name.get(&s.name) == Some(&id) {
                 self.by_name.remove(&s.name);
@@ -143,6 +180,7 @@ impl StatementRegistry {
     }
 
     pub fn clear(&mut self) {
+        self.last.clear();
         self.by_name.clear();
         self.stmts.clear();
     }
@@ -171,5 +209,40 @@ impl StatementRegistry {
             s.contract = Some(shape);
             s.cache = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(r: &mut StatementRegistry, name: &str) -> StmtId {
+        r.parsed(name, "SELECT 1".into(), Vec::new().into(), name.into())
+    }
+
+    #[test]
+    fn names_resolve_after_replace_close_and_remove() {
+        let mut r = StatementRegistry::default();
+        assert_eq!(r.id("s1"), None);
+        let a = parse(&mut r, "s1");
+        let b = parse(&mut r, "s2");
+        assert_eq!(r.id("s1"), Some(a));
+        assert_eq!(r.id("s1"), Some(a));
+        assert_eq!(r.id("s2"), Some(b));
+        // Replacing s2 (the name looked up last) gives the new id.
+        let b2 = parse(&mut r, "s2");
+        assert_ne!(b, b2);
+        assert_eq!(r.id("s2"), Some(b2));
+        assert!(r.get(b).is_none());
+        r.close("s2");
+        assert_eq!(r.id("s2"), None);
+        assert_eq!(r.id("s1"), Some(a));
+        r.remove_id(a);
+        assert_eq!(r.id("s1"), None);
+        let c = parse(&mut r, "s1");
+        assert_eq!(r.id("s1"), Some(c));
+        r.clear();
+        assert_eq!(r.id("s1"), None);
+        assert!(r.is_empty());
     }
 }
