@@ -40,6 +40,9 @@ impl Relay {
             self.repair_step(frame, srv, out)?;
         }
         self.emit_locals(out);
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
         self.drain_deferred(srv, out)
     }
 
