@@ -364,7 +364,21 @@ impl Relay {
     }
 
     /// Send local answers that have reached the head of the queue.
+    #[inline]
     pub(crate) fn emit_locals(&mut self, out: &mut Outbox) {
+        // Checked inline: called twice per server message, and a local answer is rarely there.
+        if matches!(
+            self.pending.front(),
+            Some(Pending {
+                expect: Expect::Local(_),
+                ..
+            })
+        ) {
+            self.emit_local_answers(out);
+        }
+    }
+
+    fn emit_local_answers(&mut self, out: &mut Outbox) {
         while let Some(Pending {
             expect: Expect::Local(_),
             ..
