@@ -19,8 +19,8 @@ COPY . .
 # binary is copied out of the mounted target directory in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin pgheal \
-    && install -D -m 0755 target/release/pgheal /out/pgheal
+    cargo build --profile dist --locked --bin pgheal \
+    && install -D -m 0755 target/dist/pgheal /out/pgheal
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM debian:bookworm-slim

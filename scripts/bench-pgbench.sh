@@ -9,8 +9,9 @@
 #   1. starts a throwaway PostgreSQL (initdb in a temp dir, free port, fsync=off,
 #      max_connections=200; as the `postgres` OS user when run as root) and `pgbench -i -s 10`;
 #   2. starts PgBouncer (Debian package pgbouncer, see .ci/setup) and pgheal
-#      (target/release/pgheal, built with `cargo build --release` if missing), both with a pool
-#      of POOL_SIZE server connections;
+#      (target/dist/pgheal, brought up to date with `cargo build --profile dist`: the release
+#      build with link-time optimisation that the Dockerfile ships), both with a pool of
+#      POOL_SIZE server connections;
 #   3. runs `pgbench -S` (read-only select, one prepared statement) for DURATION seconds against
 #      direct, pgbouncer, pgheal, direct, pgbouncer, pgheal, ... for ROUNDS rounds (interleaved,
 #      so drift of the machine hits every target alike);
@@ -30,7 +31,7 @@
 #   SCALE      pgbench scale factor (default 10)
 #   PGPASSWORD password of the benchmark user (default: a random one). Passwords are only ever
 #              passed through the environment and 0600 files, never on a command line.
-#   PGHEAL_BIN pgheal binary (default target/release/pgheal)
+#   PGHEAL_BIN pgheal binary (default: target/dist/pgheal, built first; a given one is not built)
 #   PGHEAL_PG_BINDIR  PostgreSQL binaries (default: as .ci/setup finds them)
 #   KEEP_LOGS=1       keep the temp dir with the server, PgBouncer and pgheal logs
 #
@@ -65,7 +66,11 @@ if [ -z "${PGPASSWORD:-}" ]; then
   PGPASSWORD="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 fi
 export PGPASSWORD
-PGHEAL_BIN="${PGHEAL_BIN:-$ROOT/target/release/pgheal}"
+BUILD_PGHEAL=0
+if [ -z "${PGHEAL_BIN:-}" ]; then
+  PGHEAL_BIN="$ROOT/target/dist/pgheal"
+  BUILD_PGHEAL=1
+fi
 BENCH_USER=bench
 BENCH_DB=bench
 
@@ -105,9 +110,9 @@ PGBOUNCER="$(command -v pgbouncer || true)"
 [ -n "$PGBOUNCER" ] || { [ -x /usr/sbin/pgbouncer ] && PGBOUNCER=/usr/sbin/pgbouncer; } ||
   die "no pgbouncer (apt-get install pgbouncer, or run .ci/setup)"
 
-if [ ! -x "$PGHEAL_BIN" ]; then
-  log "building pgheal (cargo build --release)"
-  cargo build --release --quiet
+if [ "$BUILD_PGHEAL" -eq 1 ]; then
+  log "building pgheal (cargo build --profile dist --bin pgheal)"
+  cargo build --profile dist --bin pgheal --quiet
 fi
 [ -x "$PGHEAL_BIN" ] || die "no pgheal binary at $PGHEAL_BIN"
 

@@ -40,6 +40,9 @@ impl Relay {
             self.repair_step(frame, srv, out)?;
         }
         self.emit_locals(out);
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
         self.drain_deferred(srv, out)
     }
 
@@ -370,7 +373,21 @@ impl Relay {
     }
 
     /// Send local answers that have reached the head of the queue.
+    #[inline]
     pub(crate) fn emit_locals(&mut self, out: &mut Outbox) {
+        // Checked inline: called twice per server message, and a local answer is rarely there.
+        if matches!(
+            self.pending.front(),
+            Some(Pending {
+                expect: Expect::Local(_),
+                ..
+            })
+        ) {
+            self.emit_local_answers(out);
+        }
+    }
+
+    fn emit_local_answers(&mut self, out: &mut Outbox) {
         while let Some(Pending {
             expect: Expect::Local(_),
             ..

@@ -76,7 +76,11 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
-        std::str::from_utf8(self.cstr_bytes()?).map_err(|_| ProtocolError::InvalidUtf8)
+        match self.cstr_bytes()? {
+            // The unnamed portal and statement: the most common name of all.
+            [] => Ok(""),
+            b => std::str::from_utf8(b).map_err(|_| ProtocolError::InvalidUtf8),
+        }
     }
 
     /// A length-prefixed value (i32 length, -1 = NULL) as used by Bind parameters and DataRow.
