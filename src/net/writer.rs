@@ -8,10 +8,11 @@
 //! the same bytes, and the relay writes twice per transaction.
 
 use std::io::IoSlice;
+#[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
@@ -26,6 +27,7 @@ const SMALL_SLICES: usize = 8;
 
 /// Memory runs handed to one `sendmsg` (kept on the stack; a batch with more runs takes
 /// several calls).
+#[cfg(target_os = "linux")]
 const MAX_RUNS: usize = 16;
 
 /// Streams whose TCP socket can be written directly.
@@ -65,9 +67,11 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
     pub async fn write_parts(&mut self, parts: &mut Vec<Bytes>) -> std::io::Result<()> {
         let mut first = 0; // index of the first part not fully written
         let mut offset = 0; // bytes of parts[first] already written
+                            // Linux only (`MSG_NOSIGNAL`); elsewhere the vectored writes below.
+        #[cfg(target_os = "linux")]
         if let Some(tcp) = self.inner.tcp() {
             while first < parts.len() {
-                let r = tcp.try_io(Interest::WRITABLE, || {
+                let r = tcp.try_io(tokio::io::Interest::WRITABLE, || {
                     send_runs(tcp, &parts[first..], offset)
                 });
                 match r {
@@ -137,6 +141,7 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Send the parts (the first one from `offset` on) with one system call: runs of parts that lie
 /// next to each other in memory are one segment. Returns the bytes sent.
 fn send_runs(tcp: &TcpStream, parts: &[Bytes], offset: usize) -> std::io::Result<usize> {
