@@ -67,7 +67,8 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
     pub async fn write_parts(&mut self, parts: &mut Vec<Bytes>) -> std::io::Result<()> {
         let mut first = 0; // index of the first part not fully written
         let mut offset = 0; // bytes of parts[first] already written
-                            // Linux only (`MSG_NOSIGNAL`); elsewhere the vectored writes below.
+
+        // Linux only (`MSG_NOSIGNAL`); elsewhere the vectored writes below.
         #[cfg(target_os = "linux")]
         if let Some(tcp) = self.inner.tcp() {
             while first < parts.len() {
