@@ -31,6 +31,8 @@
 #   SCALE      pgbench scale factor (default 10)
 #   PGPASSWORD password of the benchmark user (default: a random one). Passwords are only ever
 #              passed through the environment and 0600 files, never on a command line.
+#   PGHEAL_LOG pgheal's log filter (default info, pgheal's own default, as PgBouncer runs at its
+#              default verbosity)
 #   PGHEAL_BIN pgheal binary (default: target/dist/pgheal, built first; a given one is not built)
 #   PGHEAL_PG_BINDIR  PostgreSQL binaries (default: as .ci/setup finds them)
 #   KEEP_LOGS=1       keep the temp dir with the server, PgBouncer and pgheal logs
@@ -250,7 +252,7 @@ wait_ready PgBouncer "$BOUNCER_PORT"
 # password (md5, like PgBouncer above; authentication happens once per pgbench client).
 log "pgheal $("$PGHEAL_BIN" --version | awk '{print $2}') on port $PGHEAL_PORT (--pool-mode $MODE, --pool-size $POOL_SIZE)"
 PGHEAL_UPSTREAM="postgres://$BENCH_USER:$PGPASSWORD@127.0.0.1:$PG_PORT/$BENCH_DB" \
-  PGHEAL_LOG="${PGHEAL_LOG:-warn}" \
+  PGHEAL_LOG="${PGHEAL_LOG:-info}" \
   "$PGHEAL_BIN" --listen "127.0.0.1:$PGHEAL_PORT" --pool-size "$POOL_SIZE" \
   --pool-mode "$MODE" --auth-type md5 >"$TMP/pgheal.log" 2>&1 &
 PGHEAL_PID=$!

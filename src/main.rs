@@ -6,17 +6,37 @@ use clap::Parser;
 use pgheal::config::{self, cli::Cli, cli::Command, LogFormat};
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGHEAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    // `Targets` (levels per target, e.g. `pgheal=debug,info`) rather than `EnvFilter`: the
+    // session task runs inside its client span and enters it on every poll, and `EnvFilter`
+    // takes a lock on each enter and exit to look for span-field directives. Those directives
+    // (`[span{field=x}]=level`) are still accepted, through `EnvFilter`, for debugging.
+    let spec = std::env::var("PGHEAL_LOG").unwrap_or_default();
+    let spec = if spec.trim().is_empty() { "info" } else { spec.trim() };
+    let filter = match spec.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(targets) => targets.boxed(),
+        Err(_) => match tracing_subscriber::EnvFilter::try_new(spec) {
+            Ok(env) => env.boxed(),
+            Err(e) => {
+                eprintln!("pgheal: PGHEAL_LOG: {e}; logging at info");
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::Level::INFO)
+                    .boxed()
+            }
+        },
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Human => fmt.boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
 }
 
 fn main() -> ExitCode {

@@ -110,7 +110,6 @@ pub struct Relay {
     pub(crate) ddl_pending: bool,
     /// Proactive re-prepares whose shape must be known before deferred messages can go.
     pub(crate) awaiting_shape: usize,
-    /// A statement re-prepared because of the schema epoch, reported at its next Bind.
     /// COPY FROM STDIN is running: PostgreSQL ignores Sync (and Flush) until CopyDone/CopyFail.
     pub(crate) copy_in: bool,
     /// (statement, re-prepared because stale): reported at its next Bind.
@@ -120,6 +119,8 @@ pub struct Relay {
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
     pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
+    /// The client's span: the relay runs outside it, so its log lines name it as their parent.
+    pub(crate) span: tracing::Span,
 }
 
 impl Drop for Relay {
@@ -154,7 +155,14 @@ impl Relay {
             unnamed_ends_block: false,
             at_ready: true,
             scratch: Vec::new(),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Log in the client's span.
+    pub fn with_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 
     /// Share the schema epoch of the upstream database.

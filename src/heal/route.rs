@@ -88,7 +88,7 @@ impl Relay {
             (Expect::Query { .. } | Expect::FunctionCall, _) => false,
             (Expect::FailWith(_), _) => true,
             (expect, _) => {
-                tracing::warn!(?expect, tag = %char::from(tag), "unexpected server message; forwarding");
+                tracing::warn!(parent: &self.span, ?expect, tag = %char::from(tag), "unexpected server message; forwarding");
                 out.to_client.push(frame.bytes);
                 return Ok(());
             }

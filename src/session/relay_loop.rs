@@ -57,12 +57,21 @@ pub struct Conversation<'a> {
     pub dirty_settings: bool,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
+    /// The client's span. The relay loop runs outside it (see `session::run`): its log lines
+    /// name it as their parent, and the rare awaits that reach the pool run inside it.
+    pub span: tracing::Span,
 }
 
 impl Conversation<'_> {
     /// Get a server connection for the next transaction and bring it to this client's
     /// settings. Not cancel-safe.
     async fn attach(&mut self) -> Result<(), SessionError> {
+        use tracing::Instrument;
+        let span = self.span.clone();
+        self.attach_in_span().instrument(span).await
+    }
+
+    async fn attach_in_span(&mut self) -> Result<(), SessionError> {
         let mut checkout = self.pool.checkout().await?;
         let conn = checkout.conn();
         tracing::trace!(server = conn.id, "attached a server connection");
@@ -94,7 +103,7 @@ impl Conversation<'_> {
     /// Give the connection back after a transaction (transaction pooling).
     fn detach(&mut self) {
         if let Some(mut c) = self.attached.take() {
-            tracing::trace!(server = c.conn().id, "released a server connection");
+            tracing::trace!(parent: &self.span, server = c.conn().id, "released a server connection");
             c.conn().applied_settings = if std::mem::take(&mut self.dirty_settings) {
                 0
             } else {
@@ -120,9 +129,6 @@ impl Conversation<'_> {
 
     /// Transaction pooling: remember settings and warn about session state the client sets.
     fn inspect_client(&mut self, f: &Frame) {
-        if self.mode != PoolMode::Transaction {
-            return;
-        }
         let sql = match f.tag {
             frontend::QUERY => match frontend::decode_query(f) {
                 Ok(sql) => sql,
@@ -267,7 +273,9 @@ impl Conversation<'_> {
                     end = Some(End::Terminated);
                     break;
                 }
-                self.inspect_client(&f);
+                if self.mode == PoolMode::Transaction {
+                    self.inspect_client(&f);
+                }
                 if self.attached.is_none() {
                     if self.engine.try_local(&f, &mut out)? {
                         continue;
@@ -281,7 +289,7 @@ impl Conversation<'_> {
             if let Some(c) = self.attached.as_mut() {
                 if !out.to_server.is_empty() && end != Some(End::ServerGone) {
                     if let Err(e) = c.conn().writer.write_parts(&mut out.to_server).await {
-                        tracing::info!(error = %e, "server connection lost while writing");
+                        tracing::info!(parent: &self.span, error = %e, "server connection lost while writing");
                         end = Some(End::ServerGone);
                     }
                 }
@@ -301,6 +309,7 @@ impl Conversation<'_> {
                     .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
                     .unwrap_or_default();
                 for ev in out.events.drain(..) {
+                    let _in_span = self.span.enter();
                     report(&ev, server_id, server_pid, &self.metrics);
                 }
             }
