@@ -65,6 +65,13 @@ fn run(stmt: &str, id: u32) -> Vec<pgheal::protocol::Frame> {
     ]
 }
 
+/// Parse of [`STALE_SQL`] as `stmt`, then [`run`].
+fn prepare_and_run(stmt: &str, id: u32) -> Vec<pgheal::protocol::Frame> {
+    let mut frames = vec![parse(stmt, STALE_SQL)];
+    frames.extend(run(stmt, id));
+    frames
+}
+
 fn expect_run(columns: Vec<String>, row: Vec<Option<String>>) -> Vec<Msg> {
     vec![
         Msg::BindComplete,
@@ -110,9 +117,7 @@ async fn contracts_hold_across_server_connections() {
     let pids = router.pids;
     let mut a = wire(&proxy).await;
 
-    let mut frames = vec![parse("s1", STALE_SQL)];
-    frames.extend(run("s1", 1));
-    let (p, got) = with_pid(&mut a, &frames).await;
+    let (p, got) = with_pid(&mut a, &prepare_and_run("s1", 1)).await;
     let mut expected = vec![Msg::ParseComplete];
     expected.extend(expect_run(old_columns(), old_row(1)));
     assert_eq!(got, expected);
@@ -141,16 +146,9 @@ async fn contracts_hold_across_server_connections() {
 
     // B prepares the same text after the migration: the new shape is its contract.
     let mut b = wire(&proxy).await;
-    b.send(&[parse("s1", STALE_SQL), describe_stmt("s1"), sync()])
-        .await;
     assert_eq!(
-        b.until_ready().await,
-        vec![
-            Msg::ParseComplete,
-            Msg::ParameterDescription,
-            Msg::RowDescription(new_columns()),
-            Msg::Ready('I'),
-        ]
+        run_batch(&mut b, &[parse("s1", STALE_SQL), describe_stmt("s1")]).await,
+        parsed_and_described(new_columns())
     );
     for i in 0..6 {
         let pid = pids[i % 2];
@@ -163,22 +161,16 @@ async fn contracts_hold_across_server_connections() {
         assert_eq!(ran_on, pid);
         assert_eq!(got, expect_run(old_columns(), old_row(id)), "A on {pid}");
         // Without Describe, as drivers with cached statements do.
-        a.send(&[bind("", "s1", &[&id.to_string()], &[]), execute(""), sync()])
-            .await;
-        assert_eq!(rows(&a.until_ready().await), vec![old_row(id)]);
+        let got = bind_execute(&mut a, "s1", &[&id.to_string()]).await;
+        assert_eq!(rows(&got), vec![old_row(id)]);
     }
     // Describe 'S' still answers each with its own contract.
     for (w, columns) in [(&mut a, old_columns()), (&mut b, new_columns())] {
         for pid in pids {
             router.route_to(pid).await;
-            w.send(&[describe_stmt("s1"), sync()]).await;
             assert_eq!(
-                w.until_ready().await,
-                vec![
-                    Msg::ParameterDescription,
-                    Msg::RowDescription(columns.clone()),
-                    Msg::Ready('I'),
-                ]
+                run_batch(w, &[describe_stmt("s1")]).await,
+                described(columns.clone())
             );
         }
     }
@@ -195,15 +187,11 @@ async fn lazy_prepare_after_the_migration_keeps_the_contract() {
     let (pg, proxy) = setup().await;
     let mut router = Router::new(&proxy).await;
     let mut a = wire(&proxy).await;
-    let mut frames = vec![parse("s1", STALE_SQL)];
-    frames.extend(run("s1", 1));
-    let (p1, got) = with_pid(&mut a, &frames).await;
+    let (p1, got) = with_pid(&mut a, &prepare_and_run("s1", 1)).await;
     assert_eq!(got[1..], expect_run(old_columns(), old_row(1))[..]);
     // Binary rows before the migration, to compare with after.
     router.route_to(p1).await;
-    a.send(&[bind("", "s1", &["2"], &[1]), execute(""), sync()])
-        .await;
-    let binary_before = a.until_ready().await;
+    let binary_before = run_batch(&mut a, &[bind("", "s1", &["2"], &[1]), execute("")]).await;
     assert_eq!(rows(&binary_before).len(), 1, "{binary_before:?}");
 
     admin(&pg, MIGRATION);
@@ -224,19 +212,13 @@ async fn lazy_prepare_after_the_migration_keeps_the_contract() {
         assert_eq!(ran_on, p2);
         assert_eq!(
             got,
-            vec![
-                Msg::BindComplete,
-                Msg::DataRow(old_row(2)),
-                Msg::CommandComplete("SELECT 1".into()),
-                Msg::Ready('I'),
-            ],
+            one_row(old_row(2)),
             "formats {formats:?}; {}",
             counters(&proxy)
         );
     }
-    a.send(&[bind("", "s1", &["2"], &[1]), execute(""), sync()])
-        .await;
-    assert_eq!(a.until_ready().await, binary_before, "binary rows");
+    let got = run_batch(&mut a, &[bind("", "s1", &["2"], &[1]), execute("")]).await;
+    assert_eq!(got, binary_before, "binary rows");
 
     // Back on p1, where the statement is stale: healed.
     router.route_to(p1).await;
@@ -249,9 +231,8 @@ async fn lazy_prepare_after_the_migration_keeps_the_contract() {
         counters(&proxy)
     );
     router.route_to(p1).await;
-    a.send(&[bind("", "s1", &["2"], &[1]), execute(""), sync()])
-        .await;
-    assert_eq!(a.until_ready().await, binary_before, "binary rows on p1");
+    let got = run_batch(&mut a, &[bind("", "s1", &["2"], &[1]), execute("")]).await;
+    assert_eq!(got, binary_before, "binary rows on p1");
     router.release().await;
     assert_nothing_refused(&proxy);
 }
@@ -264,9 +245,7 @@ async fn projection_after_a_lazy_prepare_is_counted() {
     let (pg, proxy) = setup().await;
     let mut router = Router::new(&proxy).await;
     let mut a = wire(&proxy).await;
-    let mut frames = vec![parse("s1", STALE_SQL)];
-    frames.extend(run("s1", 1));
-    let (p1, _) = with_pid(&mut a, &frames).await;
+    let (p1, _) = with_pid(&mut a, &prepare_and_run("s1", 1)).await;
     admin(&pg, MIGRATION);
     router.route_to(router.other(p1)).await;
     let (_, got) = with_pid(&mut a, &run("s1", 1)).await;
@@ -286,32 +265,26 @@ async fn projection_after_a_lazy_prepare_is_counted() {
 async fn prepared_after_the_migration_sees_the_new_shape() {
     let (pg, proxy) = setup().await;
     let mut a = wire(&proxy).await;
-    a.send(&[parse("s1", STALE_SQL), sync()]).await;
     assert_eq!(
-        a.until_ready().await,
+        run_batch(&mut a, &[parse("s1", STALE_SQL)]).await,
         vec![Msg::ParseComplete, Msg::Ready('I')]
     );
-    a.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
-        .await;
-    assert_eq!(rows(&a.until_ready().await), vec![old_row(1)]);
+    assert_eq!(
+        rows(&bind_execute(&mut a, "s1", &["1"]).await),
+        vec![old_row(1)]
+    );
 
     admin(&pg, MIGRATION);
 
     let mut b = wire(&proxy).await;
-    b.send(&[parse("P_0", STALE_SQL), describe_stmt("P_0"), sync()])
-        .await;
     assert_eq!(
-        b.until_ready().await,
-        vec![
-            Msg::ParseComplete,
-            Msg::ParameterDescription,
-            Msg::RowDescription(new_columns()),
-            Msg::Ready('I'),
-        ]
+        run_batch(&mut b, &[parse("P_0", STALE_SQL), describe_stmt("P_0")]).await,
+        parsed_and_described(new_columns())
     );
-    b.send(&[bind("", "P_0", &["2"], &[]), execute(""), sync()])
-        .await;
-    assert_eq!(rows(&b.until_ready().await), vec![new_row(2)]);
+    assert_eq!(
+        rows(&bind_execute(&mut b, "P_0", &["2"]).await),
+        vec![new_row(2)]
+    );
     // tokio-postgres prepares the same way (Parse, Describe 'S', Sync).
     let c = connect(&proxy_url(&proxy)).await;
     let st = c.prepare(STALE_SQL).await.expect("prepare");
@@ -320,9 +293,10 @@ async fn prepared_after_the_migration_sees_the_new_shape() {
         new_columns()
     );
     // A keeps its contract.
-    a.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
-        .await;
-    assert_eq!(rows(&a.until_ready().await), vec![old_row(1)]);
+    assert_eq!(
+        rows(&bind_execute(&mut a, "s1", &["1"]).await),
+        vec![old_row(1)]
+    );
     assert_nothing_refused(&proxy);
 }
 

@@ -37,6 +37,15 @@ async fn app_name_tp(c: &tokio_postgres::Client) -> (i32, String) {
     (r.get(0), r.get(1))
 }
 
+/// C, a client with the same startup parameters as A that never set anything, sees the
+/// default application_name on every server connection: A's SET did not reach it.
+async fn assert_default_everywhere(router: &mut Router, c: &mut Wire) {
+    for p in router.pids {
+        router.route_to(p).await;
+        assert_eq!(app_name(c).await, (p, String::new()), "A's SET reached C");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_follows_the_client_to_every_server_connection() {
     let (_pg, proxy) = setup().await;
@@ -53,7 +62,7 @@ async fn set_follows_the_client_to_every_server_connection() {
 
     assert_eq!(
         a.query("SET application_name = 'txn-test'").await,
-        vec![Msg::CommandComplete("SET".into()), Msg::Ready('I')]
+        complete("SET", 'I')
     );
     for pid in [pids[0], pids[1], pids[0], pids[1]] {
         router.route_to(pid).await;
@@ -72,7 +81,7 @@ async fn set_follows_the_client_to_every_server_connection() {
     }
     assert_eq!(
         a.query("RESET application_name").await,
-        vec![Msg::CommandComplete("RESET".into()), Msg::Ready('I')]
+        complete("RESET", 'I')
     );
     for pid in pids {
         router.route_to(pid).await;
@@ -141,16 +150,9 @@ async fn statements_are_told_apart_by_search_path() {
         (&mut a, vec!["v".to_owned()]),
         (&mut b, vec!["v".to_owned(), "n".to_owned()]),
     ] {
-        w.send(&[parse("P_0", sql), describe_stmt("P_0"), sync()])
-            .await;
         assert_eq!(
-            w.until_ready().await,
-            vec![
-                Msg::ParseComplete,
-                Msg::ParameterDescription,
-                Msg::RowDescription(columns),
-                Msg::Ready('I'),
-            ]
+            run_batch(w, &[parse("P_0", sql), describe_stmt("P_0")]).await,
+            parsed_and_described(columns)
         );
     }
     for pid in [pids[0], pids[1], pids[0], pids[1]] {
@@ -181,19 +183,8 @@ async fn set_in_a_committed_transaction_block_does_not_leak_to_other_clients() {
         a.query("BEGIN").await;
         let got = a.query("SET application_name = 'leaky'").await;
         assert_eq!(got.last(), Some(&Msg::Ready('T')), "{got:?}");
-        assert_eq!(
-            a.query("COMMIT").await,
-            vec![Msg::CommandComplete("COMMIT".into()), Msg::Ready('I')]
-        );
-        // C has the same startup parameters as A and never set anything.
-        for p in pids {
-            router.route_to(p).await;
-            assert_eq!(
-                app_name(&mut c).await,
-                (p, String::new()),
-                "A's SET reached C"
-            );
-        }
+        assert_eq!(a.query("COMMIT").await, complete("COMMIT", 'I'));
+        assert_default_everywhere(&mut router, &mut c).await;
     }
     router.release().await;
 }
@@ -209,15 +200,13 @@ async fn set_through_the_extended_protocol_does_not_leak_to_other_clients() {
     let mut c = wire(&proxy).await;
     for pid in pids {
         router.route_to(pid).await;
-        a.send(&[
+        let set = [
             parse("", "SET application_name = 'leaky-ext'"),
             bind("", "", &[], &[]),
             execute(""),
-            sync(),
-        ])
-        .await;
+        ];
         assert_eq!(
-            a.until_ready().await,
+            run_batch(&mut a, &set).await,
             vec![
                 Msg::ParseComplete,
                 Msg::BindComplete,
@@ -225,14 +214,7 @@ async fn set_through_the_extended_protocol_does_not_leak_to_other_clients() {
                 Msg::Ready('I'),
             ]
         );
-        for p in pids {
-            router.route_to(p).await;
-            assert_eq!(
-                app_name(&mut c).await,
-                (p, String::new()),
-                "A's SET reached C"
-            );
-        }
+        assert_default_everywhere(&mut router, &mut c).await;
     }
     router.release().await;
 }

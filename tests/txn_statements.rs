@@ -44,13 +44,7 @@ async fn statement_follows_the_client_to_another_server_connection() {
     let (p1, got) = with_pid(&mut a, &frames).await;
     assert_eq!(
         got,
-        vec![
-            Msg::ParseComplete,
-            Msg::BindComplete,
-            Msg::DataRow(vec![s("42")]),
-            Msg::CommandComplete("SELECT 1".into()),
-            Msg::Ready('I'),
-        ]
+        [vec![Msg::ParseComplete], one_row(vec![s("42")])].concat()
     );
 
     // Another client holds p1 in a transaction: A's next transaction runs on p2, where s1 was
@@ -58,42 +52,22 @@ async fn statement_follows_the_client_to_another_server_connection() {
     router.route_to(router.other(p1)).await;
     let (p2, got) = with_pid(&mut a, &run_stmt("s1", &["1"])).await;
     assert_ne!(p1, p2, "the second transaction ran on the other connection");
-    assert_eq!(
-        got,
-        vec![
-            Msg::BindComplete,
-            Msg::DataRow(vec![s("2")]),
-            Msg::CommandComplete("SELECT 1".into()),
-            Msg::Ready('I'),
-        ]
-    );
+    assert_eq!(got, one_row(vec![s("2")]));
 
     // Alone in a pipeline (Bind / Execute / Sync), on each connection in turn.
     for (i, pid) in [p1, p2, p1, p2].into_iter().enumerate() {
         router.route_to(pid).await;
-        a.send(&[bind("", "s1", &[&i.to_string()], &[]), execute(""), sync()])
-            .await;
         assert_eq!(
-            a.until_ready().await,
-            vec![
-                Msg::BindComplete,
-                Msg::DataRow(vec![s(&(i + 1).to_string())]),
-                Msg::CommandComplete("SELECT 1".into()),
-                Msg::Ready('I'),
-            ]
+            bind_execute(&mut a, "s1", &[&i.to_string()]).await,
+            one_row(vec![s(&(i + 1).to_string())])
         );
     }
     // Describe 'S' answers on either connection.
     for pid in [p1, p2] {
         router.route_to(pid).await;
-        a.send(&[describe_stmt("s1"), sync()]).await;
         assert_eq!(
-            a.until_ready().await,
-            vec![
-                Msg::ParameterDescription,
-                Msg::RowDescription(vec!["?column?".into()]),
-                Msg::Ready('I'),
-            ]
+            run_batch(&mut a, &[describe_stmt("s1")]).await,
+            described(vec!["?column?".into()])
         );
     }
     router.release().await;
@@ -111,7 +85,6 @@ async fn duplicate_name_fails_and_rolls_back_the_batch() {
             bind("", "ins", &[msg], &[]),
             execute(""),
             parse("s1", "SELECT 'other'"),
-            sync(),
         ]
     };
     let mut transcripts = Vec::new();
@@ -119,14 +92,11 @@ async fn duplicate_name_fails_and_rolls_back_the_batch() {
         (wire_direct(&pg).await, "direct"),
         (wire(&proxy).await, "pgheal"),
     ] {
-        w.send(&[parse("ins", ins), parse("s1", PLUS_ONE), sync()])
-            .await;
         assert_eq!(
-            w.until_ready().await,
+            run_batch(&mut w, &[parse("ins", ins), parse("s1", PLUS_ONE)]).await,
             vec![Msg::ParseComplete, Msg::ParseComplete, Msg::Ready('I')]
         );
-        w.send(&batch(msg)).await;
-        let got = w.until_ready().await;
+        let got = run_batch(&mut w, &batch(msg)).await;
         assert_eq!(
             admin(
                 &pg,
@@ -136,9 +106,8 @@ async fn duplicate_name_fails_and_rolls_back_the_batch() {
             "{msg}: the INSERT before the failed Parse is rolled back"
         );
         // s1 is still the first statement.
-        w.send(&[bind("", "s1", &["1"], &[]), execute(""), sync()])
-            .await;
-        assert_eq!(rows(&w.until_ready().await), vec![vec![s("2")]], "{msg}");
+        let s1 = bind_execute(&mut w, "s1", &["1"]).await;
+        assert_eq!(rows(&s1), vec![vec![s("2")]], "{msg}");
         transcripts.push(without_routines(&got));
     }
     assert_eq!(
@@ -168,53 +137,28 @@ async fn same_client_name_for_different_sql() {
         let (_pg, proxy) = setup(pool_size).await;
         let mut a = wire(&proxy).await;
         let mut b = wire(&proxy).await;
-        a.send(&[
-            parse("P_0", "SELECT 'a:' || $1::text AS a_col"),
-            describe_stmt("P_0"),
-            sync(),
-        ])
-        .await;
+        let a_sql = "SELECT 'a:' || $1::text AS a_col";
         assert_eq!(
-            a.until_ready().await,
-            vec![
-                Msg::ParseComplete,
-                Msg::ParameterDescription,
-                Msg::RowDescription(vec!["a_col".into()]),
-                Msg::Ready('I')
-            ]
+            run_batch(&mut a, &[parse("P_0", a_sql), describe_stmt("P_0")]).await,
+            parsed_and_described(vec!["a_col".into()])
         );
-        b.send(&[
-            parse("P_0", "SELECT $1::int * 10 AS b_col, 'b' AS b_tag"),
-            describe_stmt("P_0"),
-            sync(),
-        ])
-        .await;
+        let b_sql = "SELECT $1::int * 10 AS b_col, 'b' AS b_tag";
         assert_eq!(
-            b.until_ready().await,
-            vec![
-                Msg::ParseComplete,
-                Msg::ParameterDescription,
-                Msg::RowDescription(vec!["b_col".into(), "b_tag".into()]),
-                Msg::Ready('I')
-            ],
+            run_batch(&mut b, &[parse("P_0", b_sql), describe_stmt("P_0")]).await,
+            parsed_and_described(vec!["b_col".into(), "b_tag".into()]),
             "pool_size {pool_size}: no \"already exists\""
         );
         for i in 0..5 {
             let n = i.to_string();
-            a.send(&[
+            // Both batches sent before either is answered.
+            let frames = [
                 bind("", "P_0", &[&n], &[]),
                 describe_portal(""),
                 execute(""),
                 sync(),
-            ])
-            .await;
-            b.send(&[
-                bind("", "P_0", &[&n], &[]),
-                describe_portal(""),
-                execute(""),
-                sync(),
-            ])
-            .await;
+            ];
+            a.send(&frames).await;
+            b.send(&frames).await;
             assert_eq!(
                 a.until_ready().await,
                 vec![
@@ -252,22 +196,18 @@ fn does_not_exist(name: &str) -> Vec<(String, String)> {
 
 /// Prepares `name` as `sql` and runs it with "1"; returns the rows.
 async fn prepare_run(w: &mut Wire, name: &str, sql: &str) -> Vec<Vec<Option<String>>> {
-    w.send(&[
-        parse(name, sql),
-        bind("", name, &["1"], &[]),
-        execute(""),
-        sync(),
-    ])
+    let got = run_batch(
+        w,
+        &[parse(name, sql), bind("", name, &["1"], &[]), execute("")],
+    )
     .await;
-    let got = w.until_ready().await;
     assert!(errors(&got).is_empty(), "{got:?}");
     rows(&got)
 }
 
+/// Runs statement `name` with "1"; the answer.
 async fn run_named(w: &mut Wire, name: &str) -> Vec<Msg> {
-    w.send(&[bind("", name, &["1"], &[]), execute(""), sync()])
-        .await;
-    w.until_ready().await
+    bind_execute(w, name, &["1"]).await
 }
 
 /// Close 'S' is answered with CloseComplete; the statement is gone for this client only.
@@ -285,18 +225,16 @@ async fn close_removes_only_the_clients_statement() {
         vec![vec![s("2")]]
     );
 
-    a.send(&[close_stmt("s1"), sync()]).await;
     assert_eq!(
-        a.until_ready().await,
+        run_batch(&mut a, &[close_stmt("s1")]).await,
         vec![Msg::CloseComplete, Msg::Ready('I')]
     );
     let got = run_named(&mut a, "s1").await;
     assert_eq!(error_texts(&got), does_not_exist("s1"), "{got:?}");
     assert_eq!(got.last(), Some(&Msg::Ready('I')));
     // Closing a name that does not exist is no error (as on PostgreSQL).
-    a.send(&[close_stmt("never"), sync()]).await;
     assert_eq!(
-        a.until_ready().await,
+        run_batch(&mut a, &[close_stmt("never")]).await,
         vec![Msg::CloseComplete, Msg::Ready('I')]
     );
     // B's statement, the same text under the same name, still works.
@@ -321,10 +259,7 @@ async fn deallocate_and_discard_act_on_the_clients_names_only() {
     }
 
     // DEALLOCATE one name.
-    assert_eq!(
-        a.query("DEALLOCATE s1").await,
-        vec![Msg::CommandComplete("DEALLOCATE".into()), Msg::Ready('I')]
-    );
+    assert_eq!(a.query("DEALLOCATE s1").await, complete("DEALLOCATE", 'I'));
     assert_eq!(
         error_texts(&run_named(&mut a, "s1").await),
         does_not_exist("s1")
@@ -335,10 +270,7 @@ async fn deallocate_and_discard_act_on_the_clients_names_only() {
     // DEALLOCATE ALL.
     assert_eq!(
         a.query("DEALLOCATE ALL").await,
-        vec![
-            Msg::CommandComplete("DEALLOCATE ALL".into()),
-            Msg::Ready('I')
-        ]
+        complete("DEALLOCATE ALL", 'I')
     );
     assert_eq!(
         error_texts(&run_named(&mut a, "s2").await),
@@ -349,10 +281,7 @@ async fn deallocate_and_discard_act_on_the_clients_names_only() {
 
     // DISCARD ALL.
     prepare_run(&mut a, "s1", PLUS_ONE).await;
-    assert_eq!(
-        a.query("DISCARD ALL").await,
-        vec![Msg::CommandComplete("DISCARD ALL".into()), Msg::Ready('I')]
-    );
+    assert_eq!(a.query("DISCARD ALL").await, complete("DISCARD ALL", 'I'));
     assert_eq!(
         error_texts(&run_named(&mut a, "s1").await),
         does_not_exist("s1")
@@ -378,6 +307,14 @@ async fn deallocate_of_an_unknown_name_fails_like_postgresql() {
     assert_eq!(without_routines(&got), without_routines(&direct));
 }
 
+/// PostgreSQL's error for `DISCARD ALL` inside a transaction block.
+fn discard_all_in_a_block() -> Vec<(String, String)> {
+    vec![(
+        "25001".into(),
+        "DISCARD ALL cannot run inside a transaction block".into(),
+    )]
+}
+
 /// `DISCARD ALL` inside a transaction block fails on the server (25001); the transaction is
 /// aborted, and after ROLLBACK the client's statements are all still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,24 +325,15 @@ async fn discard_all_in_a_transaction_block_fails_and_keeps_statements() {
         (wire(&proxy).await, "pgheal"),
     ] {
         prepare_run(&mut w, "s1", PLUS_ONE).await;
-        assert_eq!(
-            w.query("BEGIN").await,
-            vec![Msg::CommandComplete("BEGIN".into()), Msg::Ready('T')]
-        );
+        assert_eq!(w.query("BEGIN").await, complete("BEGIN", 'T'));
         let got = w.query("DISCARD ALL").await;
         assert_eq!(
             error_texts(&got),
-            vec![(
-                "25001".into(),
-                "DISCARD ALL cannot run inside a transaction block".into()
-            )],
+            discard_all_in_a_block(),
             "{target}: {got:?}"
         );
         assert_eq!(got.last(), Some(&Msg::Ready('E')), "{target}");
-        assert_eq!(
-            w.query("ROLLBACK").await,
-            vec![Msg::CommandComplete("ROLLBACK".into()), Msg::Ready('I')]
-        );
+        assert_eq!(w.query("ROLLBACK").await, complete("ROLLBACK", 'I'));
         assert_eq!(
             rows(&run_named(&mut w, "s1").await),
             vec![vec![s("2")]],
@@ -419,24 +347,11 @@ async fn discard_all_in_a_transaction_block_fails_and_keeps_statements() {
 async fn discard_all_in_a_transaction_block_is_refused_by_the_server() {
     let (_pg, proxy) = setup(2).await;
     let mut a = wire(&proxy).await;
-    assert_eq!(
-        a.query("BEGIN").await,
-        vec![Msg::CommandComplete("BEGIN".into()), Msg::Ready('T')]
-    );
+    assert_eq!(a.query("BEGIN").await, complete("BEGIN", 'T'));
     let got = a.query("DISCARD ALL").await;
-    assert_eq!(
-        error_texts(&got),
-        vec![(
-            "25001".into(),
-            "DISCARD ALL cannot run inside a transaction block".into()
-        )],
-        "{got:?}"
-    );
+    assert_eq!(error_texts(&got), discard_all_in_a_block(), "{got:?}");
     assert_eq!(got.last(), Some(&Msg::Ready('E')));
-    assert_eq!(
-        a.query("ROLLBACK").await,
-        vec![Msg::CommandComplete("ROLLBACK".into()), Msg::Ready('I')]
-    );
+    assert_eq!(a.query("ROLLBACK").await, complete("ROLLBACK", 'I'));
     assert_eq!(rows(&a.query("SELECT 7").await), vec![vec![s("7")]]);
 }
 
@@ -463,14 +378,12 @@ async fn deallocate_in_a_transaction_block() {
     }
     assert_eq!(
         transcripts[0],
-        vec![
-            Msg::CommandComplete("BEGIN".into()),
-            Msg::Ready('T'),
-            Msg::CommandComplete("DEALLOCATE".into()),
-            Msg::Ready('T'),
-            Msg::CommandComplete("COMMIT".into()),
-            Msg::Ready('I'),
+        [
+            complete("BEGIN", 'T'),
+            complete("DEALLOCATE", 'T'),
+            complete("COMMIT", 'I'),
         ]
+        .concat()
     );
     assert_eq!(transcripts[1], transcripts[0]);
 }
@@ -501,14 +414,12 @@ async fn deallocate_all_reaching_the_server_leaves_other_clients_alone() {
     t.extend(a.query("COMMIT").await);
     assert_eq!(
         t,
-        vec![
-            Msg::CommandComplete("BEGIN".into()),
-            Msg::Ready('T'),
-            Msg::CommandComplete("DEALLOCATE ALL".into()),
-            Msg::Ready('T'),
-            Msg::CommandComplete("COMMIT".into()),
-            Msg::Ready('I'),
+        [
+            complete("BEGIN", 'T'),
+            complete("DEALLOCATE ALL", 'T'),
+            complete("COMMIT", 'I'),
         ]
+        .concat()
     );
     assert_eq!(
         error_texts(&run_named(&mut a, "s1").await),
@@ -549,20 +460,19 @@ async fn failed_parse_reaches_the_client() {
     let missing = "SELECT * FROM later_table";
     let mut transcripts = Vec::new();
     for mut w in [wire_direct(&pg).await, wire(&proxy).await] {
-        let mut t = Vec::new();
-        w.send(&[parse("s1", missing), sync()]).await;
-        t.push(w.until_ready().await);
-        w.send(&[bind("", "s1", &[], &[]), execute(""), sync()])
-            .await;
-        t.push(w.until_ready().await);
-        w.send(&[
-            parse("s2", "SELEC 1"),
-            bind("", "s2", &[], &[]),
-            execute(""),
-            sync(),
-        ])
-        .await;
-        t.push(w.until_ready().await);
+        let t = [
+            run_batch(&mut w, &[parse("s1", missing)]).await,
+            bind_execute(&mut w, "s1", &[]).await,
+            run_batch(
+                &mut w,
+                &[
+                    parse("s2", "SELEC 1"),
+                    bind("", "s2", &[], &[]),
+                    execute(""),
+                ],
+            )
+            .await,
+        ];
         transcripts.push(t.iter().map(|m| without_routines(m)).collect::<Vec<_>>());
     }
     assert_eq!(
@@ -594,14 +504,11 @@ async fn failed_parse_reaches_the_client() {
          ALTER TABLE later_table OWNER TO app;",
     );
     for mut w in [wire(&proxy).await, wire(&proxy).await] {
-        w.send(&[
-            parse("s1", missing),
-            bind("", "s1", &[], &[]),
-            execute(""),
-            sync(),
-        ])
+        let got = run_batch(
+            &mut w,
+            &[parse("s1", missing), bind("", "s1", &[], &[]), execute("")],
+        )
         .await;
-        let got = w.until_ready().await;
         assert_eq!(rows(&got), vec![vec![s("5")]], "{got:?}");
     }
 }
@@ -630,13 +537,10 @@ async fn failed_lazy_prepare_passes_the_real_error() {
 
     // Straight to PostgreSQL, for comparison.
     let mut d = wire_direct(&pg).await;
-    d.send(&[parse("s1", sql), sync()]).await;
-    d.until_ready().await;
+    run_batch(&mut d, &[parse("s1", sql)]).await;
 
     admin(&pg, "DROP TABLE t_tmp");
-    d.send(&[bind("", "s1", &[], &[]), execute(""), sync()])
-        .await;
-    let direct = d.until_ready().await;
+    let direct = bind_execute(&mut d, "s1", &[]).await;
     let relation_missing = vec![(
         "42P01".to_owned(),
         "relation \"t_tmp\" does not exist".to_owned(),
@@ -683,9 +587,8 @@ async fn failed_lazy_prepare_passes_the_real_error() {
 async fn two_syncs_in_one_write_are_both_answered() {
     let (_pg, proxy) = setup(2).await;
     let mut a = wire(&proxy).await;
-    a.send(&[parse("s1", PLUS_ONE), sync()]).await;
     assert_eq!(
-        a.until_ready().await,
+        run_batch(&mut a, &[parse("s1", PLUS_ONE)]).await,
         vec![Msg::ParseComplete, Msg::Ready('I')]
     );
     a.send(&[
@@ -702,15 +605,7 @@ async fn two_syncs_in_one_write_are_both_answered() {
     })
     .await
     .expect("both batches answered within 10 s");
-    let expect = |v: &str| {
-        vec![
-            Msg::BindComplete,
-            Msg::DataRow(vec![s(v)]),
-            Msg::CommandComplete("SELECT 1".into()),
-            Msg::Ready('I'),
-        ]
-    };
-    assert_eq!(answers, (expect("2"), expect("3")));
+    assert_eq!(answers, (one_row(vec![s("2")]), one_row(vec![s("3")])));
 
     // tokio-postgres: one client, two tasks querying at once.
     let c = std::sync::Arc::new(connect(&proxy_url(&proxy)).await);
@@ -759,25 +654,17 @@ async fn eviction_keeps_every_statement_working() {
             let name = format!("s{k}");
             // B interleaves its own statement, so the connection's set keeps changing.
             if k % 2 == 0 {
-                b.send(&[
+                let times_three = [
                     parse("", "SELECT $1::int * 3"),
                     bind("", "", &[&round.to_string()], &[]),
                     execute(""),
-                    sync(),
-                ])
-                .await;
+                ];
                 assert_eq!(
-                    rows(&b.until_ready().await),
+                    rows(&run_batch(&mut b, &times_three).await),
                     vec![vec![s(&(round * 3).to_string())]]
                 );
             }
-            a.send(&[
-                bind("", &name, &[&round.to_string()], &[]),
-                execute(""),
-                sync(),
-            ])
-            .await;
-            let got = a.until_ready().await;
+            let got = bind_execute(&mut a, &name, &[&round.to_string()]).await;
             assert_eq!(
                 rows(&got),
                 vec![vec![s(&(round + k).to_string())]],
@@ -813,15 +700,10 @@ async fn a_lazy_prepare_skipped_after_an_error_is_redone() {
     // are skipped by the server.
     let mut batch = run_stmt("two", &["not a number"]);
     batch.extend(run_stmt("one", &["5"]));
-    batch.push(sync());
-    a.send(&batch).await;
-    let got = a.until_ready().await;
+    let got = run_batch(&mut a, &batch).await;
     assert_eq!(errors(&got), vec!["22P02".to_string()], "{got:?}");
     for (name, arg, want) in [("one", "10", "11"), ("two", "10", "12"), ("one", "1", "2")] {
-        let mut batch = run_stmt(name, &[arg]);
-        batch.push(sync());
-        a.send(&batch).await;
-        let got = a.until_ready().await;
+        let got = bind_execute(&mut a, name, &[arg]).await;
         assert_eq!(rows(&got), vec![vec![s(want)]], "{name}: {got:?}");
     }
 }

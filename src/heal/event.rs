@@ -44,3 +44,14 @@ pub fn truncate_sql(sql: &str) -> String {
         None => sql.to_owned(),
     }
 }
+
+impl super::Relay {
+    /// The statement's name and its SQL cut for logs, as a heal event names them; empty
+    /// strings when the statement is no longer registered.
+    pub(crate) fn statement_label(&self, id: crate::statements::StmtId) -> (String, String) {
+        self.stmts
+            .get(id)
+            .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
+            .unwrap_or_default()
+    }
+}

@@ -157,11 +157,7 @@ impl Relay {
             idx,
             action,
         });
-        let (statement, sql) = self
-            .stmts
-            .get(id)
-            .map(|s| (s.name.clone(), super::event::truncate_sql(&s.sql)))
-            .unwrap_or_default();
+        let (statement, sql) = self.statement_label(id);
         out.events.push(super::HealEvent {
             outcome: super::Outcome::Refused,
             statement,
@@ -183,11 +179,7 @@ impl Relay {
             // A first prepare on this connection that needed nothing: not a heal.
             return;
         }
-        let (statement, sql) = self
-            .stmts
-            .get(id)
-            .map(|s| (s.name.clone(), super::event::truncate_sql(&s.sql)))
-            .unwrap_or_default();
+        let (statement, sql) = self.statement_label(id);
         out.events.push(super::HealEvent {
             outcome: if projected {
                 super::Outcome::Projected

@@ -364,11 +364,7 @@ impl Relay {
             None => (heal.outcome, heal.detail.clone()),
         };
         let (statement, sql) = match &heal.target {
-            HealTarget::Statement(id) => self
-                .stmts
-                .get(*id)
-                .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
-                .unwrap_or_default(),
+            HealTarget::Statement(id) => self.statement_label(*id),
             HealTarget::Sql(names) => (
                 names
                     .iter()

@@ -11,7 +11,7 @@ use crate::protocol::{sqlstate, Frame};
 use crate::statements::{Described, ServerPrepared, Shaping, StmtId};
 
 use super::epoch::is_ddl_tag;
-use super::event::{truncate_sql, HealEvent, Outcome};
+use super::event::{HealEvent, Outcome};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::recognize::is_cached_plan_error;
@@ -281,11 +281,7 @@ impl Relay {
         let shaping = self.shaping_on(id, srv);
         if matches!(&shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity())
         {
-            let (statement, sql) = self
-                .stmts
-                .get(id)
-                .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
-                .unwrap_or_default();
+            let (statement, sql) = self.statement_label(id);
             out.events.push(HealEvent {
                 outcome: Outcome::Projected,
                 statement,
@@ -581,11 +577,7 @@ impl Relay {
         };
         let (statement, sql) = match &head.expect {
             Expect::BindComplete { stmt: Some(id), .. }
-            | Expect::StatementDescription { stmt: Some(id), .. } => self
-                .stmts
-                .get(*id)
-                .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
-                .unwrap_or_default(),
+            | Expect::StatementDescription { stmt: Some(id), .. } => self.statement_label(*id),
             _ => Default::default(),
         };
         let detail = if outcome == Outcome::ForwardedInTransaction {

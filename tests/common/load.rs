@@ -1,5 +1,5 @@
 //! Pieces shared by the programs that load pgheal with many tokio-postgres clients while a
-//! migrator changes the schema (`tests/stress_migrations.rs`, `benches/heal_load.rs`, which
+//! migrator changes the schema (`tests/stress_migrations/`, `benches/heal_load.rs`, which
 //! includes this file with `#[path]`): pool modes, runtimes, settings from the environment, a
 //! small RNG, a tally of client-visible errors with samples, and the write-integrity check of a
 //! table of `(client, seq)` keys that has no unique constraint, so a write made twice shows.

@@ -68,6 +68,53 @@ pub async fn with_pid(w: &mut Wire, frames: &[pgheal::protocol::Frame]) -> (i32,
     (pid, msgs[4..].to_vec())
 }
 
+/// Sends `frames` and a Sync (one batch) and returns the answer, up to and including
+/// ReadyForQuery.
+pub async fn run_batch(w: &mut Wire, frames: &[pgheal::protocol::Frame]) -> Vec<Msg> {
+    let mut all = frames.to_vec();
+    all.push(sync());
+    w.send(&all).await;
+    w.until_ready().await
+}
+
+/// Bind (text parameters and results) and Execute of statement `stmt`, alone in a batch; the
+/// answer.
+pub async fn bind_execute(w: &mut Wire, stmt: &str, params: &[&str]) -> Vec<Msg> {
+    run_batch(w, &[bind("", stmt, params, &[]), execute("")]).await
+}
+
+/// The answer to a simple query that completes with `tag` and leaves transaction status
+/// `status` ('I', 'T' or 'E').
+pub fn complete(tag: &str, status: char) -> Vec<Msg> {
+    vec![Msg::CommandComplete(tag.into()), Msg::Ready(status)]
+}
+
+/// The answer to Describe 'S' and Sync of a statement whose rows have `columns`.
+pub fn described(columns: Vec<String>) -> Vec<Msg> {
+    vec![
+        Msg::ParameterDescription,
+        Msg::RowDescription(columns),
+        Msg::Ready('I'),
+    ]
+}
+
+/// The answer to Parse, Describe 'S' and Sync of a statement whose rows have `columns`.
+pub fn parsed_and_described(columns: Vec<String>) -> Vec<Msg> {
+    let mut msgs = vec![Msg::ParseComplete];
+    msgs.extend(described(columns));
+    msgs
+}
+
+/// The answer to Bind, Execute and Sync of a query that returns the one row `row`.
+pub fn one_row(row: Vec<Option<String>>) -> Vec<Msg> {
+    vec![
+        Msg::BindComplete,
+        Msg::DataRow(row),
+        Msg::CommandComplete("SELECT 1".into()),
+        Msg::Ready('I'),
+    ]
+}
+
 /// Steers transactions onto one of the two server connections of a pool of 2: two blocker
 /// clients learn both backend pids, then one of them holds the other connection in an open
 /// transaction block, so a client's next transaction can only run on the chosen one.
@@ -118,10 +165,7 @@ impl Router {
         for i in 0..2 {
             if self.holding[i] {
                 let msgs = self.blockers[i].query("COMMIT").await;
-                assert_eq!(
-                    msgs,
-                    vec![Msg::CommandComplete("COMMIT".into()), Msg::Ready('I')]
-                );
+                assert_eq!(msgs, complete("COMMIT", 'I'));
                 self.holding[i] = false;
             }
         }
@@ -156,10 +200,7 @@ impl Router {
 
 async fn begin_and_pid(w: &mut Wire) -> i32 {
     let msgs = w.query("BEGIN").await;
-    assert_eq!(
-        msgs,
-        vec![Msg::CommandComplete("BEGIN".into()), Msg::Ready('T')]
-    );
+    assert_eq!(msgs, complete("BEGIN", 'T'));
     let msgs = w.query("SELECT pg_backend_pid()").await;
     assert_eq!(msgs.last(), Some(&Msg::Ready('T')), "{msgs:?}");
     single_value(&msgs, "pg_backend_pid()").parse().unwrap()
