@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod event_loops;
 pub mod heal;
 pub mod metrics;
 pub mod net;

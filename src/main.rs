@@ -16,7 +16,11 @@ fn init_logs(format: LogFormat) {
     // takes a lock on each enter and exit to look for span-field directives. Those directives
     // (`[span{field=x}]=level`) are still accepted, through `EnvFilter`, for debugging.
     let spec = std::env::var("PGHEAL_LOG").unwrap_or_default();
-    let spec = if spec.trim().is_empty() { "info" } else { spec.trim() };
+    let spec = if spec.trim().is_empty() {
+        "info"
+    } else {
+        spec.trim()
+    };
     let filter = match spec.parse::<tracing_subscriber::filter::Targets>() {
         Ok(targets) => targets.boxed(),
         Err(_) => match tracing_subscriber::EnvFilter::try_new(spec) {
@@ -41,17 +45,10 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = cli.run.threads.unwrap_or(1);
-    let built = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
+    // The main runtime is event loop 0 (see `pgheal::event_loops`); the proxy starts the others.
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match built {
         Ok(r) => r,
         Err(e) => {

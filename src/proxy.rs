@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, SchemaWatch};
+use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
@@ -93,7 +94,8 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         force_close: force_rx,
     });
     let (stop, mut stop_rx) = watch::channel(false);
-    tracing::info!(%addr, databases = cfg.databases.len(), "pgheal is accepting clients");
+    let loops = EventLoops::start(cfg.threads, &metrics)?;
+    tracing::info!(%addr, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
     let done = tokio::spawn(async move {
         let mut sessions = JoinSet::new();
         loop {
@@ -102,7 +104,8 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        sessions.spawn(run_client(stream, peer, shared.clone()));
+                        let shared = shared.clone();
+                        loops.spawn_session(&mut sessions, stream, move |s| run_client(s, peer, shared));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -138,6 +141,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
             w.abort();
         }
         pools.close_idle();
+        loops.stop();
         tracing::info!("pgheal stopped");
     });
     Ok(ProxyHandle {

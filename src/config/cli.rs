@@ -102,8 +102,8 @@ pub struct RunArgs {
     /// Seconds after a schema change during which `after-schema-change` guards.
     #[arg(long, env = "PGHEAL_SAVEPOINT_GUARD_WINDOW")]
     pub savepoint_guard_window: Option<f64>,
-    /// Worker threads (1 = a single-threaded event loop, like PgBouncer; best when pgheal shares
-    /// a small machine with PostgreSQL or the app). Default: 1.
+    /// Event loops, one thread each; sessions are spread across them (1 = a single loop, like
+    /// PgBouncer). Default: the CPUs available to pgheal (its cgroup quota included).
     #[arg(long, env = "PGHEAL_THREADS")]
     pub threads: Option<usize>,
     /// Turn healing off (a plain pooler).

@@ -42,6 +42,7 @@ pub struct General {
     pub max_message_len: Option<usize>,
     pub max_prepared_statements: Option<usize>,
     pub shutdown_timeout: Option<f64>,
+    pub threads: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,
     pub schema_watch: Option<super::SchemaWatch>,

@@ -131,6 +131,8 @@ pub struct Config {
     /// Statements kept prepared per server connection in transaction pooling (LRU).
     pub max_prepared_statements: usize,
     pub shutdown_timeout: Duration,
+    /// Event loops, one thread each (see [`crate::event_loops`]).
+    pub threads: usize,
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,
     pub schema_watch: SchemaWatch,

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// More event loops than this is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
 use crate::auth::{parse_userlist, AuthMethod, Secret};
 use crate::heal::RelayConfig;
 
@@ -263,6 +266,19 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             args.shutdown_timeout.or(g.shutdown_timeout),
             30.0,
         )?,
+        threads: {
+            let n = args
+                .threads
+                .or(g.threads)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if !(1..=MAX_THREADS).contains(&n) {
+                return Err(ConfigError::new(
+                    "threads",
+                    format!("must be between 1 and {MAX_THREADS}"),
+                ));
+            }
+            n
+        },
         log_format,
         metrics_listen,
         schema_watch: match args.schema_watch.as_deref() {

@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -28,6 +30,11 @@ pub struct Metrics {
     pub savepoint_guards: IntCounter,
     /// `pgheal_savepoint_guard_heals_total`: stale plans caught by the guard and healed.
     pub savepoint_guard_heals: IntCounter,
+    /// `pgheal_event_loop_sessions{event_loop}`: live client sessions on each event loop.
+    pub event_loop_sessions: IntGaugeVec,
+    /// `pgheal_server_connection_moves_total`: pooled server connections that moved to
+    /// another event loop at checkout (two `epoll_ctl` calls each).
+    pub server_connection_moves: IntCounter,
 }
 
 impl Metrics {
@@ -70,7 +77,27 @@ impl Metrics {
             "Stale plans inside transaction blocks healed by rolling back to the savepoint guard",
         )
         .expect("valid metric");
-        for c in [&savepoint_guards, &savepoint_guard_heals] {
+        let event_loop_sessions = IntGaugeVec::new(
+            Opts::new(
+                "pgheal_event_loop_sessions",
+                "Live client sessions, by event loop",
+            ),
+            &["event_loop"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(event_loop_sessions.clone()))
+            .expect("unique metric");
+        let server_connection_moves = IntCounter::new(
+            "pgheal_server_connection_moves_total",
+            "Pooled server connections moved to another event loop at checkout",
+        )
+        .expect("valid metric");
+        for c in [
+            &savepoint_guards,
+            &savepoint_guard_heals,
+            &server_connection_moves,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -103,6 +130,8 @@ impl Metrics {
             cancel_requests,
             savepoint_guards,
             savepoint_guard_heals,
+            event_loop_sessions,
+            server_connection_moves,
         })
     }
 

@@ -100,4 +100,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+
+    /// The stream and whatever is buffered but not yet framed.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+
+    /// A reader over `inner` that first frames the bytes of `buf` (from [`Self::into_parts`]).
+    pub fn with_buffer(inner: R, buf: BytesMut, max_len: usize) -> Self {
+        FrameReader {
+            inner,
+            buf,
+            max_len,
+        }
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
 }

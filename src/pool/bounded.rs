@@ -116,7 +116,13 @@ impl Pool {
         };
         let now = Instant::now();
         loop {
-            let candidate = self.idle.lock().ok().and_then(|mut v| v.pop());
+            // The most recently used idle connection of this event loop, else any.
+            let candidate = self.idle.lock().ok().and_then(|mut v| {
+                match v.iter().rposition(ServerConn::is_home) {
+                    Some(i) => Some(v.remove(i)),
+                    None => v.pop(),
+                }
+            });
             match candidate {
                 Some(c) if self.expired(&c, now) || c.is_broken_while_idle() => {
                     tracing::debug!(
@@ -126,7 +132,18 @@ impl Pool {
                     );
                     self.close(c);
                 }
-                Some(c) => return Ok(self.guard(c, permit)),
+                Some(c) => match c.at_home() {
+                    Ok((c, moved)) => {
+                        if moved {
+                            self.metrics.server_connection_moves.inc();
+                        }
+                        return Ok(self.guard(c, permit));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "closing a server connection that could not move to this event loop");
+                        self.metrics.server_connections.dec();
+                    }
+                },
                 None => {
                     let c = ServerConn::connect(&self.login).await?;
                     self.metrics.server_connections.inc();

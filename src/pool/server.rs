@@ -77,6 +77,8 @@ pub struct ServerConn {
     pub prepared: ServerPrepared,
     /// Fingerprint of the client settings pgheal last applied here (0: none).
     pub applied_settings: u64,
+    /// The thread whose runtime the socket is registered with (its event loop).
+    home: std::thread::ThreadId,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -118,6 +120,7 @@ impl ServerConn {
             idle_since: Instant::now(),
             prepared: ServerPrepared::new(login.max_prepared),
             applied_settings: 0,
+            home: std::thread::current().id(),
         };
         loop {
             let f = conn.reader.read_frame().await?;
@@ -163,6 +166,36 @@ impl ServerConn {
 
     /// Whether the server closed the connection or sent something unasked while idle (a
     /// FATAL after `pg_terminate_backend`, say).
+    /// Whether the socket is registered with the event loop of the calling thread.
+    pub fn is_home(&self) -> bool {
+        self.home == std::thread::current().id()
+    }
+
+    /// The connection with its socket registered with the calling thread's event loop (see
+    /// [`crate::event_loops`]): a pooled connection is polled by whichever session checks it out,
+    /// and readiness events are cheapest where the task runs. Two `epoll_ctl` calls when it
+    /// moves; nothing when it is home already. Bytes buffered but not framed stay buffered.
+    /// Also says whether it moved.
+    pub fn at_home(self) -> std::io::Result<(ServerConn, bool)> {
+        if self.is_home() {
+            return Ok((self, false));
+        }
+        let max_len = self.reader.max_len();
+        let (r, buf) = self.reader.into_parts();
+        let stream = r
+            .reunite(self.writer.into_inner())
+            .map_err(|_| std::io::Error::other("the halves of a server socket do not match"))?;
+        let stream = TcpStream::from_std(stream.into_std()?)?;
+        let (r, w) = stream.into_split();
+        let moved = ServerConn {
+            reader: FrameReader::with_buffer(r, buf, max_len),
+            writer: FrameWriter::new(w),
+            home: std::thread::current().id(),
+            ..self
+        };
+        Ok((moved, true))
+    }
+
     pub fn is_broken_while_idle(&self) -> bool {
         if self.reader.buffered() > 0 {
             return true;
