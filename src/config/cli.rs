@@ -103,7 +103,8 @@ pub struct RunArgs {
     #[arg(long, env = "PGHEAL_SAVEPOINT_GUARD_WINDOW")]
     pub savepoint_guard_window: Option<f64>,
     /// Event loops, one thread each; sessions are spread across them (1 = a single loop, like
-    /// PgBouncer). Default: the CPUs available to pgheal (its cgroup quota included).
+    /// PgBouncer). Default: the CPUs available to pgheal (its cgroup quota included) when every
+    /// database uses session pooling, else 1.
     #[arg(long, env = "PGHEAL_THREADS")]
     pub threads: Option<usize>,
     /// Turn healing off (a plain pooler).

@@ -4,9 +4,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// More event loops than this is a typo, not a machine.
-const MAX_THREADS: usize = 1024;
-
 use crate::auth::{parse_userlist, AuthMethod, Secret};
 use crate::heal::RelayConfig;
 
@@ -14,6 +11,24 @@ use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
 use super::upstream::Upstream;
 use super::{Config, ConfigError, Database, LogFormat, PoolMode, SchemaWatch};
+
+/// More event loops than this is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
+/// Event loops when `threads` is not set: the CPUs available to pgheal (its cgroup quota
+/// included) when every database uses session pooling, else one. In transaction pooling a
+/// server connection goes to whichever session asks next, on any loop, and moving its socket
+/// between loops at every transaction costs more than a second loop gains (measured in
+/// docs/benchmarks.md); one loop keeps it where it is.
+fn default_threads(databases: &BTreeMap<String, Database>) -> usize {
+    if databases
+        .values()
+        .any(|d| d.pool_mode == PoolMode::Transaction)
+    {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Read the file named by `args.config` (if any) and overlay the flags.
 pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
@@ -219,6 +234,19 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             60.0,
         )?,
     };
+    let threads = {
+        let n = args
+            .threads
+            .or(g.threads)
+            .unwrap_or_else(|| default_threads(&databases));
+        if !(1..=MAX_THREADS).contains(&n) {
+            return Err(ConfigError::new(
+                "threads",
+                format!("must be between 1 and {MAX_THREADS}"),
+            ));
+        }
+        n
+    };
     Ok(Config {
         listen,
         databases,
@@ -266,19 +294,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             args.shutdown_timeout.or(g.shutdown_timeout),
             30.0,
         )?,
-        threads: {
-            let n = args
-                .threads
-                .or(g.threads)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            if !(1..=MAX_THREADS).contains(&n) {
-                return Err(ConfigError::new(
-                    "threads",
-                    format!("must be between 1 and {MAX_THREADS}"),
-                ));
-            }
-            n
-        },
+        threads,
         log_format,
         metrics_listen,
         schema_watch: match args.schema_watch.as_deref() {
@@ -359,5 +375,34 @@ mod tests {
         );
         let e = toml::from_str::<FileConfig>("[pgheal]\npool_sise = 3\n").unwrap_err();
         assert!(e.message().contains("pool_sise"));
+    }
+
+    #[test]
+    fn event_loops_default_to_the_cpus_in_session_pooling_and_one_in_transaction_pooling() {
+        let url = "postgres://app:pw@h/d";
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            build(FileConfig::default(), &args(url)).unwrap().threads,
+            cpus
+        );
+        let mut a = args(url);
+        a.pool_mode = Some("transaction".into());
+        assert_eq!(build(FileConfig::default(), &a).unwrap().threads, 1);
+        // One database in transaction pooling is enough.
+        let file: FileConfig = toml::from_str(
+            "[databases.a]\nhost = \"db\"\n[databases.b]\nhost = \"db\"\npool_mode = \"transaction\"\n[users]\napp = \"pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(build(file, &RunArgs::default()).unwrap().threads, 1);
+        // Set, it is taken as is; the file's value too.
+        a.threads = Some(3);
+        assert_eq!(build(FileConfig::default(), &a).unwrap().threads, 3);
+        let file: FileConfig = toml::from_str(
+            "[pgheal]\nthreads = 2\n[databases.a]\nhost = \"db\"\n[users]\napp = \"pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(build(file, &RunArgs::default()).unwrap().threads, 2);
+        a.threads = Some(0);
+        assert_eq!(build(FileConfig::default(), &a).unwrap_err().key, "threads");
     }
 }
