@@ -35,7 +35,8 @@ ENV PGHEAL_LISTEN=0.0.0.0:6432 \
     PGHEAL_METRICS_LISTEN=0.0.0.0:9187
 # Expected from the user: PGHEAL_UPSTREAM=postgres://user:password@host:port/dbname
 # (or PGHEAL_CONFIG pointing at a mounted file). Logs go to stderr; PGHEAL_LOG=debug for more,
-# PGHEAL_LOG_FORMAT=json for JSON lines.
+# PGHEAL_LOG_FORMAT=json for JSON lines. Event loops default to the CPUs the container may use
+# (its CPU limit included); PGHEAL_THREADS sets them.
 
 USER pgheal
 # 6432: PostgreSQL clients. 9187: Prometheus metrics (GET /metrics).
