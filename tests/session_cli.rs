@@ -165,3 +165,69 @@ async fn binary_serves_clients_and_exits_0_on_sigterm() {
         "the password appears in pgheal's log:\n{log}"
     );
 }
+
+/// Log lines of the relay (here: a heal, on sessions of both event loops) carry the client's
+/// address, database and user, in JSON lines too, though the relay runs outside the client span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_log_lines_carry_the_client_fields() {
+    let pg = start_pg_with_orders("");
+    let port = free_port();
+    let mut c = pgheal();
+    c.env("PGHEAL_UPSTREAM", direct_url(&pg))
+        .env("PGHEAL_LOG_FORMAT", "json")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--threads", "2", "--shutdown-timeout", "1"]);
+    let mut child = c.spawn().expect("spawn pgheal");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let stderr = tokio::spawn(async move {
+        let mut s = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut s).await;
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{DB}");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            try_connect(&url).await.is_ok()
+        })
+        .await,
+        "pgheal did not start accepting on port {port}"
+    );
+    // Two clients at once: one session on each event loop.
+    let (a, b) = (connect(&url).await, connect(&url).await);
+    let sql = "SELECT * FROM orders WHERE id = $1";
+    let (sa, sb) = (a.prepare(sql).await.unwrap(), b.prepare(sql).await.unwrap());
+    admin(
+        &pg,
+        "ALTER TABLE orders ADD COLUMN region text DEFAULT 'eu'",
+    );
+    for (client, stmt) in [(&a, &sa), (&b, &sb)] {
+        let row = client.query_one(stmt, &[&1i32]).await.expect("healed");
+        assert_eq!(row.len(), 3);
+    }
+    drop((a, b));
+    let pid = child.id().expect("pgheal pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("pgheal exits after SIGTERM")
+        .expect("wait");
+    let log = stderr.await.expect("stderr reader");
+    let heals: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.contains("healed a stale prepared statement"))
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert_eq!(heals.len(), 2, "one heal per client:\n{log}");
+    let mut peers = std::collections::HashSet::new();
+    for h in &heals {
+        let span = &h["span"];
+        assert_eq!(span["name"], "client", "{h}");
+        assert_eq!(span["db"], DB, "{h}");
+        assert_eq!(span["user"], USER, "{h}");
+        peers.insert(span["peer"].as_str().expect("peer").to_owned());
+    }
+    assert_eq!(peers.len(), 2, "each line names its own client: {heals:?}");
+}
