@@ -164,8 +164,6 @@ impl ServerConn {
         }
     }
 
-    /// Whether the server closed the connection or sent something unasked while idle (a
-    /// FATAL after `pg_terminate_backend`, say).
     /// Whether the socket is registered with the event loop of the calling thread.
     pub fn is_home(&self) -> bool {
         self.home == std::thread::current().id()
@@ -196,6 +194,8 @@ impl ServerConn {
         Ok((moved, true))
     }
 
+    /// Whether the server closed the connection or sent something unasked while idle (a
+    /// FATAL after `pg_terminate_backend`, say).
     pub fn is_broken_while_idle(&self) -> bool {
         if self.reader.buffered() > 0 {
             return true;
