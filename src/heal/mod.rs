@@ -26,7 +26,11 @@
 //!    ([`epoch`]) re-prepares stale statements before use ([`prepare`]), and the optional
 //!    savepoint guard ([`guard`]) brackets Binds so that a late error can be rolled back to a
 //!    savepoint and replayed from there.
+//!
+//! Files: [`relay`] holds the engine's state and entry points, [`client`] the handling of each
+//! frontend message, [`route`] of each backend message, [`repair`] the heal itself.
 
+pub mod client;
 pub mod epoch;
 pub mod event;
 pub mod guard;
