@@ -91,6 +91,18 @@ async fn invalid_settings_exit_with_code_2_naming_the_key() {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
+/// Start pgheal; the task collects everything it logs (until it exits).
+fn spawn_logging(mut c: Command) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    let mut child = c.spawn().expect("spawn pgheal");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let stderr = tokio::spawn(async move {
+        let mut s = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut s).await;
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    (child, stderr)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -108,13 +120,7 @@ async fn binary_serves_clients_and_exits_0_on_sigterm() {
         .env("PGHEAL_LOG", "debug")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--shutdown-timeout", "1"]);
-    let mut child = c.spawn().expect("spawn pgheal");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr = tokio::spawn(async move {
-        let mut s = Vec::new();
-        let _ = stderr_pipe.read_to_end(&mut s).await;
-        String::from_utf8_lossy(&s).into_owned()
-    });
+    let (mut child, stderr) = spawn_logging(c);
 
     let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{DB}");
     let up = eventually(Duration::from_secs(20), || async {
@@ -177,13 +183,7 @@ async fn relay_log_lines_carry_the_client_fields() {
         .env("PGHEAL_LOG_FORMAT", "json")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--threads", "2", "--shutdown-timeout", "1"]);
-    let mut child = c.spawn().expect("spawn pgheal");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr = tokio::spawn(async move {
-        let mut s = Vec::new();
-        let _ = stderr_pipe.read_to_end(&mut s).await;
-        String::from_utf8_lossy(&s).into_owned()
-    });
+    let (mut child, stderr) = spawn_logging(c);
     let url = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/{DB}");
     assert!(
         eventually(Duration::from_secs(20), || async {

@@ -471,31 +471,28 @@ fn push_renamed_bind(
 mod tests {
     use super::*;
 
+    /// The Bind `push_renamed_bind` sends, as one frame.
+    fn renamed(f: &Frame, name: &str, formats: Option<&[i16]>) -> Frame {
+        let mut out = Outbox::default();
+        push_renamed_bind(f, &Bind::decode(f).unwrap(), name, formats, &mut out);
+        let joined: Vec<u8> = out.to_server.iter().flat_map(|p| p.to_vec()).collect();
+        Frame::from_encoded(joined.into())
+    }
+
     #[test]
     fn renamed_bind_keeps_parameters() {
-        use crate::protocol::frontend::Bind;
         let body: &[u8] = b"p\0s1\0\0\x01\0\x01\0\x01\0\0\0\x02ab\0\x01\0\x01";
         let f = encode::raw(b'B', body);
-        let b = Bind::decode(&f).unwrap();
-        let mut out = Outbox::default();
-        push_renamed_bind(&f, &b, "pgheal_7", None, &mut out);
-        let joined: Vec<u8> = out
-            .to_server
-            .iter()
-            .flat_map(|p| p.iter().copied())
-            .collect();
-        let g = Frame::from_encoded(joined.into());
+        let g = renamed(&f, "pgheal_7", None);
         let b2 = Bind::decode(&g).unwrap();
         assert_eq!((b2.portal, b2.statement), ("p", "pgheal_7"));
         assert_eq!(b2.result_formats(), vec![1]);
-        let mut out = Outbox::default();
-        push_renamed_bind(&f, &b, "x", Some(&[1, 0, 0]), &mut out);
-        let joined: Vec<u8> = out
-            .to_server
-            .iter()
-            .flat_map(|p| p.iter().copied())
-            .collect();
-        let g = Frame::from_encoded(joined.into());
+        // The parameters are carried over byte for byte.
+        assert_eq!(
+            &g.body()[b"p\0pgheal_7\0".len()..],
+            &body[b"p\0s1\0".len()..]
+        );
+        let g = renamed(&f, "x", Some(&[1, 0, 0]));
         assert_eq!(Bind::decode(&g).unwrap().result_formats(), vec![1, 0, 0]);
     }
 }
