@@ -119,7 +119,8 @@ pub struct Relay {
     /// The last server message was ReadyForQuery (a transaction-pooling release point).
     pub(crate) at_ready: bool,
     pub(crate) scratch: Vec<std::ops::Range<usize>>,
-    /// The client's span: the relay runs outside it, so its log lines name it as their parent.
+    /// The client's span: the relay (engine and session loop) runs outside it, so its log lines
+    /// name it as their parent.
     pub(crate) span: tracing::Span,
 }
 

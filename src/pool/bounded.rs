@@ -117,8 +117,9 @@ impl Pool {
         let now = Instant::now();
         loop {
             // The most recently used idle connection of this event loop, else any.
+            let here = std::thread::current().id();
             let candidate = self.idle.lock().ok().and_then(|mut v| {
-                match v.iter().rposition(ServerConn::is_home) {
+                match v.iter().rposition(|c| c.home() == here) {
                     Some(i) => Some(v.remove(i)),
                     None => v.pop(),
                 }

@@ -164,9 +164,9 @@ impl ServerConn {
         }
     }
 
-    /// Whether the socket is registered with the event loop of the calling thread.
-    pub fn is_home(&self) -> bool {
-        self.home == std::thread::current().id()
+    /// The thread whose event loop the socket is registered with.
+    pub fn home(&self) -> std::thread::ThreadId {
+        self.home
     }
 
     /// The connection with its socket registered with the calling thread's event loop (see
@@ -175,7 +175,8 @@ impl ServerConn {
     /// moves; nothing when it is home already. Bytes buffered but not framed stay buffered.
     /// Also says whether it moved.
     pub fn at_home(self) -> std::io::Result<(ServerConn, bool)> {
-        if self.is_home() {
+        let here = std::thread::current().id();
+        if self.home == here {
             return Ok((self, false));
         }
         let max_len = self.reader.max_len();
@@ -188,7 +189,7 @@ impl ServerConn {
         let moved = ServerConn {
             reader: FrameReader::with_buffer(r, buf, max_len),
             writer: FrameWriter::new(w),
-            home: std::thread::current().id(),
+            home: here,
             ..self
         };
         Ok((moved, true))

@@ -57,24 +57,20 @@ pub struct Conversation<'a> {
     pub dirty_settings: bool,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
-    /// The client's span. The relay loop runs outside it (see `session::run`): its log lines
-    /// name it as their parent, and the rare awaits that reach the pool run inside it.
-    pub span: tracing::Span,
 }
 
 impl Conversation<'_> {
     /// Get a server connection for the next transaction and bring it to this client's
     /// settings. Not cancel-safe.
+    ///
+    /// Runs once per transaction in transaction pooling, so it does not enter the client span
+    /// (the relay loop runs outside it, see `session::run`): its own lines name the span as
+    /// their parent; the pool's lines are about server connections and carry their ids.
     async fn attach(&mut self) -> Result<(), SessionError> {
-        use tracing::Instrument;
-        let span = self.span.clone();
-        self.attach_in_span().instrument(span).await
-    }
-
-    async fn attach_in_span(&mut self) -> Result<(), SessionError> {
         let mut checkout = self.pool.checkout().await?;
         let conn = checkout.conn();
-        tracing::trace!(server = conn.id, "attached a server connection");
+        let span = &self.engine.span;
+        tracing::trace!(parent: span, server = conn.id, "attached a server connection");
         let fingerprint = self.settings.fingerprint();
         if conn.applied_settings != fingerprint {
             let sql = self.settings.apply_sql();
@@ -85,6 +81,7 @@ impl Conversation<'_> {
             {
                 None => {}
                 Some(_) => tracing::warn!(
+                    parent: span,
                     "some of the client's settings could not be applied to a server connection"
                 ),
             }
@@ -103,7 +100,7 @@ impl Conversation<'_> {
     /// Give the connection back after a transaction (transaction pooling).
     fn detach(&mut self) {
         if let Some(mut c) = self.attached.take() {
-            tracing::trace!(parent: &self.span, server = c.conn().id, "released a server connection");
+            tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
             c.conn().applied_settings = if std::mem::take(&mut self.dirty_settings) {
                 0
             } else {
@@ -289,7 +286,7 @@ impl Conversation<'_> {
             if let Some(c) = self.attached.as_mut() {
                 if !out.to_server.is_empty() && end != Some(End::ServerGone) {
                     if let Err(e) = c.conn().writer.write_parts(&mut out.to_server).await {
-                        tracing::info!(parent: &self.span, error = %e, "server connection lost while writing");
+                        tracing::info!(parent: &self.engine.span, error = %e, "server connection lost while writing");
                         end = Some(End::ServerGone);
                     }
                 }
@@ -309,7 +306,7 @@ impl Conversation<'_> {
                     .map(|c| (c.conn_ref().id, c.conn_ref().backend_pid))
                     .unwrap_or_default();
                 for ev in out.events.drain(..) {
-                    let _in_span = self.span.enter();
+                    let _in_span = self.engine.span.enter();
                     report(&ev, server_id, server_pid, &self.metrics);
                 }
             }

@@ -105,7 +105,6 @@ async fn session(
         dirty_settings: false,
         cancel: &cancel_key,
         metrics: shared.metrics.clone(),
-        span: span.clone(),
     };
     let mut force = shared.force_close.clone();
     let end = conversation.relay(reader, writer, &mut force).await;
