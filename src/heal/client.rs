@@ -15,7 +15,7 @@ use crate::statements::{ServerPrepared, Shaping, StmtId};
 use super::guard::{Bracket, SavepointGuard};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
-use super::relay::{Naming, Portal, Relay, RelayError};
+use super::relay::{Naming, Portal, Relay, RelayError, ServerInput};
 
 impl Relay {
     /// Whether the batch of this Bind describes its statement or portal (the Bind itself is
@@ -46,6 +46,12 @@ impl Relay {
         srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
+        if self.input == ServerInput::SkipToSync && frame.tag != frontend::SYNC {
+            // The server discards it unanswered and unexecuted (a Parse creates nothing, a Close
+            // closes nothing): forwarded as it is, with nothing to expect and nothing to record.
+            out.to_server.push(frame.bytes);
+            return Ok(());
+        }
         if replay.is_none() {
             if let Some((id, stale)) = self.needs_shape_first(&frame, srv) {
                 // Prepare (or re-prepare) here and learn the shape before the client's message
@@ -341,15 +347,19 @@ impl Relay {
                     self.push_pending(pending(Expect::CloseComplete));
                 }
             },
-            frontend::SYNC if self.copy_in => {
+            frontend::SYNC if self.input == ServerInput::CopyIn => {
                 // Ignored by the server during COPY FROM STDIN: no ReadyForQuery will answer it.
                 out.to_server.push(frame.bytes.clone());
             }
             frontend::COPY_DONE | frontend::COPY_FAIL => {
-                self.copy_in = false;
+                if self.input == ServerInput::CopyIn {
+                    self.input = ServerInput::Normal;
+                }
                 out.to_server.push(frame.bytes.clone());
             }
             frontend::SYNC => {
+                // Ends a skip after an error too: the server answers it with ReadyForQuery.
+                self.input = ServerInput::Normal;
                 out.to_server.push(frame.bytes);
                 self.window.sync_sent = true;
                 self.push_pending(pending(Expect::Sync));

@@ -133,7 +133,7 @@ impl Relay {
             || self.window.start != TxStatus::InTransaction
             || self.window.ends_block
             || (self.window.savepoint && self.window.irrevocable)
-            || self.copy_in
+            || self.input != super::relay::ServerInput::Normal
             || !self.guard_on()
         {
             return false;

@@ -71,6 +71,24 @@ pub enum RelayError {
     Server(ProtocolError),
 }
 
+/// What the server does with the next frontend message it reads, as pgheal's model of the
+/// server's input loop (`PostgresMain` in PostgreSQL's `postgres.c`). Pending responses are
+/// pushed only for messages the server will answer; getting this wrong shifts the matching of
+/// responses to messages, and a client then waits for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerInput {
+    /// Every message is executed and answered.
+    #[default]
+    Normal,
+    /// COPY FROM STDIN is running: CopyData, CopyDone and CopyFail are read; Sync and Flush are
+    /// ignored, with no answer.
+    CopyIn,
+    /// An extended-protocol message failed and no Sync was sent after it yet: the server
+    /// discards every message (Query and FunctionCall included) up to the next Sync, which it
+    /// answers with ReadyForQuery.
+    SkipToSync,
+}
+
 /// How a portal's rows are shaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Portal {
@@ -110,8 +128,8 @@ pub struct Relay {
     pub(crate) ddl_pending: bool,
     /// Proactive re-prepares whose shape must be known before deferred messages can go.
     pub(crate) awaiting_shape: usize,
-    /// COPY FROM STDIN is running: PostgreSQL ignores Sync (and Flush) until CopyDone/CopyFail.
-    pub(crate) copy_in: bool,
+    /// What the server does with the next frontend message pgheal sends.
+    pub(crate) input: ServerInput,
     /// (statement, re-prepared because stale): reported at its next Bind.
     pub(crate) reprepared: Option<(StmtId, bool)>,
     /// The client's unnamed statement may end the transaction block (savepoint guard only).
@@ -152,7 +170,7 @@ impl Relay {
             ddl_pending: false,
             awaiting_shape: 0,
             reprepared: None,
-            copy_in: false,
+            input: ServerInput::Normal,
             unnamed_ends_block: false,
             at_ready: true,
             scratch: Vec::new(),

@@ -15,7 +15,7 @@ use super::event::{HealEvent, Outcome};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::recognize::is_cached_plan_error;
-use super::relay::{Naming, Relay, RelayError};
+use super::relay::{Naming, Relay, RelayError, ServerInput};
 use super::repair::{HealTarget, Phase};
 use super::window::Held;
 
@@ -257,7 +257,7 @@ impl Relay {
             (backend::COPY_IN_RESPONSE, Expect::ExecuteResult { .. }) => {
                 // The server now ignores Sync until CopyDone/CopyFail: a Sync the client sent
                 // after this Execute will not be answered, and does not end the window.
-                self.copy_in = true;
+                self.input = ServerInput::CopyIn;
                 self.pending.retain(|p| !matches!(p.expect, Expect::Sync));
                 self.window.sync_sent = false;
                 self.emit(head.idx, tag, frame.bytes, true, out);
@@ -503,6 +503,9 @@ impl Relay {
             }
         }
         let ends_at_ready = matches!(head.expect, Expect::Query { .. } | Expect::FunctionCall);
+        // An error ends COPY FROM STDIN. After a simple Query or FunctionCall the server goes on
+        // normally; after an extended-protocol message it skips to the next Sync.
+        self.input = ServerInput::Normal;
         if !ends_at_ready {
             self.pop_pending();
             // The server skips every message up to Sync: a Parse among them creates nothing.
@@ -522,6 +525,11 @@ impl Relay {
                         self.stmts.remove_id(id);
                     }
                 }
+            }
+            if self.pending.is_empty() {
+                // No Sync was sent after the failed message (a Flush-driven pipeline): whatever
+                // the client sends next is discarded by the server up to its Sync.
+                self.input = ServerInput::SkipToSync;
             }
             if self.awaiting_shape > 0 {
                 // A prepare the client's messages were waiting for failed: the server skips
