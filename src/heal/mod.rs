@@ -28,12 +28,14 @@
 //!    savepoint and replayed from there.
 //!
 //! Files: [`relay`] holds the engine's state and entry points, [`client`] the handling of each
-//! frontend message, [`route`] of each backend message, [`repair`] the heal itself.
+//! frontend message, [`route`] of each backend message, [`repair`] the heal itself, [`leave`]
+//! bringing a server connection to rest when its client leaves mid-batch.
 
 pub mod client;
 pub mod epoch;
 pub mod event;
 pub mod guard;
+pub mod leave;
 pub mod local;
 pub mod outbox;
 pub mod pending;
@@ -47,5 +49,6 @@ pub mod window;
 pub use epoch::SchemaEpoch;
 pub use event::{HealEvent, Outcome};
 pub use guard::SavepointGuard;
+pub use leave::Rest;
 pub use outbox::Outbox;
 pub use relay::{Relay, RelayConfig, RelayError};

@@ -262,6 +262,13 @@ impl Relay {
                 self.window.sync_sent = false;
                 self.emit(head.idx, tag, frame.bytes, true, out);
             }
+            (backend::COPY_IN_RESPONSE, Expect::Query { .. }) => {
+                // COPY FROM STDIN of a simple query: the query's ReadyForQuery comes after
+                // CopyDone/CopyFail, and a Sync sent meanwhile is ignored.
+                self.input = ServerInput::CopyIn;
+                self.pending.retain(|p| !matches!(p.expect, Expect::Sync));
+                self.emit(head.idx, tag, frame.bytes, true, out);
+            }
             _ => self.emit(head.idx, tag, frame.bytes, true, out),
         }
         Ok(())

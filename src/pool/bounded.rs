@@ -9,7 +9,7 @@ use crate::config::PoolMode;
 use crate::metrics::Metrics;
 use crate::protocol::backend::TxStatus;
 
-use super::reset::reset;
+use super::reset::{reset, RESET_TIMEOUT};
 use super::server::{ServerConn, ServerError, ServerLogin};
 
 /// Pools are per client-facing database and server user.
@@ -301,9 +301,11 @@ impl Checkout {
             } else {
                 ""
             };
-            match reset(conn, status, query).await {
-                Ok(conn) => pool.put_idle(conn),
-                Err((conn, why)) => {
+            let mut conn = conn;
+            let done = tokio::time::timeout(RESET_TIMEOUT, reset(&mut conn, status, query)).await;
+            match done.unwrap_or_else(|_| Err("the reset timed out".into())) {
+                Ok(()) => pool.put_idle(conn),
+                Err(why) => {
                     tracing::info!(server = conn.id, reason = %why, "closing a server connection that failed its reset");
                     pool.close(conn);
                 }

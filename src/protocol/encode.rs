@@ -81,6 +81,12 @@ pub fn sync() -> Frame {
     message(b'S', |_| {})
 }
 
+/// CopyFail with an error message: ends COPY FROM STDIN with an error (and is ignored by a
+/// server that is not in COPY).
+pub fn copy_fail(reason: &str) -> Frame {
+    message(b'f', |b| put_cstr(b, reason.as_bytes()))
+}
+
 pub fn query(sql: &str) -> Frame {
     message(b'Q', |b| put_cstr(b, sql.as_bytes()))
 }

@@ -15,7 +15,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use crate::config::PoolMode;
-use crate::heal::{HealEvent, Outbox, Outcome, Relay};
+use crate::heal::{HealEvent, Outbox, Outcome, Relay, Rest};
 use crate::metrics::Metrics;
 use crate::net::{FrameReader, FrameWriter, NetError};
 use crate::pool::{Checkout, Pool};
@@ -111,16 +111,39 @@ impl Conversation<'_> {
         self.cancel.set_target(None);
     }
 
-    /// Hand the connection back at the end of the session.
-    pub fn finish(mut self, end: &Result<End, SessionError>) {
-        let Some(c) = self.attached.take() else {
+    /// Hand the connection back at the end of the session. When the client left with work in
+    /// flight, the connection is first brought to rest (see [`crate::heal::leave`]) within
+    /// [`SERVER_DRAIN_TIMEOUT`], or closed. Not cancel-safe.
+    pub async fn finish(mut self, end: &Result<End, SessionError>) {
+        let Some(mut c) = self.attached.take() else {
             return;
         };
-        match end {
-            Ok(End::ClientGone) | Ok(End::Terminated) => {
-                c.checkin(self.engine.status(), self.engine.is_quiet())
+        if !matches!(end, Ok(End::ClientGone) | Ok(End::Terminated)) {
+            c.discard();
+            return;
+        }
+        let settled = tokio::time::timeout(
+            SERVER_DRAIN_TIMEOUT,
+            bring_to_rest(&mut self.engine, &mut c, &self.metrics),
+        )
+        .await;
+        match settled {
+            Ok(Ok(status)) => {
+                c.conn().applied_settings = if self.dirty_settings {
+                    0
+                } else {
+                    self.settings.fingerprint()
+                };
+                c.checkin(status, true)
             }
-            _ => c.discard(),
+            Ok(Err(why)) => {
+                tracing::info!(parent: &self.engine.span, server = c.conn_ref().id, reason = %why, "closing a server connection its client left mid-batch");
+                c.discard()
+            }
+            Err(_) => {
+                tracing::info!(parent: &self.engine.span, server = c.conn_ref().id, "closing a server connection that did not come to rest after its client left");
+                c.discard()
+            }
         }
     }
 
@@ -327,6 +350,56 @@ impl Conversation<'_> {
             {
                 self.detach();
             }
+        }
+    }
+}
+
+/// How long a server connection whose client left mid-batch may take to come to rest
+/// (answers in flight, a failed COPY, pgheal's own Sync) before it is closed instead.
+pub const SERVER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run the engine without a client until the server connection is at rest (see
+/// [`crate::heal::leave`]): its answers are read and dropped, what the engine still has to
+/// send goes out. Returns the transaction status of the last ReadyForQuery. Not cancel-safe
+/// (the caller's timeout drops the connection with it).
+async fn bring_to_rest(
+    engine: &mut Relay,
+    c: &mut Checkout,
+    metrics: &Metrics,
+) -> Result<TxStatus, String> {
+    let mut out = Outbox::default();
+    let mut frames = Vec::with_capacity(16);
+    loop {
+        let conn = c.conn();
+        let rest = engine
+            .wind_down(&mut conn.prepared, &mut out)
+            .map_err(|e| e.to_string())?;
+        if !out.to_server.is_empty() {
+            conn.writer
+                .write_parts(&mut out.to_server)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.to_server.clear();
+        }
+        out.to_client.clear();
+        for ev in out.events.drain(..) {
+            report(&ev, conn.id, conn.backend_pid, metrics);
+        }
+        if let Rest::Ready(status) = rest {
+            return Ok(status);
+        }
+        match conn.reader.read_frames(&mut frames).await {
+            Ok(true) => {}
+            Ok(false) => return Err("the server closed the connection".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+        for f in frames.drain(..) {
+            if f.tag == backend::PARAMETER_STATUS {
+                conn.note_parameter(&f);
+            }
+            engine
+                .on_server(f, &mut conn.prepared, &mut out)
+                .map_err(|e| e.to_string())?;
         }
     }
 }

@@ -108,7 +108,7 @@ async fn session(
     };
     let mut force = shared.force_close.clone();
     let end = conversation.relay(reader, writer, &mut force).await;
-    span.in_scope(|| conversation.finish(&end));
+    conversation.finish(&end).instrument(span.clone()).await;
     end.map(|_| ())
 }
 
