@@ -138,8 +138,74 @@ async fn raw_query(s: &mut TcpStream, sql: &str) -> Vec<String> {
     }
 }
 
+/// What a connection sends back before it closes: every byte, until the end of the stream.
+async fn everything_until_close(s: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Err(e)) => panic!("{what}: read: {e}"),
+        Err(_) => panic!("{what}: the connection was not closed within 15 s"),
+    }
+    buf
+}
+
+/// Bytes that cannot begin a startup packet (a length below 8 or above 10,000, which is what a
+/// tagged message such as Terminate sent before the startup packet looks like), or a packet cut
+/// short: PostgreSQL logs them and closes without a word (node-postgres, which can send
+/// Terminate before its startup packet, treats any answer as a crash). pgheal does the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_startup_packets_get_08p01_and_a_close() {
+async fn impossible_startup_packets_are_closed_without_an_answer() {
+    let pg = start_pg();
+    let proxy = start_proxy(&pg, |_| {}).await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Terminate before the startup packet",
+            vec![b'X', 0, 0, 0, 4],
+        ),
+        (
+            "a Query before the startup packet",
+            query_message("SELECT 1"),
+        ),
+        ("length 3", 3i32.to_be_bytes().to_vec()),
+        ("length 0", 0i32.to_be_bytes().to_vec()),
+        ("negative length", (-8i32).to_be_bytes().to_vec()),
+        ("length 0x7fffffff", 0x7fff_ffffi32.to_be_bytes().to_vec()),
+        ("length 10001", 10_001i32.to_be_bytes().to_vec()),
+        ("a packet cut short", {
+            let mut p = startup_packet(&[("user", USER), ("database", DB)]);
+            p.truncate(12);
+            p
+        }),
+    ];
+    for (what, bytes) in cases {
+        for (target, addr) in [("PostgreSQL", pg.port()), ("pgheal", proxy.addr.port())] {
+            let mut s = TcpStream::connect(("127.0.0.1", addr))
+                .await
+                .expect("connect");
+            s.write_all(&bytes).await.expect("send");
+            s.shutdown().await.expect("half-close");
+            let answer = everything_until_close(&mut s, what).await;
+            assert!(
+                answer.is_empty(),
+                "{target}, {what}: expected a close without an answer, got {answer:?}"
+            );
+        }
+    }
+    // pgheal still serves.
+    let c = connect(&proxy_url(&proxy)).await;
+    assert_eq!(
+        c.query_one("SELECT 3", &[])
+            .await
+            .expect("query")
+            .get::<_, i32>(0),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_startup_packets_get_a_fatal_and_a_close() {
     let pg = start_pg();
     let proxy = start_proxy(&pg, |_| {}).await;
     let bystander = connect(&proxy_url(&proxy)).await;
@@ -152,19 +218,26 @@ async fn malformed_startup_packets_get_08p01_and_a_close() {
     let mut unterminated = startup_packet(&[("user", USER), ("database", DB)]);
     let n = unterminated.len();
     unterminated[n - 1] = b'x'; // no final NUL: the parameter list never ends
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("length 3", 3i32.to_be_bytes().to_vec()),
-        ("length 0", 0i32.to_be_bytes().to_vec()),
-        ("negative length", (-8i32).to_be_bytes().to_vec()),
-        ("length 0x7fffffff", 0x7fff_ffffi32.to_be_bytes().to_vec()),
-        ("unknown protocol 1234.0", unknown_protocol),
-        ("protocol 2.0", protocol_2),
-        ("unterminated parameters", unterminated),
+                                // The SQLSTATEs PostgreSQL sends for each, and whether PostgreSQL answers in protocol 3
+                                // (to a protocol 2 client it answers with a version 2 error, which this reader cannot read).
+    let cases: Vec<(&str, Vec<u8>, &str, bool)> = vec![
+        ("unknown protocol 1234.0", unknown_protocol, "0A000", true),
+        ("protocol 2.0", protocol_2, "0A000", false),
+        ("unterminated parameters", unterminated, "08P01", false),
     ];
-    for (what, bytes) in cases {
-        let mut s = raw_connect(&proxy).await;
-        s.write_all(&bytes).await.expect("send");
-        expect_error_then_close(&mut s, "08P01", what).await;
+    for (what, bytes, code, compare) in cases {
+        let ports = if compare {
+            vec![pg.port(), proxy.addr.port()]
+        } else {
+            vec![proxy.addr.port()]
+        };
+        for port in ports {
+            let mut s = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            s.write_all(&bytes).await.expect("send");
+            expect_error_then_close(&mut s, code, what).await;
+        }
     }
 
     // The other session never noticed.
@@ -294,25 +367,38 @@ async fn client_vanishing_mid_result_does_not_poison_the_pool() {
     }
     drop(s);
 
-    // The half-read connection is not handed to the next client: it gets a clean one.
+    // pgheal reads the rest of the result (bounded: a connection that does not come to rest in
+    // time is closed instead) and hands the connection on only once it is at ReadyForQuery and
+    // reset: the next client is served, in a clean session, on it or on a new one.
     let c = connect(&proxy_url(&proxy)).await;
     let r = c
         .query_one(
-            "SELECT pg_backend_pid(), count(*) FROM generate_series(1, 3)",
+            "SELECT pg_backend_pid(), count(*), current_setting('application_name') \
+             FROM generate_series(1, 3)",
             &[],
         )
         .await
         .expect("the next client works");
-    assert_ne!(
-        r.get::<_, i32>(0),
-        pid,
-        "the abandoned connection was reused"
-    );
     assert_eq!(r.get::<_, i64>(1), 3);
-    // And the abandoned backend goes away.
-    let gone = eventually(Duration::from_secs(20), || async {
-        !backend_alive(&su, pid).await
+    let next_pid: i32 = r.get(0);
+    // One server connection at most (pool_size 1): the abandoned one was reused or is gone.
+    let gone_or_reused = eventually(Duration::from_secs(20), || async {
+        next_pid == pid || !backend_alive(&su, pid).await
     })
     .await;
-    assert!(gone, "backend {pid} of the vanished client is still there");
+    assert!(
+        gone_or_reused,
+        "backend {pid} of the vanished client lingers beside {next_pid}"
+    );
+    // Nothing runs on it any more.
+    let active: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%generate_series(1, 5000000)%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0);
+    assert_eq!(active, 0, "the abandoned query still runs");
 }

@@ -65,6 +65,16 @@ impl SessionError {
     pub fn client_error(&self) -> Option<Frame> {
         let fatal = |code: &str, msg: String| Some(encode::error_response("FATAL", code, &msg));
         match self {
+            SessionError::Protocol(ProtocolError::UnsupportedProtocol { major, minor })
+            | SessionError::Net(NetError::Protocol(ProtocolError::UnsupportedProtocol {
+                major,
+                minor,
+            })) => fatal(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
+                ),
+            ),
             SessionError::Protocol(e) => fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("invalid frontend message: {e}"),
