@@ -165,13 +165,18 @@ impl Relay {
                         let types: Arc<[u32]> = p.param_types.clone().into();
                         let server_name = names.name_for(&sql, &types, search_path.as_ref());
                         let id = self.stmts.parsed(p.name, sql, types, server_name.clone());
-                        match srv.shape(&server_name).cloned() {
+                        // Prepared here before the last schema change: a fresh Parse (what the
+                        // client sent) may resolve names and types differently now.
+                        let stale = srv
+                            .get(&server_name)
+                            .is_some_and(|s| s.epoch < self.epoch.current());
+                        match srv.shape(&server_name).cloned().filter(|_| !stale) {
                             Some(shape) => {
                                 srv.touch(&server_name);
                                 self.stmts.described(id, &shape);
                                 self.local(encode::parse_complete(), idx, out);
                             }
-                            None if srv.contains(&server_name) => {
+                            None if !stale && srv.contains(&server_name) => {
                                 srv.touch(&server_name);
                                 self.local(encode::parse_complete(), idx, out);
                             }

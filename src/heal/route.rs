@@ -184,6 +184,11 @@ impl Relay {
             }
         }
         if tag == backend::COMMAND_COMPLETE && is_ddl_tag(frame.body()) {
+            if self.pooled() {
+                // Pool-wide statements on this connection may depend on what changed: later
+                // uses in this transaction prepare them afresh, as the client's own Parse would.
+                srv.forget_unpinned();
+            }
             match head.expect {
                 Expect::Query { temp: true, .. } => {}
                 Expect::Query { .. } | Expect::ExecuteResult { .. } if !self.ddl_pending => {
@@ -480,6 +485,16 @@ impl Relay {
             }
         }
         if let Ok(fields) = ErrorFields::decode(&frame) {
+            if let (Expect::BindComplete { stmt: Some(id), .. }, true) = (
+                &head.expect,
+                fields.code() == Some(sqlstate::INTERNAL_ERROR) && self.pooled(),
+            ) {
+                // E.g. `cache lookup failed for type N`: the statement was prepared against
+                // objects that are gone. Not reused on this connection: prepared afresh next time.
+                if let Some(name) = self.stmts.get(*id).map(|s| s.server_name.clone()) {
+                    srv.closed(&name);
+                }
+            }
             // Behind the savepoint guard only a guarded Bind can be rolled back to its
             // savepoint; the replay starts there.
             let from = match (&head.expect, self.window.savepoint) {

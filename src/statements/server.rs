@@ -160,6 +160,21 @@ impl ServerPrepared {
         }
     }
 
+    /// DDL ran on this connection. A statement prepared before it may keep plan inputs that no
+    /// longer exist: parameter types inferred at Parse that name a dropped type fail every later
+    /// Bind with `XX000 cache lookup failed for type`, where the client's own fresh Parse would
+    /// have worked. Every unpinned statement is forgotten, so each is prepared again (Close +
+    /// Parse, in the same pipeline) at its next use; until then the server may keep the old
+    /// ones, which is harmless since every prepare closes its name first.
+    pub fn forget_unpinned(&mut self) {
+        self.last.clear();
+        self.entries.retain(|(_, s)| s.pinned);
+        self.index.clear();
+        for (i, (name, _)) in self.entries.iter().enumerate() {
+            self.index.insert(name.clone(), i);
+        }
+    }
+
     /// After `DISCARD ALL` / `DEALLOCATE ALL` on the connection.
     pub fn clear(&mut self) {
         self.last.clear();
