@@ -8,10 +8,14 @@
 //! - [`file`]: the serde structs of the TOML file (every key optional).
 //! - [`cli`]: the command line (clap), with the environment variable of each flag.
 //! - [`upstream`]: `postgres://user:password@host:port/db` URLs.
+//! - [`ini`]: the pgbouncer.ini file format (sections, comments, `%include`), pure.
+//! - [`connstr`]: the `key=value` strings of its `[databases]`, `[users]` and `[peers]`, pure.
 //! - [`validate`]: file + flags → [`Config`], checking every value.
 
 pub mod cli;
+pub mod connstr;
 pub mod file;
+pub mod ini;
 pub mod upstream;
 pub mod validate;
 
