@@ -40,6 +40,9 @@ pub struct RunArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "PGHEAL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// OS user to switch to once the listener is bound (only as root).
+    #[arg(long, short = 'u', value_name = "USERNAME")]
+    pub user: Option<String>,
     /// Address to accept clients on, e.g. 127.0.0.1:6432.
     #[arg(long, env = "PGHEAL_LISTEN")]
     pub listen: Option<String>,
