@@ -15,6 +15,8 @@
 //! - [`statements`]: named statements, their result contracts and projections.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`watch`]: the schema watch (event trigger + LISTEN) that advances schema epochs.
+//! - [`process`]: what the binary does around the proxy, as PgBouncer does: `-d`, pidfile,
+//!   `-u` user switch, logfile, systemd readiness.
 //! - [`cluster`]: throwaway PostgreSQL clusters from the system binaries (demo and tests).
 //! - [`demo`]: `pgheal demo`, the migration incident replayed and healed.
 
@@ -27,6 +29,7 @@ pub mod heal;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod process;
 pub mod protocol;
 pub mod proxy;
 pub mod session;

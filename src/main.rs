@@ -1,11 +1,35 @@
 //! The `pgheal` binary: parse the command line, load the configuration, run until a signal.
+//!
+//! The order of a start follows PgBouncer's: load and check the configuration (exit 2 on an
+//! invalid setting), refuse a pidfile of a running instance, detach with `-d` (before any thread
+//! exists), bind the listener, switch to the `-u`/`user` OS user, write the pidfile, tell systemd
+//! and the waiting `-d` parent that pgheal is ready. SIGTERM and SIGINT shut down gracefully;
+//! SIGHUP reopens the logfile (configuration reload is not implemented yet).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use pgheal::config::{self, cli::Cli, cli::Command, LogFormat};
+use pgheal::process::{daemon, logfile::LogFile, notify, pidfile, user};
 
-fn init_logs(format: LogFormat) {
+/// The log level: `-v` wins, then `PGHEAL_LOG` (a full filter spec), then the file's `verbose`.
+fn log_spec(cli_verbose: u8, file_verbose: u8) -> String {
+    let level = |v: u8| match v {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    if cli_verbose > 0 {
+        return level(cli_verbose).to_owned();
+    }
+    match std::env::var("PGHEAL_LOG") {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => level(file_verbose).to_owned(),
+    }
+}
+
+/// Logging to stderr (unless `quiet`) and to `logfile` (if any).
+fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile>) {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -15,12 +39,6 @@ fn init_logs(format: LogFormat) {
     // session task runs inside its client span and enters it on every poll, and `EnvFilter`
     // takes a lock on each enter and exit to look for span-field directives. Those directives
     // (`[span{field=x}]=level`) are still accepted, through `EnvFilter`, for debugging.
-    let spec = std::env::var("PGHEAL_LOG").unwrap_or_default();
-    let spec = if spec.trim().is_empty() {
-        "info"
-    } else {
-        spec.trim()
-    };
     let filter = match spec.parse::<tracing_subscriber::filter::Targets>() {
         Ok(targets) => targets.boxed(),
         Err(_) => match tracing_subscriber::EnvFilter::try_new(spec) {
@@ -33,31 +51,61 @@ fn init_logs(format: LogFormat) {
             }
         },
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let fmt = match format {
-        LogFormat::Json => fmt.json().boxed(),
-        LogFormat::Human => fmt.boxed(),
-    };
-    tracing_subscriber::registry().with(filter).with(fmt).init();
+    let stderr = (!quiet).then(|| {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        match format {
+            LogFormat::Json => fmt.json().boxed(),
+            LogFormat::Human => fmt.boxed(),
+        }
+    });
+    let file = logfile.map(|f| {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(f);
+        match format {
+            LogFormat::Json => fmt.json().boxed(),
+            LogFormat::Human => fmt.boxed(),
+        }
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .init();
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.reboot {
+        eprintln!("pgheal: online restart (-R/--reboot) is not supported yet: stop the running process, then start pgheal without -R");
+        return ExitCode::FAILURE;
+    }
+    match cli.command.take() {
+        Some(command) => subcommand(command),
+        None => serve(cli),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     // The main runtime is event loop 0 (see `pgheal::event_loops`); the proxy starts the others.
-    let built = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build();
-    let runtime = match built {
-        Ok(r) => r,
-        Err(e) => {
+        .build()
+        .map_err(|e| {
             eprintln!("pgheal: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+fn subcommand(command: Command) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    match cli.command {
-        Some(Command::Demo) => runtime.block_on(async {
+    match command {
+        Command::Demo => runtime.block_on(async {
             match pgheal::demo::run().await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -66,7 +114,7 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Some(Command::InstallSchemaWatch { upstream, print }) => {
+        Command::InstallSchemaWatch { upstream, print } => {
             if print {
                 println!("{}", pgheal::watch::install_sql());
                 return ExitCode::SUCCESS;
@@ -90,48 +138,174 @@ fn main() -> ExitCode {
                 }
             })
         }
-        None => {
-            let cfg = match config::load(&cli.run) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("pgheal: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_logs(cfg.log_format);
-            runtime.block_on(run(cfg))
-        }
     }
 }
 
-async fn run(cfg: config::Config) -> ExitCode {
-    let handle = match pgheal::proxy::start(cfg).await {
-        Ok(h) => h,
+/// Run the proxy.
+fn serve(mut cli: Cli) -> ExitCode {
+    if let Some(file) = cli.config_file.take() {
+        if cli.run.config.is_some() {
+            eprintln!(
+                "pgheal: give the configuration file once (as the argument or with --config)"
+            );
+            return ExitCode::from(2);
+        }
+        cli.run.config = Some(file);
+    }
+    let cfg = match config::load(&cli.run) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
+            eprintln!("pgheal: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let process = cfg.process.clone();
+    if cli.daemon && process.pidfile.is_none() {
+        eprintln!("pgheal: invalid setting `pidfile`: -d/--daemon needs a pidfile in the configuration (as PgBouncer)");
+        return ExitCode::from(2);
+    }
+    if let Some(p) = &process.pidfile {
+        if let Err(e) = pidfile::check(p) {
+            eprintln!("pgheal: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let logfile = match process.logfile.as_deref().map(LogFile::open).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("pgheal: cannot open the logfile: {e}");
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    // Detach while pgheal has a single thread; the parent waits for `ready` or `failed`.
+    let readiness = if cli.daemon {
+        match daemon::detach() {
+            Ok(daemon::Detached::Parent(code)) => return ExitCode::from(code),
+            Ok(daemon::Detached::Daemon(r)) => Some(r),
+            Err(e) => {
+                eprintln!("pgheal: cannot run in the background: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let spec = log_spec(cli.verbose, process.verbose);
+    init_logs(
+        cfg.log_format,
+        &spec,
+        cli.quiet || cli.daemon,
+        logfile.clone(),
+    );
+    if cli.daemon && logfile.is_none() {
+        tracing::warn!("running in the background without a logfile: log lines go nowhere");
+    }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => {
+            if let Some(r) = readiness {
+                r.failed("cannot start the runtime");
+            }
+            return code;
+        }
+    };
+    runtime.block_on(run(cfg, readiness, logfile))
+}
+
+async fn run(
+    cfg: config::Config,
+    readiness: Option<daemon::Readiness>,
+    logfile: Option<LogFile>,
+) -> ExitCode {
+    let process = cfg.process.clone();
+    // Handlers first: a SIGHUP right after READY=1 must not find the default action (exit).
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            let message = format!("cannot install signal handlers: {e}");
+            eprintln!("pgheal: {message}");
+            if let Some(r) = readiness {
+                r.failed(&message);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let fail = |readiness: Option<daemon::Readiness>, message: String| {
+        tracing::error!("{message}");
+        if let Some(r) = readiness {
+            r.failed(&message);
+        }
+        ExitCode::FAILURE
+    };
+    let handle = match pgheal::proxy::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => return fail(readiness, format!("cannot start: {e}")),
+    };
+    if let Some(name) = &process.user {
+        if let Err(e) = user::switch_to(name) {
+            handle.shutdown().await;
+            return fail(readiness, e.to_string());
+        }
+        tracing::info!(user = %name, "running as OS user");
+    }
+    if let Some(p) = &process.pidfile {
+        if let Err(e) = pidfile::write(p) {
+            handle.shutdown().await;
+            return fail(readiness, e.to_string());
+        }
+    }
+    if let Some(r) = readiness {
+        r.ready();
+    }
+    if let Err(e) = notify::notify("READY=1") {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
+    signals.wait_for_shutdown(logfile.as_ref()).await;
     tracing::info!("signal received");
+    let _ = notify::notify("STOPPING=1");
     handle.shutdown().await;
+    if let Some(p) = &process.pidfile {
+        pidfile::remove(p);
+    }
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
+/// SIGTERM, SIGINT and SIGHUP, caught from the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Until SIGTERM or SIGINT. SIGHUP (logrotate, `systemctl reload`) reopens the logfile and
+    /// otherwise only logs that reloading the configuration is not implemented yet.
+    async fn wait_for_shutdown(&mut self, logfile: Option<&LogFile>) {
+        loop {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    if let Some(f) = logfile {
+                        if let Err(e) = f.reopen() {
+                            tracing::warn!(error = %e, path = %f.path().display(), "cannot reopen the logfile");
+                        }
+                    }
+                    tracing::warn!("SIGHUP: the logfile is reopened; reloading the configuration is not implemented yet (restart pgheal to apply changes)");
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

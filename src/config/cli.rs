@@ -1,19 +1,43 @@
 //! The command line. Each setting flag has a `PGHEAL_*` environment variable; clap resolves
 //! flag over environment, and [`super::validate`] puts both over the file.
+//!
+//! PgBouncer's command line works too, with PgBouncer's meanings:
+//! `pgheal [-d] [-q] [-v]... [-u USER] CONFIG_FILE`, plus `-R` (refused: online restart is not
+//! implemented yet), `-V` and `-h`. The configuration file may be a pgbouncer.ini or pgheal's
+//! TOML, given as the argument or with `--config`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "pgheal",
     version,
-    about = "PostgreSQL proxy and pooler that heals 'cached plan must not change result type'"
+    about = "PostgreSQL proxy and pooler that heals 'cached plan must not change result type'",
+    after_help = "A PgBouncer command line works as it is: pgheal [-d] [-q] [-v] [-u USER] /etc/pgbouncer/pgbouncer.ini"
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Configuration file: a pgbouncer.ini (PgBouncer's format, as it is) or pgheal's TOML. The
+    /// type comes from the extension (.ini, .toml), else from the content (a [pgbouncer]
+    /// section).
+    #[arg(value_name = "CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Run in the background once listening (needs a pidfile in the configuration); logs go
+    /// to the logfile only.
+    #[arg(short = 'd', long)]
+    pub daemon: bool,
+    /// Log nothing to stderr (a logfile still gets everything).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// More detail in the log: -v debug, -vv trace (overrides PGHEAL_LOG and `verbose`).
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// PgBouncer's online restart: not supported yet (pgheal exits with an error).
+    #[arg(short = 'R', long)]
+    pub reboot: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -37,9 +61,12 @@ pub enum Command {
 /// Settings for running the proxy. Every flag overrides the file.
 #[derive(Debug, Args, Default, Clone)]
 pub struct RunArgs {
-    /// TOML configuration file.
+    /// Configuration file (TOML or pgbouncer.ini); the same as the CONFIG_FILE argument.
     #[arg(long, short = 'c', env = "PGHEAL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// OS user to switch to once the listener is bound (only as root).
+    #[arg(long, short = 'u', value_name = "USERNAME")]
+    pub user: Option<String>,
     /// Address to accept clients on, e.g. 127.0.0.1:6432.
     #[arg(long, env = "PGHEAL_LISTEN")]
     pub listen: Option<String>,

@@ -1,4 +1,6 @@
-//! The TOML file, as written by users: every key optional, unknown keys rejected.
+//! The configuration file as written by users: every key optional. A TOML file deserializes
+//! straight into [`FileConfig`] (unknown keys rejected); a `pgbouncer.ini` is mapped onto the
+//! same structs by [`super::pgbouncer`], which also fills [`FileConfig::pgbouncer`].
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,32 @@ pub struct FileConfig {
     /// user name → secret (plain text, `md5…` or `SCRAM-SHA-256$…`).
     #[serde(default)]
     pub users: BTreeMap<String, String>,
+    /// Pool settings per server user (pgbouncer.ini's `[users]`): they win over the database's.
+    #[serde(default)]
+    pub user_settings: BTreeMap<String, FileUserSettings>,
+    /// Set when the file was a pgbouncer.ini: what TOML cannot say, and PgBouncer's leniency.
+    #[serde(skip)]
+    pub pgbouncer: Option<PgBouncerExtras>,
+}
+
+/// What a pgbouncer.ini carries besides the settings TOML has too.
+#[derive(Debug, Default, Clone)]
+pub struct PgBouncerExtras {
+    /// One line per key (or database, user, section) that is read but not honoured, each naming
+    /// it with its file and line. Logged at startup.
+    pub warnings: Vec<String>,
+    /// `[peers]`, parsed for the fleet work; not used yet.
+    pub peers: BTreeMap<u16, super::Peer>,
+    /// `verbose`: 0 info, 1 debug, 2+ trace.
+    pub verbose: u8,
+}
+
+/// `[user_settings.NAME]` (TOML) or a `[users]` line (pgbouncer.ini).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUserSettings {
+    pub pool_mode: Option<PoolMode>,
+    pub pool_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +74,12 @@ pub struct General {
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,
     pub schema_watch: Option<super::SchemaWatch>,
+    /// Append log lines to this file (reopened on SIGHUP).
+    pub logfile: Option<String>,
+    /// Write the process id here once listening; required by `--daemon`.
+    pub pidfile: Option<String>,
+    /// Switch to this OS user once the listener is bound.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

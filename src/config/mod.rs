@@ -1,20 +1,32 @@
-//! Configuration: a TOML file, then environment variables and flags on top, validated into one
-//! immutable [`Config`] that is passed down explicitly (as an `Arc`) — nothing deep in the
-//! logic reads global settings.
+//! Configuration: a file (pgheal's TOML, or PgBouncer's `pgbouncer.ini` as it is), then
+//! environment variables and flags on top, validated into one immutable [`Config`] that is
+//! passed down explicitly (as an `Arc`) — nothing deep in the logic reads global settings.
 //!
 //! Precedence: flag > `PGHEAL_*` environment variable > file > default. An invalid setting is a
-//! [`ConfigError`] naming the key; `main` prints it and exits with code 2.
+//! [`ConfigError`] naming the key (and, in a pgbouncer.ini, the file and line); `main` prints it
+//! and exits with code 2.
 //!
-//! - [`file`]: the serde structs of the TOML file (every key optional).
-//! - [`cli`]: the command line (clap), with the environment variable of each flag.
+//! - [`file`]: the serde structs of the TOML file (every key optional), which a pgbouncer.ini is
+//!   mapped onto as well.
+//! - [`cli`]: the command line (clap), with the environment variable of each flag, and
+//!   PgBouncer's own options (`pgheal pgbouncer.ini -d -q -v -u USER`).
 //! - [`upstream`]: `postgres://user:password@host:port/db` URLs.
+//! - [`ini`]: the pgbouncer.ini file format (sections, comments, `%include`), pure.
+//! - [`connstr`]: the `key=value` strings of its `[databases]`, `[users]` and `[peers]`, pure.
+//! - [`pgbouncer_keys`]: every `[pgbouncer]` key of PgBouncer 1.25 and what pgheal does with it.
+//! - [`pgbouncer`]: a parsed pgbouncer.ini → [`file::FileConfig`], with PgBouncer's defaults.
 //! - [`validate`]: file + flags → [`Config`], checking every value.
 
 pub mod cli;
+pub mod connstr;
 pub mod file;
+pub mod ini;
+pub mod pgbouncer;
+pub mod pgbouncer_keys;
 pub mod upstream;
 pub mod validate;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,11 +124,54 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// The `*` database of a pgbouncer.ini (or `[databases."*"]` in TOML): used for any database
+/// name that is not configured, as if it were configured with this entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackDatabase {
+    /// `name` is `*`; `dbname` is only used when `dbname_given`.
+    pub template: Database,
+    /// The entry names a server database: every name goes there. Otherwise the server database
+    /// is the name the client asked for (PgBouncer's rule).
+    pub dbname_given: bool,
+}
+
+/// Pool settings of one server user (pgbouncer.ini `[users]`), winning over the database's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSettings {
+    pub pool_mode: Option<PoolMode>,
+    pub pool_size: Option<usize>,
+}
+
+/// One `[peers]` entry of a pgbouncer.ini. Parsed and kept; peering is not implemented yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub host: String,
+    pub port: u16,
+    pub pool_size: Option<usize>,
+}
+
+/// What the process does around the proxy: log file, pid file, OS user, verbosity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessSettings {
+    pub logfile: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    /// Switch to this OS user once the listener is bound.
+    pub user: Option<String>,
+    /// pgbouncer.ini `verbose`: 0 info, 1 debug, 2+ trace.
+    pub verbose: u8,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub databases: BTreeMap<String, Database>,
+    /// The `*` database, for names not in `databases`.
+    pub fallback_database: Option<FallbackDatabase>,
+    /// Pool settings per server user.
+    pub user_settings: BTreeMap<String, UserSettings>,
+    /// pgbouncer.ini `[peers]` (not used yet).
+    pub peers: BTreeMap<u16, Peer>,
     /// Client users and their secrets (from `[users]` and `auth_file`).
     pub users: BTreeMap<String, Secret>,
     pub auth_type: AuthMethod,
@@ -139,10 +194,49 @@ pub struct Config {
     pub heal: RelayConfig,
     /// Where the file came from, for the log.
     pub source: Option<PathBuf>,
+    pub process: ProcessSettings,
+    /// Settings that were read but are not honoured, one line each (file:line, key, why); `main`
+    /// logs them once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
+    /// A configured database (the `*` fallback is not consulted).
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.get(name)
+    }
+
+    /// The database a client asking for `name` as `client_user` gets: a configured one, else
+    /// one made from the `*` fallback. Pool settings of the server user (the database's `user`,
+    /// else the client's) win over the database's, as in PgBouncer.
+    pub fn database_for(&self, name: &str, client_user: &str) -> Option<Cow<'_, Database>> {
+        let db = match self.databases.get(name) {
+            Some(d) => Cow::Borrowed(d),
+            None => {
+                let f = self.fallback_database.as_ref()?;
+                let mut d = f.template.clone();
+                d.name = name.to_owned();
+                if !f.dbname_given {
+                    d.dbname = name.to_owned();
+                }
+                Cow::Owned(d)
+            }
+        };
+        let server_user = db.user.as_deref().unwrap_or(client_user);
+        let Some(u) = self.user_settings.get(server_user) else {
+            return Some(db);
+        };
+        if u.pool_mode.is_none() && u.pool_size.is_none() {
+            return Some(db);
+        }
+        let mut d = db.into_owned();
+        if let Some(m) = u.pool_mode {
+            d.pool_mode = m;
+        }
+        if let Some(n) = u.pool_size {
+            d.pool_size = n;
+            d.min_pool_size = d.min_pool_size.min(n);
+        }
+        Some(Cow::Owned(d))
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::{parse_userlist, AuthMethod, Secret};
@@ -10,7 +11,11 @@ use crate::heal::RelayConfig;
 use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
 use super::upstream::Upstream;
-use super::{Config, ConfigError, Database, LogFormat, PoolMode, SchemaWatch};
+use super::{ini, pgbouncer};
+use super::{
+    Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolMode, ProcessSettings,
+    SchemaWatch, UserSettings,
+};
 
 /// More event loops than this is a typo, not a machine.
 const MAX_THREADS: usize = 1024;
@@ -20,37 +25,98 @@ const MAX_THREADS: usize = 1024;
 /// server connection goes to whichever session asks next, on any loop, and moving its socket
 /// between loops at every transaction costs more than a second loop gains (measured in
 /// docs/benchmarks.md); one loop keeps it where it is.
-fn default_threads(databases: &BTreeMap<String, Database>) -> usize {
-    if databases
+fn default_threads(
+    databases: &BTreeMap<String, Database>,
+    fallback: Option<&FallbackDatabase>,
+    user_settings: &BTreeMap<String, UserSettings>,
+) -> usize {
+    let transaction = databases
         .values()
+        .chain(fallback.map(|f| &f.template))
         .any(|d| d.pool_mode == PoolMode::Transaction)
-    {
+        || user_settings
+            .values()
+            .any(|u| u.pool_mode == Some(PoolMode::Transaction));
+    if transaction {
         return 1;
     }
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Read the file named by `args.config` (if any) and overlay the flags.
+/// The two file formats. Both load into the same [`FileConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Toml,
+    /// PgBouncer's `pgbouncer.ini`, as it is.
+    PgBouncerIni,
+}
+
+/// `.ini` / `.toml` by extension; otherwise a file with a `[pgbouncer]` section is a
+/// pgbouncer.ini (a TOML file cannot have one: unknown tables are refused).
+pub fn detect_format(path: &Path, text: &str) -> FileFormat {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("ini") => FileFormat::PgBouncerIni,
+        Some(e) if e.eq_ignore_ascii_case("toml") => FileFormat::Toml,
+        _ if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("[pgbouncer]")) =>
+        {
+            FileFormat::PgBouncerIni
+        }
+        _ => FileFormat::Toml,
+    }
+}
+
+/// Included files, from the disk.
+struct DiskFiles;
+
+impl ini::Files for DiskFiles {
+    fn read(&mut self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+}
+
+fn resolve_host(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// Reads a pgbouncer.ini (`text` is the contents of `path`) into a [`FileConfig`], reading its
+/// `%include`s from the disk and resolving `listen_addr` names.
+pub fn load_pgbouncer_ini(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let parsed = ini::parse(path, text, &mut DiskFiles)
+        .map_err(|e| ConfigError::new("config", e.to_string()))?;
+    pgbouncer::from_ini(&parsed, path, &resolve_host)
+}
+
+/// Read the file named by `args.config` (if any; TOML or pgbouncer.ini, see [`detect_format`])
+/// and overlay the flags.
 pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
             })?;
-            toml::from_str::<FileConfig>(&text).map_err(|e| {
-                let key = e
-                    .span()
-                    .map(|s| text.get(s).unwrap_or("").to_owned())
-                    .unwrap_or_default();
-                ConfigError::new(
-                    if key.is_empty() {
-                        "config".to_owned()
-                    } else {
-                        key
-                    },
-                    e.message().to_owned(),
-                )
-            })?
+            match detect_format(path, &text) {
+                FileFormat::PgBouncerIni => load_pgbouncer_ini(path, &text)?,
+                FileFormat::Toml => toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    let key = e
+                        .span()
+                        .map(|s| text.get(s).unwrap_or("").to_owned())
+                        .unwrap_or_default();
+                    ConfigError::new(
+                        if key.is_empty() {
+                            "config".to_owned()
+                        } else {
+                            key
+                        },
+                        e.message().to_owned(),
+                    )
+                })?,
+            }
         }
         None => FileConfig::default(),
     };
@@ -84,8 +150,15 @@ fn addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// Merge and validate.
+///
+/// A file that was a pgbouncer.ini ([`FileConfig::pgbouncer`]) is held to PgBouncer's leniency:
+/// no database, an unreadable `auth_file` or no users are warnings, not errors (PgBouncer starts
+/// and refuses the clients).
 pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     let g = file.pgheal;
+    let lenient = file.pgbouncer.is_some();
+    let extras = file.pgbouncer.unwrap_or_default();
+    let mut warnings = extras.warnings;
     let listen = addr(
         "listen",
         args.listen
@@ -167,8 +240,20 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             pool_mode: d.pool_mode.unwrap_or(pool_mode),
         })
     };
+    let mut fallback = None;
     for (name, d) in &file.databases {
-        databases.insert(name.clone(), db_from(name, d)?);
+        let db = db_from(name, d)?;
+        if name == "*" {
+            let url_names_db = d.url.as_deref().is_some_and(|u| {
+                url::Url::parse(u).is_ok_and(|u| !u.path().trim_start_matches('/').is_empty())
+            });
+            fallback = Some(FallbackDatabase {
+                template: db,
+                dbname_given: d.dbname.is_some() || url_names_db,
+            });
+        } else {
+            databases.insert(name.clone(), db);
+        }
     }
     if let Some(u) = args.upstream.as_deref().or(g.upstream.as_deref()) {
         let up = Upstream::parse("upstream", u)?;
@@ -192,10 +277,13 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             }
         }
     }
-    if databases.is_empty() {
-        return Err(ConfigError::new(
-            "databases",
-            "no database configured: give --upstream postgres://user:password@host:port/db or a [databases] section",
+    if databases.is_empty() && fallback.is_none() {
+        let why = "no database configured: give --upstream postgres://user:password@host:port/db or a [databases] section";
+        if !lenient {
+            return Err(ConfigError::new("databases", why));
+        }
+        warnings.push(format!(
+            "{why}; every client will get 3D000 database does not exist"
         ));
     }
     for (name, secret) in &file.users {
@@ -204,19 +292,62 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         users.insert(name.clone(), s);
     }
     if let Some(path) = args.auth_file.as_deref().or(g.auth_file.as_deref()) {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("auth_file", format!("cannot read {path}: {e}")))?;
-        for (name, s) in
-            parse_userlist(&text).map_err(|e| ConfigError::new("auth_file", e.to_string()))?
-        {
-            users.insert(name, s);
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (name, s) in parse_userlist(&text)
+                    .map_err(|e| ConfigError::new("auth_file", format!("{path}: {e}")))?
+                {
+                    users.insert(name, s);
+                }
+            }
+            // PgBouncer logs the error and starts without users.
+            Err(e) if lenient => warnings.push(format!(
+                "auth_file: cannot read {path}: {e}; no users loaded from it"
+            )),
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "auth_file",
+                    format!("cannot read {path}: {e}"),
+                ))
+            }
         }
     }
     if auth_type != AuthMethod::Trust && users.is_empty() {
-        return Err(ConfigError::new(
-            "users",
-            format!("auth_type is {auth_type} but no users are configured ([users], auth_file, or a password in --upstream)"),
-        ));
+        let why = format!("auth_type is {auth_type} but no users are configured ([users], auth_file, or a password in --upstream)");
+        if !lenient {
+            return Err(ConfigError::new("users", why));
+        }
+        warnings.push(format!("{why}; every login will fail"));
+    }
+    // A database with a user but no password logs in with that user's secret from the user
+    // list, as PgBouncer does (plain text, or an md5 hash for md5 servers).
+    for db in databases
+        .values_mut()
+        .chain(fallback.as_mut().map(|f| &mut f.template))
+    {
+        if let (Some(user), None) = (&db.user, &db.password) {
+            db.password = match users.get(user) {
+                Some(Secret::Plain(p)) => Some(p.clone()),
+                Some(Secret::Md5(h)) => Some(h.clone()),
+                _ => None,
+            };
+        }
+    }
+    let mut user_settings = BTreeMap::new();
+    for (name, u) in file.user_settings {
+        if u.pool_size == Some(0) {
+            return Err(ConfigError::new(
+                format!("user_settings.{name}.pool_size"),
+                "must be at least 1",
+            ));
+        }
+        user_settings.insert(
+            name,
+            UserSettings {
+                pool_mode: u.pool_mode,
+                pool_size: u.pool_size,
+            },
+        );
     }
     let h = file.heal;
     let heal = RelayConfig {
@@ -238,7 +369,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         let n = args
             .threads
             .or(g.threads)
-            .unwrap_or_else(|| default_threads(&databases));
+            .unwrap_or_else(|| default_threads(&databases, fallback.as_ref(), &user_settings));
         if !(1..=MAX_THREADS).contains(&n) {
             return Err(ConfigError::new(
                 "threads",
@@ -247,9 +378,19 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         }
         n
     };
+    let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
+    let process = ProcessSettings {
+        logfile: path(g.logfile),
+        pidfile: path(g.pidfile),
+        user: args.user.clone().or(g.user).filter(|u| !u.is_empty()),
+        verbose: extras.verbose,
+    };
     Ok(Config {
         listen,
         databases,
+        fallback_database: fallback,
+        user_settings,
+        peers: extras.peers,
         users,
         auth_type,
         max_client_conn: args.max_client_conn.or(g.max_client_conn).unwrap_or(1000),
@@ -303,6 +444,8 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         },
         heal,
         source: args.config.clone(),
+        process,
+        warnings,
     })
 }
 

@@ -175,11 +175,11 @@ async fn login(
     authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
     let db = shared
         .cfg
-        .database(&dbname)
+        .database_for(&dbname, &user)
         .ok_or_else(|| SessionError::UnknownDatabase(dbname.clone()))?;
     let settings = params::requested_settings(&startup)?;
 
-    let pool = shared.pools.pool_for(db, &user, secret);
+    let pool = shared.pools.pool_for(&db, &user, secret);
     let client_settings = ClientSettings::from_startup(&settings);
     // Session pooling assigns the server connection at login. Transaction pooling answers the
     // login with the pool's cached server parameters once it has any, so a login never waits

@@ -1,0 +1,584 @@
+//! A parsed `pgbouncer.ini` ([`super::ini`]) → the [`FileConfig`] a TOML file loads into, with
+//! PgBouncer's meanings and defaults, so `pgheal /etc/pgbouncer/pgbouncer.ini` runs the same
+//! pools PgBouncer would.
+//!
+//! - `[pgbouncer]`: each key is looked up in [`super::pgbouncer_keys::KEYS`], its value checked
+//!   against its PgBouncer type, and then honoured, warned about or refused as the table says.
+//!   A key PgBouncer 1.25 does not have is a warning (PgBouncer would refuse to start). Keys
+//!   that are not in the file get PgBouncer's default, not pgheal's (`max_client_conn` 100,
+//!   `auth_type` md5, ...). PgBouncer's zeros keep their meaning: `query_wait_timeout = 0` and
+//!   `server_connect_timeout = 0` wait forever, `server_lifetime = 0` uses a connection once.
+//! - `[databases]`: connection strings ([`super::connstr`]); `*` is the fallback database;
+//!   `pgbouncer` is reserved; a parameter PgBouncer does not know is an error, one pgheal does
+//!   not implement yet is a warning naming it.
+//! - `[users]`: `pool_mode` and `pool_size` per user; the other PgBouncer keys warn.
+//! - `[peers]`: parsed and checked (for the fleet work); a warning says peering is not
+//!   implemented.
+//!
+//! Every error names the key and carries `file:line`. Values are never echoed from
+//! connection strings (passwords live there). Host names in `listen_addr` are resolved through
+//! the `resolve` function given in, so this module stays free of I/O.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use crate::auth::AuthMethod;
+
+use super::connstr;
+use super::file::{FileConfig, FileDatabase, FileUserSettings, General, PgBouncerExtras};
+use super::ini::{Entry, Ini, Location};
+use super::pgbouncer_keys::{self as keys, parse_c_int, parse_seconds, Kind, Support};
+use super::{ConfigError, Peer, PoolMode};
+
+/// Resolves `listen_addr` host names: (host, port) → addresses.
+pub type Resolve<'a> = &'a dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
+
+const SECTIONS: &[&str] = &["pgbouncer", "databases", "users", "peers"];
+
+/// PgBouncer's "0 = no limit" for a wait: a year, inside the range of tokio's timer (about
+/// 2.2 years; longer sleeps are cut short there).
+const FOREVER_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Database connection-string keys pgheal reads but does not implement yet.
+const DB_NOT_YET: &[&str] = &[
+    "auth_user",
+    "auth_query",
+    "auth_dbname",
+    "reserve_pool",
+    "reserve_pool_size",
+    "max_db_connections",
+    "max_db_client_connections",
+    "connect_query",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "application_name",
+    "query_wait_timeout",
+    "server_lifetime",
+    "load_balance_hosts",
+];
+/// Of those, the ones PgBouncer reads as integers.
+const DB_INTS: &[&str] = &[
+    "reserve_pool",
+    "reserve_pool_size",
+    "max_db_connections",
+    "max_db_client_connections",
+    "query_wait_timeout",
+    "server_lifetime",
+];
+const USER_NOT_YET: &[&str] = &[
+    "reserve_pool_size",
+    "max_user_connections",
+    "max_user_client_connections",
+    "query_timeout",
+    "query_wait_timeout",
+    "idle_transaction_timeout",
+    "transaction_timeout",
+    "client_idle_timeout",
+];
+
+fn bad(key: impl Into<String>, at: &Location, reason: impl Display) -> ConfigError {
+    ConfigError::new(key, format!("{at}: {reason}"))
+}
+
+/// Maps a parsed pgbouncer.ini (`path` is the top file) onto a [`FileConfig`].
+pub fn from_ini(ini: &Ini, path: &Path, resolve: Resolve<'_>) -> Result<FileConfig, ConfigError> {
+    for (name, at) in &ini.sections {
+        if !SECTIONS.contains(&name.as_str()) {
+            return Err(bad(
+                format!("[{name}]"),
+                at,
+                "unknown section (PgBouncer's are [pgbouncer], [databases], [users] and [peers])",
+            ));
+        }
+    }
+    if !ini.sections.iter().any(|(n, _)| n == "pgbouncer") {
+        return Err(ConfigError::new(
+            "[pgbouncer]",
+            format!(
+                "{}: no [pgbouncer] section (PgBouncer requires one)",
+                path.display()
+            ),
+        ));
+    }
+    let mut warnings = Vec::new();
+    let section = |name: &'static str| ini.entries.iter().filter(move |e| e.section == name);
+
+    // [pgbouncer]: check every value; the last occurrence of a key wins, as in PgBouncer.
+    let mut set: BTreeMap<&'static str, &Entry> = BTreeMap::new();
+    for e in section("pgbouncer") {
+        match keys::find(&e.key) {
+            None => warnings.push(format!(
+                "{}: unknown key `{}` in [pgbouncer] ignored (not a PgBouncer 1.25 setting)",
+                e.at, e.key
+            )),
+            Some(k) => {
+                k.kind.check(&e.value).map_err(|r| bad(k.name, &e.at, r))?;
+                set.insert(k.name, e);
+            }
+        }
+    }
+    for (&name, e) in &set {
+        let Some(k) = keys::find(name) else { continue };
+        let same_as = |values: &[&str]| values.iter().any(|v| k.kind.same_value(v, &e.value));
+        match k.support {
+            Support::Yes(_) => {}
+            Support::NotYet { refuse, note, .. } if same_as(refuse) => {
+                return Err(bad(
+                    name,
+                    &e.at,
+                    format!("{name} = {} is not supported by pgheal: {note}", e.value),
+                ));
+            }
+            Support::NotYet { same, note, .. } if !same_as(same) => warnings.push(format!(
+                "{}: `{name}` is not implemented by pgheal yet; ignored{}",
+                e.at,
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({note})")
+                }
+            )),
+            Support::NotYet { .. } => {}
+            Support::Differs { warn: true, note } => warnings.push(format!(
+                "{}: `{name}` has no effect in pgheal: {note}",
+                e.at
+            )),
+            Support::Differs { warn: false, .. } => {}
+        }
+    }
+    let general = general(&set, path, resolve, &mut warnings)?;
+    let verbose = match set.get("verbose") {
+        Some(e) => int(e)?.clamp(0, 255) as u8,
+        None => 0,
+    };
+
+    let mut databases = BTreeMap::new();
+    for e in section("databases") {
+        databases.insert(e.key.clone(), database(e, &mut warnings)?);
+    }
+    let mut user_settings = BTreeMap::new();
+    for e in section("users") {
+        user_settings.insert(e.key.clone(), user(e, &mut warnings)?);
+    }
+    let mut peers = BTreeMap::new();
+    for e in section("peers") {
+        let (id, p) = peer(e)?;
+        peers.insert(id, p);
+    }
+    if let Some(first) = section("peers").next() {
+        warnings.push(format!(
+            "{}: [peers] is read but peering is not implemented by pgheal yet; cancel requests are not forwarded",
+            first.at
+        ));
+    }
+    Ok(FileConfig {
+        pgheal: general,
+        heal: Default::default(),
+        databases,
+        users: BTreeMap::new(),
+        user_settings,
+        pgbouncer: Some(PgBouncerExtras {
+            warnings,
+            peers,
+            verbose,
+        }),
+    })
+}
+
+fn int(e: &Entry) -> Result<i64, ConfigError> {
+    parse_c_int(&e.value).ok_or_else(|| bad(e.key.as_str(), &e.at, "expected an integer"))
+}
+
+fn seconds(e: &Entry) -> Result<f64, ConfigError> {
+    parse_seconds(&e.value).ok_or_else(|| bad(e.key.as_str(), &e.at, "expected seconds ≥ 0"))
+}
+
+fn non_empty(e: Option<&&Entry>) -> Option<String> {
+    e.filter(|e| !e.value.is_empty()).map(|e| e.value.clone())
+}
+
+/// The `[pgbouncer]` keys pgheal implements, with PgBouncer's defaults for the missing ones.
+fn general(
+    set: &BTreeMap<&'static str, &Entry>,
+    path: &Path,
+    resolve: Resolve<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<General, ConfigError> {
+    let get = |k: &str| set.get(k).copied();
+    let int_or = |k: &str, default: i64| get(k).map_or(Ok(default), int);
+    let secs_or = |k: &str, default: f64| get(k).map_or(Ok(default), seconds);
+    let at_least = |k: &str, v: i64, min: i64| match get(k) {
+        Some(e) if v < min => Err(bad(k, &e.at, format!("must be at least {min}"))),
+        _ => Ok(v),
+    };
+
+    let port = at_least("listen_port", int_or("listen_port", 6432)?, 1)?;
+    let port = match u16::try_from(port) {
+        Ok(p) => p,
+        Err(_) => {
+            let at = get("listen_port").map(|e| &e.at);
+            return Err(match at {
+                Some(at) => bad("listen_port", at, "must be at most 65535"),
+                None => ConfigError::new("listen_port", "must be at most 65535"),
+            });
+        }
+    };
+    let listen = listen(get("listen_addr"), port, path, resolve, warnings)?;
+
+    let auth_type = match get("auth_type") {
+        None => AuthMethod::Md5,
+        Some(e) => match e.value.to_ascii_lowercase().as_str() {
+            "trust" => AuthMethod::Trust,
+            "plain" => AuthMethod::Plain,
+            "md5" => AuthMethod::Md5,
+            "scram-sha-256" => AuthMethod::ScramSha256,
+            other => {
+                return Err(bad(
+                    "auth_type",
+                    &e.at,
+                    format!("auth_type = {other} is not supported by pgheal yet (trust, plain, md5 and scram-sha-256 are)"),
+                ))
+            }
+        },
+    };
+    let pool_mode = match get("pool_mode") {
+        None => PoolMode::Session,
+        Some(e) => pool_mode(&e.value, &e.at, "pool_mode", warnings),
+    };
+    let pool_size = at_least("default_pool_size", int_or("default_pool_size", 20)?, 1)?;
+    let min_pool_size = at_least("min_pool_size", int_or("min_pool_size", 0)?, 0)?;
+    let max_client_conn = at_least("max_client_conn", int_or("max_client_conn", 100)?, 0)?;
+    let zero_is_forever = |v: f64| if v == 0.0 { FOREVER_SECS } else { v };
+
+    let max_prepared_statements = match get("max_prepared_statements") {
+        None => Some(200),
+        Some(e) => match at_least("max_prepared_statements", int(e)?, 0)? {
+            0 => {
+                warnings.push(format!(
+                    "{}: `max_prepared_statements = 0` (no prepared statement support) is not how pgheal works: it always tracks prepared statements in transaction pooling; keeping 200 per server connection",
+                    e.at
+                ));
+                Some(200)
+            }
+            n => Some(n as usize),
+        },
+    };
+    let max_message_len = match get("max_packet_size") {
+        None => None,
+        Some(e) => Some(at_least("max_packet_size", int(e)?, 1024)? as usize),
+    };
+    Ok(General {
+        listen: Some(listen.to_string()),
+        upstream: None,
+        pool_mode: Some(pool_mode),
+        pool_size: Some(pool_size as usize),
+        min_pool_size: Some(min_pool_size.min(pool_size) as usize),
+        max_client_conn: Some(max_client_conn as usize),
+        auth_type: Some(auth_type),
+        auth_file: non_empty(set.get("auth_file")),
+        query_wait_timeout: Some(zero_is_forever(secs_or("query_wait_timeout", 120.0)?)),
+        server_connect_timeout: Some(zero_is_forever(secs_or("server_connect_timeout", 15.0)?)),
+        server_lifetime: Some(match secs_or("server_lifetime", 3600.0)? {
+            // PgBouncer: "0 means the connection is to be used only once". pgheal's 0 means
+            // never; the shortest lifetime closes each connection before its next use.
+            0.0 => 1e-9,
+            v => v,
+        }),
+        server_idle_timeout: Some(secs_or("server_idle_timeout", 600.0)?),
+        server_reset_query: Some(
+            get("server_reset_query").map_or_else(|| "DISCARD ALL".to_owned(), |e| e.value.clone()),
+        ),
+        server_reset_query_always: Some(int_or("server_reset_query_always", 0)? != 0),
+        max_message_len,
+        max_prepared_statements,
+        shutdown_timeout: None,
+        threads: None,
+        log_format: None,
+        metrics_listen: None,
+        schema_watch: None,
+        logfile: non_empty(set.get("logfile")),
+        pidfile: non_empty(set.get("pidfile")),
+        user: non_empty(set.get("user")),
+    })
+}
+
+/// `listen_addr` (a comma-separated list; `*` = all addresses) and `listen_port` → the one
+/// address pgheal listens on.
+fn listen(
+    addr: Option<&Entry>,
+    port: u16,
+    path: &Path,
+    resolve: Resolve<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<SocketAddr, ConfigError> {
+    let list: Vec<&str> = addr
+        .map(|e| {
+            e.value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some((e, first)) = addr.zip(list.first()) else {
+        let at = addr.map_or_else(|| path.display().to_string(), |e| e.at.to_string());
+        warnings.push(format!(
+            "{at}: `listen_addr` is not set: PgBouncer would accept Unix socket connections only, which pgheal does not implement yet; listening on 127.0.0.1:{port}"
+        ));
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    };
+    let chosen = if *first == "*" {
+        warnings.push(format!(
+            "{}: `listen_addr = *`: pgheal listens on 0.0.0.0:{port} (IPv4) only; PgBouncer also listens on IPv6",
+            e.at
+        ));
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)
+    } else {
+        let bare = first.trim_start_matches('[').trim_end_matches(']');
+        let found: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => resolve(bare, port).map_err(|err| {
+                bad(
+                    "listen_addr",
+                    &e.at,
+                    format!("cannot resolve {bare:?}: {err}"),
+                )
+            })?,
+        };
+        let Some(best) = found
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(found.first())
+            .copied()
+        else {
+            return Err(bad(
+                "listen_addr",
+                &e.at,
+                format!("{bare:?} resolves to no address"),
+            ));
+        };
+        let others: Vec<String> = found
+            .iter()
+            .filter(|a| a.ip() != best.ip())
+            .map(|a| a.ip().to_string())
+            .collect();
+        if !others.is_empty() {
+            warnings.push(format!(
+                "{}: `listen_addr`: {bare} also resolves to {}; pgheal listens on {best} only",
+                e.at,
+                others.join(", ")
+            ));
+        }
+        best
+    };
+    if list.len() > 1 {
+        warnings.push(format!(
+            "{}: `listen_addr` lists {} addresses; pgheal listens on one ({chosen}) and ignores {}",
+            e.at,
+            list.len(),
+            list[1..].join(", ")
+        ));
+    }
+    Ok(chosen)
+}
+
+fn pool_mode(value: &str, at: &Location, what: &str, warnings: &mut Vec<String>) -> PoolMode {
+    match value.to_ascii_lowercase().as_str() {
+        "transaction" => PoolMode::Transaction,
+        "statement" => {
+            warnings.push(format!(
+                "{at}: {what} = statement is not implemented by pgheal; using transaction pooling, which allows everything statement pooling allows"
+            ));
+            PoolMode::Transaction
+        }
+        _ => PoolMode::Session,
+    }
+}
+
+/// A whole decimal number from a connection string (PgBouncer reads them with `atoi`).
+fn cs_int(key: &str, value: &str, at: &Location, min: i64) -> Result<i64, ConfigError> {
+    match value.parse::<i64>() {
+        Ok(v) if v >= min => Ok(v),
+        Ok(_) => Err(bad(key, at, format!("must be at least {min}"))),
+        Err(_) => Err(bad(key, at, "expected a whole number")),
+    }
+}
+
+fn cs_pool_mode(key: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
+    Kind::Lookup(keys::POOL_MODES)
+        .check(value)
+        .map_err(|r| bad(key, at, r))
+}
+
+/// One `[databases]` line.
+fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, ConfigError> {
+    let name = &e.key;
+    let key = |k: &str| format!("databases.{name}.{k}");
+    if name == "pgbouncer" {
+        return Err(bad(
+            "databases.pgbouncer",
+            &e.at,
+            "the database name pgbouncer is reserved for the admin console",
+        ));
+    }
+    let pairs = connstr::parse(&e.value).map_err(|r| bad(format!("databases.{name}"), &e.at, r))?;
+    let mut d = FileDatabase::default();
+    let mut not_yet: Vec<&str> = Vec::new();
+    for p in &pairs {
+        let (k, v) = (p.key.as_str(), p.value.as_str());
+        match k {
+            "host" => d.host = Some(v.to_owned()),
+            "port" => {
+                let port = cs_int(&key(k), v, &e.at, 1)?;
+                d.port = Some(
+                    u16::try_from(port).map_err(|_| bad(key(k), &e.at, "must be at most 65535"))?,
+                );
+            }
+            "dbname" => d.dbname = Some(v.to_owned()),
+            "user" => d.user = Some(v.to_owned()),
+            "password" => d.password = Some(v.to_owned()),
+            "pool_size" => d.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
+            "min_pool_size" => d.min_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize),
+            "pool_mode" => {
+                cs_pool_mode(&key(k), v, &e.at)?;
+                d.pool_mode = Some(pool_mode(v, &e.at, &key(k), warnings));
+            }
+            _ if DB_NOT_YET.contains(&k) => {
+                if DB_INTS.contains(&k) {
+                    cs_int(&key(k), v, &e.at, i64::MIN)?;
+                }
+                if k == "load_balance_hosts"
+                    && !["disable", "round-robin"]
+                        .iter()
+                        .any(|w| w.eq_ignore_ascii_case(v))
+                {
+                    return Err(bad(key(k), &e.at, "expected disable or round-robin"));
+                }
+                if !not_yet.contains(&k) {
+                    not_yet.push(k);
+                }
+            }
+            _ => {
+                return Err(bad(
+                    key(k),
+                    &e.at,
+                    format!("unknown connection parameter `{k}` (PgBouncer refuses it too)"),
+                ))
+            }
+        }
+    }
+    match d.host.as_deref() {
+        None => warnings.push(format!(
+            "{}: database `{name}` has no host: PgBouncer would use the Unix socket in unix_socket_dir, which pgheal does not implement yet; connecting to 127.0.0.1",
+            e.at
+        )),
+        Some(h) if h.starts_with('/') || h.starts_with('@') => {
+            warnings.push(format!(
+                "{}: database `{name}`: host is a Unix socket, which pgheal does not implement yet; connecting to 127.0.0.1",
+                e.at
+            ));
+            d.host = None;
+        }
+        Some(h) if h.contains(',') => {
+            let first = h.split(',').map(str::trim).find(|s| !s.is_empty()).unwrap_or("").to_owned();
+            warnings.push(format!(
+                "{}: database `{name}`: host lists several servers; pgheal connects to the first ({first}) only",
+                e.at
+            ));
+            d.host = Some(first);
+        }
+        Some(_) => {}
+    }
+    if !not_yet.is_empty() {
+        warnings.push(format!(
+            "{}: database `{name}`: {} not implemented by pgheal yet; ignored",
+            e.at,
+            not_yet.join(", ")
+        ));
+    }
+    Ok(d)
+}
+
+/// One `[users]` line.
+fn user(e: &Entry, warnings: &mut Vec<String>) -> Result<FileUserSettings, ConfigError> {
+    let name = &e.key;
+    let key = |k: &str| format!("users.{name}.{k}");
+    let pairs = connstr::parse(&e.value).map_err(|r| bad(format!("users.{name}"), &e.at, r))?;
+    let mut u = FileUserSettings::default();
+    let mut not_yet: Vec<&str> = Vec::new();
+    for p in &pairs {
+        let (k, v) = (p.key.as_str(), p.value.as_str());
+        match k {
+            "pool_mode" => {
+                cs_pool_mode(&key(k), v, &e.at)?;
+                u.pool_mode = Some(pool_mode(v, &e.at, &key(k), warnings));
+            }
+            "pool_size" => u.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
+            _ if USER_NOT_YET.contains(&k) => {
+                cs_int(&key(k), v, &e.at, i64::MIN)?;
+                if !not_yet.contains(&k) {
+                    not_yet.push(k);
+                }
+            }
+            _ => {
+                return Err(bad(
+                    key(k),
+                    &e.at,
+                    format!("unknown user parameter `{k}` (PgBouncer refuses it too)"),
+                ))
+            }
+        }
+    }
+    if !not_yet.is_empty() {
+        warnings.push(format!(
+            "{}: user `{name}`: {} not implemented by pgheal yet; ignored",
+            e.at,
+            not_yet.join(", ")
+        ));
+    }
+    Ok(u)
+}
+
+/// One `[peers]` line: `ID = host=... port=... pool_size=...`.
+fn peer(e: &Entry) -> Result<(u16, Peer), ConfigError> {
+    let key = format!("peers.{}", e.key);
+    let id = e
+        .key
+        .parse::<u16>()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| bad(key.as_str(), &e.at, "a peer id is a number from 1 to 65535"))?;
+    let mut peer = Peer {
+        host: String::new(),
+        port: 6432,
+        pool_size: None,
+    };
+    for p in connstr::parse(&e.value).map_err(|r| bad(key.as_str(), &e.at, r))? {
+        match p.key.as_str() {
+            "host" => peer.host = p.value,
+            "port" => {
+                peer.port = u16::try_from(cs_int(&key, &p.value, &e.at, 1)?)
+                    .map_err(|_| bad(key.as_str(), &e.at, "port must be at most 65535"))?
+            }
+            "pool_size" => peer.pool_size = Some(cs_int(&key, &p.value, &e.at, 0)? as usize),
+            other => {
+                return Err(bad(
+                    key.as_str(),
+                    &e.at,
+                    format!("unknown peer parameter `{other}`"),
+                ))
+            }
+        }
+    }
+    if peer.host.is_empty() {
+        return Err(bad(key.as_str(), &e.at, "a peer needs host="));
+    }
+    Ok((id, peer))
+}
+
+#[cfg(test)]
+#[path = "pgbouncer_tests.rs"]
+mod tests;

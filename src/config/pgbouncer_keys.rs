@@ -1,0 +1,453 @@
+//! Every `[pgbouncer]` key of PgBouncer 1.25 (the `bouncer_params` table of its `src/main.c`),
+//! with its PgBouncer type and default, and what pgheal does with it. This one table drives the
+//! loader ([`super::pgbouncer`]: value checks, warnings, refusals) and the key table in the
+//! README's "Moving from PgBouncer" section (a unit test keeps the two identical).
+//!
+//! A key is either
+//! - [`Support::Yes`]: honoured as PgBouncer documents it (mapped onto pgheal's own setting);
+//! - [`Support::NotYet`]: not implemented yet. Present in a file, it is one warning line naming it,
+//!   unless its value is one pgheal already behaves like (`same`, e.g. `syslog = 0`). A few
+//!   values would silently weaken what the file asks for (`client_tls_sslmode = require` while
+//!   pgheal has no TLS); those (`refuse`) stop the start instead;
+//! - [`Support::Differs`]: deliberately different, because pgheal's design makes the knob moot or
+//!   does the job another way; the note says how. `warn` says whether its presence is worth a
+//!   warning line.
+//!
+//! Whatever the support, every value is checked against the key's PgBouncer type ([`Kind`]): an
+//! invalid value is an error with file and line, as in PgBouncer.
+
+/// The type PgBouncer parses a key's value as (`CF_INT`, `CF_TIME_USEC`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `strtol(value, 0)`: decimal, `0x` hex or `0` octal, optionally signed.
+    Int,
+    /// `strtoul(value, 0)`.
+    UInt,
+    /// Seconds as a non-negative decimal number (`2.5`).
+    Time,
+    /// Any text.
+    Str,
+    /// One of these words, compared case-insensitively.
+    Lookup(&'static [&'static str]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Honoured; the note says how it maps onto pgheal.
+    Yes(&'static str),
+    NotYet {
+        /// Values pgheal already behaves like: no warning.
+        same: &'static [&'static str],
+        /// Values that would weaken what the file asks for: an error.
+        refuse: &'static [&'static str],
+        note: &'static str,
+    },
+    Differs {
+        warn: bool,
+        note: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// PgBouncer's default, as PgBouncer shows it ("" = not set).
+    pub default: &'static str,
+    pub support: Support,
+}
+
+pub const AUTH_TYPES: &[&str] = &[
+    "any",
+    "trust",
+    "plain",
+    "md5",
+    "cert",
+    "hba",
+    "ldap",
+    "pam",
+    "scram-sha-256",
+];
+pub const POOL_MODES: &[&str] = &["session", "transaction", "statement"];
+const SSLMODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+const SSL_ENFORCING: &[&str] = &["require", "verify-ca", "verify-full"];
+
+const fn yes(name: &'static str, kind: Kind, default: &'static str, note: &'static str) -> Key {
+    Key {
+        name,
+        kind,
+        default,
+        support: Support::Yes(note),
+    }
+}
+
+const fn not_yet(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    same: &'static [&'static str],
+    note: &'static str,
+) -> Key {
+    Key {
+        name,
+        kind,
+        default,
+        support: Support::NotYet {
+            same,
+            refuse: &[],
+            note,
+        },
+    }
+}
+
+const fn differs(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    warn: bool,
+    note: &'static str,
+) -> Key {
+    Key {
+        name,
+        kind,
+        default,
+        support: Support::Differs { warn, note },
+    }
+}
+
+const TLS: &str = "TLS is not implemented yet";
+const CONSOLE: &str = "no admin console yet";
+const UNIX: &str = "Unix sockets are not implemented yet";
+
+use Kind::{Int, Str, Time, UInt};
+
+/// PgBouncer 1.25's `[pgbouncer]` keys, in its (alphabetical) order.
+pub const KEYS: &[Key] = &[
+    not_yet("admin_users", Str, "", &[""], CONSOLE),
+    not_yet("application_name_add_host", Int, "0", &["0"], ""),
+    not_yet("auth_dbname", Str, "", &[""], "auth_query is not implemented yet"),
+    yes("auth_file", Str, "", "`auth_file`: plain, md5 and SCRAM secrets; an unreadable file is a warning and no users, as in PgBouncer"),
+    not_yet("auth_hba_file", Str, "", &[""], "auth_type = hba is not implemented yet"),
+    not_yet("auth_ident_file", Str, "", &[""], "auth_type = hba is not implemented yet"),
+    not_yet("auth_ldap_options", Str, "", &[""], "auth_type = ldap is not implemented yet"),
+    not_yet(
+        "auth_query",
+        Str,
+        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
+        &["SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin"],
+        "auth_user/auth_query are not implemented yet",
+    ),
+    yes("auth_type", Kind::Lookup(AUTH_TYPES), "md5", "`auth_type`: `trust`, `plain`, `md5` (SCRAM for users with a SCRAM secret, as PgBouncer), `scram-sha-256`; `any`, `cert`, `hba`, `ldap`, `pam` stop the start (not implemented yet)"),
+    not_yet("auth_user", Str, "", &[""], "auth_user/auth_query are not implemented yet"),
+    not_yet("autodb_idle_timeout", Time, "3600", &[], "pools of `*` databases are kept"),
+    not_yet("cancel_wait_timeout", Time, "10", &[], "a cancel request is sent at once or dropped"),
+    not_yet("client_idle_timeout", Time, "0", &["0"], ""),
+    not_yet("client_login_timeout", Time, "60", &[], ""),
+    not_yet("client_tls13_ciphers", Str, "", &[""], TLS),
+    not_yet("client_tls_ca_file", Str, "", &[""], TLS),
+    not_yet("client_tls_cert_file", Str, "", &[""], TLS),
+    not_yet("client_tls_ciphers", Str, "default", &["default"], TLS),
+    not_yet("client_tls_dheparams", Str, "auto", &["auto"], TLS),
+    not_yet("client_tls_ecdhcurve", Str, "auto", &["auto"], TLS),
+    not_yet("client_tls_key_file", Str, "", &[""], TLS),
+    not_yet("client_tls_protocols", Str, "secure", &["secure"], TLS),
+    Key {
+        name: "client_tls_sslmode",
+        kind: Kind::Lookup(SSLMODES),
+        default: "disable",
+        support: Support::NotYet {
+            same: &["disable"],
+            refuse: SSL_ENFORCING,
+            note: "TLS is not implemented yet: `require`, `verify-ca` and `verify-full` stop the start rather than accept clients in plain text",
+        },
+    },
+    differs("conffile", Str, "", true, "read-only in PgBouncer's console; the file is the one on the command line"),
+    yes("default_pool_size", Int, "20", "`pool_size` (at least 1)"),
+    not_yet("disable_pqexec", Int, "0", &["0"], ""),
+    differs("dns_max_ttl", Time, "15", false, "pgheal resolves a host name at each new server connection (no DNS cache)"),
+    differs("dns_nxdomain_ttl", Time, "15", false, "pgheal resolves a host name at each new server connection (no DNS cache)"),
+    differs("dns_zone_check_period", Time, "0", false, "pgheal resolves a host name at each new server connection (no DNS cache)"),
+    not_yet("idle_transaction_timeout", Time, "0", &["0"], ""),
+    differs("ignore_startup_parameters", Str, "", false, "pgheal refuses no startup parameter: each is applied to the server connection with SET"),
+    differs("job_name", Str, "pgbouncer", false, "Windows service name"),
+    yes("listen_addr", Str, "", "`listen`: the first address (`*` = 0.0.0.0, names resolved, IPv4 preferred); more addresses are a warning. Unset (PgBouncer: Unix socket only) is a warning and 127.0.0.1"),
+    not_yet("listen_backlog", Int, "128", &[], "pgheal's backlog is 1024"),
+    yes("listen_port", Int, "6432", "the port of `listen`"),
+    not_yet("log_connections", Int, "1", &["0"], "logins are logged at debug level"),
+    not_yet("log_disconnections", Int, "1", &["0"], "failed sessions are logged at info level, others at debug"),
+    differs("log_pooler_errors", Int, "1", false, "pgheal logs each failed session (and the error the client got) at info level"),
+    not_yet("log_stats", Int, "1", &["0"], "statistics are Prometheus metrics (`metrics_listen`)"),
+    yes("logfile", Str, "", "log lines are appended to it (also to stderr unless `-q` or `-d`); reopened on SIGHUP for log rotation"),
+    not_yet("login_notify_message", Str, "", &[""], ""),
+    yes("max_client_conn", Int, "100", "`max_client_conn`"),
+    not_yet("max_db_client_connections", Int, "0", &["0"], ""),
+    not_yet("max_db_connections", Int, "0", &["0"], ""),
+    yes("max_packet_size", UInt, "2147483647", "`max_message_len` when set (at least 1024). Unset, pgheal keeps its own limit of 256 MiB: it holds a whole message in memory, and 2 GiB per client is an easy way to exhaust it"),
+    yes("max_prepared_statements", Int, "200", "`max_prepared_statements`. 0 (PgBouncer: no prepared statement support in transaction pooling) is a warning: pgheal always tracks them and keeps 200"),
+    not_yet("max_user_client_connections", Int, "0", &["0"], ""),
+    not_yet("max_user_connections", Int, "0", &["0"], ""),
+    yes("min_pool_size", Int, "0", "`min_pool_size`, capped at the pool size"),
+    not_yet("peer_id", Int, "0", &["0"], "peering is not implemented yet ([peers] is parsed)"),
+    yes("pidfile", Str, "", "written once the listener is bound, removed at exit; required by `-d`"),
+    differs("pkt_buf", Int, "4096", false, "pgheal sizes its buffers by the messages"),
+    yes("pool_mode", Kind::Lookup(POOL_MODES), "session", "`pool_mode`; `statement` is a warning and runs as `transaction` (which allows all that statement pooling allows)"),
+    not_yet("pool_idle_timeout", Time, "0", &["0"], ""),
+    not_yet("query_timeout", Time, "0", &["0"], ""),
+    not_yet("query_wait_notify", Int, "5", &["0"], "no notice is sent to waiting clients"),
+    yes("query_wait_timeout", Time, "120", "`query_wait_timeout`; 0 = wait forever"),
+    not_yet("reserve_pool_size", Int, "0", &["0"], ""),
+    not_yet("reserve_pool_timeout", Time, "5", &[], ""),
+    not_yet("resolv_conf", Str, "", &[""], ""),
+    differs("sbuf_loopcnt", Int, "5", false, "the runtime's cooperative scheduling keeps one busy connection from stalling the others"),
+    not_yet("scram_iterations", Int, "4096", &["4096"], "pgheal uses 4096"),
+    differs("server_check_delay", Time, "30", true, "pgheal checks an idle connection's socket before reusing it and never sends a check query"),
+    differs("server_check_query", Str, "<empty>", true, "pgheal checks an idle connection's socket before reusing it and never sends a check query"),
+    yes("server_connect_timeout", Time, "15", "`server_connect_timeout`"),
+    not_yet("server_fast_close", Int, "0", &["0"], ""),
+    yes("server_idle_timeout", Time, "600", "`server_idle_timeout`; 0 = never"),
+    yes("server_lifetime", Time, "3600", "`server_lifetime`; 0 = each connection is used once, as in PgBouncer"),
+    not_yet("server_login_retry", Time, "15", &[], "a failed login is retried by the next client"),
+    yes("server_reset_query", Str, "DISCARD ALL", "`server_reset_query`; empty = none"),
+    yes("server_reset_query_always", Int, "0", "`server_reset_query_always`"),
+    not_yet("server_round_robin", Int, "0", &["0"], "idle connections are reused most recent first"),
+    not_yet("server_tls13_ciphers", Str, "", &[""], TLS),
+    not_yet("server_tls_ca_file", Str, "", &[""], TLS),
+    not_yet("server_tls_cert_file", Str, "", &[""], TLS),
+    not_yet("server_tls_ciphers", Str, "default", &["default"], TLS),
+    not_yet("server_tls_key_file", Str, "", &[""], TLS),
+    not_yet("server_tls_protocols", Str, "secure", &["secure"], TLS),
+    Key {
+        name: "server_tls_sslmode",
+        kind: Kind::Lookup(SSLMODES),
+        default: "prefer",
+        support: Support::NotYet {
+            same: &["disable"],
+            refuse: SSL_ENFORCING,
+            note: "TLS is not implemented yet: pgheal connects to servers in plain text (as `disable`); `require`, `verify-ca` and `verify-full` stop the start",
+        },
+    },
+    differs("service_name", Str, "", false, "Windows service name"),
+    not_yet("so_reuseport", Int, "0", &["0"], "pgheal runs several event loops in one process instead (`threads`)"),
+    differs("stats_period", Int, "60", false, "statistics are Prometheus metrics (`metrics_listen`)"),
+    not_yet("stats_users", Str, "", &[""], CONSOLE),
+    not_yet("suspend_timeout", Time, "10", &[], "online restart is not implemented yet"),
+    not_yet("syslog", Int, "0", &["0"], ""),
+    not_yet("syslog_facility", Str, "daemon", &["daemon"], ""),
+    not_yet("syslog_ident", Str, "pgbouncer", &["pgbouncer"], ""),
+    not_yet("tcp_defer_accept", Int, "1", &["0"], ""),
+    not_yet("tcp_keepalive", Int, "1", &["0"], "no keepalive is set on sockets"),
+    not_yet("tcp_keepcnt", Int, "0", &["0"], ""),
+    not_yet("tcp_keepidle", Int, "0", &["0"], ""),
+    not_yet("tcp_keepintvl", Int, "0", &["0"], ""),
+    not_yet("tcp_socket_buffer", Int, "0", &["0"], ""),
+    not_yet("tcp_user_timeout", Int, "0", &["0"], ""),
+    differs("track_extra_parameters", Str, "IntervalStyle", false, "in transaction pooling pgheal carries every startup parameter and `SET` across server connections"),
+    not_yet("transaction_timeout", Time, "0", &["0"], ""),
+    not_yet("unix_socket_dir", Str, "/tmp", &[""], UNIX),
+    not_yet("unix_socket_group", Str, "", &[""], UNIX),
+    not_yet("unix_socket_mode", Int, "0777", &[], UNIX),
+    yes("user", Str, "", "the OS user to switch to once the listener is bound (`-u` wins)"),
+    yes("verbose", Int, "0", "the log level: 0 info, 1 debug, 2 or more trace (`-v` wins)"),
+];
+
+/// The key named `name` (case-sensitive, as in PgBouncer).
+pub fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// `strtol(s, &end, 0)` accepting only a full parse: `12`, `-3`, `0x1F`, `0777` (octal).
+pub fn parse_c_int(s: &str) -> Option<i64> {
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (radix, body) = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        (16, hex)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, &digits[1..])
+    } else {
+        (10, digits)
+    };
+    if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let v = i64::from_str_radix(body, radix).ok()?;
+    Some(if negative { -v } else { v })
+}
+
+/// PgBouncer's time values: seconds as a non-negative, finite decimal number.
+pub fn parse_seconds(s: &str) -> Option<f64> {
+    let v: f64 = s.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+impl Kind {
+    /// Checks `value` against the type; the reason names what was expected.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        let ok = match self {
+            Kind::Int => parse_c_int(value).is_some_and(|v| i32::try_from(v).is_ok()),
+            Kind::UInt => parse_c_int(value).is_some_and(|v| u32::try_from(v).is_ok()),
+            Kind::Time => parse_seconds(value).is_some(),
+            Kind::Str => true,
+            Kind::Lookup(words) => words.iter().any(|w| w.eq_ignore_ascii_case(value)),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            Kind::Int => format!("expected an integer, got {value:?}"),
+            Kind::UInt => format!("expected a non-negative integer, got {value:?}"),
+            Kind::Time => format!("expected a number of seconds ≥ 0, got {value:?}"),
+            Kind::Str => unreachable!("any text is a string"),
+            Kind::Lookup(words) => format!("expected one of {}, got {value:?}", words.join(", ")),
+        })
+    }
+
+    /// Whether two valid values mean the same (numbers compared as numbers).
+    pub fn same_value(self, a: &str, b: &str) -> bool {
+        match self {
+            Kind::Int | Kind::UInt => parse_c_int(a).is_some() && parse_c_int(a) == parse_c_int(b),
+            Kind::Time => parse_seconds(a).is_some() && parse_seconds(a) == parse_seconds(b),
+            Kind::Str => a == b,
+            Kind::Lookup(_) => a.eq_ignore_ascii_case(b),
+        }
+    }
+}
+
+/// The README's key table (between the `pgbouncer-keys` markers of "Moving from PgBouncer").
+pub fn markdown_table() -> String {
+    let mut out =
+        String::from("| `[pgbouncer]` key | PgBouncer default | in pgheal |\n|---|---|---|\n");
+    for k in KEYS {
+        let default = if k.default.is_empty() {
+            "not set".to_owned()
+        } else if k.default.len() > 24 {
+            "(long)".to_owned()
+        } else {
+            format!("`{}`", k.default)
+        };
+        let what = match k.support {
+            Support::Yes(note) => format!("**supported**: {note}"),
+            Support::NotYet { note: "", .. } => "not yet (warning)".to_owned(),
+            Support::NotYet { note, .. } => format!("not yet (warning): {note}"),
+            Support::Differs { warn: true, note } => format!("differs (warning): {note}"),
+            Support::Differs { warn: false, note } => format!("differs: {note}"),
+        };
+        out.push_str(&format!("| `{}` | {default} | {what} |\n", k.name));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_integers() {
+        assert_eq!(parse_c_int("12"), Some(12));
+        assert_eq!(parse_c_int("-3"), Some(-3));
+        assert_eq!(parse_c_int("+3"), Some(3));
+        assert_eq!(parse_c_int("0"), Some(0));
+        assert_eq!(parse_c_int("0x1F"), Some(31));
+        assert_eq!(parse_c_int("0777"), Some(0o777));
+        for bad in [
+            "",
+            "-",
+            "0x",
+            "08",
+            "1.5",
+            "12 ",
+            "abc",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_c_int(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kinds_check_values() {
+        assert!(Kind::Int.check("20").is_ok());
+        assert!(Kind::Int.check("3000000000").is_err());
+        assert!(Kind::UInt.check("2147483647").is_ok());
+        assert!(Kind::UInt.check("-1").is_err());
+        assert!(Kind::Time.check("2.5").is_ok());
+        assert!(Kind::Time.check("-1").is_err());
+        assert!(Kind::Time.check("inf").is_err());
+        assert!(Kind::Time.check("10s").is_err());
+        assert!(Kind::Lookup(POOL_MODES).check("Transaction").is_ok());
+        let e = Kind::Lookup(POOL_MODES).check("txn").unwrap_err();
+        assert!(e.contains("session, transaction, statement"), "{e}");
+        assert!(Kind::Time.same_value("0.0", "0"));
+        assert!(Kind::Int.same_value("0x10", "16"));
+        assert!(!Kind::Int.same_value("1", "0"));
+    }
+
+    /// The table covers PgBouncer 1.25.2's keys exactly (its `bouncer_params`, plus the Windows
+    /// alias `service_name`), in order, once each, and its defaults are valid values.
+    #[test]
+    fn the_table_is_pgbouncer_1_25() {
+        let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "a key is listed twice");
+        assert_eq!(names.len(), 101);
+        for k in KEYS {
+            if !k.default.is_empty() {
+                assert!(k.kind.check(k.default).is_ok(), "{}", k.name);
+            }
+            if let Support::NotYet { same, refuse, .. } = k.support {
+                for v in same.iter().chain(refuse) {
+                    assert!(k.kind.check(v).is_ok(), "{}: {v}", k.name);
+                }
+            }
+        }
+        for name in [
+            "pool_idle_timeout",
+            "login_notify_message",
+            "transaction_timeout",
+            "max_user_client_connections",
+            "client_tls13_ciphers",
+        ] {
+            assert!(find(name).is_some(), "{name}");
+        }
+        assert!(find("Pool_Mode").is_none());
+    }
+
+    /// The README's table is generated from [`KEYS`]. `PGHEAL_BLESS=1 cargo test --lib
+    /// readme_key_table` rewrites it after a change here.
+    #[test]
+    fn readme_key_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("read README.md");
+        let (start, end) = (
+            "<!-- pgbouncer-keys:start -->\n",
+            "<!-- pgbouncer-keys:end -->",
+        );
+        let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
+            panic!("README.md lacks the {start:?} and {end:?} markers");
+        };
+        let current = &readme[a + start.len()..b];
+        let table = markdown_table();
+        if current != table {
+            if std::env::var_os("PGHEAL_BLESS").is_some() {
+                let updated = format!("{}{table}{}", &readme[..a + start.len()], &readme[b..]);
+                std::fs::write(path, updated).expect("write README.md");
+            } else {
+                panic!("README.md's key table is out of date; run PGHEAL_BLESS=1 cargo test --lib readme_key_table\n{table}");
+            }
+        }
+    }
+}
