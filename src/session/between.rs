@@ -9,9 +9,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use crate::heal::Outbox;
 use crate::net::FrameWriter;
 use crate::protocol::backend::TxStatus;
-use crate::protocol::{encode, frontend, sqlstate, Frame};
+use crate::protocol::{encode, sqlstate, Frame};
 
 use super::listen::Position;
+use super::listen_sql;
 use super::relay_loop::{Conversation, End};
 use super::SessionError;
 
@@ -27,9 +28,10 @@ impl Conversation<'_> {
     /// when it was answered (into `out.to_client`, in order after what is already there).
     /// Not cancel-safe.
     pub(super) async fn answer_listen(&mut self, f: &Frame, out: &mut Outbox) -> bool {
-        let Ok(sql) = frontend::decode_query(f) else {
+        let sql = listen_sql::query_text(f);
+        if !listen_sql::may_be_listen(sql) {
             return false;
-        };
+        }
         let at = match self.engine.status() {
             TxStatus::Idle if self.engine.at_transaction_boundary() => Position::Idle,
             TxStatus::InTransaction if self.engine.is_quiet() => Position::InBlock,
@@ -37,7 +39,7 @@ impl Conversation<'_> {
         };
         let pinned = self.pin.is_pinned();
         self.listen
-            .on_query(sql.as_bytes(), at, pinned, &self.pool, &mut out.to_client)
+            .on_query(sql, at, pinned, &self.pool, &mut out.to_client)
             .await
     }
 

@@ -11,6 +11,14 @@
 //! multibyte encodings), quoted names keep their case and `""` stands for `"`, and names longer
 //! than 63 bytes are truncated at a character boundary.
 
+use crate::protocol::Frame;
+
+/// A Query message's SQL text as bytes, without decoding it (its terminating NUL dropped).
+pub fn query_text(f: &Frame) -> &[u8] {
+    let body = f.body();
+    body.strip_suffix(&[0]).unwrap_or(body)
+}
+
 /// One statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenOp {
@@ -32,8 +40,15 @@ impl ListenOp {
 /// PostgreSQL's NAMEDATALEN - 1: identifiers are truncated to this many bytes.
 const MAX_IDENT: usize = 63;
 
+/// Whether `sql` may be a LISTEN/UNLISTEN-only query or `DISCARD ALL` (its first word starts
+/// like one): the cheap test every simple query goes through.
+pub fn may_be_listen(sql: &[u8]) -> bool {
+    let mut p = Scan { sql, at: 0 };
+    p.skip_space();
+    matches!(p.peek(), Some(b'l' | b'L' | b'u' | b'U' | b'd' | b'D'))
+}
+
 /// The statements of `sql` when it holds only LISTEN/UNLISTEN statements; `None` otherwise.
-/// Cheap for every other query: it stops at the first byte that cannot start one.
 pub fn listen_ops(sql: &[u8]) -> Option<Vec<ListenOp>> {
     let mut p = Scan { sql, at: 0 };
     p.skip_space();
@@ -263,6 +278,17 @@ mod tests {
             assert_eq!(ops(sql), None, "{sql:?}");
         }
         assert_eq!(listen_ops(b"LISTEN \xff\xfe"), None);
+    }
+
+    #[test]
+    fn cheap_first_test() {
+        assert!(may_be_listen(b"  listen x"));
+        assert!(may_be_listen(b"UNLISTEN *"));
+        assert!(may_be_listen(b"DISCARD ALL"));
+        assert!(!may_be_listen(b"SELECT 1"));
+        assert!(!may_be_listen(b""));
+        let f = crate::protocol::encode::query("LISTEN x");
+        assert_eq!(query_text(&f), b"LISTEN x");
     }
 
     #[test]

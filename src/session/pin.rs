@@ -35,7 +35,7 @@ use crate::protocol::backend::{self, TxStatus};
 use crate::protocol::frontend::{self, Parse, Target};
 use crate::protocol::{encode, Frame};
 
-use super::listen_sql::is_discard_all;
+use super::listen_sql::{is_discard_all, query_text};
 use super::settings::{session_state_in, StateKinds};
 
 /// What remains on the connection: temporary objects, holdable cursors, session advisory
@@ -150,10 +150,7 @@ impl Pin {
     pub fn observe(&mut self, f: &Frame, status: TxStatus) {
         match f.tag {
             frontend::QUERY => {
-                let Ok(sql) = frontend::decode_query(f) else {
-                    return;
-                };
-                let sql = sql.as_bytes();
+                let sql = query_text(f);
                 if self.is_pinned() && status == TxStatus::Idle && is_discard_all(sql) {
                     self.set_next(Next::Release);
                 } else {
