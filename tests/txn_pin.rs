@@ -131,6 +131,16 @@ async fn a_temporary_table_pins_its_client_until_dropped() {
     );
     pinned_connection_is_not_handed_out(&proxy).await;
     commit(&mut b).await;
+    // A statement pgheal answers itself, then the server again: the pinned connection is
+    // checked in between and still relays.
+    assert_eq!(
+        a.query("DEALLOCATE ALL").await,
+        complete("DEALLOCATE ALL", 'I')
+    );
+    assert_eq!(
+        row(&mut a, "SELECT count(*) FROM scratch").await,
+        vec![s("2")]
+    );
 
     assert_eq!(
         a.query("DROP TABLE scratch").await,

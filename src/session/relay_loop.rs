@@ -359,6 +359,9 @@ impl Conversation<'_> {
             }
             if self.mode == PoolMode::Transaction {
                 if self.has_session_state() {
+                    // It may read the server socket itself (the session-state check), which
+                    // takes the socket's registered waker: poll the socket afresh next time.
+                    server_armed = false;
                     if let Some(end) = self.between_transactions(client_w, &mut out).await? {
                         return Ok(end);
                     }
