@@ -35,6 +35,23 @@ pub struct Metrics {
     /// `pgheal_server_connection_moves_total`: pooled server connections that moved to
     /// another event loop at checkout (two `epoll_ctl` calls each).
     pub server_connection_moves: IntCounter,
+    /// `pgheal_pinned_clients`: transaction-pooling clients kept on their server connection
+    /// because session state (temporary objects, WITH HOLD cursors, advisory locks, a LISTEN
+    /// that reached the server) remains on it.
+    pub pinned_clients: IntGauge,
+    /// `pgheal_pins_total{state}`: clients pinned, by the state found (temp_objects,
+    /// hold_cursor, advisory_lock, listen, unknown); a pin for two kinds counts under both.
+    pub pins: IntCounterVec,
+    /// `pgheal_listen_clients`: transaction-pooling clients with channels pgheal listens to
+    /// for them.
+    pub listen_clients: IntGauge,
+    /// `pgheal_listen_channels`: channels pgheal's listening connections listen to.
+    pub listen_channels: IntGauge,
+    /// `pgheal_notifications_total`: notifications delivered to transaction-pooling clients.
+    pub notifications: IntCounter,
+    /// `pgheal_listen_clients_closed_total{reason}`: listening clients closed because a
+    /// notification could not reach them (overflow, connection_lost, listen_failed).
+    pub listen_clients_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -93,10 +110,57 @@ impl Metrics {
             "Pooled server connections moved to another event loop at checkout",
         )
         .expect("valid metric");
+        let pinned_clients = IntGauge::new(
+            "pgheal_pinned_clients",
+            "Transaction-pooling clients kept on their server connection by session state",
+        )
+        .expect("valid metric");
+        let pins = IntCounterVec::new(
+            Opts::new(
+                "pgheal_pins_total",
+                "Clients pinned to their server connection, by the session state found",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let listen_clients = IntGauge::new(
+            "pgheal_listen_clients",
+            "Transaction-pooling clients with channels pgheal listens to for them",
+        )
+        .expect("valid metric");
+        let listen_channels = IntGauge::new(
+            "pgheal_listen_channels",
+            "Channels pgheal's listening connections listen to",
+        )
+        .expect("valid metric");
+        let notifications = IntCounter::new(
+            "pgheal_notifications_total",
+            "Notifications delivered to transaction-pooling clients",
+        )
+        .expect("valid metric");
+        let listen_clients_closed = IntCounterVec::new(
+            Opts::new(
+                "pgheal_listen_clients_closed_total",
+                "Listening clients closed because notifications could not reach them, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for g in [&pinned_clients, &listen_clients, &listen_channels] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        for c in [&pins, &listen_clients_closed] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
         for c in [
             &savepoint_guards,
             &savepoint_guard_heals,
             &server_connection_moves,
+            &notifications,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -132,6 +196,12 @@ impl Metrics {
             savepoint_guard_heals,
             event_loop_sessions,
             server_connection_moves,
+            pinned_clients,
+            pins,
+            listen_clients,
+            listen_channels,
+            notifications,
+            listen_clients_closed,
         })
     }
 

@@ -92,6 +92,11 @@ impl Pool {
         }
     }
 
+    /// How this pool's connections log in (the listening connection logs in the same way).
+    pub fn login(&self) -> &ServerLogin {
+        &self.login
+    }
+
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
     }

@@ -7,8 +7,12 @@
 //!   unknown, so it is never reused).
 //! - [`reset`]: ROLLBACK of an open transaction and `server_reset_query` before re-use.
 //! - [`registry`]: the pools of every (database, user), created on first use.
+//! - [`listen`]: one listening connection per database, outside the pools, that holds the
+//!   LISTENs of transaction-pooling clients; [`mailbox`]: each client's queue of notifications.
 
 pub mod bounded;
+pub mod listen;
+pub mod mailbox;
 pub mod registry;
 pub mod reset;
 pub mod server;

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::statements::StatementNames;
 
 use super::bounded::{Pool, PoolKey, PoolSettings};
+use super::listen::Listeners;
 use super::server::ServerLogin;
 
 pub struct Pools {
@@ -20,6 +21,8 @@ pub struct Pools {
     names: DashMap<PoolKey, Arc<StatementNames>>,
     /// Schema epoch of each database.
     epochs: DashMap<String, Arc<SchemaEpoch>>,
+    /// The listening connection of each database (LISTEN in transaction pooling).
+    listeners: Arc<Listeners>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -30,6 +33,7 @@ impl Pools {
             pools: DashMap::new(),
             names: DashMap::new(),
             epochs: DashMap::new(),
+            listeners: Listeners::new(metrics.clone()),
             cfg,
             metrics,
         })
@@ -100,6 +104,11 @@ impl Pools {
         self.names.entry(key.clone()).or_default().clone()
     }
 
+    /// The listening connections, one per database, created on first use.
+    pub fn listeners(&self) -> &Arc<Listeners> {
+        &self.listeners
+    }
+
     /// Create the pools that can be created without a client (databases with a configured
     /// server user), so `min_pool_size` is honoured from the start.
     pub fn prewarm(&self) {
@@ -127,5 +136,6 @@ impl Pools {
         for p in self.pools.iter() {
             p.close_idle();
         }
+        self.listeners.close_all();
     }
 }

@@ -233,6 +233,16 @@ pub fn decode_command_complete(frame: &Frame) -> Result<&str, ProtocolError> {
     Ok(tag)
 }
 
+/// NotificationResponse: the notifying backend's process id, the channel and the payload.
+pub fn decode_notification(frame: &Frame) -> Result<(i32, &str, &str), ProtocolError> {
+    let mut c = Cursor::new(frame.body());
+    let pid = c.i32("process id")?;
+    let channel = c.cstr()?;
+    let payload = c.cstr()?;
+    c.finish("NotificationResponse")?;
+    Ok((pid, channel, payload))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +294,19 @@ mod tests {
         assert_eq!(&f.bytes[cols[0].clone()], b"\0\0\0\x0242");
         let f = encode::raw(b'D', b"\0\x02\0\0\0\x0242");
         assert!(data_row_columns(&f, &mut cols).is_err());
+    }
+
+    #[test]
+    fn notification() {
+        let f = encode::raw(b'A', b"\0\0\x01\x02jobs\0payload \xe2\x9c\x93\0");
+        assert_eq!(
+            decode_notification(&f).unwrap(),
+            (258, "jobs", "payload \u{2713}")
+        );
+        let f = encode::raw(b'A', b"\0\0\x01\x02jobs\0");
+        assert!(decode_notification(&f).is_err());
+        let f = encode::raw(b'A', b"\0\0");
+        assert!(decode_notification(&f).is_err());
     }
 
     #[test]

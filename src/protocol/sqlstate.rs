@@ -17,3 +17,4 @@ pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
 pub const UNDEFINED_PREPARED_STATEMENT: &str = "26000";
 pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 pub const INTERNAL_ERROR: &str = "XX000";
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";

@@ -7,12 +7,20 @@
 //!   client is using.
 //! - [`params`]: the client's startup parameters applied to its server connection.
 //! - [`relay_loop`]: frames between client and server through the [`crate::heal::Relay`].
+//! - Session state in transaction pooling: [`listen`] (LISTEN held by pgheal, notifications
+//!   between transactions, with [`listen_sql`] reading the statements), [`pin`] (temporary
+//!   objects, WITH HOLD cursors and advisory locks keep the client on its connection), and
+//!   [`between`], where the relay loop calls into them.
 //! - [`error`]: [`SessionError`], and the deliberate choice of what a client is told.
 
+mod between;
 pub mod cancel;
 pub mod client_auth;
 pub mod error;
+pub mod listen;
+pub mod listen_sql;
 pub mod params;
+pub mod pin;
 pub mod relay_loop;
 pub mod run;
 pub mod settings;

@@ -4,7 +4,9 @@
 //! In session pooling the server connection stays attached for the whole session. In
 //! transaction pooling it is attached when the client sends its first message after
 //! ReadyForQuery `I` and released at the next ReadyForQuery `I` with nothing in flight (a
-//! Flush-terminated segment keeps it).
+//! Flush-terminated segment keeps it). A client that listens or may hold session state goes
+//! through `session::between` at that point instead: LISTENs held by pgheal, notifications
+//! written between transactions, and a connection kept while session state remains on it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,9 @@ use crate::protocol::backend::TxStatus;
 use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
 use super::cancel::{CancelKey, CancelTarget};
-use super::settings::{ClientSettings, StateWarnings};
+use super::listen::ClientListen;
+use super::pin::Pin;
+use super::settings::ClientSettings;
 use super::SessionError;
 
 /// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
@@ -41,6 +45,8 @@ pub enum End {
     ServerGone,
     /// pgheal's shutdown timeout passed.
     Shutdown,
+    /// Notifications could not keep reaching the client (it was told why).
+    NotificationsLost,
 }
 
 /// One client's conversation with its server connection(s).
@@ -50,7 +56,10 @@ pub struct Conversation<'a> {
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
     pub settings: ClientSettings,
-    pub warnings: StateWarnings,
+    /// Transaction pooling: the client's LISTENs, held by pgheal (see `session::listen`).
+    pub listen: ClientListen,
+    /// Transaction pooling: session state that keeps the client on its connection.
+    pub pin: Pin,
     /// The client changed settings in a way pgheal does not carry (inside a transaction block,
     /// or through the extended protocol): the connection must be reset before another client
     /// gets it.
@@ -98,7 +107,7 @@ impl Conversation<'_> {
     }
 
     /// Give the connection back after a transaction (transaction pooling).
-    fn detach(&mut self) {
+    pub(super) fn detach(&mut self) {
         if let Some(mut c) = self.attached.take() {
             tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
             c.conn().applied_settings = if std::mem::take(&mut self.dirty_settings) {
@@ -147,7 +156,7 @@ impl Conversation<'_> {
         }
     }
 
-    /// Transaction pooling: remember settings and warn about session state the client sets.
+    /// Transaction pooling: remember the settings the client sets.
     fn inspect_client(&mut self, f: &Frame) {
         let sql = match f.tag {
             frontend::QUERY => match frontend::decode_query(f) {
@@ -167,11 +176,22 @@ impl Conversation<'_> {
         } else if changes_settings(sql) {
             self.dirty_settings = true;
         }
-        self.warnings.check(sql);
     }
 
     /// Relay until one side ends. Not cancel-safe (writes are awaited inside).
     pub async fn relay(
+        &mut self,
+        client_r: &mut FrameReader<OwnedReadHalf>,
+        client_w: &mut FrameWriter<OwnedWriteHalf>,
+        force: &mut watch::Receiver<bool>,
+    ) -> Result<End, SessionError> {
+        let end = self.relay_frames(client_r, client_w, force).await;
+        // A connection that may hold the client's session state is never pooled.
+        self.pin.release(&mut self.attached);
+        end
+    }
+
+    async fn relay_frames(
         &mut self,
         client_r: &mut FrameReader<OwnedReadHalf>,
         client_w: &mut FrameWriter<OwnedWriteHalf>,
@@ -207,6 +227,10 @@ impl Conversation<'_> {
         loop {
             let mut end = None;
             let read_client = self.engine.backlog() < MAX_BACKLOG;
+            // Notifications are written between transactions only.
+            let read_mail = self.mode == PoolMode::Transaction
+                && self.listen.has_mailbox()
+                && self.engine.at_transaction_boundary();
             let woke = std::future::poll_fn(|cx| {
                 if !shutdown_armed || probe.has_changed().unwrap_or(true) {
                     shutdown_armed = true;
@@ -249,6 +273,9 @@ impl Conversation<'_> {
                         Poll::Pending => client_armed = true,
                     }
                 }
+                if read_mail && self.listen.poll_mail(cx).is_ready() {
+                    return Poll::Ready(Woke::Mail);
+                }
                 Poll::Pending
             })
             .await;
@@ -276,6 +303,9 @@ impl Conversation<'_> {
                             if f.tag == backend::PARAMETER_STATUS {
                                 conn.note_parameter(&f);
                             }
+                            if self.listen.watches_server() {
+                                self.listen.observe_server(&f);
+                            }
                             self.engine.on_server(f, &mut conn.prepared, &mut out)?;
                         }
                     }
@@ -287,6 +317,8 @@ impl Conversation<'_> {
                     }
                     Err(e) => return Err(e.into()),
                 },
+                // Written below, once this step is done.
+                Woke::Mail => {}
             }
             for f in cframes.drain(..) {
                 if f.tag == frontend::TERMINATE {
@@ -294,7 +326,11 @@ impl Conversation<'_> {
                     break;
                 }
                 if self.mode == PoolMode::Transaction {
+                    if f.tag == frontend::QUERY && self.answer_listen(&f, &mut out).await {
+                        continue;
+                    }
                     self.inspect_client(&f);
+                    self.pin.observe(&f, self.engine.status());
                 }
                 if self.attached.is_none() {
                     if self.engine.try_local(&f, &mut out)? {
@@ -344,11 +380,17 @@ impl Conversation<'_> {
             if let Some(end) = end {
                 return Ok(end);
             }
-            if self.mode == PoolMode::Transaction
-                && self.attached.is_some()
-                && self.engine.at_transaction_boundary()
-            {
-                self.detach();
+            if self.mode == PoolMode::Transaction {
+                if self.has_session_state() {
+                    // It may read the server socket itself (the session-state check), which
+                    // takes the socket's registered waker: poll the socket afresh next time.
+                    server_armed = false;
+                    if let Some(end) = self.between_transactions(client_w, &mut out).await? {
+                        return Ok(end);
+                    }
+                } else if self.attached.is_some() && self.engine.at_transaction_boundary() {
+                    self.detach();
+                }
             }
         }
     }
@@ -421,6 +463,8 @@ enum Woke {
     Shutdown,
     Server(Result<bool, NetError>),
     Client(Result<bool, NetError>),
+    /// Notifications are waiting for the client.
+    Mail,
 }
 
 /// A waker of one socket: records that this socket is ready, then wakes the session's task.

@@ -22,9 +22,11 @@ use crate::protocol::startup::MAX_STARTUP_LEN;
 
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::client_auth::authenticate;
+use super::listen::ClientListen;
 use super::params;
+use super::pin::Pin;
 use super::relay_loop::Conversation;
-use super::settings::{ClientSettings, StateWarnings};
+use super::settings::ClientSettings;
 use super::startup::{read_opening, Opening};
 use super::SessionError;
 
@@ -101,7 +103,8 @@ async fn session(
         pool,
         mode,
         settings,
-        warnings: StateWarnings::default(),
+        listen: ClientListen::new(shared.pools.listeners().clone(), shared.metrics.clone()),
+        pin: Pin::new(shared.metrics.clone()),
         dirty_settings: false,
         cancel: &cancel_key,
         metrics: shared.metrics.clone(),

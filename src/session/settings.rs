@@ -6,9 +6,11 @@
 //!   transaction block are remembered and re-applied (`RESET ALL` + the `SET`s) whenever the
 //!   client gets a connection whose applied settings differ (compared by fingerprint, so
 //!   clients with the same settings share connections without extra round trips).
-//! - **Not carried** (logged once per client): `LISTEN`, SQL-level `PREPARE`, `WITH HOLD`
-//!   cursors, session advisory locks, temporary tables. Use session pooling for clients that
-//!   need them.
+//! - **Held for the client** ([`super::listen`]): `LISTEN`, on a listening connection of
+//!   pgheal's own.
+//! - **Kept with its connection** ([`super::pin`]): temporary objects, `WITH HOLD` cursors and
+//!   session advisory locks, found in the client's SQL by [`session_state_in`]; the client keeps
+//!   its server connection while they last.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -118,35 +120,89 @@ impl ClientSettings {
     }
 }
 
-/// Session state that transaction pooling cannot carry, warned about once per client.
-#[derive(Debug, Default)]
-pub struct StateWarnings {
-    warned: u8,
+/// Session state a statement may leave on its server connection, as a bit set: what makes
+/// pgheal check the connection at the end of the transaction (see [`super::pin`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateKinds(u8);
+
+impl StateKinds {
+    pub const NONE: StateKinds = StateKinds(0);
+    /// Temporary tables, views, sequences, functions or types (`CREATE TEMP ...`,
+    /// `SELECT ... INTO TEMP`, anything in `pg_temp`).
+    pub const TEMP: StateKinds = StateKinds(1);
+    /// `DECLARE ... CURSOR WITH HOLD`.
+    pub const HOLD_CURSOR: StateKinds = StateKinds(2);
+    /// Session-level advisory locks (`pg_advisory_lock`, `pg_try_advisory_lock` and their
+    /// `_shared` variants; the `_xact_` ones end with the transaction).
+    pub const ADVISORY_LOCK: StateKinds = StateKinds(4);
+    /// A `LISTEN` that reached the server (pgheal answers plain ones itself, see
+    /// [`super::listen`]).
+    pub const LISTEN: StateKinds = StateKinds(8);
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, other: StateKinds) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: StateKinds) -> StateKinds {
+        StateKinds(self.0 | other.0)
+    }
 }
 
-impl StateWarnings {
-    /// Log a warning the first time a client uses each kind of session state.
-    pub fn check(&mut self, sql: &str) {
-        const KINDS: [(&str, &str); 6] = [
-            ("listen ", "LISTEN"),
-            ("prepare ", "SQL-level PREPARE"),
-            ("with hold", "WITH HOLD cursors"),
-            ("pg_advisory_lock", "session advisory locks"),
-            ("create temp", "temporary tables"),
-            ("create temporary", "temporary tables"),
-        ];
-        let lower = sql.to_ascii_lowercase();
-        for (i, (needle, what)) in KINDS.iter().enumerate() {
-            let bit = 1u8 << i;
-            if self.warned & bit == 0 && lower.contains(needle) {
-                self.warned |= bit;
-                tracing::warn!(
-                    state = what,
-                    "session state does not survive transaction pooling: the next transaction may run on another server connection"
-                );
-            }
+/// The session state `sql` (a simple query or a Parse's text) may create. Words are compared
+/// ASCII case-insensitively, without telling code from string literals or comments: a false
+/// positive costs one check query, a miss would hand state to another client. State created
+/// inside functions (a PL/pgSQL `CREATE TEMP TABLE`, a function taking an advisory lock) is not
+/// visible here.
+pub fn session_state_in(sql: &[u8]) -> StateKinds {
+    let mut kinds = StateKinds::NONE;
+    let mut prev: &[u8] = b"";
+    let mut i = 0;
+    while i < sql.len() {
+        let b = sql[i];
+        if !(b.is_ascii_alphabetic() || b == b'_') {
+            i += 1;
+            continue;
         }
+        let start = i;
+        while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
+        {
+            i += 1;
+        }
+        let word = &sql[start..i];
+        let is = |w: &[u8], want: &[u8]| w.eq_ignore_ascii_case(want);
+        let found = match word.len() {
+            4 | 9 if is(word, b"temp") || is(word, b"temporary") => {
+                // CREATE [OR REPLACE] [LOCAL|GLOBAL] TEMP ..., SELECT ... INTO TEMP ...
+                if [&b"create"[..], b"replace", b"local", b"global", b"into"]
+                    .iter()
+                    .any(|w| is(prev, w))
+                {
+                    StateKinds::TEMP
+                } else {
+                    StateKinds::NONE
+                }
+            }
+            7 if is(word, b"pg_temp") => StateKinds::TEMP,
+            4 if is(word, b"hold") && is(prev, b"with") => StateKinds::HOLD_CURSOR,
+            6 if is(word, b"listen") => StateKinds::LISTEN,
+            16 | 20 | 23 | 27
+                if is(word, b"pg_advisory_lock")
+                    || is(word, b"pg_try_advisory_lock")
+                    || is(word, b"pg_advisory_lock_shared")
+                    || is(word, b"pg_try_advisory_lock_shared") =>
+            {
+                StateKinds::ADVISORY_LOCK
+            }
+            _ => StateKinds::NONE,
+        };
+        kinds = kinds.union(found);
+        prev = word;
     }
+    kinds
 }
 
 #[cfg(test)]
@@ -174,5 +230,60 @@ mod tests {
         assert_ne!(s.fingerprint(), f0);
         assert!(s.observe("RESET ALL"));
         assert_eq!(s.apply_sql(), "RESET ALL;");
+    }
+
+    #[test]
+    fn finds_session_state() {
+        let k = |sql: &str| session_state_in(sql.as_bytes());
+        for sql in [
+            "CREATE TEMP TABLE t(x int)",
+            "create temporary table t as select 1",
+            "CREATE LOCAL TEMPORARY TABLE t()",
+            "CREATE GLOBAL TEMP TABLE t()",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "CREATE TEMP SEQUENCE s",
+            "SELECT 1 AS x INTO TEMP t",
+            "create table pg_temp.t()",
+            "CREATE FUNCTION PG_TEMP.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "BEGIN; CREATE\n TEMP\tTABLE t(); COMMIT",
+        ] {
+            assert_eq!(k(sql), StateKinds::TEMP, "{sql}");
+        }
+        assert_eq!(
+            k("DECLARE c CURSOR WITH HOLD FOR SELECT 1"),
+            StateKinds::HOLD_CURSOR
+        );
+        assert_eq!(
+            k("declare c cursor with\nhold for select 1"),
+            StateKinds::HOLD_CURSOR
+        );
+        for sql in [
+            "SELECT pg_advisory_lock(1)",
+            "select PG_TRY_ADVISORY_LOCK($1, $2)",
+            "SELECT pg_advisory_lock_shared(7)",
+            "SELECT pg_try_advisory_lock_shared(7)",
+        ] {
+            assert_eq!(k(sql), StateKinds::ADVISORY_LOCK, "{sql}");
+        }
+        assert_eq!(k("SELECT 1; LISTEN jobs"), StateKinds::LISTEN);
+        assert_eq!(
+            k("CREATE TEMP TABLE t(); SELECT pg_advisory_lock(1)"),
+            StateKinds::TEMP.union(StateKinds::ADVISORY_LOCK)
+        );
+        for sql in [
+            "SELECT 1",
+            "SELECT temp FROM weather",
+            "SELECT template_x, temperature FROM t",
+            "DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT pg_try_advisory_xact_lock(1)",
+            "SELECT pg_advisory_unlock(1)",
+            "SELECT my_pg_advisory_lock(1)",
+            "SELECT listener FROM t",
+            "PREPARE TRANSACTION 'x'",
+            "NOTIFY jobs",
+        ] {
+            assert_eq!(k(sql), StateKinds::NONE, "{sql}");
+        }
     }
 }
