@@ -175,7 +175,7 @@ fn run(pool_mode: PoolMode, server_shape: Option<Vec<Field>>, row_columns: usize
     );
     if let Some(shape) = &server_shape {
         pipe.exchange(
-            &wire(&[encode::describe(Target::Statement("s1")), encode::sync()]),
+            &wire(&[encode::describe(Target::Statement(b"s1")), encode::sync()]),
             &wire(&[
                 parameter_description(&[INT4]),
                 encode::row_description(shape),
@@ -188,9 +188,7 @@ fn run(pool_mode: PoolMode, server_shape: Option<Vec<Field>>, row_columns: usize
     let row = data_row(row_columns);
     let mut server = vec![encode::raw(b'2', b"")];
     server.extend((0..ROWS_PER_BATCH).map(|_| row.clone()));
-    server.push(encode::command_complete(&format!(
-        "SELECT {ROWS_PER_BATCH}"
-    )));
+    server.push(encode::command_complete(format!("SELECT {ROWS_PER_BATCH}")));
     server.push(encode::ready_for_query(TxStatus::Idle));
     let server = wire(&server);
 

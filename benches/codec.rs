@@ -45,7 +45,7 @@ impl Batch {
         let mut server = vec![encode::raw(b'2', b"")];
         let row = data_row(row_columns);
         server.extend((0..rows).map(|_| row.clone()));
-        server.push(encode::command_complete(&format!("SELECT {rows}")));
+        server.push(encode::command_complete(format!("SELECT {rows}")));
         server.push(encode::ready_for_query(TxStatus::Idle));
         Batch {
             client: vec![bind("s1"), execute(), encode::sync()],
@@ -130,7 +130,7 @@ fn prepared_engine(pool_mode: PoolMode, server_shape: Option<&[Field]>) -> Engin
     );
     if let Some(shape) = server_shape {
         e.exchange(
-            &[encode::describe(Target::Statement("s1")), encode::sync()],
+            &[encode::describe(Target::Statement(b"s1")), encode::sync()],
             &[
                 parameter_description(&[INT4]),
                 encode::row_description(shape),

@@ -170,13 +170,16 @@ fn several_flush_segments_and_a_query_are_skipped_up_to_one_sync() {
     assert_eq!(k.client(&[parse("a", "SELECT 1"), flush()]), "PH");
     assert_eq!(k.client(&[encode::query("SELECT 7"), flush()]), "QH");
     assert_eq!(
-        k.client(&[encode::close(Target::Statement("a")), sync()]),
+        k.client(&[encode::close(Target::Statement(b"a")), sync()]),
         "CS"
     );
     assert_eq!(k.server(&[ready(TxStatus::Idle)]), "Z");
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
     assert_eq!(k.client(&[encode::query("SELECT 3")]), "Q");
-    assert_eq!(k.server(&[complete("SELECT 1"), ready(TxStatus::Idle)]), "CZ");
+    assert_eq!(
+        k.server(&[complete("SELECT 1"), ready(TxStatus::Idle)]),
+        "CZ"
+    );
 }
 
 #[test]
@@ -205,7 +208,10 @@ fn an_error_while_later_segments_are_in_flight_skips_them_all() {
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
     assert_eq!(k.client(&[bind("c"), execute(), sync()]), "BES");
     assert_eq!(
-        k.server(&[error(sqlstate::UNDEFINED_PREPARED_STATEMENT), ready(TxStatus::Idle)]),
+        k.server(&[
+            error(sqlstate::UNDEFINED_PREPARED_STATEMENT),
+            ready(TxStatus::Idle)
+        ]),
         "EZ"
     );
 }
@@ -222,17 +228,19 @@ fn a_sync_during_copy_in_is_not_answered() {
         k.client(&[encode::raw(b'd', b"1\n"), encode::raw(b'c', &[]), sync()]),
         "dcS"
     );
-    assert_eq!(
-        k.server(&[complete("COPY 1"), ready(TxStatus::Idle)]),
-        "CZ"
-    );
+    assert_eq!(k.server(&[complete("COPY 1"), ready(TxStatus::Idle)]), "CZ");
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
 }
 
 #[test]
 fn leaving_with_an_open_write_segment_rolls_it_back() {
     let mut k = Kit::session();
-    k.client(&[parse("", "INSERT INTO t VALUES (1)"), bind(""), execute(), flush()]);
+    k.client(&[
+        parse("", "INSERT INTO t VALUES (1)"),
+        bind(""),
+        execute(),
+        flush(),
+    ]);
     k.server_unheard(&[parse_complete(), bind_complete(), complete("INSERT 0 1")]);
     // A bare Sync would commit the INSERT: a Parse that must fail goes first.
     assert_eq!(k.wind_down(), (Rest::Waiting, "PS".into()));

@@ -28,7 +28,10 @@ type Note = (String, String);
 
 fn note(f: &pgheal::protocol::Frame) -> Note {
     let (_, channel, payload) = backend::decode_notification(f).expect("NotificationResponse");
-    (channel.to_owned(), payload.to_owned())
+    (
+        String::from_utf8_lossy(channel).into_owned(),
+        String::from_utf8_lossy(payload).into_owned(),
+    )
 }
 
 fn n(channel: &str, payload: &str) -> Note {

@@ -326,7 +326,7 @@ async fn a_listen_on_the_server_pins_and_delivers() {
     };
     assert_eq!(f.tag, backend::NOTIFICATION_RESPONSE, "{:?}", decode(&f));
     let (_, channel, payload) = backend::decode_notification(&f).unwrap();
-    assert_eq!((channel, payload), ("ext", "from the server"));
+    assert_eq!((channel, payload), (&b"ext"[..], &b"from the server"[..]));
 
     let msgs = run_batch(&mut a, &extended("UNLISTEN ext")).await;
     assert_eq!(msgs.last(), Some(&Msg::Ready('I')));

@@ -146,7 +146,9 @@ impl Relay {
                     }
                     Naming::Pooled { names, search_path } => {
                         if existing.is_some() {
-                            let msg = format!("prepared statement \"{}\" already exists", p.name);
+                            // In the client's encoding, as the server would have said it.
+                            let msg = [&b"prepared statement \""[..], p.name, b"\" already exists"]
+                                .concat();
                             let err = encode::error_response(
                                 "ERROR",
                                 sqlstate::DUPLICATE_PREPARED_STATEMENT,
@@ -161,7 +163,7 @@ impl Relay {
                             self.push_pending(pending(Expect::FailWith(err)));
                             return Ok(());
                         }
-                        let sql: Arc<str> = p.query.into();
+                        let sql: Arc<[u8]> = p.query.into();
                         let types: Arc<[u32]> = p.param_types.clone().into();
                         let server_name = names.name_for(&sql, &types, search_path.as_ref());
                         let id = self.stmts.parsed(p.name, sql, types, server_name.clone());
@@ -416,7 +418,7 @@ impl Relay {
 
     /// SQL-level statement management that also affects protocol-level statements. `server`:
     /// the command reaches the server connection, whose prepared set changes too.
-    fn observe_sql(&mut self, sql: &str, srv: &mut ServerPrepared, server: bool) {
+    fn observe_sql(&mut self, sql: &[u8], srv: &mut ServerPrepared, server: bool) {
         for effect in self.sql_prepared.observe(sql) {
             match effect {
                 Dealloc::All => {
@@ -437,10 +439,8 @@ impl Relay {
 }
 
 /// Whether a query mentions temporary objects (their DDL does not advance the schema epoch).
-fn mentions_temp(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"temp"))
+fn mentions_temp(sql: &[u8]) -> bool {
+    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"temp"))
 }
 
 /// A Bind for another statement name, without copying the parameters: a new head (tag, length,
@@ -448,7 +448,7 @@ fn mentions_temp(sql: &str) -> bool {
 fn push_renamed_bind(
     frame: &Frame,
     b: &Bind<'_>,
-    name: &str,
+    name: &[u8],
     formats: Option<&[i16]>,
     out: &mut Outbox,
 ) {
@@ -471,9 +471,9 @@ fn push_renamed_bind(
     let mut head = BytesMut::with_capacity(5 + b.portal.len() + name.len() + 2);
     head.put_u8(b'B');
     head.put_i32(len as i32);
-    head.put_slice(b.portal.as_bytes());
+    head.put_slice(b.portal);
     head.put_u8(0);
-    head.put_slice(name.as_bytes());
+    head.put_slice(name);
     head.put_u8(0);
     out.to_server.push(head.freeze());
     out.to_server.push(tail);
@@ -487,7 +487,7 @@ mod tests {
     use super::*;
 
     /// The Bind `push_renamed_bind` sends, as one frame.
-    fn renamed(f: &Frame, name: &str, formats: Option<&[i16]>) -> Frame {
+    fn renamed(f: &Frame, name: &[u8], formats: Option<&[i16]>) -> Frame {
         let mut out = Outbox::default();
         push_renamed_bind(f, &Bind::decode(f).unwrap(), name, formats, &mut out);
         let joined: Vec<u8> = out.to_server.iter().flat_map(|p| p.to_vec()).collect();
@@ -498,16 +498,16 @@ mod tests {
     fn renamed_bind_keeps_parameters() {
         let body: &[u8] = b"p\0s1\0\0\x01\0\x01\0\x01\0\0\0\x02ab\0\x01\0\x01";
         let f = encode::raw(b'B', body);
-        let g = renamed(&f, "pgheal_7", None);
+        let g = renamed(&f, b"pgheal_7", None);
         let b2 = Bind::decode(&g).unwrap();
-        assert_eq!((b2.portal, b2.statement), ("p", "pgheal_7"));
+        assert_eq!((b2.portal, b2.statement), (&b"p"[..], &b"pgheal_7"[..]));
         assert_eq!(b2.result_formats(), vec![1]);
         // The parameters are carried over byte for byte.
         assert_eq!(
             &g.body()[b"p\0pgheal_7\0".len()..],
             &body[b"p\0s1\0".len()..]
         );
-        let g = renamed(&f, "x", Some(&[1, 0, 0]));
+        let g = renamed(&f, b"x", Some(&[1, 0, 0]));
         assert_eq!(Bind::decode(&g).unwrap().result_formats(), vec![1, 0, 0]);
     }
 }

@@ -29,6 +29,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealEvent {
     pub outcome: Outcome,
+    /// The client's statement name, for display (not UTF-8 shows as U+FFFD).
     pub statement: String,
     /// The SQL text, cut to 200 characters.
     pub sql: String,
@@ -36,12 +37,15 @@ pub struct HealEvent {
     pub detail: String,
 }
 
-/// Cut SQL to at most 200 characters for logs.
-pub fn truncate_sql(sql: &str) -> String {
+/// SQL (bytes in the client's encoding) cut to at most 200 characters for logs; what is not
+/// UTF-8 shows as U+FFFD.
+pub fn truncate_sql(sql: &[u8]) -> String {
     const MAX: usize = 200;
+    // 4 bytes per character at most: cut long texts before converting them.
+    let sql = String::from_utf8_lossy(&sql[..sql.len().min(MAX * 4 + 4)]);
     match sql.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &sql[..i]),
-        None => sql.to_owned(),
+        None => sql.into_owned(),
     }
 }
 
@@ -51,7 +55,12 @@ impl super::Relay {
     pub(crate) fn statement_label(&self, id: crate::statements::StmtId) -> (String, String) {
         self.stmts
             .get(id)
-            .map(|s| (s.name.clone(), truncate_sql(&s.sql)))
+            .map(|s| {
+                (
+                    String::from_utf8_lossy(&s.name).into_owned(),
+                    truncate_sql(&s.sql),
+                )
+            })
             .unwrap_or_default()
     }
 }

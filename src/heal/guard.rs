@@ -63,9 +63,9 @@ use super::relay::Relay;
 /// The savepoint pgheal sets.
 pub const SAVEPOINT: &str = "pgheal_guard";
 /// pgheal's statements (prepared once per server connection) and portal for it.
-const SAVEPOINT_STMT: &str = "pgheal_guard_savepoint";
-const RELEASE_STMT: &str = "pgheal_guard_release";
-const PORTAL: &str = "pgheal_guard";
+const SAVEPOINT_STMT: &[u8] = b"pgheal_guard_savepoint";
+const RELEASE_STMT: &[u8] = b"pgheal_guard_release";
+const PORTAL: &[u8] = b"pgheal_guard";
 
 /// Which end of the bracket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,36 +77,48 @@ pub(crate) enum Bracket {
 /// Undo a guarded Bind's effect on the transaction and drop the savepoint: sent as one simple
 /// query after the error, before the statement is replayed.
 pub(crate) fn rollback_to_and_release() -> Frame {
-    encode::query(&format!(
+    encode::query(format!(
         "ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"
     ))
 }
 
 /// Roll back to the savepoint (keeping it) so the repair runs in a clean transaction.
 pub(crate) fn rollback_to() -> Frame {
-    encode::query(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+    encode::query(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
 }
 
 /// Whether SQL may end the transaction block (so a later statement of the batch runs outside
 /// it, where SAVEPOINT is an error). Conservative: any ROLLBACK counts.
-pub(crate) fn may_end_block(sql: &str) -> bool {
+///
+/// The SQL is bytes in the client's encoding. The first word ends at the first byte that cannot
+/// be part of an identifier (bytes ≥ 0x80 can, as in PostgreSQL's lexer), so a multibyte
+/// character, even one whose second byte is an ASCII letter (SJIS, BIG5, GBK, UHC, GB18030),
+/// never makes a keyword out of a longer word.
+pub(crate) fn may_end_block(sql: &[u8]) -> bool {
     let s = skip_comments(sql);
     let end = s
-        .find(|c: char| !c.is_ascii_alphabetic())
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80))
         .unwrap_or(s.len());
     let word = &s[..end];
-    ["COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"]
+    [&b"COMMIT"[..], b"END", b"ROLLBACK", b"ABORT", b"PREPARE"]
         .iter()
         .any(|k| word.eq_ignore_ascii_case(k))
 }
 
-fn skip_comments(mut s: &str) -> &str {
+fn skip_comments(mut s: &[u8]) -> &[u8] {
     loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r);
+        s = s.trim_ascii_start();
+        if let Some(rest) = s.strip_prefix(b"--") {
+            s = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |i| &rest[i + 1..]);
+        } else if let Some(rest) = s.strip_prefix(b"/*") {
+            s = rest
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[][..], |i| &rest[i + 2..]);
         } else {
             return s;
         }
@@ -214,15 +226,19 @@ mod tests {
 
     #[test]
     fn block_ending_statements() {
-        assert!(may_end_block("COMMIT"));
-        assert!(may_end_block("  end;"));
-        assert!(may_end_block("-- done\nrollback"));
-        assert!(may_end_block("/* x */ ROLLBACK TO SAVEPOINT a"));
-        assert!(may_end_block("PREPARE TRANSACTION 'x'"));
-        assert!(!may_end_block("SELECT 1"));
-        assert!(!may_end_block("INSERT INTO commits VALUES (1)"));
-        assert!(!may_end_block("SAVEPOINT a"));
-        assert!(!may_end_block("ending"));
+        assert!(may_end_block(b"COMMIT"));
+        assert!(may_end_block(b"  end;"));
+        assert!(may_end_block(b"-- done\nrollback"));
+        assert!(may_end_block(b"/* x */ ROLLBACK TO SAVEPOINT a"));
+        assert!(may_end_block(b"PREPARE TRANSACTION 'x'"));
+        assert!(!may_end_block(b"SELECT 1"));
+        assert!(!may_end_block(b"INSERT INTO commits VALUES (1)"));
+        assert!(!may_end_block(b"SAVEPOINT a"));
+        assert!(!may_end_block(b"ending"));
+        assert!(!may_end_block(b"end_of_it"));
+        // Not UTF-8: LATIN9 in a comment, a longer word with an SJIS character in it.
+        assert!(may_end_block(b"/* caf\xe9 */ COMMIT"));
+        assert!(!may_end_block(b"commit\x8aA"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::{self, Parse, Target};
 use crate::protocol::{encode, Frame};
+use crate::statements::sql_prepare::{management_command, Management};
 
 use super::outbox::Outbox;
 use super::relay::{Naming, Relay, RelayError};
@@ -35,7 +36,7 @@ impl Relay {
                 if p.name.is_empty() || self.stmts.id(p.name).is_some() {
                     return Ok(false);
                 }
-                let sql: Arc<str> = p.query.into();
+                let sql: Arc<[u8]> = p.query.into();
                 let types: Arc<[u32]> = p.param_types.clone().into();
                 let Some(name) = names.existing(&sql, &types, search_path.as_ref()) else {
                     return Ok(false);
@@ -92,40 +93,28 @@ impl Relay {
     /// `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` alone in a query act on the client's
     /// own statements in transaction pooling and are answered locally: returns the command tag.
     /// Forwarded instead (so PostgreSQL answers exactly) when the name is unknown, in a failed
-    /// transaction, and for `DISCARD ALL` inside a transaction block (25001).
-    pub(crate) fn local_statement_command(&self, sql: &str) -> Option<&'static str> {
-        if sql.contains(';') && sql.trim().trim_end_matches(';').contains(';') {
+    /// transaction, and for `DISCARD ALL` inside a transaction block (25001). The SQL is read
+    /// as [`crate::statements::sql_prepare`] reads it (bytes in the client's encoding).
+    pub(crate) fn local_statement_command(&self, sql: &[u8]) -> Option<&'static str> {
+        // A cheap test first: this runs for every simple query (comments may come first).
+        if !matches!(
+            sql.trim_ascii_start().first(),
+            Some(b'd' | b'D' | b'-' | b'/')
+        ) {
             return None;
         }
-        let w = words(sql);
-        let w: Vec<&str> = w.iter().map(String::as_str).collect();
         let status = self.status;
-        match w.as_slice() {
-            ["discard", "all"] if status == TxStatus::Idle => Some("DISCARD ALL"),
-            ["deallocate", "all"] | ["deallocate", "prepare", "all"]
-                if status != TxStatus::Failed =>
-            {
-                Some("DEALLOCATE ALL")
-            }
-            ["deallocate", name] | ["deallocate", "prepare", name]
-                if status != TxStatus::Failed
-                    && (self.stmts.id(name).is_some()
-                        || self.stmts.id(name.trim_matches('"')).is_some()) =>
+        match management_command(sql)? {
+            Management::DiscardAll if status == TxStatus::Idle => Some("DISCARD ALL"),
+            Management::DeallocateAll if status != TxStatus::Failed => Some("DEALLOCATE ALL"),
+            Management::Deallocate(name)
+                if status != TxStatus::Failed && self.stmts.id(&name).is_some() =>
             {
                 Some("DEALLOCATE")
             }
             _ => None,
         }
     }
-}
-
-/// The words of a single-statement query, lower-cased.
-fn words(sql: &str) -> Vec<String> {
-    sql.trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect()
 }
 
 #[cfg(test)]
@@ -136,27 +125,38 @@ mod tests {
     #[test]
     fn local_commands() {
         let mut r = Relay::new(RelayConfig::default(), Naming::Session);
-        r.stmts
-            .parsed("p1", "SELECT 1".into(), Vec::new().into(), "p1".into());
+        for name in [&b"p1"[..], b"P2", b"caf\xe9"] {
+            r.stmts
+                .parsed(name, b"SELECT 1"[..].into(), Vec::new().into(), name.into());
+        }
         assert_eq!(
-            r.local_statement_command("DISCARD ALL;"),
+            r.local_statement_command(b"DISCARD ALL;"),
             Some("DISCARD ALL")
         );
         assert_eq!(
-            r.local_statement_command("deallocate prepare all"),
+            r.local_statement_command(b"deallocate prepare all"),
             Some("DEALLOCATE ALL")
         );
         assert_eq!(
-            r.local_statement_command("DEALLOCATE p1"),
+            r.local_statement_command(b"DEALLOCATE p1"),
             Some("DEALLOCATE")
         );
-        assert_eq!(r.local_statement_command("DEALLOCATE nosuch"), None);
-        assert_eq!(r.local_statement_command("DEALLOCATE p1; SELECT 1"), None);
-        assert_eq!(r.local_statement_command("SELECT 1"), None);
-        r.status = TxStatus::InTransaction;
-        assert_eq!(r.local_statement_command("DISCARD ALL"), None);
         assert_eq!(
-            r.local_statement_command("DEALLOCATE p1"),
+            r.local_statement_command(b"DEALLOCATE \"P2\""),
+            Some("DEALLOCATE")
+        );
+        assert_eq!(r.local_statement_command(b"DEALLOCATE P2"), None);
+        assert_eq!(
+            r.local_statement_command(b"DEALLOCATE caf\xe9"),
+            Some("DEALLOCATE")
+        );
+        assert_eq!(r.local_statement_command(b"DEALLOCATE nosuch"), None);
+        assert_eq!(r.local_statement_command(b"DEALLOCATE p1; SELECT 1"), None);
+        assert_eq!(r.local_statement_command(b"SELECT 1"), None);
+        r.status = TxStatus::InTransaction;
+        assert_eq!(r.local_statement_command(b"DISCARD ALL"), None);
+        assert_eq!(
+            r.local_statement_command(b"DEALLOCATE p1"),
             Some("DEALLOCATE")
         );
     }

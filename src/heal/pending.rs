@@ -30,7 +30,7 @@ pub enum Expect {
     /// client's own in session mode, or pgheal's under a pool-wide name). On error the record is
     /// undone, and with `client_parse` the client's statement too (a failed Parse creates none).
     ServerParse {
-        server_name: Arc<str>,
+        server_name: Arc<[u8]>,
         stmt: Option<StmtId>,
         client_parse: bool,
     },
@@ -47,7 +47,7 @@ pub enum Expect {
     /// statement's name on the server, whose shape the answer records.
     StatementDescription {
         stmt: Option<StmtId>,
-        server_name: Option<Arc<str>>,
+        server_name: Option<Arc<[u8]>>,
         risky: bool,
         /// The ParameterDescription once received (kept for the pool's statement cache).
         params: Option<Frame>,

@@ -16,11 +16,11 @@ pub fn cached_plan_error() -> crate::protocol::Frame {
     crate::protocol::encode::error_fields(
         b'E',
         &[
-            (b'S', "ERROR"),
-            (b'V', "ERROR"),
-            (b'C', sqlstate::FEATURE_NOT_SUPPORTED),
-            (b'M', CACHED_PLAN_MESSAGE),
-            (b'R', "RevalidateCachedQuery"),
+            (b'S', b"ERROR"),
+            (b'V', b"ERROR"),
+            (b'C', sqlstate::FEATURE_NOT_SUPPORTED.as_bytes()),
+            (b'M', CACHED_PLAN_MESSAGE.as_bytes()),
+            (b'R', b"RevalidateCachedQuery"),
         ],
     )
 }
@@ -30,8 +30,10 @@ pub fn is_cached_plan_error(e: &ErrorFields<'_>) -> bool {
         return false;
     }
     match e.routine() {
-        Some(r) => r.starts_with("RevalidateCachedQuery") || r.starts_with("RevalidateCachedPlan"),
-        None => e.message() == Some(CACHED_PLAN_MESSAGE),
+        Some(r) => {
+            r.starts_with(b"RevalidateCachedQuery") || r.starts_with(b"RevalidateCachedPlan")
+        }
+        None => e.message() == Some(CACHED_PLAN_MESSAGE.as_bytes()),
     }
 }
 
@@ -41,7 +43,8 @@ mod tests {
     use crate::protocol::encode;
 
     fn fields(body: &[(u8, &str)]) -> bool {
-        let f = encode::error_fields(b'E', body);
+        let body: Vec<(u8, &[u8])> = body.iter().map(|(c, v)| (*c, v.as_bytes())).collect();
+        let f = encode::error_fields(b'E', &body);
         is_cached_plan_error(&ErrorFields::decode(&f).unwrap())
     }
 

@@ -55,7 +55,9 @@ impl Default for RelayConfig {
 pub enum Naming {
     /// Session pooling: the client's names are the server's.
     Session,
-    /// Transaction pooling: pool-wide names, keyed by text, parameter types and search_path.
+    /// Transaction pooling: pool-wide names, keyed by text, parameter types and the client's
+    /// settings that decide what a text means (`search_path`, `client_encoding`: see
+    /// [`StatementNames`]).
     Pooled {
         names: Arc<StatementNames>,
         search_path: Option<Arc<str>>,
@@ -113,7 +115,7 @@ pub struct Relay {
     pub(crate) stmts: StatementRegistry,
     pub(crate) sql_prepared: SqlPrepared,
     pub(crate) unnamed_portal: Portal,
-    pub(crate) portals: HashMap<String, Portal>,
+    pub(crate) portals: HashMap<Vec<u8>, Portal>,
     pub(crate) pending: VecDeque<Pending>,
     pub(crate) risky_in_flight: usize,
     pub(crate) window: Window,
@@ -229,7 +231,8 @@ impl Relay {
         )
     }
 
-    /// The search_path the client set (transaction pooling keys statements by it).
+    /// The client's settings that decide what a statement text means (search_path and
+    /// client_encoding, an opaque key): transaction pooling keys statements by them.
     pub fn set_search_path(&mut self, path: Option<Arc<str>>) {
         if let Naming::Pooled { search_path, .. } = &mut self.naming {
             *search_path = path;
@@ -333,7 +336,7 @@ impl Relay {
             .is_some_and(|s| s.returns_rows())
     }
 
-    pub(crate) fn portal(&self, name: &str) -> PortalShaping {
+    pub(crate) fn portal(&self, name: &[u8]) -> PortalShaping {
         if name.is_empty() {
             self.unnamed_portal.shaping.clone()
         } else {

@@ -16,7 +16,7 @@
 use crate::protocol::backend::{self, decode_row_description, Field, TxStatus};
 use crate::protocol::frontend::Target;
 use crate::protocol::{encode, Frame};
-use crate::statements::sql_prepare::quote_ident;
+use crate::statements::sql_prepare::quote_ident_bytes;
 use crate::statements::{ProjectionError, ServerPrepared, StmtId};
 
 use super::event::{truncate_sql, HealEvent, Outcome};
@@ -25,15 +25,16 @@ use super::pending::{Expect, Pending};
 use super::relay::{Relay, RelayError};
 
 /// The scratch statement name used to learn a statement's new shape.
-pub const PROBE_NAME: &str = "pgheal_probe";
+pub const PROBE_NAME: &[u8] = b"pgheal_probe";
 
 /// What is being healed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealTarget {
     /// A protocol-level named statement.
     Statement(StmtId),
-    /// SQL-level prepared statements (name, PREPARE text) run by a simple query.
-    Sql(Vec<(String, String)>),
+    /// SQL-level prepared statements (name, PREPARE text) run by a simple query; bytes in the
+    /// client's encoding.
+    Sql(Vec<(Vec<u8>, Vec<u8>)>),
     /// A statement prepared lazily on this connection turned out to have another shape than
     /// the client's Bind assumed; the shape is known now, so a replay is enough.
     Reshape,
@@ -210,9 +211,13 @@ impl Relay {
             }
             HealTarget::Sql(names) => {
                 // The simple protocol describes every result: no contract to keep.
-                let mut sql = String::new();
+                let mut sql = Vec::new();
                 for (name, text) in names {
-                    sql.push_str(&format!("DEALLOCATE {}; {};", quote_ident(name), text));
+                    sql.extend_from_slice(b"DEALLOCATE ");
+                    sql.extend_from_slice(&quote_ident_bytes(name));
+                    sql.extend_from_slice(b"; ");
+                    sql.extend_from_slice(text);
+                    sql.extend_from_slice(b";");
                 }
                 out.to_server.push(encode::query(&sql).bytes);
                 Phase::Repreparing {
@@ -368,15 +373,15 @@ impl Relay {
             HealTarget::Sql(names) => (
                 names
                     .iter()
-                    .map(|n| n.0.as_str())
+                    .map(|n| String::from_utf8_lossy(&n.0))
                     .collect::<Vec<_>>()
                     .join(","),
                 truncate_sql(
                     &names
                         .iter()
-                        .map(|n| n.1.as_str())
+                        .map(|n| n.1.as_slice())
                         .collect::<Vec<_>>()
-                        .join("; "),
+                        .join(&b"; "[..]),
                 ),
             ),
             HealTarget::Reshape => (String::new(), String::new()),
@@ -416,7 +421,7 @@ impl Relay {
     /// Whether the client describes statement `id` (directly or through a portal) in this
     /// batch: in the window, or among the messages waiting to be sent.
     pub(crate) fn window_describes(&self, id: StmtId) -> bool {
-        let Some(name) = self.stmts.get(id).map(|s| s.name.as_str()) else {
+        let Some(name) = self.stmts.get(id).map(|s| s.name.as_slice()) else {
             return false;
         };
         let waiting = self.deferred.iter().take_while(|f| f.tag != b'S');
@@ -428,8 +433,8 @@ impl Relay {
 }
 
 /// Whether `frames` contain a Describe of statement `name`, or of a portal bound from it.
-fn describes<'a>(name: &str, frames: impl Iterator<Item = &'a Frame>) -> bool {
-    let mut portals: Vec<&str> = Vec::new();
+fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
+    let mut portals: Vec<&[u8]> = Vec::new();
     for f in frames {
         match f.tag {
             b'B' => {

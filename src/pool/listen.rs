@@ -272,7 +272,7 @@ impl Task {
                             .insert(channel.clone(), HashMap::from([(client, mailbox)]));
                         self.metrics.listen_channels.inc();
                         self.outgoing
-                            .push(encode::query(&format!("LISTEN {}", quote_ident(&channel))));
+                            .push(encode::query(format!("LISTEN {}", quote_ident(&channel))));
                         self.sent.push_back(Sent::Listen {
                             channel,
                             waiters: vec![(client, done)],
@@ -314,7 +314,7 @@ impl Task {
             self.metrics.listen_channels.dec();
             if self.conn.is_some() {
                 self.outgoing
-                    .push(encode::query(&format!("UNLISTEN {}", quote_ident(channel))));
+                    .push(encode::query(format!("UNLISTEN {}", quote_ident(channel))));
                 self.sent.push_back(Sent::Unlisten);
             }
         }
@@ -325,6 +325,11 @@ impl Task {
             backend::NOTIFICATION_RESPONSE => {
                 let Ok((_, channel, _)) = backend::decode_notification(&f) else {
                     tracing::warn!(db = %self.database, "malformed NotificationResponse from the server; ignored");
+                    return;
+                };
+                // Channels pgheal holds are the names clients LISTENed to as UTF-8 text (see
+                // session/listen_sql.rs); any other name is not one of them.
+                let Ok(channel) = std::str::from_utf8(channel) else {
                     return;
                 };
                 if let Some((name, subscribers)) = self.channels.get_key_value(channel) {
@@ -344,7 +349,7 @@ impl Task {
                     let e = backend::ErrorFields::decode(&f).ok();
                     tracing::warn!(
                         db = %self.database,
-                        error = e.and_then(|e| e.message()).unwrap_or(""),
+                        error = %String::from_utf8_lossy(e.and_then(|e| e.message()).unwrap_or(b"")),
                         "error on the listening connection"
                     );
                 }

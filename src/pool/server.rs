@@ -138,10 +138,17 @@ impl ServerConn {
         }
     }
 
-    /// Record a ParameterStatus message.
+    /// Record a ParameterStatus message. A value that is not UTF-8 (the client's encoding is
+    /// not, and the value is not ASCII) is not kept: the parameter's value is unknown then.
     pub fn note_parameter(&mut self, f: &Frame) {
         if let Ok((k, v)) = backend::decode_parameter_status(f) {
-            self.params.insert(k.to_owned(), v.to_owned());
+            let Ok(k) = std::str::from_utf8(k) else {
+                return;
+            };
+            match std::str::from_utf8(v) {
+                Ok(v) => self.params.insert(k.to_owned(), v.to_owned()),
+                Err(_) => self.params.remove(k),
+            };
         }
     }
 
@@ -212,7 +219,7 @@ impl ServerConn {
 fn rejected(f: Frame) -> ServerError {
     let message = ErrorFields::decode(&f)
         .ok()
-        .and_then(|e| e.message().map(str::to_owned))
+        .and_then(|e| e.message().map(|m| String::from_utf8_lossy(m).into_owned()))
         .unwrap_or_default();
     ServerError::Rejected { frame: f, message }
 }

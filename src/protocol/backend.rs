@@ -1,5 +1,9 @@
 //! Views of the backend messages the relay inspects: ErrorResponse/NoticeResponse fields,
 //! RowDescription, DataRow column boundaries, ReadyForQuery, Authentication requests.
+//!
+//! The server writes its text (column names, command tags, error messages, parameter values)
+//! in the client's encoding, so the views hold bytes; only what is ASCII by definition (SQLSTATE
+//! codes, ReadyForQuery status, SASL mechanism names) is read as text.
 
 use super::cursor::Cursor;
 use super::{Frame, ProtocolError};
@@ -70,10 +74,11 @@ pub fn decode_ready_for_query(frame: &Frame) -> Result<TxStatus, ProtocolError> 
     }
 }
 
-/// The fields of an ErrorResponse or NoticeResponse, by their one-byte codes.
+/// The fields of an ErrorResponse or NoticeResponse, by their one-byte codes. Values are bytes
+/// in the client's encoding (messages are translated and quote names and values).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ErrorFields<'a> {
-    pub fields: Vec<(u8, &'a str)>,
+    pub fields: Vec<(u8, &'a [u8])>,
 }
 
 impl<'a> ErrorFields<'a> {
@@ -85,31 +90,32 @@ impl<'a> ErrorFields<'a> {
             if code == 0 {
                 break;
             }
-            // Server messages may be in a non-UTF-8 client_encoding; keep what decodes.
-            let value = std::str::from_utf8(c.cstr_bytes()?).unwrap_or("");
-            fields.push((code, value));
+            fields.push((code, c.cstr()?));
         }
         c.finish("ErrorResponse")?;
         Ok(ErrorFields { fields })
     }
 
-    pub fn get(&self, code: u8) -> Option<&'a str> {
+    pub fn get(&self, code: u8) -> Option<&'a [u8]> {
         self.fields.iter().find(|(c, _)| *c == code).map(|f| f.1)
     }
 
+    /// The SQLSTATE: five ASCII characters in every encoding (anything else is no SQLSTATE).
     pub fn code(&self) -> Option<&'a str> {
-        self.get(b'C')
+        self.get(b'C').and_then(|c| std::str::from_utf8(c).ok())
     }
 
-    pub fn message(&self) -> Option<&'a str> {
+    pub fn message(&self) -> Option<&'a [u8]> {
         self.get(b'M')
     }
 
-    pub fn routine(&self) -> Option<&'a str> {
+    /// The C function that raised the error (ASCII, never translated).
+    pub fn routine(&self) -> Option<&'a [u8]> {
         self.get(b'R')
     }
 
-    pub fn severity(&self) -> Option<&'a str> {
+    /// `V` (never translated) when the server sends it, else the translated `S`.
+    pub fn severity(&self) -> Option<&'a [u8]> {
         self.get(b'V').or_else(|| self.get(b'S'))
     }
 }
@@ -117,7 +123,8 @@ impl<'a> ErrorFields<'a> {
 /// One column of a RowDescription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
-    pub name: String,
+    /// The column name, in the client's encoding.
+    pub name: Vec<u8>,
     pub table_oid: u32,
     pub column_attr: i16,
     pub type_oid: u32,
@@ -132,7 +139,7 @@ pub fn decode_row_description(frame: &Frame) -> Result<Vec<Field>, ProtocolError
     let n = c.count16("field count")?;
     let mut fields = Vec::with_capacity(n.min(c.remaining().len() / 19));
     for _ in 0..n {
-        let name = String::from_utf8_lossy(c.cstr_bytes()?).into_owned();
+        let name = c.cstr()?.to_vec();
         fields.push(Field {
             name,
             table_oid: c.u32("table oid")?,
@@ -193,7 +200,7 @@ pub fn decode_auth_request(frame: &Frame) -> Result<AuthRequest<'_>, ProtocolErr
         10 => {
             let mut mechanisms = Vec::new();
             loop {
-                let m = c.cstr()?;
+                let m = c.cstr_utf8()?;
                 if m.is_empty() {
                     break;
                 }
@@ -216,8 +223,9 @@ pub fn decode_backend_key(frame: &Frame) -> Result<(i32, i32), ProtocolError> {
     Ok((pid, key))
 }
 
-/// ParameterStatus: name and value.
-pub fn decode_parameter_status(frame: &Frame) -> Result<(&str, &str), ProtocolError> {
+/// ParameterStatus: name and value (the value in the client's encoding, e.g. a non-ASCII
+/// `application_name`).
+pub fn decode_parameter_status(frame: &Frame) -> Result<(&[u8], &[u8]), ProtocolError> {
     let mut c = Cursor::new(frame.body());
     let k = c.cstr()?;
     let v = c.cstr()?;
@@ -226,7 +234,7 @@ pub fn decode_parameter_status(frame: &Frame) -> Result<(&str, &str), ProtocolEr
 }
 
 /// CommandComplete: the command tag ("SELECT 3", "ALTER TABLE", ...).
-pub fn decode_command_complete(frame: &Frame) -> Result<&str, ProtocolError> {
+pub fn decode_command_complete(frame: &Frame) -> Result<&[u8], ProtocolError> {
     let mut c = Cursor::new(frame.body());
     let tag = c.cstr()?;
     c.finish("CommandComplete")?;
@@ -234,7 +242,7 @@ pub fn decode_command_complete(frame: &Frame) -> Result<&str, ProtocolError> {
 }
 
 /// NotificationResponse: the notifying backend's process id, the channel and the payload.
-pub fn decode_notification(frame: &Frame) -> Result<(i32, &str, &str), ProtocolError> {
+pub fn decode_notification(frame: &Frame) -> Result<(i32, &[u8], &[u8]), ProtocolError> {
     let mut c = Cursor::new(frame.body());
     let pid = c.i32("process id")?;
     let channel = c.cstr()?;
@@ -256,10 +264,21 @@ mod tests {
         );
         let e = ErrorFields::decode(&f).unwrap();
         assert_eq!(e.code(), Some("0A000"));
-        assert_eq!(e.routine(), Some("RevalidateCachedQuery"));
-        assert_eq!(e.severity(), Some("ERROR"));
+        assert_eq!(e.routine(), Some(&b"RevalidateCachedQuery"[..]));
+        assert_eq!(e.severity(), Some(&b"ERROR"[..]));
         let f = encode::raw(b'E', b"C0A000\0");
         assert!(ErrorFields::decode(&f).is_err());
+        // A translated message in LATIN9 is kept byte for byte.
+        let f = encode::raw(
+            b'E',
+            b"SERREUR\0VERROR\0C42P01\0Mla relation \xab caf\xe9 \xbb n'existe pas\0\0",
+        );
+        let e = ErrorFields::decode(&f).unwrap();
+        assert_eq!(e.code(), Some("42P01"));
+        assert_eq!(
+            e.message(),
+            Some(&b"la relation \xab caf\xe9 \xbb n'existe pas"[..])
+        );
     }
 
     #[test]
@@ -287,6 +306,14 @@ mod tests {
         let f = encode::row_description(&fields);
         assert_eq!(decode_row_description(&f).unwrap(), fields);
 
+        // Column names in the client's encoding (LATIN9 "prénom") survive a round trip.
+        let latin9 = vec![Field {
+            name: b"pr\xe9nom".to_vec(),
+            ..fields[0].clone()
+        }];
+        let f = encode::row_description(&latin9);
+        assert_eq!(decode_row_description(&f).unwrap(), latin9);
+
         let f = encode::raw(b'D', b"\0\x02\0\0\0\x0242\xff\xff\xff\xff");
         let mut cols = Vec::new();
         data_row_columns(&f, &mut cols).unwrap();
@@ -301,7 +328,7 @@ mod tests {
         let f = encode::raw(b'A', b"\0\0\x01\x02jobs\0payload \xe2\x9c\x93\0");
         assert_eq!(
             decode_notification(&f).unwrap(),
-            (258, "jobs", "payload \u{2713}")
+            (258, &b"jobs"[..], "payload \u{2713}".as_bytes())
         );
         let f = encode::raw(b'A', b"\0\0\x01\x02jobs\0");
         assert!(decode_notification(&f).is_err());
@@ -324,5 +351,16 @@ mod tests {
         );
         let f = encode::raw(b'R', b"\0\0\0\x05ab");
         assert!(decode_auth_request(&f).is_err());
+    }
+
+    #[test]
+    fn tags_and_parameters_are_bytes() {
+        let f = encode::command_complete("SELECT 3");
+        assert_eq!(decode_command_complete(&f).unwrap(), b"SELECT 3");
+        let f = encode::raw(b'S', b"application_name\0caf\xe9\0");
+        assert_eq!(
+            decode_parameter_status(&f).unwrap(),
+            (&b"application_name"[..], &b"caf\xe9"[..])
+        );
     }
 }

@@ -63,7 +63,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// A NUL-terminated string, returned without its terminator, as raw bytes.
-    pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+    ///
+    /// Names, SQL text, command tags and error texts are in the client's encoding (LATIN9,
+    /// EUC_JP, SQL_ASCII, ...), whatever pgheal's own is: they stay bytes. The terminator is
+    /// found by the first NUL, which no encoding PostgreSQL allows uses inside a character.
+    pub fn cstr(&mut self) -> Result<&'a [u8], ProtocolError> {
         let end = self
             .buf
             .iter()
@@ -74,10 +78,10 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    /// A NUL-terminated UTF-8 string.
-    pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
-        match self.cstr_bytes()? {
-            // The unnamed portal and statement: the most common name of all.
+    /// A NUL-terminated string that must be UTF-8: only where pgheal itself interprets the text
+    /// and the protocol leaves no other choice (startup parameters, SASL mechanism names).
+    pub fn cstr_utf8(&mut self) -> Result<&'a str, ProtocolError> {
+        match self.cstr()? {
             [] => Ok(""),
             b => std::str::from_utf8(b).map_err(|_| ProtocolError::InvalidUtf8),
         }

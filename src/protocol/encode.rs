@@ -1,5 +1,8 @@
 //! Encoders for the messages pgheal writes itself: its own handshake replies, errors, and the
 //! Parse/Describe/Close/Sync pipelines the heal engine sends. Forwarded messages never pass here.
+//!
+//! Names and SQL text are taken as bytes (`impl AsRef<[u8]>`, so `&str` works too): the engine
+//! re-sends the client's statements, whose names and text are in the client's encoding.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -31,10 +34,10 @@ pub fn raw(tag: u8, body: &[u8]) -> Frame {
     message(tag, |b| b.put_slice(body))
 }
 
-pub fn parse(name: &str, query: &str, param_types: &[u32]) -> Frame {
+pub fn parse(name: impl AsRef<[u8]>, query: impl AsRef<[u8]>, param_types: &[u32]) -> Frame {
     message(b'P', |b| {
-        put_cstr(b, name.as_bytes());
-        put_cstr(b, query.as_bytes());
+        put_cstr(b, name.as_ref());
+        put_cstr(b, query.as_ref());
         b.put_i16(param_types.len() as i16);
         for t in param_types {
             b.put_u32(*t);
@@ -48,7 +51,7 @@ fn target(b: &mut BytesMut, t: Target<'_>) {
         Target::Portal(n) => (b'P', n),
     };
     b.put_u8(kind);
-    put_cstr(b, name.as_bytes());
+    put_cstr(b, name);
 }
 
 pub fn describe(t: Target<'_>) -> Frame {
@@ -60,19 +63,19 @@ pub fn close(t: Target<'_>) -> Frame {
 }
 
 /// A Bind of a statement without parameters, results in text.
-pub fn bind_no_params(portal: &str, statement: &str) -> Frame {
+pub fn bind_no_params(portal: impl AsRef<[u8]>, statement: impl AsRef<[u8]>) -> Frame {
     message(b'B', |b| {
-        put_cstr(b, portal.as_bytes());
-        put_cstr(b, statement.as_bytes());
+        put_cstr(b, portal.as_ref());
+        put_cstr(b, statement.as_ref());
         b.put_i16(0);
         b.put_i16(0);
         b.put_i16(0);
     })
 }
 
-pub fn execute(portal: &str, max_rows: i32) -> Frame {
+pub fn execute(portal: impl AsRef<[u8]>, max_rows: i32) -> Frame {
     message(b'E', |b| {
-        put_cstr(b, portal.as_bytes());
+        put_cstr(b, portal.as_ref());
         b.put_i32(max_rows);
     })
 }
@@ -87,8 +90,8 @@ pub fn copy_fail(reason: &str) -> Frame {
     message(b'f', |b| put_cstr(b, reason.as_bytes()))
 }
 
-pub fn query(sql: &str) -> Frame {
-    message(b'Q', |b| put_cstr(b, sql.as_bytes()))
+pub fn query(sql: impl AsRef<[u8]>) -> Frame {
+    message(b'Q', |b| put_cstr(b, sql.as_ref()))
 }
 
 pub fn terminate() -> Frame {
@@ -110,7 +113,7 @@ pub fn row_description(fields: &[Field]) -> Frame {
     message(b'T', |b| {
         b.put_i16(fields.len() as i16);
         for f in fields {
-            put_cstr(b, f.name.as_bytes());
+            put_cstr(b, &f.name);
             b.put_u32(f.table_oid);
             b.put_i16(f.column_attr);
             b.put_u32(f.type_oid);
@@ -133,8 +136,8 @@ pub fn close_complete() -> Frame {
     message(b'3', |_| {})
 }
 
-pub fn command_complete(tag: &str) -> Frame {
-    message(b'C', |b| put_cstr(b, tag.as_bytes()))
+pub fn command_complete(tag: impl AsRef<[u8]>) -> Frame {
+    message(b'C', |b| put_cstr(b, tag.as_ref()))
 }
 
 pub fn parameter_status(name: &str, value: &str) -> Frame {
@@ -207,25 +210,26 @@ pub fn sasl_response(data: &[u8]) -> Frame {
     message(b'p', |b| b.put_slice(data))
 }
 
-/// An ErrorResponse (or, with tag `N`, a NoticeResponse) with severity, SQLSTATE and message.
-pub fn error_response(severity: &str, code: &str, msg: &str) -> Frame {
+/// An ErrorResponse with severity, SQLSTATE and message (bytes: it may quote a client's
+/// statement name, which is in the client's encoding).
+pub fn error_response(severity: &str, code: &str, msg: impl AsRef<[u8]>) -> Frame {
     error_fields(
         b'E',
         &[
-            (b'S', severity),
-            (b'V', severity),
-            (b'C', code),
-            (b'M', msg),
+            (b'S', severity.as_bytes()),
+            (b'V', severity.as_bytes()),
+            (b'C', code.as_bytes()),
+            (b'M', msg.as_ref()),
         ],
     )
 }
 
 /// An ErrorResponse/NoticeResponse from explicit fields (used to replay a stored error).
-pub fn error_fields(tag: u8, fields: &[(u8, &str)]) -> Frame {
+pub fn error_fields(tag: u8, fields: &[(u8, &[u8])]) -> Frame {
     message(tag, |b| {
         for (code, value) in fields {
             b.put_u8(*code);
-            put_cstr(b, value.as_bytes());
+            put_cstr(b, value);
         }
         b.put_u8(0);
     })

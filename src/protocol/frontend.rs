@@ -1,5 +1,9 @@
 //! Views of the frontend messages the relay inspects: Parse, Bind, Describe, Close, Execute and
 //! Query. Each view borrows from the frame; decoding is checked and never panics.
+//!
+//! Statement and portal names and SQL text are bytes in the client's encoding (whatever
+//! `client_encoding` says: LATIN9, EUC_JP, SQL_ASCII, ...), so the views hold `&[u8]` and never
+//! require UTF-8: PostgreSQL does not, and pgheal forwards them untouched.
 
 use super::cursor::Cursor;
 use super::{Frame, ProtocolError};
@@ -22,8 +26,8 @@ pub const PASSWORD: u8 = b'p';
 /// Parse: `name`, `query`, parameter type OIDs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse<'a> {
-    pub name: &'a str,
-    pub query: &'a str,
+    pub name: &'a [u8],
+    pub query: &'a [u8],
     pub param_types: Vec<u32>,
 }
 
@@ -50,8 +54,8 @@ impl<'a> Parse<'a> {
 /// can be rewritten without decoding the parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind<'a> {
-    pub portal: &'a str,
-    pub statement: &'a str,
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
     /// Body offset where the result-format count starts; everything before is copied verbatim
     /// when the result formats are rewritten.
     pub result_formats_at: usize,
@@ -99,7 +103,7 @@ impl<'a> Bind<'a> {
 }
 
 /// The statement name of a Bind, without decoding the rest (hot path).
-pub fn bind_statement(frame: &Frame) -> Result<&str, ProtocolError> {
+pub fn bind_statement(frame: &Frame) -> Result<&[u8], ProtocolError> {
     let mut c = Cursor::new(frame.body());
     c.cstr()?;
     c.cstr()
@@ -108,8 +112,8 @@ pub fn bind_statement(frame: &Frame) -> Result<&str, ProtocolError> {
 /// Describe or Close target: a prepared statement (`S`) or a portal (`P`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
-    Statement(&'a str),
-    Portal(&'a str),
+    Statement(&'a [u8]),
+    Portal(&'a [u8]),
 }
 
 fn decode_target<'a>(frame: &'a Frame, what: &'static str) -> Result<Target<'a>, ProtocolError> {
@@ -138,7 +142,7 @@ pub fn decode_close(frame: &Frame) -> Result<Target<'_>, ProtocolError> {
 }
 
 /// Execute: portal and row limit.
-pub fn decode_execute(frame: &Frame) -> Result<(&str, i32), ProtocolError> {
+pub fn decode_execute(frame: &Frame) -> Result<(&[u8], i32), ProtocolError> {
     let mut c = Cursor::new(frame.body());
     let portal = c.cstr()?;
     let max_rows = c.i32("row limit")?;
@@ -147,7 +151,7 @@ pub fn decode_execute(frame: &Frame) -> Result<(&str, i32), ProtocolError> {
 }
 
 /// Query: the SQL text of a simple-protocol query.
-pub fn decode_query(frame: &Frame) -> Result<&str, ProtocolError> {
+pub fn decode_query(frame: &Frame) -> Result<&[u8], ProtocolError> {
     let mut c = Cursor::new(frame.body());
     let sql = c.cstr()?;
     c.finish("Query")?;
@@ -163,7 +167,7 @@ pub fn password_body(frame: &Frame) -> &[u8] {
 /// SASLInitialResponse: mechanism name, then an i32-prefixed initial response.
 pub fn decode_sasl_initial(frame: &Frame) -> Result<(&str, &[u8]), ProtocolError> {
     let mut c = Cursor::new(frame.body());
-    let mechanism = c.cstr()?;
+    let mechanism = c.cstr_utf8()?;
     let data = c.value("SASL initial response")?.unwrap_or(&[]);
     c.finish("SASLInitialResponse")?;
     Ok((mechanism, data))
@@ -172,7 +176,7 @@ pub fn decode_sasl_initial(frame: &Frame) -> Result<(&str, &[u8]), ProtocolError
 /// PasswordMessage (cleartext or md5): one NUL-terminated string.
 pub fn decode_password(frame: &Frame) -> Result<&[u8], ProtocolError> {
     let mut c = Cursor::new(frame.body());
-    let pw = c.cstr_bytes()?;
+    let pw = c.cstr()?;
     c.finish("PasswordMessage")?;
     Ok(pw)
 }
@@ -186,9 +190,28 @@ mod tests {
     fn parse_roundtrip() {
         let f = encode::parse("s1", "SELECT $1::int", &[23]);
         let p = Parse::decode(&f).unwrap();
-        assert_eq!(p.name, "s1");
-        assert_eq!(p.query, "SELECT $1::int");
+        assert_eq!(p.name, b"s1");
+        assert_eq!(p.query, b"SELECT $1::int");
         assert_eq!(p.param_types, vec![23]);
+    }
+
+    #[test]
+    fn names_and_text_in_any_client_encoding() {
+        // LATIN9 "é" (0xE9) and "€" (0xA4), EUC_JP "日" (0xC6 0xFC): none of it is UTF-8.
+        let (name, sql) = (&b"caf\xe9"[..], &b"SELECT '\xa4 \xc6\xfc'"[..]);
+        let f = encode::parse(name, sql, &[]);
+        let p = Parse::decode(&f).unwrap();
+        assert_eq!((p.name, p.query), (name, sql));
+        let f = encode::describe(Target::Statement(name));
+        assert_eq!(decode_describe(&f).unwrap(), Target::Statement(name));
+        let f = encode::query(sql);
+        assert_eq!(decode_query(&f).unwrap(), sql);
+        let f = encode::execute(b"p\xe9", 0);
+        assert_eq!(decode_execute(&f).unwrap(), (&b"p\xe9"[..], 0));
+        let f = encode::raw(b'B', b"p\xe9\0caf\xe9\0\0\0\0\0\0\0");
+        let b = Bind::decode(&f).unwrap();
+        assert_eq!((b.portal, b.statement), (&b"p\xe9"[..], name));
+        assert_eq!(bind_statement(&f).unwrap(), name);
     }
 
     #[test]
@@ -197,8 +220,8 @@ mod tests {
         let body: &[u8] = b"\0s1\0\0\x01\0\x01\0\x02\xff\xff\xff\xff\0\0\0\x02ab\0\x02\0\x01\0\0";
         let f = encode::raw(b'B', body);
         let b = Bind::decode(&f).unwrap();
-        assert_eq!(b.portal, "");
-        assert_eq!(b.statement, "s1");
+        assert_eq!(b.portal, b"");
+        assert_eq!(b.statement, b"s1");
         assert_eq!(b.result_formats(), vec![1, 0]);
         assert_eq!(&f.body()[b.result_formats_at..], b"\0\x02\0\x01\0\0");
     }
@@ -215,16 +238,16 @@ mod tests {
 
     #[test]
     fn describe_close_execute_query() {
-        let f = encode::describe(Target::Statement("s1"));
-        assert_eq!(decode_describe(&f).unwrap(), Target::Statement("s1"));
-        let f = encode::close(Target::Portal("p"));
-        assert_eq!(decode_close(&f).unwrap(), Target::Portal("p"));
+        let f = encode::describe(Target::Statement(b"s1"));
+        assert_eq!(decode_describe(&f).unwrap(), Target::Statement(b"s1"));
+        let f = encode::close(Target::Portal(b"p"));
+        assert_eq!(decode_close(&f).unwrap(), Target::Portal(b"p"));
         let f = encode::raw(b'D', b"X\0");
         assert!(decode_describe(&f).is_err());
         let f = encode::raw(b'E', b"p\0\0\0\0\x05");
-        assert_eq!(decode_execute(&f).unwrap(), ("p", 5));
+        assert_eq!(decode_execute(&f).unwrap(), (&b"p"[..], 5));
         let f = encode::query("SELECT 1");
-        assert_eq!(decode_query(&f).unwrap(), "SELECT 1");
+        assert_eq!(decode_query(&f).unwrap(), b"SELECT 1");
         let f = encode::raw(b'Q', b"SELECT 1");
         assert_eq!(decode_query(&f), Err(ProtocolError::UnterminatedString));
     }

@@ -24,6 +24,11 @@ pub enum StartupPacket {
 }
 
 /// The parameters of a StartupMessage, in the order the client sent them.
+///
+/// Unlike everything after the startup packet, these are required to be UTF-8 (a packet with
+/// other bytes is refused with 08P01): pgheal matches `user` and `database` against its
+/// configuration and auth files, which are UTF-8, and no `client_encoding` is in force yet.
+/// Values outside ASCII are rare here (user and database names, `application_name`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StartupParams {
     pub params: Vec<(String, String)>,
@@ -95,11 +100,11 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
         PROTOCOL_3_0 => {
             let mut params = Vec::new();
             loop {
-                let key = c.cstr()?;
+                let key = c.cstr_utf8()?;
                 if key.is_empty() {
                     break;
                 }
-                let value = c.cstr()?;
+                let value = c.cstr_utf8()?;
                 params.push((key.to_owned(), value.to_owned()));
             }
             c.finish("StartupMessage")?;

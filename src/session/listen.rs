@@ -182,7 +182,7 @@ impl ClientListen {
     pub fn observe_server(&mut self, f: &Frame) {
         match f.tag {
             backend::COMMAND_COMPLETE
-                if backend::decode_command_complete(f).is_ok_and(|t| t == "COMMIT") =>
+                if backend::decode_command_complete(f).is_ok_and(|t| t == b"COMMIT") =>
             {
                 self.deferred = match std::mem::replace(&mut self.deferred, Deferred::Nothing) {
                     Deferred::InBlock(ops) => Deferred::CommitSeen(ops),
@@ -278,7 +278,7 @@ impl ClientListen {
             if let Err(e) = self.apply(op, pool).await {
                 let e = backend::ErrorFields::decode(&e)
                     .ok()
-                    .and_then(|f| f.message().map(str::to_owned))
+                    .and_then(|f| f.message().map(|m| String::from_utf8_lossy(m).into_owned()))
                     .unwrap_or_default();
                 tracing::warn!(error = %e, "a LISTEN committed in a transaction block could not be held; closing the client");
                 self.failed = Some(Closing::ListenFailed);
@@ -405,7 +405,7 @@ fn listen_error(e: ListenError) -> Frame {
         ListenError::Connect(why) => encode::error_response(
             "ERROR",
             sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-            &format!("pgheal could not open its listening connection: {why}"),
+            format!("pgheal could not open its listening connection: {why}"),
         ),
         ListenError::Lost => encode::error_response(
             "ERROR",

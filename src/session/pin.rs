@@ -114,7 +114,7 @@ enum PinState {
 pub struct Pin {
     state: PinState,
     /// The client's prepared statements whose text may create session state.
-    statements: HashMap<Box<str>, StateKinds>,
+    statements: HashMap<Box<[u8]>, StateKinds>,
     metrics: Arc<Metrics>,
 }
 
@@ -161,7 +161,7 @@ impl Pin {
                 let Ok(p) = Parse::decode(f) else {
                     return;
                 };
-                let kinds = session_state_in(p.query.as_bytes());
+                let kinds = session_state_in(p.query);
                 if !kinds.is_empty() {
                     self.statements.insert(p.name.into(), kinds);
                 } else if !self.statements.is_empty() {
@@ -357,7 +357,7 @@ async fn query(
 fn error_text(f: &Frame) -> String {
     backend::ErrorFields::decode(f)
         .ok()
-        .and_then(|e| e.message().map(str::to_owned))
+        .and_then(|e| e.message().map(|m| String::from_utf8_lossy(m).into_owned()))
         .unwrap_or_default()
 }
 

@@ -171,7 +171,14 @@ impl Conversation<'_> {
             }
             _ => return,
         };
-        if self.engine.status() == TxStatus::Idle && self.settings.observe(sql) {
+        // The SQL is bytes in the client's encoding. Settings are kept as SQL text to run again
+        // on the next connection, and that text is UTF-8 here: a `SET` whose text is not (a
+        // non-ASCII value in LATIN9, say) is not carried; the connection is reset before
+        // another client gets it.
+        let text = std::str::from_utf8(sql).ok();
+        if self.engine.status() == TxStatus::Idle
+            && text.is_some_and(|sql| self.settings.observe(sql))
+        {
             self.engine.set_search_path(self.settings.search_path());
         } else if changes_settings(sql) {
             self.dirty_settings = true;
@@ -446,15 +453,16 @@ async fn bring_to_rest(
     }
 }
 
-/// Whether SQL (possibly several statements) may change session settings.
-fn changes_settings(sql: &str) -> bool {
-    sql.split(';').any(|stmt| {
-        let w = stmt
-            .trim_start()
-            .get(..6)
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        w.starts_with("set ") || w.starts_with("reset")
+/// Whether SQL (possibly several statements; bytes in the client's encoding) may change
+/// session settings.
+fn changes_settings(sql: &[u8]) -> bool {
+    let starts = |s: &[u8], word: &[u8]| {
+        s.get(..word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    sql.split(|&b| b == b';').any(|stmt| {
+        let stmt = stmt.trim_ascii_start();
+        starts(stmt, b"set ") || starts(stmt, b"reset")
     })
 }
 

@@ -67,6 +67,7 @@ impl ClientSettings {
                 }
                 let name = match name {
                     "time" => "timezone".to_owned(),
+                    "names" => "client_encoding".to_owned(),
                     n => n
                         .split('=')
                         .next()
@@ -111,12 +112,18 @@ impl ClientSettings {
         h.finish() | 1
     }
 
-    /// The search_path the client asked for, as written.
+    /// What transaction pooling keys statement texts by (see `statements::names`): the
+    /// `search_path` and the `client_encoding` the client asked for, as written; the same bytes
+    /// are another statement under another encoding.
     pub fn search_path(&self) -> Option<Arc<str>> {
-        self.list
-            .iter()
-            .find(|(n, _)| n == "search_path")
-            .map(|(_, s)| Arc::from(s.as_str()))
+        let mut key = String::new();
+        for (n, stmt) in &self.list {
+            if n == "search_path" || n == "client_encoding" {
+                key.push_str(stmt);
+                key.push('\n');
+            }
+        }
+        (!key.is_empty()).then(|| key.trim_end().into())
     }
 }
 
@@ -226,6 +233,12 @@ mod tests {
             s.search_path().as_deref(),
             Some("SET search_path TO shop, public")
         );
+        assert!(s.observe("SET NAMES 'LATIN9'"));
+        assert_eq!(
+            s.search_path().as_deref(),
+            Some("SET search_path TO shop, public\nSET NAMES 'LATIN9'")
+        );
+        assert!(s.observe("RESET client_encoding"));
         assert!(s.observe("RESET statement_timeout"));
         assert_ne!(s.fingerprint(), f0);
         assert!(s.observe("RESET ALL"));

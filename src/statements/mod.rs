@@ -10,6 +10,10 @@
 //!
 //! [`sql_prepare`] tracks SQL-level `PREPARE name AS ...` texts sent through the simple
 //! protocol, so that `EXECUTE name` can be healed too.
+//!
+//! Bytes are bytes: statement names and SQL text are kept as the client sent them, in its
+//! encoding (`Vec<u8>`, `Arc<[u8]>`), and compared byte for byte, as PostgreSQL compares them
+//! after converting both the same way. Only logs convert them, lossily.
 
 pub mod names;
 pub mod projection;
@@ -43,22 +47,22 @@ mod memo {
     impl<T: Copy> NameMemo<T> {
         /// What `name` resolved to, if it was the last name remembered.
         #[inline]
-        pub(crate) fn get(&self, name: &str) -> Option<T> {
+        pub(crate) fn get(&self, name: &[u8]) -> Option<T> {
             let value = self.value.get()?;
             let len = self.len.get();
             if len != name.len() {
                 return None;
             }
             let stored = self.name.get();
-            (stored[..len] == *name.as_bytes()).then_some(value)
+            (stored[..len] == *name).then_some(value)
         }
 
-        pub(crate) fn set(&self, name: &str, value: T) {
+        pub(crate) fn set(&self, name: &[u8], value: T) {
             if name.len() > MAX {
                 return;
             }
             let mut stored = [0; MAX];
-            stored[..name.len()].copy_from_slice(name.as_bytes());
+            stored[..name.len()].copy_from_slice(name);
             self.name.set(stored);
             self.len.set(name.len());
             self.value.set(Some(value));
@@ -76,21 +80,24 @@ mod memo {
         #[test]
         fn remembers_one_name_exactly() {
             let m = NameMemo::default();
-            assert_eq!(m.get("a"), None);
-            m.set("s1", 7u64);
-            assert_eq!(m.get("s1"), Some(7));
-            assert_eq!(m.get("s10"), None);
-            assert_eq!(m.get("s"), None);
-            assert_eq!(m.get(""), None);
-            m.set("", 3);
-            assert_eq!(m.get(""), Some(3));
-            assert_eq!(m.get("s1"), None);
-            let long = "x".repeat(MAX + 1);
+            assert_eq!(m.get(b"a"), None);
+            m.set(b"s1", 7u64);
+            assert_eq!(m.get(b"s1"), Some(7));
+            assert_eq!(m.get(b"s10"), None);
+            assert_eq!(m.get(b"s"), None);
+            assert_eq!(m.get(b""), None);
+            m.set(b"", 3);
+            assert_eq!(m.get(b""), Some(3));
+            assert_eq!(m.get(b"s1"), None);
+            let long = b"x".repeat(MAX + 1);
             m.set(&long, 9);
             assert_eq!(m.get(&long), None);
-            assert_eq!(m.get(""), Some(3));
+            assert_eq!(m.get(b""), Some(3));
+            m.set(b"caf\xe9", 4);
+            assert_eq!(m.get(b"caf\xe9"), Some(4));
+            assert_eq!(m.get(b"caf\xc3\xa9"), None);
             m.clear();
-            assert_eq!(m.get(""), None);
+            assert_eq!(m.get(b""), None);
         }
     }
 }

@@ -3,9 +3,12 @@
 //! Clients name statements as they like ("P_0", "s1", "_pg3_0"), and different clients use
 //! the same name for different SQL. In transaction mode a client's statement may run on any
 //! server connection, so pgheal prepares it there under a name of its own, shared by every
-//! client that prepares the same text: the key is the full SQL text, the parameter type OIDs
-//! and the client's search_path (not a hash alone, so no collision can ever mix two
-//! statements).
+//! client that prepares the same text: the key is the full SQL text (bytes, as the client sent
+//! them), the parameter type OIDs and the client's settings that decide what the text means
+//! (not a hash alone, so no collision can ever mix two statements). Those settings are
+//! `search_path` (which table a name is) and `client_encoding` (which characters the bytes are:
+//! `'\xe9'` is "é" in LATIN9 and an invalid sequence in UTF-8; the server converts the text
+//! once, at Parse); the session gives them as one opaque key (`search_path` below).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,26 +33,27 @@ pub struct Described {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    sql: Arc<str>,
+    sql: Arc<[u8]>,
     param_types: Arc<[u32]>,
     search_path: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
 pub struct StatementNames {
-    names: DashMap<Key, Arc<str>>,
-    described: DashMap<Arc<str>, Arc<Described>>,
+    names: DashMap<Key, Arc<[u8]>>,
+    described: DashMap<Arc<[u8]>, Arc<Described>>,
     next: AtomicU64,
 }
 
 impl StatementNames {
-    /// The server-side name for a statement text.
+    /// The server-side name for a statement text; `search_path`: the client's settings that
+    /// decide what the text means (see the module docs).
     pub fn name_for(
         &self,
-        sql: &Arc<str>,
+        sql: &Arc<[u8]>,
         param_types: &Arc<[u32]>,
         search_path: Option<&Arc<str>>,
-    ) -> Arc<str> {
+    ) -> Arc<[u8]> {
         let key = Key {
             sql: sql.clone(),
             param_types: param_types.clone(),
@@ -59,7 +63,7 @@ impl StatementNames {
             .entry(key)
             .or_insert_with(|| {
                 let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-                format!("pgheal_{n}").into()
+                format!("pgheal_{n}").into_bytes().into()
             })
             .clone()
     }
@@ -67,10 +71,10 @@ impl StatementNames {
     /// The name of a statement text already known to the pool.
     pub fn existing(
         &self,
-        sql: &Arc<str>,
+        sql: &Arc<[u8]>,
         param_types: &Arc<[u32]>,
         search_path: Option<&Arc<str>>,
-    ) -> Option<Arc<str>> {
+    ) -> Option<Arc<[u8]>> {
         let key = Key {
             sql: sql.clone(),
             param_types: param_types.clone(),
@@ -80,11 +84,11 @@ impl StatementNames {
     }
 
     /// Record the latest description of a pool statement.
-    pub fn describe(&self, name: &Arc<str>, d: Described) {
+    pub fn describe(&self, name: &Arc<[u8]>, d: Described) {
         self.described.insert(name.clone(), Arc::new(d));
     }
 
-    pub fn described(&self, name: &str) -> Option<Arc<Described>> {
+    pub fn described(&self, name: &[u8]) -> Option<Arc<Described>> {
         self.described.get(name).map(|d| d.clone())
     }
 
@@ -105,10 +109,20 @@ mod tests {
     fn same_text_same_name_other_text_other_name() {
         let n = StatementNames::default();
         let t: Arc<[u32]> = vec![23].into();
-        let a = n.name_for(&"SELECT $1".into(), &t, None);
-        assert_eq!(a, n.name_for(&"SELECT $1".into(), &t, None));
-        assert_ne!(a, n.name_for(&"SELECT $1 ".into(), &t, None));
-        assert_ne!(a, n.name_for(&"SELECT $1".into(), &vec![20].into(), None));
-        assert_ne!(a, n.name_for(&"SELECT $1".into(), &t, Some(&"shop".into())));
+        let text = |s: &[u8]| -> Arc<[u8]> { s.into() };
+        let a = n.name_for(&text(b"SELECT $1"), &t, None);
+        assert_eq!(&*a, b"pgheal_1");
+        assert_eq!(a, n.name_for(&text(b"SELECT $1"), &t, None));
+        assert_ne!(a, n.name_for(&text(b"SELECT $1 "), &t, None));
+        assert_ne!(a, n.name_for(&text(b"SELECT $1"), &vec![20].into(), None));
+        assert_ne!(a, n.name_for(&text(b"SELECT $1"), &t, Some(&"shop".into())));
+        // The same bytes under another client_encoding are another statement.
+        let latin9: Arc<str> = "SET client_encoding TO latin9".into();
+        let e = n.name_for(&text(b"SELECT '\xc3\xa9'"), &t, None);
+        assert_ne!(
+            e,
+            n.name_for(&text(b"SELECT '\xc3\xa9'"), &t, Some(&latin9))
+        );
+        assert_eq!(n.existing(&text(b"SELECT '\xc3\xa9'"), &t, None), Some(e));
     }
 }

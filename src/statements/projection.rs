@@ -23,6 +23,11 @@ pub enum ProjectionError {
     TypeChanged { name: String, from: u32, to: u32 },
 }
 
+/// A column name (bytes in the client's encoding) for an error text.
+fn display(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
 /// How rows of the server shape are turned into rows of the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Projection {
@@ -60,10 +65,10 @@ impl Projection {
                         .enumerate()
                         .find(|(j, s)| !used[*j] && s.name == c.name)
                 })
-                .ok_or_else(|| ProjectionError::ColumnGone(c.name.clone()))?;
+                .ok_or_else(|| ProjectionError::ColumnGone(display(&c.name)))?;
             if found.1.type_oid != c.type_oid {
                 return Err(ProjectionError::TypeChanged {
-                    name: c.name.clone(),
+                    name: display(&c.name),
                     from: c.type_oid,
                     to: found.1.type_oid,
                 });
@@ -233,7 +238,7 @@ mod tests {
         );
         let d = p.describe(&contract, &shape);
         let back = crate::protocol::backend::decode_row_description(&d).unwrap();
-        assert_eq!(back[1].name, "b");
+        assert_eq!(back[1].name, b"b");
         // a rename alone keeps the rows as they are
         let renamed = vec![f("a", 1, 23), f("c", 2, 25)];
         assert_eq!(

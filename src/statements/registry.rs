@@ -16,14 +16,15 @@ use super::{NameMemo, Projection, ProjectionError};
 
 pub type StmtId = u64;
 
-/// A named statement as the client prepared it, with its contract.
+/// A named statement as the client prepared it, with its contract. Name and text are bytes in
+/// the client's encoding.
 #[derive(Debug, Clone)]
 pub struct Statement {
-    pub name: String,
-    pub sql: Arc<str>,
+    pub name: Vec<u8>,
+    pub sql: Arc<[u8]>,
     pub param_types: Arc<[u32]>,
     /// The name the statement has on server connections.
-    pub server_name: Arc<str>,
+    pub server_name: Arc<[u8]>,
     /// The row shape promised to the client; `Some(empty)` when the statement returns no rows.
     pub contract: Option<Arc<[Field]>>,
     /// The last shape a projection was computed for, and the result.
@@ -106,7 +107,7 @@ type IdMap<V> = HashMap<StmtId, V, BuildHasherDefault<IdHasher>>;
 /// hot path asks for it several times per Bind.
 #[derive(Debug, Default)]
 pub struct StatementRegistry {
-    by_name: HashMap<String, StmtId>,
+    by_name: HashMap<Vec<u8>, StmtId>,
     stmts: IdMap<Statement>,
     next: StmtId,
     /// The last name looked up; cleared whenever a name is added or removed.
@@ -117,10 +118,10 @@ impl StatementRegistry {
     /// Record a Parse of a named statement (replacing an older one of the same name).
     pub fn parsed(
         &mut self,
-        name: &str,
-        sql: Arc<str>,
+        name: &[u8],
+        sql: Arc<[u8]>,
         param_types: Arc<[u32]>,
-        server_name: Arc<str>,
+        server_name: Arc<[u8]>,
     ) -> StmtId {
         self.last.clear();
         self.next += 1;
@@ -142,7 +143,7 @@ impl StatementRegistry {
         id
     }
 
-    pub fn id(&self, name: &str) -> Option<StmtId> {
+    pub fn id(&self, name: &[u8]) -> Option<StmtId> {
         if let Some(id) = self.last.get(name) {
             return Some(id);
         }
@@ -159,11 +160,11 @@ impl StatementRegistry {
         self.stmts.get_mut(&id)
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&Statement> {
+    pub fn by_name(&self, name: &[u8]) -> Option<&Statement> {
         self.id(name).and_then(|id| self.get(id))
     }
 
-    pub fn close(&mut self, name: &str) -> Option<Statement> {
+    pub fn close(&mut self, name: &[u8]) -> Option<Statement> {
         self.last.clear();
         let id = self.by_name.remove(name)?;
         self.stmts.remove(&id)
@@ -217,32 +218,45 @@ mod tests {
     use super::*;
 
     fn parse(r: &mut StatementRegistry, name: &str) -> StmtId {
-        r.parsed(name, "SELECT 1".into(), Vec::new().into(), name.into())
+        let name = name.as_bytes();
+        r.parsed(name, b"SELECT 1"[..].into(), Vec::new().into(), name.into())
     }
 
     #[test]
     fn names_resolve_after_replace_close_and_remove() {
         let mut r = StatementRegistry::default();
-        assert_eq!(r.id("s1"), None);
+        assert_eq!(r.id(b"s1"), None);
         let a = parse(&mut r, "s1");
         let b = parse(&mut r, "s2");
-        assert_eq!(r.id("s1"), Some(a));
-        assert_eq!(r.id("s1"), Some(a));
-        assert_eq!(r.id("s2"), Some(b));
+        assert_eq!(r.id(b"s1"), Some(a));
+        assert_eq!(r.id(b"s1"), Some(a));
+        assert_eq!(r.id(b"s2"), Some(b));
         // Replacing s2 (the name looked up last) gives the new id.
         let b2 = parse(&mut r, "s2");
         assert_ne!(b, b2);
-        assert_eq!(r.id("s2"), Some(b2));
+        assert_eq!(r.id(b"s2"), Some(b2));
         assert!(r.get(b).is_none());
-        r.close("s2");
-        assert_eq!(r.id("s2"), None);
-        assert_eq!(r.id("s1"), Some(a));
+        r.close(b"s2");
+        assert_eq!(r.id(b"s2"), None);
+        assert_eq!(r.id(b"s1"), Some(a));
         r.remove_id(a);
-        assert_eq!(r.id("s1"), None);
+        assert_eq!(r.id(b"s1"), None);
         let c = parse(&mut r, "s1");
-        assert_eq!(r.id("s1"), Some(c));
+        assert_eq!(r.id(b"s1"), Some(c));
         r.clear();
-        assert_eq!(r.id("s1"), None);
+        assert_eq!(r.id(b"s1"), None);
         assert!(r.is_empty());
+        // Names in any client encoding, told apart byte for byte.
+        let latin9 = r.parsed(
+            b"caf\xe9",
+            b"SELECT '\xa4'"[..].into(),
+            Vec::new().into(),
+            b"caf\xe9"[..].into(),
+        );
+        let utf8 = parse(&mut r, "caf\u{e9}");
+        assert_ne!(latin9, utf8);
+        assert_eq!(r.id(b"caf\xe9"), Some(latin9));
+        assert_eq!(r.id("caf\u{e9}".as_bytes()), Some(utf8));
+        assert_eq!(&*r.by_name(b"caf\xe9").unwrap().sql, b"SELECT '\xa4'");
     }
 }

@@ -2,6 +2,9 @@
 //! each was prepared with. It travels with the connection through the pool, so a client that
 //! gets the connection for its next transaction knows what is there already.
 //!
+//! Names are bytes: the client's own in session pooling (in its encoding), pgheal's `pgheal_N`
+//! in transaction pooling.
+//!
 //! Capped (`max_prepared_statements`): when full, the least recently used statement is
 //! evicted and must be Closed on the server by the caller.
 
@@ -28,8 +31,8 @@ pub struct ServerStmt {
 /// asks for it several times per Bind) compares one name instead of hashing it each time.
 #[derive(Debug)]
 pub struct ServerPrepared {
-    entries: Vec<(Arc<str>, ServerStmt)>,
-    index: HashMap<Arc<str>, usize>,
+    entries: Vec<(Arc<[u8]>, ServerStmt)>,
+    index: HashMap<Arc<[u8]>, usize>,
     /// The slot of the last name found; cleared whenever an entry is added or removed.
     last: NameMemo<usize>,
     tick: u64,
@@ -51,7 +54,7 @@ impl ServerPrepared {
     }
 
     /// The slot of `name`.
-    fn slot(&self, name: &str) -> Option<usize> {
+    fn slot(&self, name: &[u8]) -> Option<usize> {
         if let Some(i) = self.last.get(name) {
             return Some(i);
         }
@@ -60,20 +63,20 @@ impl ServerPrepared {
         Some(i)
     }
 
-    pub fn get(&self, name: &str) -> Option<&ServerStmt> {
+    pub fn get(&self, name: &[u8]) -> Option<&ServerStmt> {
         self.slot(name).map(|i| &self.entries[i].1)
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub fn contains(&self, name: &[u8]) -> bool {
         self.slot(name).is_some()
     }
 
-    pub fn shape(&self, name: &str) -> Option<&Arc<[Field]>> {
+    pub fn shape(&self, name: &[u8]) -> Option<&Arc<[Field]>> {
         self.get(name).and_then(|s| s.shape.as_ref())
     }
 
     /// Mark a statement used (LRU order).
-    pub fn touch(&mut self, name: &str) {
+    pub fn touch(&mut self, name: &[u8]) {
         self.tick += 1;
         if let Some(i) = self.slot(name) {
             self.entries[i].1.last_used = self.tick;
@@ -81,7 +84,7 @@ impl ServerPrepared {
     }
 
     /// Remove the statement in slot `i` (the last slot moves into it).
-    fn remove_slot(&mut self, i: usize) -> Arc<str> {
+    fn remove_slot(&mut self, i: usize) -> Arc<[u8]> {
         self.last.clear();
         let (name, stmt) = self.entries.swap_remove(i);
         if stmt.pinned {
@@ -98,17 +101,17 @@ impl ServerPrepared {
 
     /// Record a Parse sent for `name`. Returns the statement evicted to stay under the cap, which
     /// the caller must Close on the server.
-    pub fn prepared(&mut self, name: Arc<str>, epoch: u64) -> Option<Arc<str>> {
+    pub fn prepared(&mut self, name: Arc<[u8]>, epoch: u64) -> Option<Arc<[u8]>> {
         self.record(name, epoch, false)
     }
 
     /// Record a Parse of one of pgheal's own statements, which stays until the connection is
     /// reset (it does not count against the cap and is never evicted).
-    pub fn prepared_pinned(&mut self, name: Arc<str>, epoch: u64) {
+    pub fn prepared_pinned(&mut self, name: Arc<[u8]>, epoch: u64) {
         self.record(name, epoch, true);
     }
 
-    fn record(&mut self, name: Arc<str>, epoch: u64, pinned: bool) -> Option<Arc<str>> {
+    fn record(&mut self, name: Arc<[u8]>, epoch: u64, pinned: bool) -> Option<Arc<[u8]>> {
         self.tick += 1;
         let stmt = ServerStmt {
             shape: None,
@@ -148,13 +151,13 @@ impl ServerPrepared {
         evicted
     }
 
-    pub fn described(&mut self, name: &str, shape: Arc<[Field]>) {
+    pub fn described(&mut self, name: &[u8], shape: Arc<[Field]>) {
         if let Some(i) = self.slot(name) {
             self.entries[i].1.shape = Some(shape);
         }
     }
 
-    pub fn closed(&mut self, name: &str) {
+    pub fn closed(&mut self, name: &[u8]) {
         if let Some(i) = self.slot(name) {
             self.remove_slot(i);
         }
@@ -196,60 +199,64 @@ impl ServerPrepared {
 mod tests {
     use super::*;
 
+    fn n(name: &str) -> Arc<[u8]> {
+        name.as_bytes().into()
+    }
+
     #[test]
     fn evicts_the_least_recently_used() {
         let mut p = ServerPrepared::new(2);
-        assert_eq!(p.prepared("a".into(), 0), None);
-        assert_eq!(p.prepared("b".into(), 0), None);
-        p.touch("a");
-        assert_eq!(p.prepared("c".into(), 0).as_deref(), Some("b"));
-        assert!(p.contains("a") && p.contains("c") && !p.contains("b"));
+        assert_eq!(p.prepared(n("a"), 0), None);
+        assert_eq!(p.prepared(n("b"), 0), None);
+        p.touch(b"a");
+        assert_eq!(p.prepared(n("c"), 0).as_deref(), Some(&b"b"[..]));
+        assert!(p.contains(b"a") && p.contains(b"c") && !p.contains(b"b"));
         // Re-preparing a present name evicts nothing.
-        assert_eq!(p.prepared("a".into(), 1), None);
-        assert_eq!(p.get("a").map(|s| s.epoch), Some(1));
+        assert_eq!(p.prepared(n("a"), 1), None);
+        assert_eq!(p.get(b"a").map(|s| s.epoch), Some(1));
     }
 
     #[test]
     fn pinned_statements_are_never_evicted() {
         let mut p = ServerPrepared::new(1);
-        p.prepared_pinned("guard".into(), 0);
-        assert_eq!(p.prepared("a".into(), 0), None);
-        assert_eq!(p.prepared("b".into(), 0).as_deref(), Some("a"));
-        assert!(p.contains("guard") && p.contains("b"));
-        p.closed("guard");
-        assert_eq!(p.prepared("c".into(), 0).as_deref(), Some("b"));
-        p.prepared_pinned("guard".into(), 0);
+        p.prepared_pinned(n("guard"), 0);
+        assert_eq!(p.prepared(n("a"), 0), None);
+        assert_eq!(p.prepared(n("b"), 0).as_deref(), Some(&b"a"[..]));
+        assert!(p.contains(b"guard") && p.contains(b"b"));
+        p.closed(b"guard");
+        assert_eq!(p.prepared(n("c"), 0).as_deref(), Some(&b"b"[..]));
+        p.prepared_pinned(n("guard"), 0);
         p.clear();
-        assert!(!p.contains("guard"));
-        assert_eq!(p.prepared("d".into(), 0), None);
+        assert!(!p.contains(b"guard"));
+        assert_eq!(p.prepared(n("d"), 0), None);
     }
 
     #[test]
     fn lookups_stay_right_as_slots_move() {
         let mut p = ServerPrepared::new(8);
-        for n in ["a", "b", "c", "d"] {
-            p.prepared(n.into(), 0);
+        for name in ["a", "b", "c", "d"] {
+            p.prepared(n(name), 0);
         }
-        p.described("d", Vec::new().into());
-        assert!(p.shape("d").is_some());
+        p.described(b"d", Vec::new().into());
+        assert!(p.shape(b"d").is_some());
         // "d" was looked up last; removing "a" moves "d" into slot 0.
-        p.closed("a");
-        assert!(!p.contains("a"));
-        assert!(p.shape("d").is_some());
-        assert!(p.contains("b") && p.contains("c"));
-        p.closed("d");
-        assert!(!p.contains("d") && p.shape("d").is_none());
+        p.closed(b"a");
+        assert!(!p.contains(b"a"));
+        assert!(p.shape(b"d").is_some());
+        assert!(p.contains(b"b") && p.contains(b"c"));
+        p.closed(b"d");
+        assert!(!p.contains(b"d") && p.shape(b"d").is_none());
         assert_eq!(p.len(), 2);
-        p.prepared("d".into(), 3);
-        assert_eq!(p.get("d").map(|s| s.epoch), Some(3));
-        assert_eq!(p.get("b").map(|s| s.epoch), Some(0));
+        p.prepared(n("d"), 3);
+        assert_eq!(p.get(b"d").map(|s| s.epoch), Some(3));
+        assert_eq!(p.get(b"b").map(|s| s.epoch), Some(0));
         p.clear();
-        assert!(p.is_empty() && !p.contains("b"));
+        assert!(p.is_empty() && !p.contains(b"b"));
         // Names that share a prefix are not confused by the remembered slot.
-        p.prepared("s1".into(), 0);
-        p.prepared("s10".into(), 1);
-        assert!(p.contains("s1"));
-        assert_eq!(p.get("s10").map(|s| s.epoch), Some(1));
-        assert!(!p.contains("s"));
+        p.prepared(n("s1"), 0);
+        p.prepared(n("s10"), 1);
+        assert!(p.contains(b"s1"));
+        assert_eq!(p.get(b"s10").map(|s| s.epoch), Some(1));
+        assert!(!p.contains(b"s"));
     }
 }

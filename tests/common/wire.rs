@@ -1,5 +1,7 @@
 //! A raw protocol client for tests that must control every message: pipelines, Flush-terminated
-//! segments, Describe 'S' of stale statements. It speaks through pgheal's own codec.
+//! segments, Describe 'S' of stale statements, names and SQL in any client encoding (builders
+//! take bytes; [`Msg`] shows text lossily, [`Wire::until_ready_frames`] and [`raw_rows`] keep
+//! the bytes). It speaks through pgheal's own codec.
 #![allow(dead_code)]
 
 use bytes::{BufMut, BytesMut};
@@ -46,6 +48,17 @@ pub struct Wire {
 impl Wire {
     /// Connect and log in (SCRAM, md5, cleartext or trust) as `user`.
     pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Wire {
+        Wire::connect_with(port, user, password, db, &[]).await
+    }
+
+    /// [`Wire::connect`] with more startup parameters (`client_encoding`, ...).
+    pub async fn connect_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+        params: &[(&str, &str)],
+    ) -> Wire {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
@@ -53,7 +66,9 @@ impl Wire {
             stream,
             buf: BytesMut::new(),
         };
-        let startup = encode::startup_message(&[("user", user), ("database", db)]);
+        let mut startup_params = vec![("user", user), ("database", db)];
+        startup_params.extend_from_slice(params);
+        let startup = encode::startup_message(&startup_params);
         w.stream.write_all(&startup).await.unwrap();
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -144,10 +159,32 @@ impl Wire {
         out
     }
 
+    /// Frames up to and including ReadyForQuery, notices and parameter status left out.
+    pub async fn until_ready_frames(&mut self) -> Vec<Frame> {
+        let mut out = Vec::new();
+        loop {
+            let f = self.frame().await;
+            if backend::is_async(f.tag) {
+                continue;
+            }
+            let done = f.tag == backend::READY_FOR_QUERY;
+            out.push(f);
+            if done {
+                return out;
+            }
+        }
+    }
+
     /// A simple query, all of its messages.
-    pub async fn query(&mut self, sql: &str) -> Vec<Msg> {
+    pub async fn query(&mut self, sql: impl AsRef<[u8]>) -> Vec<Msg> {
         self.send(&[encode::query(sql)]).await;
         self.until_ready().await
+    }
+
+    /// A simple query; its frames, for the bytes of its rows ([`raw_rows`]).
+    pub async fn query_frames(&mut self, sql: impl AsRef<[u8]>) -> Vec<Frame> {
+        self.send(&[encode::query(sql)]).await;
+        self.until_ready_frames().await
     }
 }
 
@@ -164,7 +201,7 @@ pub fn decode(f: &Frame) -> Msg {
             backend::decode_row_description(f)
                 .unwrap()
                 .into_iter()
-                .map(|c| c.name)
+                .map(|c| String::from_utf8_lossy(&c.name).into_owned())
                 .collect(),
         ),
         b'D' => {
@@ -180,13 +217,16 @@ pub fn decode(f: &Frame) -> Msg {
                     .collect(),
             )
         }
-        b'C' => Msg::CommandComplete(backend::decode_command_complete(f).unwrap().to_owned()),
+        b'C' => Msg::CommandComplete(
+            String::from_utf8_lossy(backend::decode_command_complete(f).unwrap()).into_owned(),
+        ),
         b'E' => {
             let e = ErrorFields::decode(f).unwrap();
+            let text = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or(b"")).into_owned();
             Msg::Error {
                 code: e.code().unwrap_or("").into(),
-                routine: e.routine().unwrap_or("").into(),
-                message: e.message().unwrap_or("").into(),
+                routine: text(e.routine()),
+                message: text(e.message()),
             }
         }
         b'Z' => Msg::Ready(char::from(f.body()[0])),
@@ -194,23 +234,30 @@ pub fn decode(f: &Frame) -> Msg {
     }
 }
 
-// Message builders for tests (text formats unless given).
-pub fn parse(name: &str, sql: &str) -> Frame {
+// Message builders for tests (text formats unless given). Names and SQL are bytes (`&str`
+// works too).
+pub fn parse(name: impl AsRef<[u8]>, sql: impl AsRef<[u8]>) -> Frame {
     encode::parse(name, sql, &[])
 }
 
 /// Bind with text parameters and the given result format codes.
 pub fn bind(portal: &str, stmt: &str, params: &[&str], result_formats: &[i16]) -> Frame {
+    let params: Vec<&[u8]> = params.iter().map(|p| p.as_bytes()).collect();
+    bind_bytes(portal.as_bytes(), stmt.as_bytes(), &params, result_formats)
+}
+
+/// [`bind`] with names and text parameters as bytes (in the client's encoding).
+pub fn bind_bytes(portal: &[u8], stmt: &[u8], params: &[&[u8]], result_formats: &[i16]) -> Frame {
     let mut b = BytesMut::new();
-    b.put_slice(portal.as_bytes());
+    b.put_slice(portal);
     b.put_u8(0);
-    b.put_slice(stmt.as_bytes());
+    b.put_slice(stmt);
     b.put_u8(0);
     b.put_i16(0);
     b.put_i16(params.len() as i16);
     for p in params {
         b.put_i32(p.len() as i32);
-        b.put_slice(p.as_bytes());
+        b.put_slice(p);
     }
     b.put_i16(result_formats.len() as i16);
     for f in result_formats {
@@ -219,24 +266,20 @@ pub fn bind(portal: &str, stmt: &str, params: &[&str], result_formats: &[i16]) -
     encode::raw(b'B', &b)
 }
 
-pub fn execute(portal: &str) -> Frame {
-    let mut b = BytesMut::new();
-    b.put_slice(portal.as_bytes());
-    b.put_u8(0);
-    b.put_i32(0);
-    encode::raw(b'E', &b)
+pub fn execute(portal: impl AsRef<[u8]>) -> Frame {
+    encode::execute(portal, 0)
 }
 
-pub fn describe_stmt(name: &str) -> Frame {
-    encode::describe(Target::Statement(name))
+pub fn describe_stmt(name: impl AsRef<[u8]>) -> Frame {
+    encode::describe(Target::Statement(name.as_ref()))
 }
 
-pub fn describe_portal(name: &str) -> Frame {
-    encode::describe(Target::Portal(name))
+pub fn describe_portal(name: impl AsRef<[u8]>) -> Frame {
+    encode::describe(Target::Portal(name.as_ref()))
 }
 
-pub fn close_stmt(name: &str) -> Frame {
-    encode::close(Target::Statement(name))
+pub fn close_stmt(name: impl AsRef<[u8]>) -> Frame {
+    encode::close(Target::Statement(name.as_ref()))
 }
 
 pub fn sync() -> Frame {
@@ -245,6 +288,55 @@ pub fn sync() -> Frame {
 
 pub fn flush() -> Frame {
     encode::raw(b'H', &[])
+}
+
+/// Data rows of a frame list, each column's bytes as the server sent them.
+pub fn raw_rows(frames: &[Frame]) -> Vec<Vec<Option<Vec<u8>>>> {
+    let mut cols = Vec::new();
+    frames
+        .iter()
+        .filter(|f| f.tag == backend::DATA_ROW)
+        .map(|f| {
+            backend::data_row_columns(f, &mut cols).unwrap();
+            cols.iter()
+                .map(|r| {
+                    let v = &f.bytes[r.clone()];
+                    let len = i32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                    (len >= 0).then(|| v[4..].to_vec())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Column names of the first RowDescription in a frame list, as bytes.
+pub fn raw_columns(frames: &[Frame]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .find(|f| f.tag == backend::ROW_DESCRIPTION)
+        .map(|f| {
+            backend::decode_row_description(f)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Errors in a frame list: (SQLSTATE, message bytes).
+pub fn raw_errors(frames: &[Frame]) -> Vec<(String, Vec<u8>)> {
+    frames
+        .iter()
+        .filter(|f| f.tag == backend::ERROR_RESPONSE)
+        .map(|f| {
+            let e = ErrorFields::decode(f).unwrap();
+            (
+                e.code().unwrap_or("").to_owned(),
+                e.message().unwrap_or(b"").to_vec(),
+            )
+        })
+        .collect()
 }
 
 /// Data rows of a message list.
