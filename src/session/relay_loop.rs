@@ -23,7 +23,8 @@ use crate::protocol::backend::TxStatus;
 use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
 use super::cancel::{CancelKey, CancelTarget};
-use super::settings::{ClientSettings, StateWarnings};
+use super::settings::{self, ClientSettings, Reported, StateWarnings};
+use super::settings_watch::SettingsWatch;
 use super::SessionError;
 
 /// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
@@ -49,66 +50,88 @@ pub struct Conversation<'a> {
     pub attached: Option<Checkout>,
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
+    /// The client's session settings (transaction pooling), as last read from the server.
     pub settings: ClientSettings,
+    /// What may have changed them in the current transaction.
+    pub watch: SettingsWatch,
+    /// The ParameterStatus values the client was told.
+    pub reported: Reported,
     pub warnings: StateWarnings,
-    /// The client changed settings in a way pgheal does not carry (inside a transaction block,
-    /// or through the extended protocol): the connection must be reset before another client
-    /// gets it.
-    pub dirty_settings: bool,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
 }
 
+/// Server connections tried for one transaction when restoring the client's settings fails.
+const RESTORE_ATTEMPTS: usize = 3;
+
 impl Conversation<'_> {
     /// Get a server connection for the next transaction and bring it to this client's
-    /// settings. Not cancel-safe.
+    /// settings; tell the client about reported parameters that differ there (into
+    /// `to_client`, before any answer). A connection whose restore fails is closed and
+    /// another one tried. Not cancel-safe.
     ///
     /// Runs once per transaction in transaction pooling, so it does not enter the client span
     /// (the relay loop runs outside it, see `session::run`): its own lines name the span as
     /// their parent; the pool's lines are about server connections and carry their ids.
-    async fn attach(&mut self) -> Result<(), SessionError> {
-        let mut checkout = self.pool.checkout().await?;
-        let conn = checkout.conn();
+    async fn attach(&mut self, to_client: &mut Vec<bytes::Bytes>) -> Result<(), SessionError> {
         let span = &self.engine.span;
-        tracing::trace!(parent: span, server = conn.id, "attached a server connection");
-        let fingerprint = self.settings.fingerprint();
-        if conn.applied_settings != fingerprint {
-            let sql = self.settings.apply_sql();
-            match conn
-                .simple_query(&sql)
-                .await
-                .map_err(crate::pool::PoolError::from)?
-            {
-                None => {}
-                Some(_) => tracing::warn!(
-                    parent: span,
-                    "some of the client's settings could not be applied to a server connection"
-                ),
+        let mut attempt = 1;
+        let mut checkout = loop {
+            let mut checkout = self.pool.checkout().await?;
+            let conn = checkout.conn();
+            tracing::trace!(parent: span, server = conn.id, "attached a server connection");
+            if conn.applied_settings == self.settings.fingerprint() {
+                break checkout;
             }
-            conn.applied_settings = fingerprint;
-        }
+            let err = match settings::restore(conn, &self.settings).await {
+                Ok(()) => break checkout,
+                Err(e) => e,
+            };
+            tracing::warn!(parent: span, server = conn.id, error = %err, attempt,
+                "could not restore the client's settings on a server connection; closing it");
+            checkout.discard();
+            if attempt == RESTORE_ATTEMPTS {
+                return Err(err.into());
+            }
+            attempt += 1;
+        };
+        let conn = checkout.conn();
+        self.reported.sync(conn, to_client);
         self.cancel.set_target(Some(CancelTarget {
             addr: conn.addr,
             pid: conn.backend_pid,
             key: conn.backend_key,
         }));
-        self.engine.set_search_path(self.settings.search_path());
         self.attached = Some(checkout);
         Ok(())
     }
 
-    /// Give the connection back after a transaction (transaction pooling).
-    fn detach(&mut self) {
-        if let Some(mut c) = self.attached.take() {
-            tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
-            c.conn().applied_settings = if std::mem::take(&mut self.dirty_settings) {
-                0
-            } else {
-                self.settings.fingerprint()
-            };
-            c.checkin(TxStatus::Idle, true);
-        }
+    /// Give the connection back after a transaction (transaction pooling). When the
+    /// transaction may have changed settings, read them back first (the client's new
+    /// settings). Not cancel-safe.
+    async fn detach(&mut self) -> Result<(), SessionError> {
+        // A cancel request must not reach pgheal's own snapshot.
         self.cancel.set_target(None);
+        let Some(mut c) = self.attached.take() else {
+            return Ok(());
+        };
+        tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
+        if self.watch.take_changed() {
+            match settings::snapshot(c.conn(), &self.watch, &self.pool.key.user).await {
+                Ok(s) => {
+                    if s != self.settings {
+                        self.engine.set_search_path(s.statement_key());
+                        self.settings = s;
+                    }
+                }
+                Err(e) => {
+                    c.discard();
+                    return Err(e.into());
+                }
+            }
+        }
+        c.checkin(TxStatus::Idle, true);
+        Ok(())
     }
 
     /// Hand the connection back at the end of the session.
@@ -124,27 +147,15 @@ impl Conversation<'_> {
         }
     }
 
-    /// Transaction pooling: remember settings and warn about session state the client sets.
+    /// Transaction pooling: notice what may change settings, and warn about session state the
+    /// client sets.
     fn inspect_client(&mut self, f: &Frame) {
-        let sql = match f.tag {
-            frontend::QUERY => match frontend::decode_query(f) {
-                Ok(sql) => sql,
-                Err(_) => return,
-            },
-            frontend::PARSE => {
-                if frontend::Parse::decode(f).is_ok_and(|p| changes_settings(p.query)) {
-                    self.dirty_settings = true;
-                }
-                return;
+        self.watch.client_frame(f);
+        if f.tag == frontend::QUERY {
+            if let Ok(sql) = frontend::decode_query(f) {
+                self.warnings.check(sql);
             }
-            _ => return,
-        };
-        if self.engine.status() == TxStatus::Idle && self.settings.observe(sql) {
-            self.engine.set_search_path(self.settings.search_path());
-        } else if changes_settings(sql) {
-            self.dirty_settings = true;
         }
-        self.warnings.check(sql);
     }
 
     /// Relay until one side ends. Not cancel-safe (writes are awaited inside).
@@ -250,6 +261,12 @@ impl Conversation<'_> {
                     if let Some(c) = self.attached.as_mut() {
                         let conn = c.conn();
                         for f in sframes.drain(..) {
+                            if self.mode == PoolMode::Transaction {
+                                self.watch.server_frame(&f);
+                                if f.tag == backend::PARAMETER_STATUS {
+                                    self.reported.forwarded(&f);
+                                }
+                            }
                             if f.tag == backend::PARAMETER_STATUS {
                                 conn.note_parameter(&f);
                             }
@@ -277,7 +294,7 @@ impl Conversation<'_> {
                     if self.engine.try_local(&f, &mut out)? {
                         continue;
                     }
-                    self.attach().await?;
+                    self.attach(&mut out.to_client).await?;
                 }
                 if let Some(c) = self.attached.as_mut() {
                     self.engine.on_client(f, &mut c.conn().prepared, &mut out)?;
@@ -318,6 +335,14 @@ impl Conversation<'_> {
                 out.guards = 0;
                 out.guard_heals = 0;
             }
+            if self.watch.changed() {
+                if let Some(c) = self.attached.as_mut() {
+                    // Until a snapshot says otherwise, nobody knows what this connection
+                    // carries: should it go back to the pool without one (the session ends
+                    // mid-segment), it is restored before its next use.
+                    c.conn().applied_settings = settings::UNKNOWN;
+                }
+            }
             if let Some(end) = end {
                 return Ok(end);
             }
@@ -325,22 +350,10 @@ impl Conversation<'_> {
                 && self.attached.is_some()
                 && self.engine.at_transaction_boundary()
             {
-                self.detach();
+                self.detach().await?;
             }
         }
     }
-}
-
-/// Whether SQL (possibly several statements) may change session settings.
-fn changes_settings(sql: &str) -> bool {
-    sql.split(';').any(|stmt| {
-        let w = stmt
-            .trim_start()
-            .get(..6)
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        w.starts_with("set ") || w.starts_with("reset")
-    })
 }
 
 /// What woke the relay loop.
