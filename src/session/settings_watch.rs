@@ -131,14 +131,16 @@ impl SettingsWatch {
                 }
             }
             frontend::BIND => {
-                if let Ok(b) = frontend::Bind::decode(f) {
-                    let calls = match &self.statements {
-                        SetConfigStatements::Known(s) => s.contains(b.statement.as_bytes()),
-                        SetConfigStatements::Any => true,
-                    };
-                    if calls {
-                        self.drift = Drift::Changed;
+                let calls = match &self.statements {
+                    // The usual case: no statement calls set_config, nothing to decode.
+                    SetConfigStatements::Known(s) if s.is_empty() => false,
+                    SetConfigStatements::Known(s) => {
+                        frontend::Bind::decode(f).is_ok_and(|b| s.contains(b.statement.as_bytes()))
                     }
+                    SetConfigStatements::Any => true,
+                };
+                if calls {
+                    self.drift = Drift::Changed;
                 }
             }
             frontend::FUNCTION_CALL => {
@@ -263,45 +265,81 @@ impl Tok<'_> {
     }
 }
 
-fn scan_sql(sql: &[u8]) -> Found {
-    let toks: Vec<Tok> = Lexer { s: sql, i: 0 }.collect();
-    let mut found = Found::default();
-    for (i, t) in toks.iter().enumerate() {
-        if t.is_word(b"set_config") {
-            if let (Some(Tok::Punct(b'(')), Some(Tok::Str(name))) =
-                (toks.get(i + 1), toks.get(i + 2))
-            {
-                found.named_set_config_calls += 1;
-                found.names.push(name.to_vec());
-            }
-        } else if t.is_word(b"set") || t.is_word(b"reset") {
-            let mut j = i + 1;
-            if toks
-                .get(j)
-                .is_some_and(|t| t.is_word(b"session") || t.is_word(b"local"))
-            {
-                j += 1;
-            }
-            if let Some(name) = dotted_name(&toks[j.min(toks.len())..]) {
-                found.names.push(name);
-            }
-        }
-    }
-    found
+/// Where [`scan_sql`] is in the patterns it looks for.
+enum Expect<'a> {
+    Nothing,
+    /// After `SET`/`RESET`: `SESSION`/`LOCAL` (if `modifier`), then a name.
+    Name {
+        modifier: bool,
+    },
+    /// A name's first part, kept borrowed until a dot shows it is a custom name (`UPDATE t
+    /// SET col = ...` then costs no allocation).
+    FirstPart(Tok<'a>),
+    /// A dotted name, before another part.
+    AfterDot(Vec<u8>),
+    /// A dotted name, before another dot or its end.
+    Dotted(Vec<u8>),
+    /// After `set_config`: `(`, then the literal name.
+    SetConfigParen,
+    SetConfigName,
 }
 
-/// `part.part[.part...]` at the start of `toks`.
-fn dotted_name(toks: &[Tok]) -> Option<Vec<u8>> {
-    let mut name = toks.first()?.name_part()?.to_vec();
-    let mut rest = &toks[1..];
-    let mut parts = 1;
-    while let [Tok::Punct(b'.'), next, tail @ ..] = rest {
-        name.push(b'.');
-        name.extend_from_slice(next.name_part()?);
-        parts += 1;
-        rest = tail;
+/// What a token starts, outside any pattern.
+fn start(t: &Tok) -> Expect<'static> {
+    if t.is_word(b"set_config") {
+        Expect::SetConfigParen
+    } else if t.is_word(b"set") || t.is_word(b"reset") {
+        Expect::Name { modifier: true }
+    } else {
+        Expect::Nothing
     }
-    (parts > 1).then_some(name)
+}
+
+/// Custom names after `SET`/`RESET` and in `set_config('name', ...)`, in one pass over the
+/// tokens; allocates only for what it finds.
+fn scan_sql(sql: &[u8]) -> Found {
+    let mut found = Found::default();
+    let mut state = Expect::Nothing;
+    for t in (Lexer { s: sql, i: 0 }) {
+        state = match (state, t) {
+            (Expect::SetConfigParen, Tok::Punct(b'(')) => Expect::SetConfigName,
+            (Expect::SetConfigName, Tok::Str(name)) => {
+                found.named_set_config_calls += 1;
+                found.names.push(name.into_owned());
+                Expect::Nothing
+            }
+            (Expect::Name { modifier: true }, t)
+                if t.is_word(b"session") || t.is_word(b"local") =>
+            {
+                Expect::Name { modifier: false }
+            }
+            (Expect::Name { .. }, t) if t.name_part().is_some() && !t.is_word(b"set_config") => {
+                Expect::FirstPart(t)
+            }
+            (Expect::FirstPart(first), Tok::Punct(b'.')) => {
+                let mut name = first.name_part().unwrap_or_default().to_vec();
+                name.push(b'.');
+                Expect::AfterDot(name)
+            }
+            (Expect::AfterDot(mut name), t) if t.name_part().is_some() => {
+                name.extend_from_slice(t.name_part().unwrap_or_default());
+                Expect::Dotted(name)
+            }
+            (Expect::Dotted(mut name), Tok::Punct(b'.')) => {
+                name.push(b'.');
+                Expect::AfterDot(name)
+            }
+            (Expect::Dotted(name), t) => {
+                found.names.push(name);
+                start(&t)
+            }
+            (_, t) => start(&t),
+        };
+    }
+    if let Expect::Dotted(name) = state {
+        found.names.push(name);
+    }
+    found
 }
 
 /// A rough SQL lexer: enough to find words, literals and punctuation outside comments.
