@@ -308,3 +308,26 @@ async fn custom_settings_follow_their_client_only() {
     }
     router.release().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_resets_the_clients_settings_everywhere() {
+    let (_pg, proxy) = setup("").await;
+    let mut router = Router::new(&proxy).await;
+    let mut a = wire(&proxy).await;
+    let show = "current_user, current_setting('search_path'), \
+                current_setting('app.tenant', true) IS DISTINCT FROM 'tenant-a'";
+    let defaults = seen(&mut a, "current_setting('search_path')").await.1;
+    ok(
+        &mut a,
+        "SET ROLE tenant_a; SET search_path = a_schema; SET app.tenant = 'tenant-a'",
+    )
+    .await;
+    let a_view = [Some("tenant_a"), Some("a_schema"), Some("f")];
+    everywhere(&mut router, &mut a, show, &a_view, "A's settings").await;
+    // Answered by pgheal (pgheal's prepared statements stay on the server), and like
+    // PostgreSQL's DISCARD ALL it resets the session's settings, role included.
+    assert_eq!(a.query("DISCARD ALL").await, complete("DISCARD ALL", 'I'));
+    let reset = [Some("app"), defaults[0].as_deref(), Some("t")];
+    everywhere(&mut router, &mut a, show, &reset, "after DISCARD ALL").await;
+    router.release().await;
+}

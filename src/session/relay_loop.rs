@@ -24,7 +24,7 @@ use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::settings::{self, ClientSettings, Reported, StateWarnings};
-use super::settings_watch::SettingsWatch;
+use super::settings_watch::{self, SettingsWatch};
 use super::SessionError;
 
 /// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
@@ -56,6 +56,8 @@ pub struct Conversation<'a> {
     pub watch: SettingsWatch,
     /// The ParameterStatus values the client was told.
     pub reported: Reported,
+    /// The client sent `DISCARD ALL` while attached: reset the connection at the detach.
+    pub discard_pending: bool,
     pub warnings: StateWarnings,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
@@ -116,7 +118,13 @@ impl Conversation<'_> {
             return Ok(());
         };
         tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
-        if self.watch.take_changed() {
+        if std::mem::take(&mut self.discard_pending) {
+            self.watch.take_changed();
+            if let Err(e) = settings::restore(c.conn(), &self.settings).await {
+                c.discard();
+                return Err(e.into());
+            }
+        } else if self.watch.take_changed() {
             match settings::snapshot(c.conn(), &self.watch, &self.pool.key.user).await {
                 Ok(s) => {
                     if s != self.settings {
@@ -153,9 +161,26 @@ impl Conversation<'_> {
         self.watch.client_frame(f);
         if f.tag == frontend::QUERY {
             if let Ok(sql) = frontend::decode_query(f) {
+                if self.engine.status() == TxStatus::Idle
+                    && settings_watch::is_discard_all(sql.as_bytes())
+                {
+                    self.discard_settings();
+                }
                 self.warnings.check(sql);
             }
         }
+    }
+
+    /// The client's `DISCARD ALL`, which the engine answers without the server: its settings
+    /// are now none. Before a connection is attached (the usual case: it is the first message
+    /// of a transaction), the attach brings the connection to none before anything runs on
+    /// it; on an attached connection, the detach does (statements pipelined behind the
+    /// `DISCARD ALL` in the same batch then still see the old settings).
+    fn discard_settings(&mut self) {
+        self.settings = ClientSettings::default();
+        self.engine.set_search_path(None);
+        self.watch.discarded();
+        self.discard_pending = self.attached.is_some();
     }
 
     /// Relay until one side ends. Not cancel-safe (writes are awaited inside).

@@ -109,6 +109,7 @@ async fn session(
         settings,
         watch,
         reported,
+        discard_pending: false,
         warnings: StateWarnings::default(),
         cancel: &cancel_key,
         metrics: shared.metrics.clone(),

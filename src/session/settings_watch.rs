@@ -114,6 +114,11 @@ impl SettingsWatch {
         self.id
     }
 
+    /// The client's `DISCARD ALL` reset its settings: nothing is hidden any more.
+    pub fn discarded(&mut self) {
+        self.untracked = false;
+    }
+
     /// A message from the client (transaction pooling).
     pub fn client_frame(&mut self, f: &Frame) {
         match f.tag {
@@ -211,6 +216,21 @@ impl SettingsWatch {
             self.untracked = true;
         }
     }
+}
+
+/// A query that is `DISCARD ALL` alone, as the engine recognises it (`heal::local`): in
+/// transaction pooling the engine answers it itself, to keep pgheal's prepared statements on
+/// the server, so its reset of the settings is pgheal's to do.
+pub fn is_discard_all(sql: &[u8]) -> bool {
+    let sql = sql.trim_ascii();
+    let sql = sql.strip_suffix(b";").unwrap_or(sql);
+    let mut words = sql
+        .split(|c| c.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some(d), Some(a), None) if d.eq_ignore_ascii_case(b"discard") && a.eq_ignore_ascii_case(b"all")
+    )
 }
 
 /// Command tags of statements that change session settings.
@@ -536,6 +556,21 @@ mod tests {
             names("/* SET a.b */ -- SET c.d\nSELECT 'SET e.f', $$SET g.h$$, $q$ x $q$, E'\\' SET i.j'"),
             (vec![], 0)
         );
+    }
+
+    #[test]
+    fn discard_all_alone() {
+        for yes in ["DISCARD ALL", " discard  all ;", "Discard\tAll;\n"] {
+            assert!(is_discard_all(yes.as_bytes()), "{yes:?}");
+        }
+        for no in [
+            "DISCARD ALL; SELECT 1",
+            "DISCARD PLANS",
+            "DISCARD",
+            "SELECT 'DISCARD ALL'",
+        ] {
+            assert!(!is_discard_all(no.as_bytes()), "{no:?}");
+        }
     }
 
     #[test]
