@@ -317,11 +317,13 @@ async fn discard_all_resets_the_clients_settings_everywhere() {
     let show = "current_user, current_setting('search_path'), \
                 current_setting('app.tenant', true) IS DISTINCT FROM 'tenant-a'";
     let defaults = seen(&mut a, "current_setting('search_path')").await.1;
-    ok(
-        &mut a,
-        "SET ROLE tenant_a; SET search_path = a_schema; SET app.tenant = 'tenant-a'",
-    )
-    .await;
+    for sql in [
+        "SET ROLE tenant_a",
+        "SET search_path = a_schema",
+        "SET app.tenant = 'tenant-a'",
+    ] {
+        ok(&mut a, sql).await;
+    }
     let a_view = [Some("tenant_a"), Some("a_schema"), Some("f")];
     everywhere(&mut router, &mut a, show, &a_view, "A's settings").await;
     // Answered by pgheal (pgheal's prepared statements stay on the server), and like
