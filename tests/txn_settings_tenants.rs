@@ -333,3 +333,29 @@ async fn discard_all_resets_the_clients_settings_everywhere() {
     everywhere(&mut router, &mut a, show, &reset, "after DISCARD ALL").await;
     router.release().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changed_in_a_do_block_follow_their_client_only() {
+    let (_pg, proxy) = setup("").await;
+    let mut router = Router::new(&proxy).await;
+    let [p0, _] = router.pids;
+    let mut a = wire(&proxy).await;
+    let mut b = wire(&proxy).await;
+    let show = "current_setting('statement_timeout'), current_user";
+    router.route_to(p0).await;
+    ok(
+        &mut a,
+        "DO $$ BEGIN SET statement_timeout = '6s'; SET ROLE tenant_a; END $$",
+    )
+    .await;
+    router.route_to(p0).await;
+    assert_eq!(
+        seen(&mut b, show).await,
+        (p0, vec![s("0"), s("app")]),
+        "A's DO block reached B"
+    );
+    let a_view = [Some("6s"), Some("tenant_a")];
+    everywhere(&mut router, &mut a, show, &a_view, "A's DO block").await;
+    everywhere(&mut router, &mut b, show, &[Some("0"), Some("app")], "B").await;
+    router.release().await;
+}

@@ -6,8 +6,8 @@
 //! parameters) must follow it to the next one, and must never reach another client.
 //!
 //! **Learned from the server, not parsed from SQL.** When a transaction may have changed
-//! settings ([`super::settings_watch`] notices `SET`/`RESET`/`DISCARD ALL` tags, ParameterStatus
-//! and `set_config`), pgheal reads the session's state back on the same connection at the
+//! settings ([`super::settings_watch`] notices `SET`/`RESET`/`DISCARD ALL`/`DO`/`CALL` tags,
+//! ParameterStatus and `set_config`), pgheal reads the session's state back on the same connection at the
 //! transaction's end, before releasing it: the parameters `pg_settings` lists with source
 //! `session`, the custom names the client used, `role` and `session_authorization` (see
 //! [`super::settings_sql`]). That snapshot *is* the client's settings, so a `SET` in a
@@ -30,8 +30,8 @@
 //! sends ParameterStatus for the differences before any answer, so libpq never escapes
 //! strings for a `standard_conforming_strings` the server does not have.
 //!
-//! **Not carried** (see the README): settings changed inside functions, procedures and `DO`
-//! blocks without a ParameterStatus (they are not seen, and the connection is not marked), and
+//! **Not carried** (see the README): settings changed inside functions called from a query,
+//! without a ParameterStatus (they are not seen, and the connection is not marked), and
 //! session state that is not a setting (`LISTEN`, SQL-level `PREPARE`, `WITH HOLD` cursors,
 //! advisory locks, temporary tables: [`StateWarnings`]).
 

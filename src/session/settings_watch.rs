@@ -5,7 +5,8 @@
 //! Signals, from the most to the least reliable:
 //! - the server's CommandComplete tags `SET`, `RESET` and `DISCARD ALL` (every form of `SET`,
 //!   `SET ROLE`, `SET SESSION AUTHORIZATION`, `SET TIME ZONE`, `SET NAMES`, ... included; a tag
-//!   is what the server ran, whatever the protocol and however the SQL was written);
+//!   is what the server ran, whatever the protocol and however the SQL was written), and `DO`
+//!   and `CALL`, whose code may set anything;
 //! - a ParameterStatus from the server (a reported parameter changed, also inside a function);
 //! - `set_config` in the text of a Query, or of a Parse whose statement is then bound (its tag
 //!   is `SELECT`), and any FunctionCall message.
@@ -233,9 +234,10 @@ pub fn is_discard_all(sql: &[u8]) -> bool {
     )
 }
 
-/// Command tags of statements that change session settings.
+/// Command tags of statements that change session settings, or may (`DO` blocks and
+/// procedures run arbitrary code, and are rare enough to be worth a snapshot).
 pub fn is_settings_tag(tag: &[u8]) -> bool {
-    matches!(tag, b"SET" | b"RESET" | b"DISCARD ALL")
+    matches!(tag, b"SET" | b"RESET" | b"DISCARD ALL" | b"DO" | b"CALL")
 }
 
 /// Occurrences of an ASCII needle, case-insensitively.
