@@ -92,6 +92,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         cancels: Arc::new(CancelRegistry::default()),
         client_slots: Arc::new(Semaphore::new(cfg.max_client_conn)),
         force_close: force_rx,
+        startup_memo: Default::default(),
     });
     let (stop, mut stop_rx) = watch::channel(false);
     let loops = EventLoops::start(cfg.threads, &metrics)?;

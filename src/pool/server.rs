@@ -12,10 +12,13 @@ use tokio::net::TcpStream;
 use crate::auth::md5_password_hash;
 use crate::net::{FrameReader, FrameWriter, NetError};
 use crate::protocol::backend::{self, decode_auth_request, AuthRequest, ErrorFields};
+use crate::protocol::cursor::Cursor;
 use crate::protocol::{encode, Frame};
 use crate::statements::ServerPrepared;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Source of [`ServerConn::params_gen`] values: unique across connections.
+static NEXT_PARAMS_GEN: AtomicU64 = AtomicU64::new(1);
 
 /// How pgheal logs into the server. The password is never printed.
 #[derive(Clone)]
@@ -70,12 +73,16 @@ pub struct ServerConn {
     pub backend_key: i32,
     /// The server's ParameterStatus values, kept current while relaying.
     pub params: BTreeMap<String, String>,
+    /// Changes whenever `params` does; unique across connections, so one comparison tells a
+    /// client whether the values it was last synced with are still these.
+    pub params_gen: u64,
     pub addr: SocketAddr,
     pub created: Instant,
     pub idle_since: Instant,
     /// Statements prepared on this connection and their shapes.
     pub prepared: ServerPrepared,
-    /// Fingerprint of the client settings pgheal last applied here (0: none).
+    /// Fingerprint of the session settings this connection carries (see
+    /// `session::settings`: 0 unknown, 1 none).
     pub applied_settings: u64,
     /// The thread whose runtime the socket is registered with (its event loop).
     home: std::thread::ThreadId,
@@ -115,11 +122,13 @@ impl ServerConn {
             backend_pid: 0,
             backend_key: 0,
             params: BTreeMap::new(),
+            params_gen: NEXT_PARAMS_GEN.fetch_add(1, Ordering::Relaxed),
             addr,
             created: Instant::now(),
             idle_since: Instant::now(),
             prepared: ServerPrepared::new(login.max_prepared),
-            applied_settings: 0,
+            // Logged in with no settings but user and database.
+            applied_settings: 1,
             home: std::thread::current().id(),
         };
         loop {
@@ -145,10 +154,14 @@ impl ServerConn {
             let Ok(k) = std::str::from_utf8(k) else {
                 return;
             };
-            match std::str::from_utf8(v) {
-                Ok(v) => self.params.insert(k.to_owned(), v.to_owned()),
-                Err(_) => self.params.remove(k),
-            };
+            let v = std::str::from_utf8(v).ok();
+            if self.params.get(k).map(String::as_str) != v {
+                match v {
+                    Some(v) => self.params.insert(k.to_owned(), v.to_owned()),
+                    None => self.params.remove(k),
+                };
+                self.params_gen = NEXT_PARAMS_GEN.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -166,6 +179,30 @@ impl ServerConn {
                 backend::READY_FOR_QUERY => return Ok(error),
                 backend::ERROR_RESPONSE if error.is_none() => error = Some(f),
                 backend::PARAMETER_STATUS => self.note_parameter(&f),
+                _ => {}
+            }
+        }
+    }
+
+    /// Run one simple query and return the rows of its results (text columns, None for
+    /// NULL), or the first error's frame. Not cancel-safe.
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {
+        self.writer
+            .write_frame(&encode::query(sql))
+            .await
+            .map_err(NetError::from)?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let f = self.reader.read_frame().await?;
+            match f.tag {
+                backend::READY_FOR_QUERY => return Ok(error.map_or(Ok(rows), Err)),
+                backend::ERROR_RESPONSE if error.is_none() => error = Some(f),
+                backend::PARAMETER_STATUS => self.note_parameter(&f),
+                backend::DATA_ROW => rows.push(data_row(&f).map_err(NetError::from)?),
                 _ => {}
             }
         }
@@ -214,6 +251,18 @@ impl ServerConn {
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
         }
     }
+}
+
+/// The columns of a DataRow as owned bytes (None for NULL).
+fn data_row(f: &Frame) -> Result<Vec<Option<Vec<u8>>>, crate::protocol::ProtocolError> {
+    let mut c = Cursor::new(f.body());
+    let n = c.count16("column count")?;
+    let mut row = Vec::with_capacity(n.min(c.remaining().len() / 4));
+    for _ in 0..n {
+        row.push(c.value("column value")?.map(<[u8]>::to_vec));
+    }
+    c.finish("DataRow")?;
+    Ok(row)
 }
 
 fn rejected(f: Frame) -> ServerError {

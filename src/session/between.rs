@@ -72,7 +72,7 @@ impl Conversation<'_> {
                     }
                 }
                 if !self.pin.is_pinned() {
-                    self.detach();
+                    self.detach().await?;
                 }
             }
         }

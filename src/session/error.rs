@@ -36,6 +36,10 @@ pub enum SessionError {
     Relay(#[from] crate::heal::RelayError),
     #[error("timed out waiting for the startup packet")]
     StartupTimeout,
+    /// The client's session settings could not be read from or restored on a server
+    /// connection (transaction pooling).
+    #[error("session settings: {0}")]
+    Settings(#[from] crate::session::settings::SettingsError),
 }
 
 impl From<std::io::Error> for SessionError {
@@ -141,6 +145,10 @@ impl SessionError {
             SessionError::StartupTimeout => fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 "timed out waiting for the startup packet".into(),
+            ),
+            SessionError::Settings(_) => fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "pgheal: the session's settings could not be carried to a server connection; connection closed".into(),
             ),
             SessionError::Net(_) => None,
         }

@@ -6,6 +6,8 @@
 //! - [`cancel`]: pgheal's own BackendKeyData and the map from it to the server connection a
 //!   client is using.
 //! - [`params`]: the client's startup parameters applied to its server connection.
+//! - [`settings`], [`settings_watch`], [`settings_sql`]: session settings in transaction
+//!   pooling, read back from the server and carried from one server connection to the next.
 //! - [`relay_loop`]: frames between client and server through the [`crate::heal::Relay`].
 //! - Session state in transaction pooling: [`listen`] (LISTEN held by pgheal, notifications
 //!   between transactions, with [`listen_sql`] reading the statements), [`pin`] (temporary
@@ -24,6 +26,8 @@ pub mod pin;
 pub mod relay_loop;
 pub mod run;
 pub mod settings;
+pub mod settings_sql;
+pub mod settings_watch;
 pub mod startup;
 
 pub use error::SessionError;

@@ -1,10 +1,26 @@
 //! A client's startup parameters (application_name, client_encoding, DateStyle, `options`
-//! with `-c name=value`, ...) applied to its server connection with `SET`, since pooled
-//! connections were opened with pgheal's own startup packet.
+//! with `-c name=value`, ...) applied to its server connection with `set_config`, since
+//! pooled connections were opened with pgheal's own startup packet.
+//!
+//! PostgreSQL refuses a login whose startup parameter it rejects (`FATAL 22023 invalid value
+//! for parameter "statement_timeout": "abc"`); pgheal must too, in both pool modes. Session
+//! pooling applies the settings at login anyway. Transaction pooling answers logins without a
+//! server connection when it can, so it checks each new combination of startup settings once
+//! per pool on a server connection ([`validate`]) and remembers what the server made of it
+//! ([`StartupMemo`]): the client's settings as a snapshot reads them (so clients with the same
+//! startup settings share connections without restores) and the exact ParameterStatus values
+//! (`DateStyle=german` is reported as `German, DMY`).
 
-use crate::pool::ServerConn;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::pool::{PoolKey, ServerConn};
 use crate::protocol::startup::StartupParams;
+use crate::protocol::{backend, encode, Frame};
 
+use super::settings::{self, ClientSettings, SettingsError, PRISTINE, UNKNOWN};
+use super::settings_sql::set_config_sql;
+use super::settings_watch::SettingsWatch;
 use super::SessionError;
 
 /// Startup keys that are not settings.
@@ -39,28 +55,25 @@ pub fn requested_settings(p: &StartupParams) -> Result<Vec<(String, String)>, Se
     Ok(out)
 }
 
-fn quote_literal(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
-}
-
-/// Bring the server connection's settings to what the client asked for. Settings the server
-/// already reports with the same value are skipped. Not cancel-safe.
+/// Bring a session-pooling server connection to the client's startup settings (on top of
+/// whatever `server_reset_query` left; a connection of unknown state is reset first). A setting
+/// the server refuses refuses the login with the server's error as FATAL, as PostgreSQL
+/// refuses a bad startup parameter. Not cancel-safe.
 pub async fn apply(
     conn: &mut ServerConn,
     settings: &[(String, String)],
 ) -> Result<(), SessionError> {
     let mut sql = String::new();
-    for (k, v) in settings {
-        if conn.params.get(k).is_some_and(|cur| cur == v) {
-            continue;
-        }
-        sql.push_str(&format!(
-            "SET {} = {};",
-            crate::statements::sql_prepare::quote_ident(k),
-            quote_literal(v)
-        ));
+    if conn.applied_settings != PRISTINE {
+        sql.push_str("RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL;");
     }
+    set_config_sql(
+        &mut sql,
+        settings.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    conn.applied_settings = UNKNOWN;
     if sql.is_empty() {
+        conn.applied_settings = PRISTINE;
         return Ok(());
     }
     match conn
@@ -69,8 +82,107 @@ pub async fn apply(
         .map_err(crate::pool::PoolError::from)?
     {
         None => Ok(()),
-        Some(err) => Err(SessionError::ParamRejected(err)),
+        Some(err) => Err(SessionError::ParamRejected(as_fatal(&err))),
     }
+}
+
+/// What the server made of a combination of startup settings: the client's settings as a
+/// snapshot reads them, and the ParameterStatus values a client with them is sent at login.
+#[derive(Debug)]
+pub struct Accepted {
+    pub settings: ClientSettings,
+    pub reported: BTreeMap<String, String>,
+}
+
+/// Transaction pooling: check the client's startup settings on a server connection, as
+/// PostgreSQL checks them at login, and learn what they amount to. Restores the connection to
+/// exactly these settings, then takes a snapshot. `Ok(Err(frame))`: the server refused one;
+/// the frame is its error as FATAL, and the connection is left [`UNKNOWN`] (restored before
+/// its next use). Not cancel-safe.
+pub async fn validate(
+    conn: &mut ServerConn,
+    settings: &[(String, String)],
+    login_user: &str,
+) -> Result<Result<Accepted, Frame>, SettingsError> {
+    conn.applied_settings = UNKNOWN;
+    let mut sql = String::from("RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL;");
+    set_config_sql(
+        &mut sql,
+        settings.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    if let Some(err) = conn.simple_query(&sql).await? {
+        return Ok(Err(as_fatal(&err)));
+    }
+    let watch = SettingsWatch::with_startup(settings);
+    let settings = settings::snapshot(conn, &watch, login_user).await?;
+    Ok(Ok(Accepted {
+        settings,
+        reported: conn.params.clone(),
+    }))
+}
+
+/// Startup-setting combinations the server accepted, per pool, so that transaction pooling
+/// checks each combination once (one checkout) instead of on every login. Bounded: the oldest
+/// combination is forgotten first (and checked again when it comes back).
+#[derive(Debug, Default)]
+pub struct StartupMemo {
+    inner: Mutex<MemoInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoInner {
+    map: HashMap<MemoKey, Arc<Accepted>>,
+    order: VecDeque<MemoKey>,
+}
+
+type MemoKey = (PoolKey, Vec<(String, String)>);
+
+/// Combinations remembered (all pools together).
+const MEMO_CAP: usize = 1024;
+
+impl StartupMemo {
+    pub fn get(&self, pool: &PoolKey, settings: &[(String, String)]) -> Option<Arc<Accepted>> {
+        let inner = self.inner.lock().ok()?;
+        inner.map.get(&(pool.clone(), settings.to_vec())).cloned()
+    }
+
+    pub fn insert(&self, pool: &PoolKey, settings: &[(String, String)], a: Arc<Accepted>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let key = (pool.clone(), settings.to_vec());
+        if inner.map.insert(key.clone(), a).is_none() {
+            inner.order.push_back(key);
+        }
+        while inner.order.len() > MEMO_CAP {
+            if let Some(old) = inner.order.pop_front() {
+                inner.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// The same ErrorResponse with severity FATAL: a startup setting the server refuses with ERROR
+/// on `SET` refuses the login, as it does in a startup packet.
+fn as_fatal(err: &Frame) -> Frame {
+    let body = err.body();
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        out.push(code);
+        match code {
+            b'S' | b'V' => out.extend_from_slice(b"FATAL"),
+            _ => out.extend_from_slice(&tail[..end]),
+        }
+        out.push(0);
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    out.push(0);
+    encode::raw(backend::ERROR_RESPONSE, &out)
 }
 
 #[cfg(test)]
@@ -108,5 +220,20 @@ mod tests {
         );
         assert!(requested_settings(&params(&[("replication", "true")])).is_err());
         assert!(requested_settings(&params(&[("options", "-x")])).is_err());
+    }
+
+    #[test]
+    fn errors_become_fatal() {
+        let err = encode::error_response("ERROR", "22023", "invalid value");
+        let fatal = as_fatal(&err);
+        let f = crate::protocol::backend::ErrorFields::decode(&fatal).unwrap();
+        assert_eq!(f.get(b'S'), Some(&b"FATAL"[..]));
+        assert_eq!(f.get(b'V'), Some(&b"FATAL"[..]));
+        assert_eq!(f.code(), Some("22023"));
+        assert_eq!(f.message(), Some(&b"invalid value"[..]));
+        // Truncated input: no panic, the fields that were whole are kept.
+        let cut = encode::raw(b'E', b"SERROR\0C220");
+        let f = as_fatal(&cut);
+        assert_eq!(f.body(), b"SFATAL\0C220\0\0");
     }
 }

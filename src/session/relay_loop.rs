@@ -27,7 +27,8 @@ use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 use super::cancel::{CancelKey, CancelTarget};
 use super::listen::ClientListen;
 use super::pin::Pin;
-use super::settings::ClientSettings;
+use super::settings::{self, ClientSettings, Reported};
+use super::settings_watch::{self, SettingsWatch};
 use super::SessionError;
 
 /// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
@@ -55,69 +56,99 @@ pub struct Conversation<'a> {
     pub attached: Option<Checkout>,
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
+    /// The client's session settings (transaction pooling), as last read from the server.
     pub settings: ClientSettings,
     /// Transaction pooling: the client's LISTENs, held by pgheal (see `session::listen`).
     pub listen: ClientListen,
     /// Transaction pooling: session state that keeps the client on its connection.
     pub pin: Pin,
-    /// The client changed settings in a way pgheal does not carry (inside a transaction block,
-    /// or through the extended protocol): the connection must be reset before another client
-    /// gets it.
-    pub dirty_settings: bool,
+    /// What may have changed them in the current transaction.
+    pub watch: SettingsWatch,
+    /// The ParameterStatus values the client was told.
+    pub reported: Reported,
+    /// The client sent `DISCARD ALL` while attached: reset the connection at the detach.
+    pub discard_pending: bool,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
 }
 
+/// Server connections tried for one transaction when restoring the client's settings fails.
+const RESTORE_ATTEMPTS: usize = 3;
+
 impl Conversation<'_> {
     /// Get a server connection for the next transaction and bring it to this client's
-    /// settings. Not cancel-safe.
+    /// settings; tell the client about reported parameters that differ there (into
+    /// `to_client`, before any answer). A connection whose restore fails is closed and
+    /// another one tried. Not cancel-safe.
     ///
     /// Runs once per transaction in transaction pooling, so it does not enter the client span
     /// (the relay loop runs outside it, see `session::run`): its own lines name the span as
     /// their parent; the pool's lines are about server connections and carry their ids.
-    async fn attach(&mut self) -> Result<(), SessionError> {
-        let mut checkout = self.pool.checkout().await?;
-        let conn = checkout.conn();
+    async fn attach(&mut self, to_client: &mut Vec<bytes::Bytes>) -> Result<(), SessionError> {
         let span = &self.engine.span;
-        tracing::trace!(parent: span, server = conn.id, "attached a server connection");
-        let fingerprint = self.settings.fingerprint();
-        if conn.applied_settings != fingerprint {
-            let sql = self.settings.apply_sql();
-            match conn
-                .simple_query(&sql)
-                .await
-                .map_err(crate::pool::PoolError::from)?
-            {
-                None => {}
-                Some(_) => tracing::warn!(
-                    parent: span,
-                    "some of the client's settings could not be applied to a server connection"
-                ),
+        let mut attempt = 1;
+        let mut checkout = loop {
+            let mut checkout = self.pool.checkout().await?;
+            let conn = checkout.conn();
+            tracing::trace!(parent: span, server = conn.id, "attached a server connection");
+            if conn.applied_settings == self.settings.fingerprint() {
+                break checkout;
             }
-            conn.applied_settings = fingerprint;
-        }
+            let err = match settings::restore(conn, &self.settings).await {
+                Ok(()) => break checkout,
+                Err(e) => e,
+            };
+            tracing::warn!(parent: span, server = conn.id, error = %err, attempt,
+                "could not restore the client's settings on a server connection; closing it");
+            checkout.discard();
+            if attempt == RESTORE_ATTEMPTS {
+                return Err(err.into());
+            }
+            attempt += 1;
+        };
+        let conn = checkout.conn();
+        self.reported.sync(conn, to_client);
         self.cancel.set_target(Some(CancelTarget {
             addr: conn.addr,
             pid: conn.backend_pid,
             key: conn.backend_key,
         }));
-        self.engine.set_search_path(self.settings.search_path());
         self.attached = Some(checkout);
         Ok(())
     }
 
-    /// Give the connection back after a transaction (transaction pooling).
-    pub(super) fn detach(&mut self) {
-        if let Some(mut c) = self.attached.take() {
-            tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
-            c.conn().applied_settings = if std::mem::take(&mut self.dirty_settings) {
-                0
-            } else {
-                self.settings.fingerprint()
-            };
-            c.checkin(TxStatus::Idle, true);
-        }
+    /// Give the connection back after a transaction (transaction pooling). When the
+    /// transaction may have changed settings, read them back first (the client's new
+    /// settings). Not cancel-safe.
+    pub(super) async fn detach(&mut self) -> Result<(), SessionError> {
+        // A cancel request must not reach pgheal's own snapshot.
         self.cancel.set_target(None);
+        let Some(mut c) = self.attached.take() else {
+            return Ok(());
+        };
+        tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
+        if std::mem::take(&mut self.discard_pending) {
+            self.watch.take_changed();
+            if let Err(e) = settings::restore(c.conn(), &self.settings).await {
+                c.discard();
+                return Err(e.into());
+            }
+        } else if self.watch.take_changed() {
+            match settings::snapshot(c.conn(), &self.watch, &self.pool.key.user).await {
+                Ok(s) => {
+                    if s != self.settings {
+                        self.engine.set_search_path(s.statement_key());
+                        self.settings = s;
+                    }
+                }
+                Err(e) => {
+                    c.discard();
+                    return Err(e.into());
+                }
+            }
+        }
+        c.checkin(TxStatus::Idle, true);
+        Ok(())
     }
 
     /// Hand the connection back at the end of the session. When the client left with work in
@@ -138,11 +169,10 @@ impl Conversation<'_> {
         .await;
         match settled {
             Ok(Ok(status)) => {
-                c.conn().applied_settings = if self.dirty_settings {
-                    0
-                } else {
-                    self.settings.fingerprint()
-                };
+                if self.mode == PoolMode::Transaction {
+                    // The client left inside a transaction: whatever it set there is unknown.
+                    c.conn().applied_settings = settings::UNKNOWN;
+                }
                 c.checkin(status, true)
             }
             Ok(Err(why)) => {
@@ -156,33 +186,28 @@ impl Conversation<'_> {
         }
     }
 
-    /// Transaction pooling: remember the settings the client sets.
+    /// Transaction pooling: notice what may change settings.
     fn inspect_client(&mut self, f: &Frame) {
-        let sql = match f.tag {
-            frontend::QUERY => match frontend::decode_query(f) {
-                Ok(sql) => sql,
-                Err(_) => return,
-            },
-            frontend::PARSE => {
-                if frontend::Parse::decode(f).is_ok_and(|p| changes_settings(p.query)) {
-                    self.dirty_settings = true;
+        self.watch.client_frame(f);
+        if f.tag == frontend::QUERY {
+            if let Ok(sql) = frontend::decode_query(f) {
+                if self.engine.status() == TxStatus::Idle && settings_watch::is_discard_all(sql) {
+                    self.discard_settings();
                 }
-                return;
             }
-            _ => return,
-        };
-        // The SQL is bytes in the client's encoding. Settings are kept as SQL text to run again
-        // on the next connection, and that text is UTF-8 here: a `SET` whose text is not (a
-        // non-ASCII value in LATIN9, say) is not carried; the connection is reset before
-        // another client gets it.
-        let text = std::str::from_utf8(sql).ok();
-        if self.engine.status() == TxStatus::Idle
-            && text.is_some_and(|sql| self.settings.observe(sql))
-        {
-            self.engine.set_search_path(self.settings.search_path());
-        } else if changes_settings(sql) {
-            self.dirty_settings = true;
         }
+    }
+
+    /// The client's `DISCARD ALL`, which the engine answers without the server: its settings
+    /// are now none. Before a connection is attached (the usual case: it is the first message
+    /// of a transaction), the attach brings the connection to none before anything runs on
+    /// it; on an attached connection, the detach does (statements pipelined behind the
+    /// `DISCARD ALL` in the same batch then still see the old settings).
+    fn discard_settings(&mut self) {
+        self.settings = ClientSettings::default();
+        self.engine.set_search_path(None);
+        self.watch.discarded();
+        self.discard_pending = self.attached.is_some();
     }
 
     /// Relay until one side ends. Not cancel-safe (writes are awaited inside).
@@ -307,6 +332,12 @@ impl Conversation<'_> {
                     if let Some(c) = self.attached.as_mut() {
                         let conn = c.conn();
                         for f in sframes.drain(..) {
+                            if self.mode == PoolMode::Transaction {
+                                self.watch.server_frame(&f);
+                                if f.tag == backend::PARAMETER_STATUS {
+                                    self.reported.forwarded(&f);
+                                }
+                            }
                             if f.tag == backend::PARAMETER_STATUS {
                                 conn.note_parameter(&f);
                             }
@@ -343,7 +374,7 @@ impl Conversation<'_> {
                     if self.engine.try_local(&f, &mut out)? {
                         continue;
                     }
-                    self.attach().await?;
+                    self.attach(&mut out.to_client).await?;
                 }
                 if let Some(c) = self.attached.as_mut() {
                     self.engine.on_client(f, &mut c.conn().prepared, &mut out)?;
@@ -384,6 +415,14 @@ impl Conversation<'_> {
                 out.guards = 0;
                 out.guard_heals = 0;
             }
+            if self.watch.changed() {
+                if let Some(c) = self.attached.as_mut() {
+                    // Until a snapshot says otherwise, nobody knows what this connection
+                    // carries: should it go back to the pool without one (the session ends
+                    // mid-segment), it is restored before its next use.
+                    c.conn().applied_settings = settings::UNKNOWN;
+                }
+            }
             if let Some(end) = end {
                 return Ok(end);
             }
@@ -396,7 +435,7 @@ impl Conversation<'_> {
                         return Ok(end);
                     }
                 } else if self.attached.is_some() && self.engine.at_transaction_boundary() {
-                    self.detach();
+                    self.detach().await?;
                 }
             }
         }
@@ -451,19 +490,6 @@ async fn bring_to_rest(
                 .map_err(|e| e.to_string())?;
         }
     }
-}
-
-/// Whether SQL (possibly several statements; bytes in the client's encoding) may change
-/// session settings.
-fn changes_settings(sql: &[u8]) -> bool {
-    let starts = |s: &[u8], word: &[u8]| {
-        s.get(..word.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(word))
-    };
-    sql.split(|&b| b == b';').any(|stmt| {
-        let stmt = stmt.trim_ascii_start();
-        starts(stmt, b"set ") || starts(stmt, b"reset")
-    })
 }
 
 /// What woke the relay loop.

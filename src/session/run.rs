@@ -24,9 +24,11 @@ use super::cancel::{CancelRegistry, CancelTarget};
 use super::client_auth::authenticate;
 use super::listen::ClientListen;
 use super::params;
+use super::params::StartupMemo;
 use super::pin::Pin;
 use super::relay_loop::Conversation;
-use super::settings::ClientSettings;
+use super::settings::{ClientSettings, Reported};
+use super::settings_watch::SettingsWatch;
 use super::startup::{read_opening, Opening};
 use super::SessionError;
 
@@ -39,6 +41,8 @@ pub struct Shared {
     pub client_slots: Arc<Semaphore>,
     /// Flips to true when sessions must end now (shutdown timeout passed).
     pub force_close: watch::Receiver<bool>,
+    /// Startup settings the server accepted, per pool (transaction pooling).
+    pub startup_memo: StartupMemo,
 }
 
 /// Serve one client until it leaves. Never panics on client input; errors are reported to the
@@ -93,6 +97,8 @@ async fn session(
         attached,
         cancel_key,
         settings,
+        watch,
+        reported,
         epoch,
     } = login;
     let mut conversation = Conversation {
@@ -105,7 +111,9 @@ async fn session(
         settings,
         listen: ClientListen::new(shared.pools.listeners().clone(), shared.metrics.clone()),
         pin: Pin::new(shared.metrics.clone()),
-        dirty_settings: false,
+        watch,
+        reported,
+        discard_pending: false,
         cancel: &cancel_key,
         metrics: shared.metrics.clone(),
     };
@@ -125,6 +133,8 @@ struct LoggedIn {
     attached: Option<crate::pool::Checkout>,
     cancel_key: super::cancel::CancelKey,
     settings: ClientSettings,
+    watch: SettingsWatch,
+    reported: Reported,
     epoch: Arc<crate::heal::SchemaEpoch>,
 }
 
@@ -183,33 +193,46 @@ async fn login(
     let settings = params::requested_settings(&startup)?;
 
     let pool = shared.pools.pool_for(&db, &user, secret);
-    let client_settings = ClientSettings::from_startup(&settings);
-    // Session pooling assigns the server connection at login. Transaction pooling answers the
-    // login with the pool's cached server parameters once it has any, so a login never waits
+    // Session pooling assigns the server connection at login and applies the settings there.
+    // Transaction pooling answers the login without a server connection once the server has
+    // accepted this combination of startup settings (see `params`), so a login rarely waits
     // behind other clients' transactions.
-    let cached = match db.pool_mode {
-        PoolMode::Transaction => pool.cached_params(),
-        PoolMode::Session => None,
-    };
-    let (checkout, mut server_params) = match cached {
-        Some(p) => (None, p),
-        None => {
+    let (checkout, client_settings, server_params) = match db.pool_mode {
+        PoolMode::Session => {
             let mut checkout = pool.checkout().await?;
             if let Err(e) = params::apply(checkout.conn(), &settings).await {
                 checkout.checkin(TxStatus::Idle, true);
                 return Err(e);
             }
-            checkout.conn().applied_settings = client_settings.fingerprint();
             let p = checkout.conn_ref().params.clone();
-            (Some(checkout), p)
+            (Some(checkout), ClientSettings::default(), p)
+        }
+        PoolMode::Transaction => {
+            let accepted = match shared.startup_memo.get(&pool.key, &settings) {
+                Some(a) => a,
+                None => {
+                    let mut checkout = pool.checkout().await?;
+                    match params::validate(checkout.conn(), &settings, &pool.key.user).await {
+                        Ok(Ok(a)) => {
+                            checkout.checkin(TxStatus::Idle, true);
+                            let a = Arc::new(a);
+                            shared.startup_memo.insert(&pool.key, &settings, a.clone());
+                            a
+                        }
+                        Ok(Err(refused)) => {
+                            checkout.checkin(TxStatus::Idle, true);
+                            return Err(SessionError::ParamRejected(refused));
+                        }
+                        Err(e) => {
+                            checkout.discard();
+                            return Err(e.into());
+                        }
+                    }
+                }
+            };
+            (None, accepted.settings.clone(), accepted.reported.clone())
         }
     };
-    // What the client asked for at startup is what it will see once applied.
-    for (k, v) in &settings {
-        if let Some(cur) = server_params.get_mut(k) {
-            *cur = v.clone();
-        }
-    }
     let cancel_key = shared.cancels.register();
     if let Some(c) = checkout.as_ref().map(|c| c.conn_ref()) {
         cancel_key.set_target(Some(CancelTarget {
@@ -234,17 +257,8 @@ async fn login(
         PoolMode::Session => Naming::Session,
         PoolMode::Transaction => Naming::Pooled {
             names: shared.pools.names_for(&pool.key),
-            search_path: client_settings.search_path(),
+            search_path: client_settings.statement_key(),
         },
-    };
-    let attached = match (db.pool_mode, checkout) {
-        (PoolMode::Session, c) => c,
-        (PoolMode::Transaction, Some(c)) => {
-            c.checkin(TxStatus::Idle, true);
-            cancel_key.set_target(None);
-            None
-        }
-        (PoolMode::Transaction, None) => None,
     };
     Ok(Some(LoggedIn {
         _slot,
@@ -253,9 +267,11 @@ async fn login(
         pool,
         mode: db.pool_mode,
         naming,
-        attached,
+        attached: checkout,
         cancel_key,
         settings: client_settings,
+        watch: SettingsWatch::with_startup(&settings),
+        reported: Reported::new(server_params),
     }))
 }
 

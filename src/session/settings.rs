@@ -1,129 +1,273 @@
-//! Session state in transaction pooling.
+//! Session settings in transaction pooling: a security boundary between the clients that
+//! share server connections.
 //!
-//! A client's server connection changes between transactions, so session-level state set on
-//! one connection is missing on the next. pgheal carries what it can:
-//! - **Settings**: startup parameters and `SET`/`RESET` sent as simple queries outside a
-//!   transaction block are remembered and re-applied (`RESET ALL` + the `SET`s) whenever the
-//!   client gets a connection whose applied settings differ (compared by fingerprint, so
-//!   clients with the same settings share connections without extra round trips).
-//! - **Held for the client** ([`super::listen`]): `LISTEN`, on a listening connection of
-//!   pgheal's own.
-//! - **Kept with its connection** ([`super::pin`]): temporary objects, `WITH HOLD` cursors and
-//!   session advisory locks, found in the client's SQL by [`session_state_in`]; the client keeps
-//!   its server connection while they last.
+//! A client's server connection changes between transactions, so whatever it set on one
+//! connection (`SET`, `SET ROLE`, `SET SESSION AUTHORIZATION`, `set_config`, startup
+//! parameters) must follow it to the next one, and must never reach another client.
+//!
+//! **Learned from the server, not parsed from SQL.** When a transaction may have changed
+//! settings ([`super::settings_watch`] notices `SET`/`RESET`/`DISCARD ALL`/`DO`/`CALL` tags,
+//! ParameterStatus and `set_config`), pgheal reads the session's state back on the same connection at the
+//! transaction's end, before releasing it: the parameters `pg_settings` lists with source
+//! `session`, the custom names the client used, `role` and `session_authorization` (see
+//! [`super::settings_sql`]). That snapshot *is* the client's settings, so a `SET` in a
+//! rolled-back transaction, `SET LOCAL`, a `SET` the server rejected, `RESET` and `RESET ALL`
+//! are right by construction, however the SQL was written and whichever protocol carried it.
+//! The snapshot costs a round trip only in transactions that may have changed something, and
+//! it is invisible to the client (its ReadyForQuery was already forwarded).
+//!
+//! **Restored before a connection serves another client.** Each connection records the
+//! [`ClientSettings::fingerprint`] of the settings it carries ([`UNKNOWN`] when a transaction
+//! changed them and no snapshot followed). When a client gets a connection with another
+//! fingerprint, pgheal runs `RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;` and the
+//! client's `set_config` calls (`RESET ALL` alone keeps the role: that is how `SET ROLE`
+//! leaked). Clients with the same settings share connections without a round trip. A restore
+//! that fails closes that connection; pgheal tries another.
+//!
+//! **What the client is told.** The client's ParameterStatus view ([`Reported`]) is what it
+//! was sent at login plus every ParameterStatus forwarded since. Whenever the connection it
+//! is attached to reports other values (a restore, a server whose defaults changed), pgheal
+//! sends ParameterStatus for the differences before any answer, so libpq never escapes
+//! strings for a `standard_conforming_strings` the server does not have.
+//!
+//! **Not carried** (see the README): settings changed inside functions called from a query,
+//! without a ParameterStatus (they are not seen, and the connection is not marked), and
+//! session state that is not a setting: `LISTEN` is held by pgheal ([`super::listen`]);
+//! temporary objects, `WITH HOLD` cursors and session advisory locks, found by
+//! [`session_state_in`], keep the client on its connection ([`super::pin`]).
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Default)]
+use bytes::Bytes;
+
+use crate::pool::{ServerConn, ServerError};
+use crate::protocol::{backend, encode, Frame};
+
+use super::settings_sql::{self, BadSnapshot};
+use super::settings_watch::SettingsWatch;
+
+/// A connection whose settings pgheal does not know: restored before any client uses it.
+pub const UNKNOWN: u64 = 0;
+/// A connection carrying no session settings (as logged in, or after a restore to none).
+pub const PRISTINE: u64 = 1;
+
+/// A parameter name and value, as the server's bytes.
+pub type Setting = (Vec<u8>, Vec<u8>);
+
+/// One client's session settings, as the server reported them in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSettings {
-    /// (lower-case name, the SQL statement that sets it), in the order first set.
-    list: Vec<(String, String)>,
+    /// Sorted by name.
+    settings: Vec<Setting>,
+    session_authorization: Option<Vec<u8>>,
+    role: Option<Vec<u8>>,
+    /// See [`Self::untracked`].
+    untracked: Option<u64>,
+    fingerprint: u64,
+    statement_key: Option<Arc<str>>,
 }
 
-fn quote_literal(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings::new(Vec::new(), None, None, None)
+    }
 }
 
 impl ClientSettings {
-    pub fn from_startup(settings: &[(String, String)]) -> Self {
-        let mut s = ClientSettings::default();
-        for (k, v) in settings {
-            let stmt = format!(
-                "SET {} = {}",
-                crate::statements::sql_prepare::quote_ident(k),
-                quote_literal(v)
-            );
-            s.put(k.to_ascii_lowercase(), stmt);
-        }
-        s
-    }
-
-    fn put(&mut self, name: String, stmt: String) {
-        match self.list.iter_mut().find(|(n, _)| *n == name) {
-            Some(e) => e.1 = stmt,
-            None => self.list.push((name, stmt)),
-        }
-    }
-
-    /// Watch a simple query sent outside a transaction block. Returns true when the settings
-    /// changed.
-    pub fn observe(&mut self, sql: &str) -> bool {
-        let stmt = sql.trim().trim_end_matches(';').trim();
-        if stmt.contains(';') {
-            return false;
-        }
-        let lower = stmt.to_ascii_lowercase();
-        let mut words = lower.split_whitespace();
-        match words.next() {
-            Some("set") => {
-                let mut name = words.next().unwrap_or("");
-                if name == "session" {
-                    name = words.next().unwrap_or("");
-                }
-                if name.is_empty() || name == "local" || name == "transaction" {
-                    return false;
-                }
-                let name = match name {
-                    "time" => "timezone".to_owned(),
-                    "names" => "client_encoding".to_owned(),
-                    n => n
-                        .split('=')
-                        .next()
-                        .unwrap_or(n)
-                        .trim_matches('"')
-                        .to_owned(),
-                };
-                self.put(name, stmt.to_owned());
-                true
-            }
-            Some("reset") => match words.next() {
-                Some("all") => {
-                    let changed = !self.list.is_empty();
-                    self.list.clear();
-                    changed
-                }
-                Some(name) => {
-                    let before = self.list.len();
-                    self.list.retain(|(n, _)| n != name);
-                    before != self.list.len()
-                }
-                None => false,
-            },
-            _ => false,
+    pub fn new(
+        mut settings: Vec<Setting>,
+        session_authorization: Option<Vec<u8>>,
+        role: Option<Vec<u8>>,
+        untracked: Option<u64>,
+    ) -> Self {
+        settings.sort();
+        settings.dedup_by(|a, b| a.0 == b.0);
+        let pristine = settings.is_empty()
+            && session_authorization.is_none()
+            && role.is_none()
+            && untracked.is_none();
+        let fingerprint = if pristine {
+            PRISTINE
+        } else {
+            let mut h = DefaultHasher::new();
+            (&settings, &session_authorization, &role, untracked).hash(&mut h);
+            // Never UNKNOWN nor PRISTINE.
+            h.finish() | 2
+        };
+        let search_path = settings
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"search_path"))
+            .map(|(_, v)| v.as_slice());
+        // The same bytes are other characters in another client encoding: statements of
+        // clients with different encodings are never shared.
+        let client_encoding = settings
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"client_encoding"))
+            .map(|(_, v)| v.as_slice());
+        let statement_key = (search_path.is_some()
+            || client_encoding.is_some()
+            || role.is_some()
+            || session_authorization.is_some())
+        .then(|| {
+            let hex = |v: Option<&[u8]>| v.map(settings_sql::hex).unwrap_or_default();
+            Arc::from(format!(
+                "{}/{}/{}/{}",
+                hex(search_path),
+                hex(client_encoding),
+                hex(role.as_deref()),
+                hex(session_authorization.as_deref())
+            ))
+        });
+        ClientSettings {
+            settings,
+            session_authorization,
+            role,
+            untracked,
+            fingerprint,
+            statement_key,
         }
     }
 
-    /// What makes a connection carry exactly these settings.
-    pub fn apply_sql(&self) -> String {
-        let mut sql = String::from("RESET ALL;");
-        for (_, stmt) in &self.list {
-            sql.push_str(stmt);
-            sql.push(';');
-        }
-        sql
+    /// The parameters, sorted by name.
+    pub fn settings(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.settings
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
     }
 
-    /// Identifies the settings; 0 is reserved for "none applied".
+    /// The session user set by `SET SESSION AUTHORIZATION`, if not the user pgheal logged in as.
+    pub fn session_authorization(&self) -> Option<&[u8]> {
+        self.session_authorization.as_deref()
+    }
+
+    /// The role set by `SET ROLE`.
+    pub fn role(&self) -> Option<&[u8]> {
+        self.role.as_deref()
+    }
+
+    /// Set when the client changed settings pgheal cannot name (see
+    /// [`super::settings_watch`]): a per-client id that makes the fingerprint unique, so no
+    /// other client ever gets a connection it used without a restore.
+    pub fn untracked(&self) -> Option<u64> {
+        self.untracked
+    }
+
+    /// Identifies the settings: [`PRISTINE`] for none, never [`UNKNOWN`].
     pub fn fingerprint(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.list.hash(&mut h);
-        h.finish() | 1
+        self.fingerprint
     }
 
-    /// What transaction pooling keys statement texts by (see `statements::names`): the
-    /// `search_path` and the `client_encoding` the client asked for, as written; the same bytes
-    /// are another statement under another encoding.
-    pub fn search_path(&self) -> Option<Arc<str>> {
-        let mut key = String::new();
-        for (n, stmt) in &self.list {
-            if n == "search_path" || n == "client_encoding" {
-                key.push_str(stmt);
-                key.push('\n');
+    /// What transaction pooling keys pool-wide statement names by, besides their text: the
+    /// search_path, and the role and session user (`"$user"` in a search_path resolves to
+    /// the current user). None for the defaults.
+    pub fn statement_key(&self) -> Option<Arc<str>> {
+        self.statement_key.clone()
+    }
+}
+
+/// Why the client's settings could not be read or carried.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The server refused a statement; its ErrorResponse.
+    #[error("the server refused a settings statement: {}", error_message(.0))]
+    Rejected(Frame),
+    #[error(transparent)]
+    BadSnapshot(#[from] BadSnapshot),
+}
+
+fn error_message(f: &Frame) -> String {
+    backend::ErrorFields::decode(f)
+        .ok()
+        .and_then(|e| {
+            Some(format!(
+                "{} {}",
+                e.code()?,
+                String::from_utf8_lossy(e.message()?)
+            ))
+        })
+        .unwrap_or_default()
+}
+
+/// Bring `conn` to exactly the settings `s` and record their fingerprint on it. On error the
+/// connection's state is unknown: the caller closes it. Not cancel-safe.
+pub async fn restore(conn: &mut ServerConn, s: &ClientSettings) -> Result<(), SettingsError> {
+    conn.applied_settings = UNKNOWN;
+    match conn.simple_query(&settings_sql::restore_sql(s)).await? {
+        None => {
+            conn.applied_settings = s.fingerprint();
+            Ok(())
+        }
+        Some(err) => Err(SettingsError::Rejected(err)),
+    }
+}
+
+/// Read the settings the session on `conn` carries, and record their fingerprint on it.
+/// `login_user`: the user pgheal logged in as. Not cancel-safe.
+pub async fn snapshot(
+    conn: &mut ServerConn,
+    watch: &SettingsWatch,
+    login_user: &str,
+) -> Result<ClientSettings, SettingsError> {
+    conn.applied_settings = UNKNOWN;
+    let sql = settings_sql::snapshot_sql(watch.custom_names());
+    let rows = conn
+        .query_rows(&sql)
+        .await?
+        .map_err(SettingsError::Rejected)?;
+    let s =
+        settings_sql::parse_snapshot(&rows, login_user.as_bytes(), watch.untracked(), watch.id())?;
+    conn.applied_settings = s.fingerprint();
+    Ok(s)
+}
+
+/// The ParameterStatus values a client was told, to tell it what changes when pgheal moves it
+/// to another server connection.
+#[derive(Debug, Default)]
+pub struct Reported {
+    told: BTreeMap<String, String>,
+    /// The `params_gen` of the connection last compared with `told`.
+    synced: u64,
+}
+
+impl Reported {
+    /// What the client was sent at login.
+    pub fn new(told: BTreeMap<String, String>) -> Self {
+        Reported { told, synced: 0 }
+    }
+
+    /// A ParameterStatus forwarded to the client.
+    pub fn forwarded(&mut self, f: &Frame) {
+        // Values that are not UTF-8 (a non-ASCII value in a client encoding that is not) are
+        // not tracked, as on the server connection (`ServerConn::note_parameter`).
+        let Ok((k, v)) = backend::decode_parameter_status(f) else {
+            return;
+        };
+        if let (Ok(k), Ok(v)) = (std::str::from_utf8(k), std::str::from_utf8(v)) {
+            if self.told.get(k).map(String::as_str) != Some(v) {
+                self.told.insert(k.to_owned(), v.to_owned());
             }
         }
-        (!key.is_empty()).then(|| key.trim_end().into())
+    }
+
+    /// ParameterStatus for every value `conn` reports differently from what the client was
+    /// told, appended to `to_client`. A comparison of one counter when nothing changed since
+    /// the last call.
+    pub fn sync(&mut self, conn: &ServerConn, to_client: &mut Vec<Bytes>) {
+        if conn.params_gen == self.synced {
+            return;
+        }
+        for (k, v) in &conn.params {
+            if self.told.get(k) != Some(v) {
+                to_client.push(encode::parameter_status(k, v).bytes);
+                self.told.insert(k.clone(), v.clone());
+            }
+        }
+        self.synced = conn.params_gen;
     }
 }
 
@@ -216,33 +360,39 @@ pub fn session_state_in(sql: &[u8]) -> StateKinds {
 mod tests {
     use super::*;
 
+    fn s(settings: &[(&str, &str)], role: Option<&str>) -> ClientSettings {
+        ClientSettings::new(
+            settings
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            None,
+            role.map(|r| r.as_bytes().to_vec()),
+            None,
+        )
+    }
+
     #[test]
-    fn remembers_set_and_reset() {
-        let mut s = ClientSettings::from_startup(&[("application_name".into(), "web".into())]);
-        let f0 = s.fingerprint();
-        assert!(s.observe("SET search_path TO shop, public"));
-        assert!(s.observe("set statement_timeout = '5s';"));
-        assert!(!s.observe("SET LOCAL work_mem = '1MB'"));
-        assert!(!s.observe("SELECT 1"));
-        assert!(s.observe("SET TIME ZONE 'UTC'"));
-        assert_eq!(
-            s.apply_sql(),
-            "RESET ALL;SET \"application_name\" = 'web';SET search_path TO shop, public;set statement_timeout = '5s';SET TIME ZONE 'UTC';"
+    fn fingerprints_tell_settings_apart() {
+        assert_eq!(ClientSettings::default().fingerprint(), PRISTINE);
+        assert_eq!(ClientSettings::default().statement_key(), None);
+        let a = s(&[("TimeZone", "UTC"), ("application_name", "a")], None);
+        let same = s(&[("application_name", "a"), ("TimeZone", "UTC")], None);
+        assert_eq!(a.fingerprint(), same.fingerprint());
+        assert!(a.fingerprint() > PRISTINE);
+        assert_eq!(a.statement_key(), None);
+        let role = s(&[("TimeZone", "UTC"), ("application_name", "a")], Some("x"));
+        assert_ne!(a.fingerprint(), role.fingerprint());
+        assert!(role.statement_key().is_some());
+        let untracked = ClientSettings::new(Vec::new(), None, None, Some(3));
+        assert!(untracked.fingerprint() > PRISTINE);
+        assert_ne!(
+            untracked.fingerprint(),
+            ClientSettings::new(Vec::new(), None, None, Some(4)).fingerprint()
         );
-        assert_eq!(
-            s.search_path().as_deref(),
-            Some("SET search_path TO shop, public")
-        );
-        assert!(s.observe("SET NAMES 'LATIN9'"));
-        assert_eq!(
-            s.search_path().as_deref(),
-            Some("SET search_path TO shop, public\nSET NAMES 'LATIN9'")
-        );
-        assert!(s.observe("RESET client_encoding"));
-        assert!(s.observe("RESET statement_timeout"));
-        assert_ne!(s.fingerprint(), f0);
-        assert!(s.observe("RESET ALL"));
-        assert_eq!(s.apply_sql(), "RESET ALL;");
+        let p1 = s(&[("search_path", "a")], None);
+        let p2 = s(&[("search_path", "b")], None);
+        assert_ne!(p1.statement_key(), p2.statement_key());
     }
 
     #[test]
