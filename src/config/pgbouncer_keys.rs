@@ -122,7 +122,7 @@ const fn differs(
     }
 }
 
-const TLS: &str = "TLS is not implemented yet";
+const TLS: &str = "TLS to clients is not implemented yet";
 const CONSOLE: &str = "no admin console yet";
 const UNIX: &str = "Unix sockets are not implemented yet";
 
@@ -165,7 +165,7 @@ pub const KEYS: &[Key] = &[
         support: Support::NotYet {
             same: &["disable"],
             refuse: SSL_ENFORCING,
-            note: "TLS is not implemented yet: `require`, `verify-ca` and `verify-full` stop the start rather than accept clients in plain text",
+            note: "TLS to clients is not implemented yet: `require`, `verify-ca` and `verify-full` stop the start rather than accept clients in plain text",
         },
     },
     differs("conffile", Str, "", true, "read-only in PgBouncer's console; the file is the one on the command line"),
@@ -217,7 +217,7 @@ pub const KEYS: &[Key] = &[
     yes("server_reset_query", Str, "DISCARD ALL", "`server_reset_query`; empty = none"),
     yes("server_reset_query_always", Int, "0", "`server_reset_query_always`"),
     not_yet("server_round_robin", Int, "0", &["0"], "idle connections are reused most recent first"),
-    not_yet("server_tls13_ciphers", Str, "", &[""], TLS),
+    not_yet("server_tls13_ciphers", Str, "", &[""], "rustls' cipher suites are used"),
     yes("server_tls_ca_file", Str, "", "`server_tls_ca_file`: root certificates (PEM) for `verify-ca`/`verify-full`; with `require` the chain is checked too (libpq's rule)"),
     yes("server_tls_cert_file", Str, "", "`server_tls_cert_file`: pgheal's certificate for servers that ask for one"),
     not_yet("server_tls_ciphers", Str, "default", &["default"], "rustls' cipher suites are used"),

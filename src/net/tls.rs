@@ -75,10 +75,12 @@ pub fn server_client_config(o: &ServerTlsOptions) -> Result<Option<Arc<ClientCon
             }
             Some(Arc::new(roots))
         }
-        None if matches!(o.mode, SslMode::VerifyCa | SslMode::VerifyFull) => return Err(format!(
+        None if matches!(o.mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            return Err(format!(
             "sslmode {} needs a root certificate (server_tls_ca_file, or sslrootcert in the URL)",
             o.mode
-        )),
+        ))
+        }
         None => None,
     };
     // libpq: `require` checks the chain when a root certificate is given; `prefer` and
