@@ -151,7 +151,9 @@ async fn connect_error(url: &str) -> (String, String) {
     let r = tokio::time::timeout(Duration::from_secs(20), try_connect(url))
         .await
         .expect("pgheal must answer, not hang");
-    let e = r.err().expect("the connection must fail");
+    let Err(e) = r else {
+        panic!("the connection must fail")
+    };
     let db = e
         .as_db_error()
         .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e}"));
