@@ -551,3 +551,37 @@ fn toml_fallback_database_and_user_settings() {
     let e = build(FileConfig::default(), &RunArgs::default()).unwrap_err();
     assert_eq!(e.key, "databases");
 }
+
+/// `server_tls_*` are honoured: the mode and files reach every database's TLS settings, and a
+/// verify mode without a root certificate stops the start.
+#[test]
+fn server_tls_keys_are_supported() {
+    use crate::config::tls::{SslMode, TlsProtocols};
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_sslmode = Require\nserver_tls_protocols = tlsv1.3\n[databases]\nd = host=h\n");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let tls = &c.databases["d"].tls;
+    assert_eq!(tls.options.mode, SslMode::Require);
+    assert_eq!(
+        tls.options.protocols,
+        TlsProtocols {
+            tls12: false,
+            tls13: true
+        }
+    );
+    assert!(tls.config.is_some());
+    // PgBouncer's default is prefer too.
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\n[databases]\nd = host=h\n");
+    assert_eq!(c.databases["d"].tls.options.mode, SslMode::Prefer);
+    let file = map("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_sslmode = verify-full\n[databases]\nd = host=h\n").expect("maps");
+    let e = build(file, &RunArgs::default()).unwrap_err();
+    assert_eq!(e.key, "server_tls_sslmode");
+    assert!(e.reason.contains("root certificate"), "{e}");
+    // The same keys in pgheal's TOML.
+    let file: FileConfig = toml::from_str(
+        "[pgheal]\nserver_tls_sslmode = \"disable\"\n[databases.d]\nhost = \"h\"\n[users]\napp = \"pw\"\n",
+    )
+    .expect("toml");
+    let c = build(file, &RunArgs::default()).expect("valid");
+    assert_eq!(c.databases["d"].tls.options.mode, SslMode::Disable);
+    assert!(c.databases["d"].tls.config.is_none());
+}
