@@ -134,6 +134,22 @@ pub struct RunArgs {
     /// database uses session pooling, else 1.
     #[arg(long, env = "PGHEAL_THREADS")]
     pub threads: Option<usize>,
+    /// TLS to the servers: disable, allow, prefer (default), require, verify-ca or
+    /// verify-full (libpq's sslmode; an upstream URL's sslmode wins).
+    #[arg(long, env = "PGHEAL_SERVER_TLS_SSLMODE")]
+    pub server_tls_sslmode: Option<String>,
+    /// Root certificates (PEM) the servers' certificates must lead to.
+    #[arg(long, env = "PGHEAL_SERVER_TLS_CA_FILE")]
+    pub server_tls_ca_file: Option<String>,
+    /// Certificate (PEM) pgheal shows servers that ask for one.
+    #[arg(long, env = "PGHEAL_SERVER_TLS_CERT_FILE")]
+    pub server_tls_cert_file: Option<String>,
+    /// Private key (PEM) of --server-tls-cert-file.
+    #[arg(long, env = "PGHEAL_SERVER_TLS_KEY_FILE")]
+    pub server_tls_key_file: Option<String>,
+    /// TLS versions to the servers: secure (default: 1.2 and 1.3), tlsv1.2, tlsv1.3.
+    #[arg(long, env = "PGHEAL_SERVER_TLS_PROTOCOLS")]
+    pub server_tls_protocols: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

@@ -80,6 +80,15 @@ pub struct General {
     pub pidfile: Option<String>,
     /// Switch to this OS user once the listener is bound.
     pub user: Option<String>,
+    /// TLS to the servers: disable, allow, prefer (default), require, verify-ca, verify-full.
+    pub server_tls_sslmode: Option<super::tls::SslMode>,
+    /// Root certificates (PEM) for verify-ca / verify-full (and require, as in libpq).
+    pub server_tls_ca_file: Option<String>,
+    /// Certificate and key (PEM) pgheal shows servers that ask for one.
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
+    /// PgBouncer's syntax: secure (default), all, tlsv1.2, tlsv1.3.
+    pub server_tls_protocols: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,7 +10,8 @@
 //!   mapped onto as well.
 //! - [`cli`]: the command line (clap), with the environment variable of each flag, and
 //!   PgBouncer's own options (`pgheal pgbouncer.ini -d -q -v -u USER`).
-//! - [`upstream`]: `postgres://user:password@host:port/db` URLs.
+//! - [`upstream`]: `postgres://user:password@host:port/db?sslmode=...` URLs.
+//! - [`tls`]: `sslmode` and the other TLS settings.
 //! - [`ini`]: the pgbouncer.ini file format (sections, comments, `%include`), pure.
 //! - [`connstr`]: the `key=value` strings of its `[databases]`, `[users]` and `[peers]`, pure.
 //! - [`pgbouncer_keys`]: every `[pgbouncer]` key of PgBouncer 1.25 and what pgheal does with it.
@@ -23,6 +24,7 @@ pub mod file;
 pub mod ini;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
+pub mod tls;
 pub mod upstream;
 pub mod validate;
 
@@ -107,6 +109,8 @@ pub struct Database {
     pub pool_size: usize,
     pub min_pool_size: usize,
     pub pool_mode: PoolMode,
+    /// TLS to the server.
+    pub tls: tls::ServerTls,
 }
 
 impl std::fmt::Debug for Database {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for Database {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("pool_size", &self.pool_size)
             .field("pool_mode", &self.pool_mode)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -30,6 +30,7 @@ use super::connstr;
 use super::file::{FileConfig, FileDatabase, FileUserSettings, General, PgBouncerExtras};
 use super::ini::{Entry, Ini, Location};
 use super::pgbouncer_keys::{self as keys, parse_c_int, parse_seconds, Kind, Support};
+use super::tls::SslMode;
 use super::{ConfigError, Peer, PoolMode};
 
 /// Resolves `listen_addr` host names: (host, port) → addresses.
@@ -270,7 +271,22 @@ fn general(
         None => None,
         Some(e) => Some(at_least("max_packet_size", int(e)?, 1024)? as usize),
     };
+    let server_tls_sslmode = match get("server_tls_sslmode") {
+        None => SslMode::Prefer,
+        Some(e) => SslMode::parse(&e.value).ok_or_else(|| {
+            bad(
+                "server_tls_sslmode",
+                &e.at,
+                format!("expected {}", SslMode::NAMES),
+            )
+        })?,
+    };
     Ok(General {
+        server_tls_sslmode: Some(server_tls_sslmode),
+        server_tls_ca_file: non_empty(set.get("server_tls_ca_file")),
+        server_tls_cert_file: non_empty(set.get("server_tls_cert_file")),
+        server_tls_key_file: non_empty(set.get("server_tls_key_file")),
+        server_tls_protocols: non_empty(set.get("server_tls_protocols")),
         listen: Some(listen.to_string()),
         upstream: None,
         pool_mode: Some(pool_mode),

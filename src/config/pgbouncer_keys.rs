@@ -122,7 +122,7 @@ const fn differs(
     }
 }
 
-const TLS: &str = "TLS is not implemented yet";
+const TLS: &str = "TLS to clients is not implemented yet";
 const CONSOLE: &str = "no admin console yet";
 const UNIX: &str = "Unix sockets are not implemented yet";
 
@@ -165,7 +165,7 @@ pub const KEYS: &[Key] = &[
         support: Support::NotYet {
             same: &["disable"],
             refuse: SSL_ENFORCING,
-            note: "TLS is not implemented yet: `require`, `verify-ca` and `verify-full` stop the start rather than accept clients in plain text",
+            note: "TLS to clients is not implemented yet: `require`, `verify-ca` and `verify-full` stop the start rather than accept clients in plain text",
         },
     },
     differs("conffile", Str, "", true, "read-only in PgBouncer's console; the file is the one on the command line"),
@@ -217,22 +217,13 @@ pub const KEYS: &[Key] = &[
     yes("server_reset_query", Str, "DISCARD ALL", "`server_reset_query`; empty = none"),
     yes("server_reset_query_always", Int, "0", "`server_reset_query_always`"),
     not_yet("server_round_robin", Int, "0", &["0"], "idle connections are reused most recent first"),
-    not_yet("server_tls13_ciphers", Str, "", &[""], TLS),
-    not_yet("server_tls_ca_file", Str, "", &[""], TLS),
-    not_yet("server_tls_cert_file", Str, "", &[""], TLS),
-    not_yet("server_tls_ciphers", Str, "default", &["default"], TLS),
-    not_yet("server_tls_key_file", Str, "", &[""], TLS),
-    not_yet("server_tls_protocols", Str, "secure", &["secure"], TLS),
-    Key {
-        name: "server_tls_sslmode",
-        kind: Kind::Lookup(SSLMODES),
-        default: "prefer",
-        support: Support::NotYet {
-            same: &["disable"],
-            refuse: SSL_ENFORCING,
-            note: "TLS is not implemented yet: pgheal connects to servers in plain text (as `disable`); `require`, `verify-ca` and `verify-full` stop the start",
-        },
-    },
+    not_yet("server_tls13_ciphers", Str, "", &[""], "rustls' cipher suites are used"),
+    yes("server_tls_ca_file", Str, "", "`server_tls_ca_file`: root certificates (PEM) for `verify-ca`/`verify-full`; with `require` the chain is checked too (libpq's rule)"),
+    yes("server_tls_cert_file", Str, "", "`server_tls_cert_file`: pgheal's certificate for servers that ask for one"),
+    not_yet("server_tls_ciphers", Str, "default", &["default"], "rustls' cipher suites are used"),
+    yes("server_tls_key_file", Str, "", "`server_tls_key_file`"),
+    yes("server_tls_protocols", Str, "secure", "`server_tls_protocols`: TLS 1.2 and 1.3 (`secure`, `all`, `legacy`, `tlsv1.2`, `tlsv1.3`); `tlsv1.0`/`tlsv1.1` stop the start (rustls does not speak them)"),
+    yes("server_tls_sslmode", Kind::Lookup(SSLMODES), "prefer", "`server_tls_sslmode`, libpq's meanings; `allow` works as `prefer`; an upstream URL's `sslmode` wins"),
     differs("service_name", Str, "", false, "Windows service name"),
     not_yet("so_reuseport", Int, "0", &["0"], "pgheal runs several event loops in one process instead (`threads`)"),
     differs("stats_period", Int, "60", false, "statistics are Prometheus metrics (`metrics_listen`)"),

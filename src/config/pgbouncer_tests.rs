@@ -395,9 +395,9 @@ fn invalid_values_are_errors_with_file_and_line() {
             ":2: client_tls_sslmode = require is not supported",
         ),
         (
-            "[pgbouncer]\nserver_tls_sslmode = verify-full\n",
+            "[pgbouncer]\nserver_tls_sslmode = verify-fuller\n",
             "server_tls_sslmode",
-            ":2: server_tls_sslmode = verify-full is not supported",
+            ":2: ",
         ),
         (
             "[pgbouncer]\nlisten_addr = db.invalid\n",
@@ -489,9 +489,9 @@ fn invalid_values_are_errors_with_file_and_line() {
 fn no_warning_for_values_pgheal_already_behaves_like() {
     let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nsyslog = 0\nclient_tls_sslmode = disable\nserver_tls_sslmode = disable\nclient_idle_timeout = 0.0\nunix_socket_dir =\nadmin_users =\nmax_db_connections = 0\npkt_buf = 8192\nscram_iterations = 4096\n[databases]\nd = host=h\n");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_sslmode = prefer\nunix_socket_dir = /var/run/postgresql\n[databases]\nd = host=h\n");
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_ciphers = HIGH\nunix_socket_dir = /var/run/postgresql\n[databases]\nd = host=h\n");
     assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-    assert!(c.warnings[0].contains("`server_tls_sslmode`"));
+    assert!(c.warnings[0].contains("`server_tls_ciphers`"));
     assert!(c.warnings[1].contains("`unix_socket_dir`"));
 }
 
@@ -550,4 +550,38 @@ fn toml_fallback_database_and_user_settings() {
     // TOML stays strict: no database at all is still an error.
     let e = build(FileConfig::default(), &RunArgs::default()).unwrap_err();
     assert_eq!(e.key, "databases");
+}
+
+/// `server_tls_*` are honoured: the mode and files reach every database's TLS settings, and a
+/// verify mode without a root certificate stops the start.
+#[test]
+fn server_tls_keys_are_supported() {
+    use crate::config::tls::{SslMode, TlsProtocols};
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_sslmode = Require\nserver_tls_protocols = tlsv1.3\n[databases]\nd = host=h\n");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let tls = &c.databases["d"].tls;
+    assert_eq!(tls.options.mode, SslMode::Require);
+    assert_eq!(
+        tls.options.protocols,
+        TlsProtocols {
+            tls12: false,
+            tls13: true
+        }
+    );
+    assert!(tls.config.is_some());
+    // PgBouncer's default is prefer too.
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\n[databases]\nd = host=h\n");
+    assert_eq!(c.databases["d"].tls.options.mode, SslMode::Prefer);
+    let file = map("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_sslmode = verify-full\n[databases]\nd = host=h\n").expect("maps");
+    let e = build(file, &RunArgs::default()).unwrap_err();
+    assert_eq!(e.key, "server_tls_sslmode");
+    assert!(e.reason.contains("root certificate"), "{e}");
+    // The same keys in pgheal's TOML.
+    let file: FileConfig = toml::from_str(
+        "[pgheal]\nserver_tls_sslmode = \"disable\"\n[databases.d]\nhost = \"h\"\n[users]\napp = \"pw\"\n",
+    )
+    .expect("toml");
+    let c = build(file, &RunArgs::default()).expect("valid");
+    assert_eq!(c.databases["d"].tls.options.mode, SslMode::Disable);
+    assert!(c.databases["d"].tls.config.is_none());
 }

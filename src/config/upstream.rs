@@ -1,6 +1,24 @@
-//! `postgres://user:password@host:port/dbname` URLs (`postgresql://` too).
+//! `postgres://user:password@host:port/dbname?sslmode=...` URLs (`postgresql://` too).
+//!
+//! Query parameters: `sslmode`, `sslrootcert`, `sslcert` and `sslkey`, as libpq spells them.
+//! Any other parameter is an error naming it: a URL from a cloud console carries what its
+//! owner needs (`sslmode=require`), and silently dropping a parameter pgheal does not
+//! understand would send credentials in plain text while the URL says otherwise.
 
+use super::tls::SslMode;
 use super::ConfigError;
+
+/// The URL parameters pgheal understands.
+pub const URL_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
+/// The TLS parameters of an upstream URL (each `None` when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+}
 
 /// A parsed upstream URL. The password is never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -10,6 +28,7 @@ pub struct Upstream {
     pub host: String,
     pub port: u16,
     pub dbname: String,
+    pub tls: UpstreamTls,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -48,7 +67,46 @@ impl Upstream {
             .trim_end_matches(']')
             .to_owned();
         let dbname = decode(url.path().trim_start_matches('/'));
+        let mut tls = UpstreamTls::default();
+        for (name, value) in url.query_pairs() {
+            let slot = match name.as_ref() {
+                "sslmode" => {
+                    if tls.sslmode.is_some() {
+                        return Err(err("the URL parameter `sslmode` is given twice"));
+                    }
+                    tls.sslmode = Some(SslMode::parse(&value).ok_or_else(|| {
+                        err(&format!(
+                            "the URL parameter `sslmode` must be {}, got {value:?}",
+                            SslMode::NAMES
+                        ))
+                    })?);
+                    continue;
+                }
+                "sslrootcert" => &mut tls.sslrootcert,
+                "sslcert" => &mut tls.sslcert,
+                "sslkey" => &mut tls.sslkey,
+                other => {
+                    return Err(err(&format!(
+                        "unknown URL parameter `{other}` (pgheal understands {})",
+                        URL_PARAMS.join(", ")
+                    )))
+                }
+            };
+            if slot.is_some() {
+                return Err(err(&format!("the URL parameter `{name}` is given twice")));
+            }
+            if value.is_empty() {
+                return Err(err(&format!("the URL parameter `{name}` is empty")));
+            }
+            if name == "sslrootcert" && value == "system" {
+                return Err(err(
+                    "`sslrootcert=system` is not supported: give the path of a PEM file",
+                ));
+            }
+            *slot = Some(value.into_owned());
+        }
         Ok(Upstream {
+            tls,
             dbname: if dbname.is_empty() {
                 user.clone()
             } else {
@@ -86,5 +144,58 @@ mod tests {
         assert_eq!(e.key, "upstream");
         assert!(!e.to_string().contains("secret"));
         assert!(Upstream::parse("upstream", "postgres://h/d").is_err());
+    }
+
+    #[test]
+    fn tls_parameters() {
+        let u = Upstream::parse(
+            "upstream",
+            "postgres://app:pw@db.example.com/appdb?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/c.pem&sslkey=/k%20ey.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            u.tls,
+            UpstreamTls {
+                sslmode: Some(SslMode::VerifyFull),
+                sslrootcert: Some("/etc/ca.pem".into()),
+                sslcert: Some("/c.pem".into()),
+                sslkey: Some("/k ey.pem".into()),
+            }
+        );
+        let plain = Upstream::parse("upstream", "postgres://app:pw@db/appdb").unwrap();
+        assert_eq!(plain.tls, UpstreamTls::default());
+    }
+
+    #[test]
+    fn unknown_or_bad_parameters_are_errors_naming_them() {
+        for (url, word) in [
+            (
+                "postgres://app:s3cret@db/appdb?sslmode=require&target_session_attrs=any",
+                "`target_session_attrs`",
+            ),
+            (
+                "postgres://app:s3cret@db/appdb?application_name=x",
+                "`application_name`",
+            ),
+            ("postgres://app:s3cret@db/appdb?ssl=true", "`ssl`"),
+            ("postgres://app:s3cret@db/appdb?sslmode=on", "`sslmode`"),
+            (
+                "postgres://app:s3cret@db/appdb?sslmode=require&sslmode=disable",
+                "`sslmode`",
+            ),
+            (
+                "postgres://app:s3cret@db/appdb?sslrootcert=",
+                "`sslrootcert`",
+            ),
+            (
+                "postgres://app:s3cret@db/appdb?sslrootcert=system",
+                "sslrootcert=system",
+            ),
+        ] {
+            let e = Upstream::parse("upstream", url).unwrap_err();
+            assert_eq!(e.key, "upstream");
+            assert!(e.reason.contains(word), "{url}: {e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 }

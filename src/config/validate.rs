@@ -10,7 +10,8 @@ use crate::heal::RelayConfig;
 
 use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
-use super::upstream::Upstream;
+use super::tls::{ServerTls, ServerTlsOptions, SslMode, TlsProtocols};
+use super::upstream::{Upstream, UpstreamTls};
 use super::{ini, pgbouncer};
 use super::{
     Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolMode, ProcessSettings,
@@ -206,10 +207,79 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         ));
     }
 
+    // TLS to the servers: server_tls_*, with an upstream URL's parameters winning; each
+    // distinct setting is built (its files read) once, here, so a bad file stops the start.
+    let file_path = |flag: &Option<String>, file: &Option<String>| {
+        flag.clone()
+            .or_else(|| file.clone())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    };
+    let server_tls = ServerTlsOptions {
+        mode: match args.server_tls_sslmode.as_deref() {
+            Some(m) => SslMode::parse(m).ok_or_else(|| {
+                ConfigError::new(
+                    "server_tls_sslmode",
+                    format!("expected {}, got {m:?}", SslMode::NAMES),
+                )
+            })?,
+            None => g.server_tls_sslmode.unwrap_or(SslMode::Prefer),
+        },
+        ca_file: file_path(&args.server_tls_ca_file, &g.server_tls_ca_file),
+        cert_file: file_path(&args.server_tls_cert_file, &g.server_tls_cert_file),
+        key_file: file_path(&args.server_tls_key_file, &g.server_tls_key_file),
+        protocols: match args
+            .server_tls_protocols
+            .as_deref()
+            .or(g.server_tls_protocols.as_deref())
+        {
+            Some(p) => {
+                TlsProtocols::parse(p).map_err(|e| ConfigError::new("server_tls_protocols", e))?
+            }
+            None => TlsProtocols::default(),
+        },
+    };
+    let mut tls_built: BTreeMap<ServerTlsOptions, ServerTls> = BTreeMap::new();
+    let mut tls_for = |url_key: &str, url: Option<&UpstreamTls>| {
+        let mut o = server_tls.clone();
+        let mut from_url = false;
+        if let Some(u) = url {
+            if let Some(m) = u.sslmode {
+                o.mode = m;
+                from_url = true;
+            }
+            for (slot, v) in [
+                (&mut o.ca_file, &u.sslrootcert),
+                (&mut o.cert_file, &u.sslcert),
+                (&mut o.key_file, &u.sslkey),
+            ] {
+                if let Some(v) = v {
+                    *slot = Some(PathBuf::from(v));
+                    from_url = true;
+                }
+            }
+        }
+        if let Some(t) = tls_built.get(&o) {
+            return Ok(t.clone());
+        }
+        let t = ServerTls::new(o.clone()).map_err(|e| {
+            ConfigError::new(
+                if from_url {
+                    url_key
+                } else {
+                    "server_tls_sslmode"
+                },
+                e,
+            )
+        })?;
+        tls_built.insert(o, t.clone());
+        Ok::<_, ConfigError>(t)
+    };
+
     // Databases: [databases.*] plus the --upstream shortcut.
     let mut databases = BTreeMap::new();
     let mut users: BTreeMap<String, Secret> = BTreeMap::new();
-    let db_from = |name: &str, d: &FileDatabase| -> Result<Database, ConfigError> {
+    let mut db_from = |name: &str, d: &FileDatabase| -> Result<Database, ConfigError> {
         let key = |k: &str| format!("databases.{name}.{k}");
         let from_url = d
             .url
@@ -220,6 +290,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         if pool_size == 0 {
             return Err(ConfigError::new(key("pool_size"), "must be at least 1"));
         }
+        let tls = tls_for(&key("url"), from_url.as_ref().map(|u| &u.tls))?;
         Ok(Database {
             name: name.to_owned(),
             host: d
@@ -238,6 +309,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             pool_size,
             min_pool_size: d.min_pool_size.unwrap_or(min_pool_size).min(pool_size),
             pool_mode: d.pool_mode.unwrap_or(pool_mode),
+            tls,
         })
     };
     let mut fallback = None;
@@ -258,6 +330,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     if let Some(u) = args.upstream.as_deref().or(g.upstream.as_deref()) {
         let up = Upstream::parse("upstream", u)?;
         let password = up.password.clone();
+        let tls = tls_for("upstream", Some(&up.tls))?;
         let db = Database {
             name: up.dbname.clone(),
             host: up.host.clone(),
@@ -268,6 +341,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             pool_size,
             min_pool_size,
             pool_mode,
+            tls,
         };
         databases.insert(up.dbname.clone(), db);
         // With no users configured, clients log in with the upstream's credentials.

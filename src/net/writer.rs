@@ -109,7 +109,8 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
             (first, offset) = advance(parts, first, offset, written);
         }
         parts.clear();
-        Ok(())
+        // A TLS stream may keep encrypted records buffered until flushed.
+        self.inner.flush().await
     }
 
     /// One write: a plain `send` for a single slice, `writev` for several.
@@ -122,11 +123,13 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
 
     /// Write one frame (handshake and error paths).
     pub async fn write_frame(&mut self, frame: &Frame) -> std::io::Result<()> {
-        self.inner.write_all(&frame.bytes).await
+        self.inner.write_all(&frame.bytes).await?;
+        self.inner.flush().await
     }
 
     pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.inner.write_all(bytes).await
+        self.inner.write_all(bytes).await?;
+        self.inner.flush().await
     }
 
     pub async fn flush(&mut self) -> std::io::Result<()> {

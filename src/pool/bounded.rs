@@ -172,7 +172,7 @@ impl Pool {
     /// Close a connection for good (a polite Terminate if the socket takes it).
     pub(crate) fn close(&self, c: ServerConn) {
         let x = crate::protocol::encode::terminate();
-        let w = c.writer.into_inner();
+        let mut w = c.writer.into_inner();
         let _ = w.try_write(&x.bytes);
         self.metrics.server_connections.dec();
     }

@@ -228,7 +228,7 @@ impl Task {
         }
         rx.close();
         if let Some(c) = self.conn.take() {
-            let w = c.writer.into_inner();
+            let mut w = c.writer.into_inner();
             let _ = w.try_write(&encode::terminate().bytes);
             self.metrics.server_connections.dec();
         }

@@ -78,6 +78,7 @@ impl Pools {
                         PoolMode::Session => usize::MAX,
                         PoolMode::Transaction => self.cfg.max_prepared_statements,
                     },
+                    tls: db.tls.clone(),
                 };
                 let settings = PoolSettings {
                     mode: db.pool_mode,

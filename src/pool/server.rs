@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::md5_password_hash;
-use crate::net::{FrameReader, FrameWriter, NetError};
+use crate::config::tls::{ServerTls, SslMode};
+use crate::net::stream::{self, MovableTcp, ServerRead, ServerWrite};
+use crate::net::{FrameReader, FrameWriter, NetError, ServerReader, ServerWriter};
 use crate::protocol::backend::{self, decode_auth_request, AuthRequest, ErrorFields};
 use crate::protocol::cursor::Cursor;
 use crate::protocol::{encode, Frame};
@@ -32,6 +34,8 @@ pub struct ServerLogin {
     pub max_message_len: usize,
     /// Cap of statements pgheal keeps prepared per connection (transaction pooling).
     pub max_prepared: usize,
+    /// TLS to the server (`server_tls_*`, the URL's `sslmode`...).
+    pub tls: ServerTls,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -62,13 +66,21 @@ pub enum ServerError {
     Net(#[from] NetError),
     #[error("SCRAM exchange with the server failed")]
     Scram,
+    /// The server answered `N` to SSLRequest while the sslmode requires TLS.
+    #[error("the server does not support TLS, but sslmode is {0}")]
+    TlsRefused(SslMode),
+    /// The handshake failed: a certificate from an unknown CA, for another name, ...
+    #[error("TLS handshake with the server failed: {0}")]
+    Tls(std::io::Error),
+    #[error("the server answered SSLRequest with {0:?} (expected S or N)")]
+    TlsBadAnswer(u8),
 }
 
 /// A logged-in server connection, ready for queries.
 pub struct ServerConn {
     pub id: u64,
-    pub reader: FrameReader<OwnedReadHalf>,
-    pub writer: FrameWriter<OwnedWriteHalf>,
+    pub reader: ServerReader,
+    pub writer: ServerWriter,
     pub backend_pid: i32,
     pub backend_key: i32,
     /// The server's ParameterStatus values, kept current while relaying.
@@ -108,7 +120,7 @@ impl ServerConn {
             .map_err(ServerError::Connect)?;
         stream.set_nodelay(true).map_err(ServerError::Connect)?;
         let addr = stream.peer_addr().map_err(ServerError::Connect)?;
-        let (r, w) = stream.into_split();
+        let (r, w) = negotiate_tls(login, stream).await?;
         let mut reader = FrameReader::new(r, login.max_message_len);
         let mut writer = FrameWriter::new(w);
         let startup =
@@ -225,11 +237,7 @@ impl ServerConn {
         }
         let max_len = self.reader.max_len();
         let (r, buf) = self.reader.into_parts();
-        let stream = r
-            .reunite(self.writer.into_inner())
-            .map_err(|_| std::io::Error::other("the halves of a server socket do not match"))?;
-        let stream = TcpStream::from_std(stream.into_std()?)?;
-        let (r, w) = stream.into_split();
+        let (r, w) = stream::rehome(r, self.writer.into_inner())?;
         let moved = ServerConn {
             reader: FrameReader::with_buffer(r, buf, max_len),
             writer: FrameWriter::new(w),
@@ -242,14 +250,12 @@ impl ServerConn {
     /// Whether the server closed the connection or sent something unasked while idle (a
     /// FATAL after `pg_terminate_backend`, say).
     pub fn is_broken_while_idle(&self) -> bool {
-        if self.reader.buffered() > 0 {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        match self.reader.get_ref().try_read(&mut probe) {
-            Ok(_) => true,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
+        self.reader.buffered() > 0 || self.reader.get_ref().has_unasked_input()
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.reader.get_ref().is_tls()
     }
 }
 
@@ -275,8 +281,8 @@ fn rejected(f: Frame) -> ServerError {
 
 async fn authenticate(
     login: &ServerLogin,
-    reader: &mut FrameReader<OwnedReadHalf>,
-    writer: &mut FrameWriter<OwnedWriteHalf>,
+    reader: &mut FrameReader<ServerRead>,
+    writer: &mut FrameWriter<ServerWrite>,
 ) -> Result<(), ServerError> {
     let password = || {
         login
@@ -346,6 +352,47 @@ async fn authenticate(
             AuthRequest::Other(code) => return Err(ServerError::UnsupportedAuth(code)),
         }
     }
+}
+
+/// SSLRequest's request code (PostgreSQL's `NEGOTIATE_SSL_CODE`).
+const SSL_REQUEST_CODE: i32 = 80877103;
+
+/// SSLRequest and the handshake, as libpq does for the login's sslmode: `disable` sends no
+/// SSLRequest; on `N`, `allow`/`prefer` go on in plain text and the others stop.
+///
+/// The one-byte answer is read straight from the socket, so bytes a man in the middle might
+/// append after it cannot end up in the TLS stream or be taken for the server's (the
+/// CVE-2021-23222 lesson).
+async fn negotiate_tls(
+    login: &ServerLogin,
+    mut tcp: TcpStream,
+) -> Result<(ServerRead, ServerWrite), ServerError> {
+    let Some(config) = login.tls.config.clone() else {
+        return Ok(stream::split_plain(tcp));
+    };
+    let mode = login.tls.options.mode;
+    let mut request = [0u8; 8];
+    request[..4].copy_from_slice(&8i32.to_be_bytes());
+    request[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+    tcp.write_all(&request).await.map_err(NetError::from)?;
+    let answer = tcp.read_u8().await.map_err(NetError::from)?;
+    match answer {
+        b'S' => {}
+        b'N' if mode.requires_tls() => return Err(ServerError::TlsRefused(mode)),
+        b'N' => return Ok(stream::split_plain(tcp)),
+        other => return Err(ServerError::TlsBadAnswer(other)),
+    }
+    let name = rustls::pki_types::ServerName::try_from(login.host.clone()).map_err(|_| {
+        ServerError::Tls(std::io::Error::other(format!(
+            "{:?} is not a valid host name for TLS",
+            login.host
+        )))
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, MovableTcp::new(tcp))
+        .await
+        .map_err(ServerError::Tls)?;
+    stream::split_tls(tls).map_err(ServerError::Connect)
 }
 
 /// "md5" + hex(md5(md5hex + salt)).

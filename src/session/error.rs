@@ -117,6 +117,16 @@ impl SessionError {
             SessionError::Pool(PoolError::Server(ServerError::Rejected { frame, .. })) => {
                 Some(frame.clone())
             }
+            // A TLS failure is pgheal's configuration against the server's certificate (a
+            // wrong CA or host name, a server without TLS): worth telling, and no secret.
+            SessionError::Pool(PoolError::Server(
+                e @ (ServerError::Tls(_)
+                | ServerError::TlsRefused(_)
+                | ServerError::TlsBadAnswer(_)),
+            )) => fatal(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("pgheal: cannot connect to the database server: {e}"),
+            ),
             SessionError::Pool(PoolError::Server(_)) => fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 "pgheal: cannot connect to the database server".into(),
