@@ -36,8 +36,8 @@ mod common;
 use std::sync::Arc;
 
 use common::drivers::{
-    admin_async, crate_dir, heal_counters, run_script, start_cluster, Driver, Run,
-    CACHED_PLAN_ERROR, CONTRACT, MIGRATION, ROWS_SQL,
+    admin_async, heal_counters, run_script, start_cluster, Driver, Run, CACHED_PLAN_ERROR,
+    CONTRACT, MIGRATION, ROWS_SQL,
 };
 use common::wire::{Msg, Wire};
 use common::{heal_count, start_proxy};
@@ -79,22 +79,11 @@ fn asyncpg() -> Driver<DirectBehaviour> {
 }
 
 fn node_postgres() -> Driver<DirectBehaviour> {
-    Driver {
-        name: "node-postgres",
-        program: "node",
-        args: vec!["tests/drivers/node/pg_heal.js".into()],
-        env: vec![],
-        // Resolved like the script resolves it: from tests/drivers/node/node_modules.
-        probe: (
-            "node",
-            vec!["-e".into(), "require('pg')".into()],
-            crate_dir().join("tests/drivers/node"),
-        ),
-        needs_file: None,
-        install_hint: ".ci/setup installs it",
-        informational: &["driver: "],
-        direct: DirectBehaviour::Errors,
-    }
+    Driver::node(
+        "node-postgres",
+        "tests/drivers/node/pg_heal.js",
+        DirectBehaviour::Errors,
+    )
 }
 
 fn pgjdbc(autocommit: bool) -> Driver<DirectBehaviour> {

@@ -8,11 +8,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::drivers::{admin_async, run_script, start_cluster, Driver, Run};
-use common::start_proxy;
-use pgheal::cluster::TempCluster;
+use common::drivers::{admin_async, same_straight_and_through, start_cluster, Driver};
 
 fn psycopg_pipeline() -> Driver<()> {
     Driver::python(
@@ -46,12 +42,6 @@ const EXPECTED_FACTS: &[&str] = &[
     "DONE",
 ];
 
-async fn run_against(pg: &Arc<TempCluster>, port: u16, target: &str) -> Run {
-    admin_async(pg, "TRUNCATE pipe").await;
-    let (run, _) = run_script(&psycopg_pipeline(), port, target.into(), async || ()).await;
-    run
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_pipeline_mode_with_errors() {
     let driver = psycopg_pipeline();
@@ -64,23 +54,8 @@ async fn psycopg_pipeline_mode_with_errors() {
         "CREATE TABLE pipe(id int PRIMARY KEY); ALTER TABLE pipe OWNER TO app",
     )
     .await;
-    let direct = run_against(&pg, pg.port(), "PostgreSQL").await;
-    assert!(direct.succeeded(), "{}", direct.report());
-    let expected = direct.transcript();
-    for fact in EXPECTED_FACTS {
-        assert!(
-            expected.iter().any(|l| l == fact),
-            "straight to PostgreSQL, expected {fact:?}\n{}",
-            direct.report()
-        );
-    }
-    for mode in ["session", "transaction"] {
-        let proxy = start_proxy(&pg, |a| {
-            a.pool_mode = Some(mode.into());
-            a.pool_size = Some(1);
-        })
-        .await;
-        let through = run_against(&pg, proxy.addr.port(), &format!("pgheal ({mode})")).await;
-        through.assert_ok(&expected, &format!("{mode} pooling"));
-    }
+    same_straight_and_through(&driver, &pg, EXPECTED_FACTS, async || {
+        admin_async(&pg, "TRUNCATE pipe").await;
+    })
+    .await;
 }

@@ -477,6 +477,9 @@ async fn systemd_notify_and_sighup() {
         .args(["-HUP", &pid])
         .status()
         .expect("kill -HUP");
+    // Both signals pending at once are taken in either order: give the SIGHUP time to be
+    // handled first, so the log can show it (the exit code proves it did not kill pgheal).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     sigterm(child.id().expect("pid"));
     assert_eq!(recv(sock).await, "STOPPING=1");
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

@@ -9,7 +9,7 @@
 mod common;
 mod txn_support;
 
-use common::drivers::{admin_async, run_script, start_cluster, Driver};
+use common::drivers::{admin_async, same_straight_and_through, start_cluster, Driver};
 use common::wire::*;
 use common::*;
 
@@ -107,36 +107,13 @@ async fn psycopg_change_type_scenarios() {
     }
     let pg = start_cluster().await;
     admin_async(&pg, "ALTER DATABASE appdb OWNER TO app").await;
-    let (direct, _) = run_script(&driver, pg.port(), "PostgreSQL".into(), async || ()).await;
-    assert!(direct.succeeded(), "{}", direct.report());
-    let expected = direct.transcript();
-    for fact in [
+    let facts = [
         "change_type first: 1",
         "change_type second: 1",
         "change_type rows: [('{foo}',)]",
         "execute 2: 1",
         "executemany 2 rows: 2",
         "DONE",
-    ] {
-        assert!(
-            expected.iter().any(|l| l == fact),
-            "straight to PostgreSQL, expected {fact:?}\n{}",
-            direct.report()
-        );
-    }
-    for mode in ["session", "transaction"] {
-        let proxy = start_proxy(&pg, |a| {
-            a.pool_mode = Some(mode.into());
-            a.pool_size = Some(1);
-        })
-        .await;
-        let (through, _) = run_script(
-            &driver,
-            proxy.addr.port(),
-            format!("pgheal ({mode})"),
-            async || (),
-        )
-        .await;
-        through.assert_ok(&expected, &format!("{mode} pooling"));
-    }
+    ];
+    same_straight_and_through(&driver, &pg, &facts, async || ()).await;
 }

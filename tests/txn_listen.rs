@@ -9,7 +9,7 @@ mod txn_support;
 
 use std::time::Duration;
 
-use common::drivers::{crate_dir, run_script, Driver};
+use common::drivers::{run_script, Driver};
 use common::wire::*;
 use common::*;
 use pgheal::cluster::TempCluster;
@@ -376,19 +376,8 @@ async fn a_lost_listening_connection_closes_its_clients() {
 
 fn node_listen() -> Driver<()> {
     Driver {
-        name: "node-postgres",
-        program: "node",
-        args: vec!["tests/drivers/node/pg_listen.js".into()],
         env: vec![("EXPECTED", "3")],
-        probe: (
-            "node",
-            vec!["-e".into(), "require('pg')".into()],
-            crate_dir().join("tests/drivers/node"),
-        ),
-        needs_file: None,
-        install_hint: ".ci/setup installs it",
-        informational: &["driver: "],
-        direct: (),
+        ..Driver::node("node-postgres", "tests/drivers/node/pg_listen.js", ())
     }
 }
 

@@ -104,6 +104,26 @@ impl<D> Driver<D> {
         }
     }
 
+    /// A node-postgres script (`node script`), installed when `require('pg')` works from
+    /// tests/drivers/node, where the script resolves it. Defaults as for [`Driver::python`].
+    pub fn node(name: &'static str, script: &str, direct: D) -> Driver<D> {
+        Driver {
+            name,
+            program: "node",
+            args: vec![script.into()],
+            env: vec![],
+            probe: (
+                "node",
+                vec!["-e".into(), "require('pg')".into()],
+                crate_dir().join("tests/drivers/node"),
+            ),
+            needs_file: None,
+            install_hint: ".ci/setup installs it",
+            informational: &["driver: "],
+            direct,
+        }
+    }
+
     /// pgjdbc: the Java source file `source` run by the source launcher with Debian's jar on
     /// the class path; installed when `java -version` works and the jar is there. Defaults as
     /// for [`Driver::python`].
@@ -338,6 +358,40 @@ pub async fn run_script<D, T>(
         informational: driver.informational,
     };
     (run, migrated)
+}
+
+/// Runs `driver` straight to PostgreSQL and checks that its transcript has every line of
+/// `facts` (so a transcript wrong on both sides cannot pass), then through pgheal in session and
+/// in transaction pooling with one server connection, and checks that the driver saw exactly
+/// the same. `before` runs before each run (to reset a table, say).
+pub async fn same_straight_and_through<D>(
+    driver: &Driver<D>,
+    pg: &Arc<TempCluster>,
+    facts: &[&str],
+    before: impl AsyncFn(),
+) {
+    before().await;
+    let (direct, _) = run_script(driver, pg.port(), "PostgreSQL".into(), async || ()).await;
+    assert!(direct.succeeded(), "{}", direct.report());
+    let expected = direct.transcript();
+    for fact in facts {
+        assert!(
+            expected.iter().any(|l| l == fact),
+            "straight to PostgreSQL, expected {fact:?}\n{}",
+            direct.report()
+        );
+    }
+    for mode in ["session", "transaction"] {
+        let proxy = super::start_proxy(pg, |a| {
+            a.pool_mode = Some(mode.into());
+            a.pool_size = Some(1);
+        })
+        .await;
+        before().await;
+        let target = format!("pgheal ({mode})");
+        let (through, _) = run_script(driver, proxy.addr.port(), target, async || ()).await;
+        through.assert_ok(&expected, &format!("{mode} pooling"));
+    }
 }
 
 /// [`admin`] on a blocking thread.
