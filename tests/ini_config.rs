@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use pgheal::auth::{md5_password_hash, ScramSecret};
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgheal");
@@ -41,25 +40,6 @@ async fn run(mut c: Command) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Start pgheal; the task collects everything it logs on stderr (until it exits).
-fn spawn_logging(mut c: Command) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
-    let mut child = c.spawn().expect("spawn pgheal");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr = tokio::spawn(async move {
-        let mut s = Vec::new();
-        let _ = stderr_pipe.read_to_end(&mut s).await;
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    (child, stderr)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe a free port")
-        .port()
 }
 
 /// A fresh directory for one test's files, removed on drop.

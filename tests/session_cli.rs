@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgheal");
@@ -88,26 +87,6 @@ async fn invalid_settings_exit_with_code_2_naming_the_key() {
 
     // No database at all.
     expect_config_error(pgheal(), "databases").await;
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-/// Start pgheal; the task collects everything it logs (until it exits).
-fn spawn_logging(mut c: Command) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
-    let mut child = c.spawn().expect("spawn pgheal");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr = tokio::spawn(async move {
-        let mut s = Vec::new();
-        let _ = stderr_pipe.read_to_end(&mut s).await;
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    (child, stderr)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe a free port")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,3 +191,27 @@ pub async fn backend_alive(admin: &tokio_postgres::Client, pid: i32) -> bool {
         .map(|r| r.get::<_, i64>(0) > 0)
         .unwrap_or(true)
 }
+
+/// Start a pgheal process (stderr piped); the task collects everything it logs on stderr until
+/// it exits.
+pub fn spawn_logging(
+    mut c: tokio::process::Command,
+) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut child = c.spawn().expect("spawn pgheal");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let stderr = tokio::spawn(async move {
+        let mut s = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut s).await;
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    (child, stderr)
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("probe a free port")
+        .port()
+}
