@@ -48,6 +48,10 @@ impl std::fmt::Debug for ServerLogin {
     }
 }
 
+/// How long one of pgheal's own queries on a server connection (restoring or reading a client's
+/// settings, checking session state, resetting) may take before the connection is given up.
+pub const INTERNAL_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a server connection could not be opened or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -55,6 +59,9 @@ pub enum ServerError {
     Connect(std::io::Error),
     #[error("timed out connecting to the server")]
     Timeout,
+    /// One of pgheal's own queries (settings, reset, state checks) got no answer in time.
+    #[error("the server did not answer pgheal's own query within {0:?}")]
+    QueryTimeout(std::time::Duration),
     /// The server refused the login; the frame is its ErrorResponse, fit to forward.
     #[error("the server refused the login: {message}")]
     Rejected { frame: Frame, message: String },
@@ -180,25 +187,23 @@ impl ServerConn {
     /// Run one simple query, discarding its results. Returns the first error's frame, if any.
     /// Not cancel-safe.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Option<Frame>, ServerError> {
-        self.writer
-            .write_frame(&encode::query(sql))
-            .await
-            .map_err(NetError::from)?;
-        let mut error = None;
-        loop {
-            let f = self.reader.read_frame().await?;
-            match f.tag {
-                backend::READY_FOR_QUERY => return Ok(error),
-                backend::ERROR_RESPONSE if error.is_none() => error = Some(f),
-                backend::PARAMETER_STATUS => self.note_parameter(&f),
-                _ => {}
-            }
-        }
+        Ok(self.query_rows(sql).await?.err())
     }
 
     /// Run one simple query and return the rows of its results (text columns, None for
-    /// NULL), or the first error's frame. Not cancel-safe.
+    /// NULL), or the first error's frame. pgheal's own queries are short: one that takes
+    /// longer than [`INTERNAL_QUERY_TIMEOUT`] fails with [`ServerError::QueryTimeout`], and the
+    /// caller closes the connection. Not cancel-safe.
     pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {
+        tokio::time::timeout(INTERNAL_QUERY_TIMEOUT, self.query_rows_unbounded(sql))
+            .await
+            .unwrap_or(Err(ServerError::QueryTimeout(INTERNAL_QUERY_TIMEOUT)))
+    }
+
+    async fn query_rows_unbounded(
         &mut self,
         sql: &str,
     ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {

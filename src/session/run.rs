@@ -201,7 +201,12 @@ async fn login(
         PoolMode::Session => {
             let mut checkout = pool.checkout().await?;
             if let Err(e) = params::apply(checkout.conn(), &settings).await {
-                checkout.checkin(TxStatus::Idle, true);
+                // A refused setting leaves the connection at ReadyForQuery; anything else
+                // (a lost or silent server) leaves it in an unknown state.
+                match e {
+                    SessionError::ParamRejected(_) => checkout.checkin(TxStatus::Idle, true),
+                    _ => checkout.discard(),
+                }
                 return Err(e);
             }
             let p = checkout.conn_ref().params.clone();
