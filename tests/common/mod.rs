@@ -2,6 +2,7 @@
 //! pgheal running in-process in front of it.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod drivers;
 pub mod load;
 pub mod pgbench;
