@@ -27,8 +27,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system pgheal \
-    && useradd --system --gid pgheal --home-dir /nonexistent --shell /usr/sbin/nologin pgheal
+    && groupadd --system --gid 6432 pgheal \
+    && useradd --system --uid 6432 --gid pgheal --home-dir /nonexistent --shell /usr/sbin/nologin pgheal
 COPY --from=builder /out/pgheal /usr/local/bin/pgheal
 
 ENV PGHEAL_LISTEN=0.0.0.0:6432 \
@@ -38,6 +38,8 @@ ENV PGHEAL_LISTEN=0.0.0.0:6432 \
 # PGHEAL_LOG_FORMAT=json for JSON lines. Event loops default to the CPUs the container may use
 # (its CPU limit included); PGHEAL_THREADS sets them.
 
+# A fixed user id (6432, the port), so a mounted private key can be given to it (chown 6432,
+# mode 0600): see deploy/make-certs.sh and docker-compose.yml.
 USER pgheal
 # 6432: PostgreSQL clients. 9187: Prometheus metrics (GET /metrics).
 EXPOSE 6432 9187

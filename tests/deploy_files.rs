@@ -1,0 +1,360 @@
+//! The Dockerfile, docker-compose.yml and deploy/make-certs.sh are written for users (there is
+//! no container engine here), so they are checked by reading them: every pgheal setting they
+//! name is one pgheal has, the ports they publish are the ones pgheal listens on, the upstream
+//! URL parses, the files they mount exist, and the certificate script makes certificates that
+//! verify against its CA for the names the compose file uses.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::CommandFactory;
+use pgheal::config::cli::Cli;
+use pgheal::config::upstream::Upstream;
+use serde_yaml::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(repo().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+}
+
+/// Every environment variable pgheal reads: those of its flags, plus the log filter.
+fn pgheal_env_vars() -> BTreeSet<String> {
+    fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for a in cmd.get_arguments() {
+            if let Some(env) = a.get_env() {
+                out.insert(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&Cli::command(), &mut out);
+    out.insert("PGHEAL_LOG".into());
+    out
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments dropped:
+/// (INSTRUCTION, arguments).
+fn dockerfile() -> Vec<(String, String)> {
+    let text = read("Dockerfile");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && current.is_empty()) {
+            continue;
+        }
+        if let Some(part) = t.strip_suffix('\\') {
+            current.push_str(part);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(t);
+        let (ins, args) = current.split_once(' ').unwrap_or((current.as_str(), ""));
+        out.push((ins.to_ascii_uppercase(), args.trim().to_owned()));
+        current.clear();
+    }
+    assert!(
+        current.is_empty(),
+        "the Dockerfile ends inside a continued line"
+    );
+    out
+}
+
+/// `KEY=value KEY2=value2` of an ENV instruction.
+fn env_pairs(args: &str) -> Vec<(String, String)> {
+    args.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("ENV {kv:?} is not KEY=value"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+fn port_of(listen: &str) -> u16 {
+    listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{listen:?} has no port"))
+}
+
+#[test]
+fn the_dockerfile_sets_real_settings_and_exposes_the_ports_pgheal_listens_on() {
+    let ins = dockerfile();
+    let known = pgheal_env_vars();
+    let mut env = Vec::new();
+    for (i, args) in &ins {
+        if i == "ENV" {
+            env.extend(env_pairs(args));
+        }
+    }
+    assert!(
+        !env.is_empty(),
+        "the runtime image sets pgheal's listen addresses"
+    );
+    for (k, _) in &env {
+        assert!(
+            known.contains(k),
+            "Dockerfile sets {k}, which pgheal does not read"
+        );
+    }
+    let listen = &env
+        .iter()
+        .find(|(k, _)| k == "PGHEAL_LISTEN")
+        .expect("PGHEAL_LISTEN")
+        .1;
+    let metrics = &env
+        .iter()
+        .find(|(k, _)| k == "PGHEAL_METRICS_LISTEN")
+        .expect("PGHEAL_METRICS_LISTEN")
+        .1;
+    let exposed: BTreeSet<u16> = ins
+        .iter()
+        .filter(|(i, _)| i == "EXPOSE")
+        .flat_map(|(_, a)| {
+            a.split_whitespace()
+                .map(|p| p.parse::<u16>().expect("port"))
+        })
+        .collect();
+    assert_eq!(
+        exposed,
+        BTreeSet::from([port_of(listen), port_of(metrics)]),
+        "EXPOSE must name the client and metrics ports"
+    );
+    let user = ins.iter().rev().find(|(i, _)| i == "USER").expect("a USER");
+    assert_ne!(user.1, "root", "the image must not run as root");
+    let entry = ins
+        .iter()
+        .rev()
+        .find(|(i, _)| i == "ENTRYPOINT")
+        .expect("ENTRYPOINT");
+    assert_eq!(entry.1, "[\"pgheal\"]");
+    let copy = ins
+        .iter()
+        .any(|(i, a)| i == "COPY" && a.contains("/usr/local/bin/pgheal"));
+    assert!(copy, "the runtime stage installs the binary on the PATH");
+    let build = ins
+        .iter()
+        .find(|(i, a)| i == "RUN" && a.contains("cargo build"))
+        .expect("a cargo build step");
+    assert!(
+        build.1.contains("--locked"),
+        "the image builds from Cargo.lock"
+    );
+    // The user id the certificate script gives pgheal's key to.
+    let useradd = ins
+        .iter()
+        .find(|(i, a)| i == "RUN" && a.contains("useradd"))
+        .expect("a useradd step");
+    assert!(useradd.1.contains("--uid 6432"), "{}", useradd.1);
+}
+
+fn compose() -> Value {
+    serde_yaml::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
+}
+
+fn service<'a>(c: &'a Value, name: &str) -> &'a Value {
+    &c["services"][name]
+}
+
+/// A service's `environment` as pairs (map or list form).
+fn environment(s: &Value) -> Vec<(String, String)> {
+    match &s["environment"] {
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => panic!("environment value {other:?}"),
+                };
+                (k.as_str().expect("key").to_owned(), v)
+            })
+            .collect(),
+        Value::Sequence(list) => list
+            .iter()
+            .map(|e| {
+                let (k, v) = e.as_str().expect("KEY=value").split_once('=').expect("=");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Value::Null => Vec::new(),
+        other => panic!("environment {other:?}"),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_compose_file_wires_pgheal_to_its_postgres_with_real_settings() {
+    let c = compose();
+    let services = c["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
+    let pgheal = service(&c, "pgheal");
+    assert_eq!(
+        pgheal["build"].as_str(),
+        Some("."),
+        "pgheal is built from this repository"
+    );
+    let env = environment(pgheal);
+    let known = pgheal_env_vars();
+    for (k, _) in &env {
+        assert!(
+            known.contains(k),
+            "compose sets {k}, which pgheal does not read"
+        );
+    }
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let upstream = Upstream::parse("PGHEAL_UPSTREAM", get("PGHEAL_UPSTREAM").expect("upstream"))
+        .expect("the upstream URL parses");
+    assert!(
+        names.contains(upstream.host.as_str()),
+        "the upstream host {:?} is a service of the file",
+        upstream.host
+    );
+    // The database, user and password match what the postgres service creates.
+    let pg_env = environment(service(&c, &upstream.host));
+    let pg = |k: &str| pg_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(pg("POSTGRES_USER").as_deref(), Some(upstream.user.as_str()));
+    assert_eq!(pg("POSTGRES_DB").as_deref(), Some(upstream.dbname.as_str()));
+    assert_eq!(pg("POSTGRES_PASSWORD"), upstream.password);
+    assert_eq!(upstream.port, 5432);
+    // Published ports are the ones pgheal listens on.
+    let published: BTreeSet<u16> = strings(&pgheal["ports"])
+        .iter()
+        .map(|p| {
+            p.rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("container port")
+        })
+        .collect();
+    let listen = get("PGHEAL_LISTEN").unwrap_or("0.0.0.0:6432");
+    let metrics = get("PGHEAL_METRICS_LISTEN").unwrap_or("0.0.0.0:9187");
+    assert_eq!(
+        published,
+        BTreeSet::from([port_of(listen), port_of(metrics)])
+    );
+    // Every dependency is a service of the file; bind mounts name files of the repository.
+    for (_, s) in services {
+        if let Some(deps) = s["depends_on"].as_mapping() {
+            for d in deps.keys() {
+                assert!(names.contains(d.as_str().unwrap()), "depends_on {d:?}");
+            }
+        }
+        for v in strings(&s["volumes"]) {
+            let source = v.split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(
+                    repo().join(source).exists(),
+                    "compose mounts {source}, which is missing"
+                );
+            } else {
+                let volumes = c["volumes"]
+                    .as_mapping()
+                    .expect("named volumes are declared");
+                assert!(
+                    volumes.contains_key(source),
+                    "volume {source} is not declared"
+                );
+            }
+        }
+    }
+    // The grace period covers pgheal's shutdown timeout (30 s unless set).
+    let grace = pgheal["stop_grace_period"]
+        .as_str()
+        .expect("stop_grace_period");
+    let secs: u64 = grace.trim_end_matches('s').parse().expect("seconds");
+    let timeout: u64 = get("PGHEAL_SHUTDOWN_TIMEOUT")
+        .map(|t| t.trim_end_matches('s').parse().expect("seconds"))
+        .unwrap_or(30);
+    assert!(
+        secs > timeout,
+        "stop_grace_period {secs}s must exceed {timeout}s"
+    );
+}
+
+fn openssl(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (is it installed? .ci/setup installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_certificate_script_makes_certificates_for_the_compose_host_names() {
+    let dir = std::env::temp_dir().join(format!("pgheal-deploy-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = || {
+        let out = Command::new("sh")
+            .arg(repo().join("deploy/make-certs.sh"))
+            .arg(&dir)
+            .output()
+            .expect("run deploy/make-certs.sh");
+        assert!(
+            out.status.success(),
+            "make-certs.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let first = std::fs::read(dir.join("pgheal.crt")).expect("pgheal.crt");
+    run();
+    assert_eq!(
+        std::fs::read(dir.join("pgheal.crt")).unwrap(),
+        first,
+        "a second run keeps the certificates"
+    );
+    let verified = openssl(
+        &["verify", "-CAfile", "ca.crt", "postgres.crt", "pgheal.crt"],
+        &dir,
+    );
+    assert!(verified.contains("postgres.crt: OK") && verified.contains("pgheal.crt: OK"));
+    let names = |cert: &str| {
+        openssl(
+            &["x509", "-in", cert, "-noout", "-ext", "subjectAltName"],
+            &dir,
+        )
+    };
+    // The compose file's service names are the names the certificates are for.
+    assert!(names("postgres.crt").contains("DNS:postgres"));
+    let p = names("pgheal.crt");
+    for n in ["DNS:pgheal", "DNS:localhost", "IP Address:127.0.0.1"] {
+        assert!(p.contains(n), "pgheal.crt lacks {n}: {p}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca.key", "postgres.key", "pgheal.key"] {
+        let mode = std::fs::metadata(dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key} must be private");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
