@@ -20,6 +20,7 @@
 //! - [`cluster`]: throwaway PostgreSQL clusters from the system binaries (demo and tests).
 //! - [`demo`]: `pgheal demo`, the migration incident replayed and healed.
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -1,9 +1,14 @@
 //! Running pgheal: bind, accept clients, serve metrics, shut down gracefully.
 //!
-//! Shutdown (SIGTERM, or [`ProxyHandle::shutdown`]): stop accepting, let sessions finish for up
-//! to `shutdown_timeout`, then tell the remaining ones to end (each client gets PostgreSQL's
-//! `57P01 terminating connection due to administrator command`), and close idle server
-//! connections.
+//! Shutdown ([`Stop`]): stop accepting, then
+//! - graceful (SIGTERM, [`ProxyHandle::shutdown`]): let sessions finish for up to
+//!   `shutdown_timeout`, then tell the remaining ones to end (each client gets PostgreSQL's
+//!   `57P01 terminating connection due to administrator command`);
+//! - the admin console's `SHUTDOWN`: end every session now; `SHUTDOWN WAIT_FOR_CLIENTS`: wait
+//!   for every client to leave; `SHUTDOWN WAIT_FOR_SERVERS`: pause every pool and end once no
+//!   server connection is in use (PgBouncer's meanings);
+//!
+//! and close idle server connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,21 @@ use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
+use crate::session::clients::ClientList;
 use crate::session::{run_client, Shared};
+
+/// How pgheal is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Sessions get `shutdown_timeout` to finish.
+    Graceful,
+    /// Every session ends now.
+    Immediate,
+    /// Wait for every client to leave, however long.
+    WaitForClients,
+    /// Pause every pool; end once no server connection is in use.
+    WaitForServers,
+}
 
 /// A running pgheal.
 pub struct ProxyHandle {
@@ -25,7 +44,9 @@ pub struct ProxyHandle {
     pub pools: Arc<Pools>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
+    /// Every logged-in client.
+    pub clients: Arc<ClientList>,
+    stop: Arc<watch::Sender<Option<Stop>>>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -37,7 +58,12 @@ impl ProxyHandle {
 
     /// Ask for a graceful shutdown without waiting for it.
     pub fn trigger_shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.stop_with(Stop::Graceful);
+    }
+
+    /// Ask to stop in the given way (a stop already asked for is not changed).
+    pub fn stop_with(&self, how: Stop) {
+        request_stop(&self.stop, how);
     }
 
     /// Shut down gracefully and wait until every session has ended.
@@ -50,6 +76,18 @@ impl ProxyHandle {
     pub async fn wait(self) {
         let _ = self.done.await;
     }
+}
+
+/// Ask to stop, unless a stop was already asked for.
+pub fn request_stop(stop: &watch::Sender<Option<Stop>>, how: Stop) {
+    stop.send_if_modified(|s| {
+        if s.is_none() {
+            *s = Some(how);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Bind the listeners and start serving in the background.
@@ -84,17 +122,20 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
             )));
         }
     }
-    let (force_tx, force_rx) = watch::channel(false);
+    let clients = Arc::new(ClientList::default());
+    let stop = Arc::new(watch::channel(None).0);
+    let mut stop_rx = stop.subscribe();
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pools: pools.clone(),
         metrics: metrics.clone(),
         cancels: Arc::new(CancelRegistry::default()),
         client_slots: Arc::new(Semaphore::new(cfg.max_client_conn)),
-        force_close: force_rx,
+        clients: clients.clone(),
+        stop: stop.clone(),
         startup_memo: Default::default(),
     });
-    let (stop, mut stop_rx) = watch::channel(false);
+    let handle_clients = clients.clone();
     let loops = EventLoops::start(cfg.threads, &metrics)?;
     tracing::info!(%addr, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
     let done = tokio::spawn(async move {
@@ -116,17 +157,43 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
             }
         }
         drop(listener);
-        tracing::info!(sessions = sessions.len(), timeout = ?cfg.shutdown_timeout, "shutting down: waiting for sessions to finish");
-        let drain = async { while sessions.join_next().await.is_some() {} };
-        if tokio::time::timeout(cfg.shutdown_timeout, drain)
-            .await
-            .is_err()
-        {
-            tracing::info!(
-                sessions = sessions.len(),
-                "shutdown timeout passed: closing the remaining sessions"
-            );
-            let _ = force_tx.send(true);
+        let how = (*stop_rx.borrow()).unwrap_or(Stop::Graceful);
+        let waited = match how {
+            Stop::Graceful => {
+                tracing::info!(sessions = sessions.len(), timeout = ?cfg.shutdown_timeout, "shutting down: waiting for sessions to finish");
+                let drain = async { while sessions.join_next().await.is_some() {} };
+                tokio::time::timeout(cfg.shutdown_timeout, drain)
+                    .await
+                    .is_ok()
+            }
+            Stop::Immediate => false,
+            Stop::WaitForClients => {
+                tracing::info!(
+                    sessions = sessions.len(),
+                    "shutting down: waiting for every client to leave"
+                );
+                while sessions.join_next().await.is_some() {}
+                true
+            }
+            Stop::WaitForServers => {
+                tracing::info!("shutting down: pausing every pool and waiting for server connections to be released");
+                pools.controls().global().set_paused(true);
+                pools.close_idle();
+                let released = async {
+                    while !pools.all().iter().all(|p| p.servers().is_empty()) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                        }
+                    }
+                };
+                released.await;
+                false
+            }
+        };
+        if !waited {
+            tracing::info!(sessions = sessions.len(), "closing the remaining sessions");
+            clients.kill_all();
             let drain = async { while sessions.join_next().await.is_some() {} };
             if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
                 .await
@@ -150,6 +217,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         pools: handle_pools,
         metrics_addr,
         metrics,
+        clients: handle_clients,
         stop,
         done,
     })

@@ -89,6 +89,12 @@ pub struct General {
     pub server_tls_key_file: Option<String>,
     /// PgBouncer's syntax: secure (default), all, tlsv1.2, tlsv1.3.
     pub server_tls_protocols: Option<String>,
+    /// Users who may run every admin console command.
+    pub admin_users: Option<Vec<String>>,
+    /// Users who may run the admin console's SHOW commands.
+    pub stats_users: Option<Vec<String>>,
+    /// Seconds between the snapshots the admin console's averages are computed over.
+    pub stats_period: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

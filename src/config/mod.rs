@@ -191,6 +191,12 @@ pub struct Config {
     /// Statements kept prepared per server connection in transaction pooling (LRU).
     pub max_prepared_statements: usize,
     pub shutdown_timeout: Duration,
+    /// Users who may run every admin console command (`admin_users`).
+    pub admin_users: Vec<String>,
+    /// Users who may run the admin console's `SHOW` commands (`stats_users`).
+    pub stats_users: Vec<String>,
+    /// The period of the admin console's averages (`stats_period`).
+    pub stats_period: Duration,
     /// Event loops, one thread each (see [`crate::event_loops`]).
     pub threads: usize,
     pub log_format: LogFormat,

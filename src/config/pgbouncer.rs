@@ -318,7 +318,20 @@ fn general(
         logfile: non_empty(set.get("logfile")),
         pidfile: non_empty(set.get("pidfile")),
         user: non_empty(set.get("user")),
+        admin_users: set.get("admin_users").map(|e| name_list(&e.value)),
+        stats_users: set.get("stats_users").map(|e| name_list(&e.value)),
+        stats_period: Some(at_least("stats_period", int_or("stats_period", 60)?, 1)? as f64),
     })
+}
+
+/// A comma-separated list of user names (`admin_users`, `stats_users`), blanks around names
+/// ignored, as PgBouncer's `strlist` parses it.
+fn name_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `listen_addr` (a comma-separated list; `*` = all addresses) and `listen_port` → the one

@@ -123,14 +123,13 @@ const fn differs(
 }
 
 const TLS: &str = "TLS to clients is not implemented yet";
-const CONSOLE: &str = "no admin console yet";
 const UNIX: &str = "Unix sockets are not implemented yet";
 
 use Kind::{Int, Str, Time, UInt};
 
 /// PgBouncer 1.25's `[pgbouncer]` keys, in its (alphabetical) order.
 pub const KEYS: &[Key] = &[
-    not_yet("admin_users", Str, "", &[""], CONSOLE),
+    yes("admin_users", Str, "", "`admin_users`: users who may run every admin console command (the `pgbouncer` or `pgheal` database); they log in with their auth_file secret"),
     not_yet("application_name_add_host", Int, "0", &["0"], ""),
     not_yet("auth_dbname", Str, "", &[""], "auth_query is not implemented yet"),
     yes("auth_file", Str, "", "`auth_file`: plain, md5 and SCRAM secrets; an unreadable file is a warning and no users, as in PgBouncer"),
@@ -226,8 +225,8 @@ pub const KEYS: &[Key] = &[
     yes("server_tls_sslmode", Kind::Lookup(SSLMODES), "prefer", "`server_tls_sslmode`, libpq's meanings; `allow` works as `prefer`; an upstream URL's `sslmode` wins"),
     differs("service_name", Str, "", false, "Windows service name"),
     not_yet("so_reuseport", Int, "0", &["0"], "pgheal runs several event loops in one process instead (`threads`)"),
-    differs("stats_period", Int, "60", false, "statistics are Prometheus metrics (`metrics_listen`)"),
-    not_yet("stats_users", Str, "", &[""], CONSOLE),
+    yes("stats_period", Int, "60", "`stats_period`: the period of the averages in `SHOW STATS`, `SHOW STATS_AVERAGES` and `SHOW TOTALS`"),
+    yes("stats_users", Str, "", "`stats_users`: users who may run the admin console's `SHOW` commands (but not `SHOW FDS`)"),
     not_yet("suspend_timeout", Time, "10", &[], "online restart is not implemented yet"),
     not_yet("syslog", Int, "0", &["0"], ""),
     not_yet("syslog_facility", Str, "daemon", &["daemon"], ""),

@@ -47,7 +47,7 @@ pub mod route;
 pub mod window;
 
 pub use epoch::SchemaEpoch;
-pub use event::{HealEvent, Outcome};
+pub use event::{truncate_sql, HealEvent, Outcome};
 pub use guard::SavepointGuard;
 pub use leave::Rest;
 pub use outbox::Outbox;

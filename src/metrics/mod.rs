@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::heal::Outcome;
 
+pub mod heal_log;
+
 pub struct Metrics {
     pub registry: Registry,
     /// `pgheal_heal_events_total{outcome}`.
@@ -52,6 +54,8 @@ pub struct Metrics {
     /// `pgheal_listen_clients_closed_total{reason}`: listening clients closed because a
     /// notification could not reach them (overflow, connection_lost, listen_failed).
     pub listen_clients_closed: IntCounterVec,
+    /// The last heal events, for the admin console's `SHOW HEALS`.
+    pub heals: heal_log::HealLog,
 }
 
 impl Metrics {
@@ -202,6 +206,7 @@ impl Metrics {
             listen_channels,
             notifications,
             listen_clients_closed,
+            heals: heal_log::HealLog::default(),
         })
     }
 

@@ -9,8 +9,10 @@ use crate::config::PoolMode;
 use crate::metrics::Metrics;
 use crate::protocol::backend::TxStatus;
 
+use super::control::PoolControl;
 use super::reset::{reset, RESET_TIMEOUT};
 use super::server::{ServerConn, ServerError, ServerLogin};
+use super::stats::{PoolStats, ServerState, ServerTrack};
 
 /// Pools are per client-facing database and server user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,13 +44,25 @@ pub struct PoolSettings {
     pub reset_query_always: bool,
 }
 
+/// An idle connection and its entry in the pool's list.
+struct Pooled {
+    conn: ServerConn,
+    track: Arc<ServerTrack>,
+}
+
 pub struct Pool {
     pub key: PoolKey,
     login: ServerLogin,
     settings: PoolSettings,
     /// One permit per open connection that is checked out, connecting, or being reset.
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<ServerConn>>,
+    idle: Mutex<Vec<Pooled>>,
+    /// Every open connection of the pool, for `SHOW SERVERS` (changes on open and close).
+    servers: Mutex<std::collections::BTreeMap<u64, Arc<ServerTrack>>>,
+    /// The pool's figures (see [`super::stats`]).
+    pub stats: Arc<PoolStats>,
+    /// Pause and reconnect of its database and of the process.
+    pub control: PoolControl,
     /// The server's ParameterStatus values, from the first connection: transaction pooling
     /// answers logins with them instead of waiting for a server connection.
     params: Mutex<Option<std::collections::BTreeMap<String, String>>>,
@@ -66,6 +80,7 @@ impl Pool {
         key: PoolKey,
         login: ServerLogin,
         settings: PoolSettings,
+        control: PoolControl,
         metrics: Arc<Metrics>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
@@ -74,6 +89,9 @@ impl Pool {
             permits: Arc::new(Semaphore::new(settings.size)),
             settings,
             idle: Mutex::new(Vec::new()),
+            servers: Mutex::new(Default::default()),
+            stats: Arc::new(PoolStats::default()),
+            control,
             params: Mutex::new(None),
             metrics,
         })
@@ -105,84 +123,159 @@ impl Pool {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    fn expired(&self, c: &ServerConn, now: Instant) -> bool {
-        let lifetime = self.settings.server_lifetime;
-        !lifetime.is_zero() && now.duration_since(c.created) >= lifetime
+    /// How many idle connections hold the statement prepared under `name`.
+    pub fn idle_holding(&self, name: &[u8]) -> usize {
+        self.idle
+            .lock()
+            .map(|v| v.iter().filter(|c| c.conn.prepared.contains(name)).count())
+            .unwrap_or(0)
     }
 
-    /// Wait (up to `query_wait_timeout`) for a connection: an idle one if healthy, else a new
-    /// one. Cancel-safe: a cancelled wait takes nothing.
+    /// Every open connection of the pool, by id.
+    pub fn servers(&self) -> Vec<Arc<ServerTrack>> {
+        self.servers
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a connection must not be reused: past `server_lifetime`, opened before a
+    /// `RECONNECT`, or its database is paused.
+    fn retire(&self, c: &Pooled, now: Instant) -> bool {
+        let lifetime = self.settings.server_lifetime;
+        (!lifetime.is_zero() && now.duration_since(c.conn.created) >= lifetime)
+            || self.control.is_stale(c.track.generation)
+            || self.control.is_paused()
+    }
+
+    /// Wait (up to `query_wait_timeout`, a pause included) for a connection: an idle one if
+    /// healthy, else a new one. Cancel-safe: a cancelled wait takes nothing.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, PoolError> {
-        let wait = self.settings.query_wait_timeout;
-        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-            Err(_) => return Err(PoolError::WaitTimeout(wait)),
-            Ok(Err(_)) => return Err(PoolError::Closed),
-            Ok(Ok(p)) => p,
+        let start = Instant::now();
+        let fast = if self.control.is_paused() {
+            None
+        } else {
+            self.permits.clone().try_acquire_owned().ok()
         };
+        let permit = match fast {
+            Some(p) => p,
+            None => {
+                let wait = self.settings.query_wait_timeout;
+                let _waiting = self.stats.waiter();
+                let acquire = async {
+                    loop {
+                        self.control.until_running().await;
+                        let p = self.permits.clone().acquire_owned().await;
+                        // A pause that began while this client waited for a permit.
+                        if p.is_err() || !self.control.is_paused() {
+                            return p;
+                        }
+                    }
+                };
+                match tokio::time::timeout(wait, acquire).await {
+                    Err(_) => return Err(PoolError::WaitTimeout(wait)),
+                    Ok(Err(_)) => return Err(PoolError::Closed),
+                    Ok(Ok(p)) => p,
+                }
+            }
+        };
+        self.stats.assigned(start.elapsed());
         let now = Instant::now();
         loop {
             // The most recently used idle connection of this event loop, else any.
             let here = std::thread::current().id();
             let candidate = self.idle.lock().ok().and_then(|mut v| {
-                match v.iter().rposition(|c| c.home() == here) {
+                match v.iter().rposition(|c| c.conn.home() == here) {
                     Some(i) => Some(v.remove(i)),
                     None => v.pop(),
                 }
             });
             match candidate {
-                Some(c) if self.expired(&c, now) || c.is_broken_while_idle() => {
+                Some(c) if self.retire(&c, now) || c.conn.is_broken_while_idle() => {
                     tracing::debug!(
-                        server = c.id,
-                        pid = c.backend_pid,
-                        "closing an expired or broken idle server connection"
+                        server = c.conn.id,
+                        pid = c.conn.backend_pid,
+                        "closing an expired, stale or broken idle server connection"
                     );
                     self.close(c);
                 }
-                Some(c) => match c.at_home() {
-                    Ok((c, moved)) => {
+                Some(Pooled { conn, track }) => match conn.at_home() {
+                    Ok((conn, moved)) => {
                         if moved {
                             self.metrics.server_connection_moves.inc();
                         }
-                        return Ok(self.guard(c, permit));
+                        return Ok(self.guard(Pooled { conn, track }, permit));
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "closing a server connection that could not move to this event loop");
-                        self.metrics.server_connections.dec();
+                        self.forget(&track);
                     }
                 },
                 None => {
-                    let c = ServerConn::connect(&self.login).await?;
-                    self.metrics.server_connections.inc();
-                    self.remember_params(&c);
-                    tracing::debug!(server = c.id, pid = c.backend_pid, pool = ?self, "opened a server connection");
+                    let c = self.open().await?;
                     return Ok(self.guard(c, permit));
                 }
             }
         }
     }
 
-    fn guard(self: &Arc<Self>, conn: ServerConn, permit: OwnedSemaphorePermit) -> Checkout {
+    /// Open a connection and add it to the pool's list (not yet idle nor checked out).
+    async fn open(&self) -> Result<Pooled, ServerError> {
+        let generation = self.control.generation();
+        let conn = {
+            let _login = self.stats.connecting();
+            ServerConn::connect(&self.login).await?
+        };
+        self.metrics.server_connections.inc();
+        self.remember_params(&conn);
+        tracing::debug!(server = conn.id, pid = conn.backend_pid, pool = ?self, "opened a server connection");
+        let tls = if conn.reader.get_ref().is_tls() {
+            "TLS".to_owned()
+        } else {
+            String::new()
+        };
+        let track = ServerTrack::new(conn.id, conn.addr, None, conn.backend_pid, tls, generation);
+        if let Ok(mut m) = self.servers.lock() {
+            m.insert(conn.id, track.clone());
+        }
+        Ok(Pooled { conn, track })
+    }
+
+    fn guard(self: &Arc<Self>, c: Pooled, permit: OwnedSemaphorePermit) -> Checkout {
+        c.track.set_state(ServerState::Active);
+        self.stats.checked_out();
         Checkout {
-            conn: Some(conn),
+            conn: Some(c.conn),
+            track: Some(c.track),
             permit: Some(permit),
             pool: self.clone(),
         }
     }
 
-    /// Close a connection for good (a polite Terminate if the socket takes it).
-    pub(crate) fn close(&self, c: ServerConn) {
-        let x = crate::protocol::encode::terminate();
-        let mut w = c.writer.into_inner();
-        let _ = w.try_write(&x.bytes);
+    /// Take a connection off the pool's list (it is closed or lost).
+    fn forget(&self, track: &ServerTrack) {
+        if let Ok(mut m) = self.servers.lock() {
+            m.remove(&track.id);
+        }
         self.metrics.server_connections.dec();
     }
 
-    fn put_idle(&self, mut c: ServerConn) {
-        c.idle_since = Instant::now();
-        if self.expired(&c, c.idle_since) {
+    /// Close a connection for good (a polite Terminate if the socket takes it).
+    fn close(&self, c: Pooled) {
+        let x = crate::protocol::encode::terminate();
+        let mut w = c.conn.writer.into_inner();
+        let _ = w.try_write(&x.bytes);
+        self.forget(&c.track);
+    }
+
+    fn put_idle(&self, mut c: Pooled) {
+        c.conn.idle_since = Instant::now();
+        c.track.set_prepared(c.conn.prepared.len());
+        if self.retire(&c, c.conn.idle_since) {
             self.close(c);
             return;
         }
+        c.track.set_state(ServerState::Idle);
         match self.idle.lock() {
             Ok(mut v) => v.push(c),
             Err(_) => self.close(c),
@@ -197,17 +290,17 @@ impl Pool {
         if let Ok(mut idle) = self.idle.lock() {
             let (gone, mut keep): (Vec<_>, Vec<_>) = idle
                 .drain(..)
-                .partition(|c| self.expired(c, now) || c.is_broken_while_idle());
+                .partition(|c| self.retire(c, now) || c.conn.is_broken_while_idle());
             to_close.extend(gone);
             // Idle past server_idle_timeout: close, oldest first, down to min_size open.
             let idle_timeout = self.settings.server_idle_timeout;
             if !idle_timeout.is_zero() {
                 let in_use = self.settings.size - self.permits.available_permits();
-                keep.sort_by_key(|c| std::cmp::Reverse(c.idle_since));
+                keep.sort_by_key(|c| std::cmp::Reverse(c.conn.idle_since));
                 while in_use + keep.len() > self.settings.min_size
                     && keep
                         .last()
-                        .is_some_and(|c| now.duration_since(c.idle_since) >= idle_timeout)
+                        .is_some_and(|c| now.duration_since(c.conn.idle_since) >= idle_timeout)
                 {
                     to_close.extend(keep.pop());
                 }
@@ -218,16 +311,16 @@ impl Pool {
         for c in to_close {
             self.close(c);
         }
+        if self.control.is_paused() {
+            return;
+        }
         let open = self.settings.size - self.permits.available_permits() + self.idle_count();
         for _ in open..self.settings.min_size {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            match ServerConn::connect(&self.login).await {
-                Ok(c) => {
-                    self.metrics.server_connections.inc();
-                    self.put_idle(c);
-                }
+            match self.open().await {
+                Ok(c) => self.put_idle(c),
                 Err(e) => {
                     tracing::warn!(pool = ?self, error = %e, "cannot open a minimum-pool connection");
                     break;
@@ -237,9 +330,9 @@ impl Pool {
         }
     }
 
-    /// Close every idle connection (shutdown).
+    /// Close every idle connection (shutdown, `PAUSE`, `KILL`, `RECONNECT`).
     pub fn close_idle(&self) {
-        let idle: Vec<ServerConn> = self
+        let idle: Vec<Pooled> = self
             .idle
             .lock()
             .map(|mut v| v.drain(..).collect())
@@ -254,6 +347,7 @@ impl Pool {
 /// closes the connection (its state is unknown) and frees its place in the pool.
 pub struct Checkout {
     conn: Option<ServerConn>,
+    track: Option<Arc<ServerTrack>>,
     permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
 }
@@ -275,18 +369,41 @@ impl Checkout {
         &self.pool
     }
 
+    /// Record which client this connection now serves (`SHOW SERVERS`' link).
+    pub fn link_to(&self, client_id: u64) {
+        if let Some(t) = &self.track {
+            t.link_to(client_id);
+        }
+    }
+
+    /// Both halves, for giving back or closing.
+    fn take(&mut self) -> Option<Pooled> {
+        let conn = self.conn.take()?;
+        let track = self.track.take()?;
+        self.pool.stats.given_back();
+        Some(Pooled { conn, track })
+    }
+
     /// Return the connection. `quiet`: every message sent was answered up to ReadyForQuery;
     /// otherwise the connection is closed. In the background: ROLLBACK when a transaction
     /// is open, then `server_reset_query` (session mode, or always when configured).
     pub fn checkin(mut self, status: TxStatus, quiet: bool) {
-        let (Some(conn), Some(permit)) = (self.conn.take(), self.permit.take()) else {
+        let (Some(conn), Some(permit)) = (self.take(), self.permit.take()) else {
             return;
         };
         let pool = self.pool.clone();
         if !quiet {
             tracing::debug!(
-                server = conn.id,
+                server = conn.conn.id,
                 "closing a server connection left mid-batch"
+            );
+            pool.close(conn);
+            return;
+        }
+        if pool.control.is_paused() || pool.control.is_stale(conn.track.generation) {
+            tracing::debug!(
+                server = conn.conn.id,
+                "closing a server connection given back while its database is paused or after a RECONNECT"
             );
             pool.close(conn);
             return;
@@ -299,20 +416,22 @@ impl Checkout {
             drop(permit);
             return;
         }
+        conn.track.set_state(ServerState::Used);
         tokio::spawn(async move {
+            let _resetting = pool.stats.resetting();
             let s = &pool.settings;
             let query = if run_reset {
                 s.reset_query.as_str()
             } else {
                 ""
             };
-            let mut conn = conn;
-            let done = tokio::time::timeout(RESET_TIMEOUT, reset(&mut conn, status, query)).await;
+            let mut c = conn;
+            let done = tokio::time::timeout(RESET_TIMEOUT, reset(&mut c.conn, status, query)).await;
             match done.unwrap_or_else(|_| Err("the reset timed out".into())) {
-                Ok(()) => pool.put_idle(conn),
+                Ok(()) => pool.put_idle(c),
                 Err(why) => {
-                    tracing::info!(server = conn.id, reason = %why, "closing a server connection that failed its reset");
-                    pool.close(conn);
+                    tracing::info!(server = c.conn.id, reason = %why, "closing a server connection that failed its reset");
+                    pool.close(c);
                 }
             }
             drop(permit);
@@ -321,7 +440,7 @@ impl Checkout {
 
     /// Close the connection (it broke or its state is unknown).
     pub fn discard(mut self) {
-        if let Some(c) = self.conn.take() {
+        if let Some(c) = self.take() {
             self.pool.close(c);
         }
     }
@@ -329,7 +448,7 @@ impl Checkout {
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
+        if let Some(c) = self.take() {
             self.pool.close(c);
         }
     }

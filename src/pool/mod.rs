@@ -11,11 +11,13 @@
 //!   LISTENs of transaction-pooling clients; [`mailbox`]: each client's queue of notifications.
 
 pub mod bounded;
+pub mod control;
 pub mod listen;
 pub mod mailbox;
 pub mod registry;
 pub mod reset;
 pub mod server;
+pub mod stats;
 
 pub use bounded::{Checkout, Pool, PoolError, PoolKey};
 pub use registry::Pools;

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::statements::StatementNames;
 
 use super::bounded::{Pool, PoolKey, PoolSettings};
+use super::control::{Controls, PoolControl};
 use super::listen::Listeners;
 use super::server::ServerLogin;
 
@@ -23,6 +24,8 @@ pub struct Pools {
     epochs: DashMap<String, Arc<SchemaEpoch>>,
     /// The listening connection of each database (LISTEN in transaction pooling).
     listeners: Arc<Listeners>,
+    /// Pause, disable and reconnect of each database and of the process.
+    controls: Controls,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -34,6 +37,7 @@ impl Pools {
             names: DashMap::new(),
             epochs: DashMap::new(),
             listeners: Listeners::new(metrics.clone()),
+            controls: Controls::default(),
             cfg,
             metrics,
         })
@@ -90,9 +94,25 @@ impl Pools {
                     reset_query: self.cfg.server_reset_query.clone(),
                     reset_query_always: self.cfg.server_reset_query_always,
                 };
-                Pool::new(key, login, settings, self.metrics.clone())
+                let control = PoolControl {
+                    database: self.controls.database(&db.name),
+                    global: self.controls.global().clone(),
+                };
+                Pool::new(key, login, settings, control, self.metrics.clone())
             })
             .clone()
+    }
+
+    /// Every pool, ordered by database and user (the admin console's order).
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.value().clone()).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Pause, disable and reconnect state.
+    pub fn controls(&self) -> &Controls {
+        &self.controls
     }
 
     /// The schema epoch of a database, shared by every pool and session of it.
@@ -120,14 +140,23 @@ impl Pools {
         }
     }
 
-    /// Every second: expire idle connections and top pools up to their minimum.
+    /// Every second: expire idle connections and top pools up to their minimum. Every
+    /// `stats_period`: start a new period of the averages (`SHOW STATS`).
     pub async fn maintain_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut period_start = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.value().clone()).collect();
+            let rotate = period_start.elapsed() >= self.cfg.stats_period;
+            if rotate {
+                period_start = tokio::time::Instant::now();
+            }
             for p in pools {
+                if rotate {
+                    p.stats.rotate();
+                }
                 p.maintain().await;
             }
         }

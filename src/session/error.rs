@@ -22,6 +22,12 @@ pub enum SessionError {
     NoUser,
     #[error("database {0:?} does not exist")]
     UnknownDatabase(String),
+    /// `DISABLE db` in the admin console.
+    #[error("database {0:?} is disabled")]
+    DatabaseDisabled(String),
+    /// A user who is neither in `admin_users` nor in `stats_users` asked for the console.
+    #[error("user {0:?} may not use the admin console")]
+    ConsoleNotAllowed(String),
     #[error("max_client_conn reached")]
     TooManyClients,
     #[error(transparent)]
@@ -57,6 +63,8 @@ impl SessionError {
             | SessionError::AuthMalformed
             | SessionError::NoUser => "auth_failed",
             SessionError::UnknownDatabase(_) => "unknown_database",
+            SessionError::DatabaseDisabled(_) => "database_disabled",
+            SessionError::ConsoleNotAllowed(_) => "auth_failed",
             SessionError::TooManyClients => "max_client_conn",
             SessionError::Pool(PoolError::WaitTimeout(_)) => "wait_timeout",
             SessionError::Pool(_) => "server_unavailable",
@@ -103,6 +111,14 @@ impl SessionError {
                 sqlstate::INVALID_CATALOG_NAME,
                 format!("database \"{db}\" does not exist"),
             ),
+            // PgBouncer's words and code (its pooler errors are 08P01).
+            SessionError::DatabaseDisabled(db) => fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("database \"{db}\" is disabled"),
+            ),
+            SessionError::ConsoleNotAllowed(_) => {
+                fatal(sqlstate::PROTOCOL_VIOLATION, "not allowed".into())
+            }
             SessionError::TooManyClients => fatal(
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "sorry, too many clients already (pgheal max_client_conn)".into(),

@@ -13,11 +13,13 @@
 //!   between transactions, with [`listen_sql`] reading the statements), [`pin`] (temporary
 //!   objects, WITH HOLD cursors and advisory locks keep the client on its connection), and
 //!   [`between`], where the relay loop calls into them.
+//! - [`clients`]: every logged-in client, for the admin console (`SHOW CLIENTS`, `KILL`).
 //! - [`error`]: [`SessionError`], and the deliberate choice of what a client is told.
 
 mod between;
 pub mod cancel;
 pub mod client_auth;
+pub mod clients;
 pub mod error;
 pub mod listen;
 pub mod listen_sql;

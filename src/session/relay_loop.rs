@@ -20,11 +20,13 @@ use crate::config::PoolMode;
 use crate::heal::{HealEvent, Outbox, Outcome, Relay, Rest};
 use crate::metrics::Metrics;
 use crate::net::{FrameReader, FrameWriter, NetError};
+use crate::pool::stats::Activity;
 use crate::pool::{Checkout, Pool};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
 use super::cancel::{CancelKey, CancelTarget};
+use super::clients::ClientTrack;
 use super::listen::ClientListen;
 use super::pin::Pin;
 use super::settings::{self, ClientSettings, Reported};
@@ -70,6 +72,14 @@ pub struct Conversation<'a> {
     pub discard_pending: bool,
     pub cancel: &'a CancelKey,
     pub metrics: Arc<Metrics>,
+    /// This client in the admin console's list.
+    pub client: Arc<ClientTrack>,
+    /// Queries, transactions and traffic not yet added to the pool's figures.
+    pub activity: Activity,
+    /// When the current query and transaction began (the first client message after
+    /// ReadyForQuery, and after ReadyForQuery `I`).
+    pub query_start: Option<std::time::Instant>,
+    pub xact_start: Option<std::time::Instant>,
 }
 
 /// Server connections tried for one transaction when restoring the client's settings fails.
@@ -88,7 +98,17 @@ impl Conversation<'_> {
         let span = &self.engine.span;
         let mut attempt = 1;
         let mut checkout = loop {
-            let mut checkout = self.pool.checkout().await?;
+            self.client.start_waiting();
+            let got = self.pool.checkout().await;
+            let mut checkout = match got {
+                Ok(c) => c,
+                Err(e) => {
+                    self.client.linked(0);
+                    return Err(e.into());
+                }
+            };
+            self.client.linked(checkout.conn_ref().id);
+            checkout.link_to(self.client.id);
             let conn = checkout.conn();
             tracing::trace!(parent: span, server = conn.id, "attached a server connection");
             if conn.applied_settings == self.settings.fingerprint() {
@@ -126,6 +146,7 @@ impl Conversation<'_> {
         let Some(mut c) = self.attached.take() else {
             return Ok(());
         };
+        self.client.unlinked();
         tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
         if std::mem::take(&mut self.discard_pending) {
             self.watch.take_changed();
@@ -155,6 +176,7 @@ impl Conversation<'_> {
     /// flight, the connection is first brought to rest (see [`crate::heal::leave`]) within
     /// [`SERVER_DRAIN_TIMEOUT`], or closed. Not cancel-safe.
     pub async fn finish(mut self, end: &Result<End, SessionError>) {
+        self.pool.stats.record(&self.activity);
         let Some(mut c) = self.attached.take() else {
             return;
         };
@@ -208,6 +230,22 @@ impl Conversation<'_> {
         self.engine.set_search_path(None);
         self.watch.discarded();
         self.discard_pending = self.attached.is_some();
+    }
+
+    /// Count a client message: its bytes, a Parse or Bind, and the start of a query or
+    /// transaction.
+    fn account_client(&mut self, f: &Frame) {
+        self.activity.client_bytes += f.len() as u64;
+        match f.tag {
+            frontend::PARSE => self.activity.client_parses += 1,
+            frontend::BIND => self.activity.binds += 1,
+            _ => {}
+        }
+        if self.query_start.is_none() {
+            let now = std::time::Instant::now();
+            self.query_start = Some(now);
+            self.xact_start.get_or_insert(now);
+        }
     }
 
     /// Relay until one side ends. Not cancel-safe (writes are awaited inside).
@@ -332,6 +370,16 @@ impl Conversation<'_> {
                     if let Some(c) = self.attached.as_mut() {
                         let conn = c.conn();
                         for f in sframes.drain(..) {
+                            self.activity.server_bytes += f.len() as u64;
+                            if f.tag == backend::READY_FOR_QUERY {
+                                account_ready(
+                                    &mut self.activity,
+                                    &mut self.query_start,
+                                    &mut self.xact_start,
+                                    &f,
+                                    &self.pool,
+                                );
+                            }
                             if self.mode == PoolMode::Transaction {
                                 self.watch.server_frame(&f);
                                 if f.tag == backend::PARAMETER_STATUS {
@@ -363,6 +411,7 @@ impl Conversation<'_> {
                     end = Some(End::Terminated);
                     break;
                 }
+                self.account_client(&f);
                 if self.mode == PoolMode::Transaction {
                     if f.tag == frontend::QUERY && self.answer_listen(&f, &mut out).await {
                         continue;
@@ -404,7 +453,7 @@ impl Conversation<'_> {
                     .unwrap_or_default();
                 for ev in out.events.drain(..) {
                     let _in_span = self.engine.span.enter();
-                    report(&ev, server_id, server_pid, &self.metrics);
+                    report(&ev, &self.pool, server_id, server_pid, &self.metrics);
                 }
             }
             if out.guards > 0 || out.guard_heals > 0 {
@@ -450,6 +499,30 @@ pub const SERVER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// [`crate::heal::leave`]): its answers are read and dropped, what the engine still has to
 /// send goes out. Returns the transaction status of the last ReadyForQuery. Not cancel-safe
 /// (the caller's timeout drops the connection with it).
+/// A ReadyForQuery from the server ends a query, and with status `I` a transaction: count
+/// them and their times, and add what the session did since its last report to the pool.
+fn account_ready(
+    activity: &mut Activity,
+    query_start: &mut Option<std::time::Instant>,
+    xact_start: &mut Option<std::time::Instant>,
+    ready: &Frame,
+    pool: &Pool,
+) {
+    let now = std::time::Instant::now();
+    if let Some(start) = query_start.take() {
+        activity.queries += 1;
+        activity.query_time += now - start;
+    }
+    if ready.body().first() == Some(&TxStatus::Idle.byte()) {
+        if let Some(start) = xact_start.take() {
+            activity.transactions += 1;
+            activity.xact_time += now - start;
+        }
+    }
+    pool.stats.record(activity);
+    *activity = Activity::default();
+}
+
 async fn bring_to_rest(
     engine: &mut Relay,
     c: &mut Checkout,
@@ -457,6 +530,7 @@ async fn bring_to_rest(
 ) -> Result<TxStatus, String> {
     let mut out = Outbox::default();
     let mut frames = Vec::with_capacity(16);
+    let pool = c.pool().clone();
     loop {
         let conn = c.conn();
         let rest = engine
@@ -471,7 +545,7 @@ async fn bring_to_rest(
         }
         out.to_client.clear();
         for ev in out.events.drain(..) {
-            report(&ev, conn.id, conn.backend_pid, metrics);
+            report(&ev, &pool, conn.id, conn.backend_pid, metrics);
         }
         if let Rest::Ready(status) = rest {
             return Ok(status);
@@ -559,8 +633,11 @@ impl Wakers {
 }
 
 /// One log line and one counter per heal event.
-pub fn report(ev: &HealEvent, server_id: u64, server_pid: i32, metrics: &Metrics) {
+pub fn report(ev: &HealEvent, pool: &Pool, server_id: u64, server_pid: i32, metrics: &Metrics) {
     metrics.heal(ev.outcome);
+    metrics
+        .heals
+        .push(&pool.key.database, &pool.key.user, ev, server_pid);
     match ev.outcome {
         Outcome::Healed | Outcome::Projected => tracing::info!(
             outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, change = %ev.detail,

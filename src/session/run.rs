@@ -22,6 +22,7 @@ use crate::protocol::startup::MAX_STARTUP_LEN;
 
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::client_auth::authenticate;
+use super::clients::{ClientInfo, ClientList, Registered};
 use super::listen::ClientListen;
 use super::params;
 use super::params::StartupMemo;
@@ -39,8 +40,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub cancels: Arc<CancelRegistry>,
     pub client_slots: Arc<Semaphore>,
-    /// Flips to true when sessions must end now (shutdown timeout passed).
-    pub force_close: watch::Receiver<bool>,
+    /// Every logged-in client; shutdown and the admin console's KILL end sessions through it.
+    pub clients: Arc<ClientList>,
+    /// How the process is asked to stop (signals, the admin console's SHUTDOWN).
+    pub stop: Arc<watch::Sender<Option<crate::proxy::Stop>>>,
     /// Startup settings the server accepted, per pool (transaction pooling).
     pub startup_memo: StartupMemo,
 }
@@ -49,11 +52,12 @@ pub struct Shared {
 /// client when they may be, and logged.
 pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r, shared.cfg.max_message_len);
     let mut writer = FrameWriter::new(w);
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
-    let result = session(&mut reader, &mut writer, &shared, &span).await;
+    let result = session(&mut reader, &mut writer, &shared, &span, peer, local).await;
     if let Err(e) = result {
         if let Some(frame) = e.client_error() {
             let _ = writer.write_frame(&frame).await;
@@ -81,12 +85,20 @@ async fn session(
     writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     shared: &Arc<Shared>,
     span: &tracing::Span,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) -> Result<(), SessionError> {
-    let Some(login) = login(reader, writer, shared)
+    let login = match login(reader, writer, shared, peer, local)
         .instrument(span.clone())
         .await?
-    else {
-        return Ok(());
+    {
+        None => return Ok(()),
+        Some(Login::Console(c)) => {
+            return crate::admin::serve(reader, writer, shared, c.role, &c.registered.track)
+                .instrument(span.clone())
+                .await;
+        }
+        Some(Login::Pooled(l)) => *l,
     };
     let LoggedIn {
         _slot,
@@ -100,7 +112,13 @@ async fn session(
         watch,
         reported,
         epoch,
+        registered,
+        _in_pool,
     } = login;
+    if let Some(c) = &attached {
+        registered.track.linked(c.conn_ref().id);
+        c.link_to(registered.track.id);
+    }
     let mut conversation = Conversation {
         engine: Relay::new(shared.cfg.heal.clone(), naming)
             .with_epoch(epoch)
@@ -116,16 +134,34 @@ async fn session(
         discard_pending: false,
         cancel: &cancel_key,
         metrics: shared.metrics.clone(),
+        client: registered.track.clone(),
+        activity: Default::default(),
+        query_start: None,
+        xact_start: None,
     };
-    let mut force = shared.force_close.clone();
+    let mut force = registered.track.killed();
     let end = conversation.relay(reader, writer, &mut force).await;
     conversation.finish(&end).instrument(span.clone()).await;
     end.map(|_| ())
 }
 
+/// What a successful login leads to.
+enum Login {
+    /// A client of a pool: the relay.
+    Pooled(Box<LoggedIn>),
+    /// The admin console.
+    Console(ConsoleLogin),
+}
+
+/// An admin console login.
+struct ConsoleLogin {
+    role: crate::admin::Role,
+    registered: Registered,
+}
+
 /// What a successful login leaves for the relay.
 struct LoggedIn {
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
     _gauge: ClientGauge,
     pool: Arc<crate::pool::Pool>,
     mode: PoolMode,
@@ -136,6 +172,10 @@ struct LoggedIn {
     watch: SettingsWatch,
     reported: Reported,
     epoch: Arc<crate::heal::SchemaEpoch>,
+    /// The client in the admin console's list.
+    registered: Registered,
+    /// The client counted in its pool's figures.
+    _in_pool: crate::pool::stats::ClientCount,
 }
 
 /// Opening, authentication and server assignment. `Ok(None)`: the client left or sent a
@@ -144,7 +184,9 @@ async fn login(
     reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
     writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     shared: &Arc<Shared>,
-) -> Result<Option<LoggedIn>, SessionError> {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<Option<Login>, SessionError> {
     let _ = MAX_STARTUP_LEN;
     let opening = tokio::time::timeout(Duration::from_secs(15), read_opening(reader, writer))
         .await
@@ -164,17 +206,25 @@ async fn login(
         }
         Opening::Startup(p) => p,
     };
-    let _slot = shared
-        .client_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| SessionError::TooManyClients)?;
     let user = startup
         .user()
         .filter(|u| !u.is_empty())
         .ok_or(SessionError::NoUser)?
         .to_owned();
     let dbname = startup.database().unwrap_or(&user).to_owned();
+    let console = crate::admin::is_console_database(&dbname);
+    // As PgBouncer: max_client_conn does not apply to the admin console.
+    let _slot = if console {
+        None
+    } else {
+        Some(
+            shared
+                .client_slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| SessionError::TooManyClients)?,
+        )
+    };
     let span = tracing::Span::current();
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
@@ -186,13 +236,39 @@ async fn login(
         return Err(SessionError::UnknownUser(user));
     }
     authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
+    let info = ClientInfo {
+        user: user.clone(),
+        database: dbname.clone(),
+        addr: peer,
+        local_addr: local,
+        application_name: startup
+            .params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        tls: false,
+        admin: console,
+    };
+    if console {
+        let role = crate::admin::role_of(&shared.cfg, &user)
+            .ok_or_else(|| SessionError::ConsoleNotAllowed(user.clone()))?;
+        let registered = shared.clients.register(info);
+        crate::admin::welcome(writer, &registered.track).await?;
+        return Ok(Some(Login::Console(ConsoleLogin { role, registered })));
+    }
     let db = shared
         .cfg
         .database_for(&dbname, &user)
         .ok_or_else(|| SessionError::UnknownDatabase(dbname.clone()))?;
+    if shared.pools.controls().database(&db.name).is_disabled() {
+        return Err(SessionError::DatabaseDisabled(db.name.to_string()));
+    }
     let settings = params::requested_settings(&startup)?;
 
     let pool = shared.pools.pool_for(&db, &user, secret);
+    let in_pool = pool.stats.client();
+    let registered = shared.clients.register(info);
     // Session pooling assigns the server connection at login and applies the settings there.
     // Transaction pooling answers the login without a server connection once the server has
     // accepted this combination of startup settings (see `params`), so a login rarely waits
@@ -254,6 +330,7 @@ async fn login(
     hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key).bytes);
     hello.push(encode::ready_for_query(TxStatus::Idle).bytes);
     writer.write_parts(&mut hello).await?;
+    pool.stats.login();
     shared.metrics.client_connections.inc();
     let _gauge = ClientGauge(shared.metrics.clone());
     tracing::debug!(mode = ?db.pool_mode, "session started");
@@ -265,7 +342,7 @@ async fn login(
             search_path: client_settings.statement_key(),
         },
     };
-    Ok(Some(LoggedIn {
+    Ok(Some(Login::Pooled(Box::new(LoggedIn {
         _slot,
         _gauge,
         epoch: shared.pools.epoch_for(&db.name),
@@ -277,7 +354,9 @@ async fn login(
         settings: client_settings,
         watch: SettingsWatch::with_startup(&settings),
         reported: Reported::new(server_params),
-    }))
+        registered,
+        _in_pool: in_pool,
+    }))))
 }
 
 /// Decrements the client gauge when the session ends, however it ends.

@@ -31,6 +31,14 @@ pub struct Described {
     pub epoch: u64,
 }
 
+/// A statement of a pool as the admin console lists it.
+#[derive(Debug, Clone)]
+pub struct PoolStatement {
+    pub name: Arc<[u8]>,
+    pub sql: Arc<[u8]>,
+    pub param_types: Arc<[u32]>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     sql: Arc<[u8]>,
@@ -94,6 +102,21 @@ impl StatementNames {
 
     pub fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Every statement of the pool, by name (the admin console's `SHOW STATEMENTS`).
+    pub fn list(&self) -> Vec<PoolStatement> {
+        let mut v: Vec<PoolStatement> = self
+            .names
+            .iter()
+            .map(|e| PoolStatement {
+                name: e.value().clone(),
+                sql: e.key().sql.clone(),
+                param_types: e.key().param_types.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     pub fn is_empty(&self) -> bool {
