@@ -305,15 +305,13 @@ async fn show_commands_report_real_activity_in_pgbouncers_columns() {
     assert_eq!(show(&watcher, "SHOW POOLS").await.columns.len(), 17);
     assert_eq!(refused(&watcher, "PAUSE").await, "admin access needed");
     assert_eq!(refused(&watcher, "SHOW FDS").await, "admin access needed");
-    let e = try_connect(&proxy_url_as(&p, USER, PASSWORD, "pgbouncer"))
-        .await
-        .err()
-        .expect("app is not a console user");
+    let Err(e) = try_connect(&proxy_url_as(&p, USER, PASSWORD, "pgbouncer")).await else {
+        panic!("app is not a console user");
+    };
     assert_eq!(e.as_db_error().map(|d| d.message()), Some("not allowed"));
-    let e = try_connect(&proxy_url_as(&p, "admin", "wrong", "pgheal"))
-        .await
-        .err()
-        .expect("a wrong password");
+    let Err(e) = try_connect(&proxy_url_as(&p, "admin", "wrong", "pgheal")).await else {
+        panic!("a wrong password");
+    };
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"));
     holder.batch_execute("COMMIT").await.unwrap();
     stop(p).await;
@@ -477,10 +475,9 @@ async fn kill_client_kill_and_disable_end_and_refuse_sessions() {
     );
 
     show(&admin, &format!("DISABLE {DB}")).await;
-    let e = try_connect(&proxy_url(&p))
-        .await
-        .err()
-        .expect("a disabled database refuses logins");
+    let Err(e) = try_connect(&proxy_url(&p)).await else {
+        panic!("a disabled database refuses logins");
+    };
     assert_eq!(
         e.as_db_error().map(|d| d.message().to_owned()),
         Some(format!("database \"{DB}\" is disabled"))
