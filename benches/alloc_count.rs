@@ -102,7 +102,7 @@ impl Pipe {
     fn new(pool_mode: PoolMode) -> Pipe {
         let (naming, srv) = match pool_mode {
             PoolMode::Session => (Naming::Session, ServerPrepared::new(usize::MAX)),
-            PoolMode::Transaction => (
+            PoolMode::Transaction | PoolMode::Statement => (
                 Naming::Pooled {
                     names: Arc::new(StatementNames::default()),
                     search_path: None,

@@ -75,7 +75,7 @@ impl Engine {
     fn new(pool_mode: PoolMode) -> Engine {
         let (naming, srv) = match pool_mode {
             PoolMode::Session => (Naming::Session, ServerPrepared::new(usize::MAX)),
-            PoolMode::Transaction => (
+            PoolMode::Transaction | PoolMode::Statement => (
                 Naming::Pooled {
                     names: Arc::new(StatementNames::default()),
                     search_path: None,

@@ -130,10 +130,7 @@ fn help() -> Vec<Frame> {
 }
 
 fn mode_name(m: PoolMode) -> &'static str {
-    match m {
-        PoolMode::Session => "session",
-        PoolMode::Transaction => "transaction",
-    }
+    m.as_str()
 }
 
 /// `SHOW POOLS`.
@@ -845,7 +842,7 @@ fn statements(shared: &Shared) -> Table {
         ("schema_epoch", Int8),
     ]);
     for pool in shared.pools.all() {
-        if pool.settings().mode != PoolMode::Transaction {
+        if !pool.settings().mode.per_transaction() {
             continue;
         }
         let names = shared.pools.names_for(&pool.key);

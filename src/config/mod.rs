@@ -64,6 +64,25 @@ pub enum PoolMode {
     Session,
     /// From the first message after ReadyForQuery `I` to the next ReadyForQuery `I`.
     Transaction,
+    /// As transaction pooling, with PgBouncer's rule that a transaction block (ReadyForQuery
+    /// `T` or `E`) is refused: the client is disconnected and the block rolled back.
+    Statement,
+}
+
+impl PoolMode {
+    /// Whether the server connection goes back to the pool between transactions
+    /// (transaction and statement pooling).
+    pub fn per_transaction(self) -> bool {
+        !matches!(self, PoolMode::Session)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
 }
 
 impl std::str::FromStr for PoolMode {
@@ -72,6 +91,7 @@ impl std::str::FromStr for PoolMode {
         match s {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
+            "statement" => Ok(PoolMode::Statement),
             _ => Err(format!("expected session or transaction, got {s:?}")),
         }
     }

@@ -247,7 +247,7 @@ fn general(
     };
     let pool_mode = match get("pool_mode") {
         None => PoolMode::Session,
-        Some(e) => pool_mode(&e.value, &e.at, "pool_mode", warnings),
+        Some(e) => pool_mode(&e.value),
     };
     let pool_size = at_least("default_pool_size", int_or("default_pool_size", 20)?, 1)?;
     let min_pool_size = at_least("min_pool_size", int_or("min_pool_size", 0)?, 0)?;
@@ -414,15 +414,10 @@ fn listen(
     Ok(chosen)
 }
 
-fn pool_mode(value: &str, at: &Location, what: &str, warnings: &mut Vec<String>) -> PoolMode {
+fn pool_mode(value: &str) -> PoolMode {
     match value.to_ascii_lowercase().as_str() {
         "transaction" => PoolMode::Transaction,
-        "statement" => {
-            warnings.push(format!(
-                "{at}: {what} = statement is not implemented by pgheal; using transaction pooling, which allows everything statement pooling allows"
-            ));
-            PoolMode::Transaction
-        }
+        "statement" => PoolMode::Statement,
         _ => PoolMode::Session,
     }
 }
@@ -473,7 +468,7 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
             "min_pool_size" => d.min_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize),
             "pool_mode" => {
                 cs_pool_mode(&key(k), v, &e.at)?;
-                d.pool_mode = Some(pool_mode(v, &e.at, &key(k), warnings));
+                d.pool_mode = Some(pool_mode(v));
             }
             _ if DB_NOT_YET.contains(&k) => {
                 if DB_INTS.contains(&k) {
@@ -543,7 +538,7 @@ fn user(e: &Entry, warnings: &mut Vec<String>) -> Result<FileUserSettings, Confi
         match k {
             "pool_mode" => {
                 cs_pool_mode(&key(k), v, &e.at)?;
-                u.pool_mode = Some(pool_mode(v, &e.at, &key(k), warnings));
+                u.pool_mode = Some(pool_mode(v));
             }
             "pool_size" => u.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
             _ if USER_NOT_YET.contains(&k) => {

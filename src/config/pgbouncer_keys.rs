@@ -196,7 +196,7 @@ pub const KEYS: &[Key] = &[
     not_yet("peer_id", Int, "0", &["0"], "peering is not implemented yet ([peers] is parsed)"),
     yes("pidfile", Str, "", "written once the listener is bound, removed at exit; required by `-d`"),
     differs("pkt_buf", Int, "4096", false, "pgheal sizes its buffers by the messages"),
-    yes("pool_mode", Kind::Lookup(POOL_MODES), "session", "`pool_mode`; `statement` is a warning and runs as `transaction` (which allows all that statement pooling allows)"),
+    yes("pool_mode", Kind::Lookup(POOL_MODES), "session", "`pool_mode`: `session`, `transaction`, `statement` (a transaction block disconnects the client, as PgBouncer)"),
     not_yet("pool_idle_timeout", Time, "0", &["0"], ""),
     not_yet("query_timeout", Time, "0", &["0"], ""),
     not_yet("query_wait_notify", Int, "5", &["0"], "no notice is sent to waiting clients"),

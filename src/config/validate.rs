@@ -34,10 +34,10 @@ fn default_threads(
     let transaction = databases
         .values()
         .chain(fallback.map(|f| &f.template))
-        .any(|d| d.pool_mode == PoolMode::Transaction)
+        .any(|d| d.pool_mode.per_transaction())
         || user_settings
             .values()
-            .any(|u| u.pool_mode == Some(PoolMode::Transaction));
+            .any(|u| u.pool_mode.is_some_and(PoolMode::per_transaction));
     if transaction {
         return 1;
     }

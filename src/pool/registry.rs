@@ -80,7 +80,9 @@ impl Pools {
                     max_message_len: self.cfg.max_message_len,
                     max_prepared: match db.pool_mode {
                         PoolMode::Session => usize::MAX,
-                        PoolMode::Transaction => self.cfg.max_prepared_statements,
+                        PoolMode::Transaction | PoolMode::Statement => {
+                            self.cfg.max_prepared_statements
+                        }
                     },
                     tls: db.tls.clone(),
                 };

@@ -22,6 +22,9 @@ pub enum SessionError {
     NoUser,
     #[error("database {0:?} does not exist")]
     UnknownDatabase(String),
+    /// Statement pooling: the client opened a transaction block.
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    TransactionBlockInStatementMode,
     /// `DISABLE db` in the admin console.
     #[error("database {0:?} is disabled")]
     DatabaseDisabled(String),
@@ -115,6 +118,10 @@ impl SessionError {
             SessionError::DatabaseDisabled(db) => fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("database \"{db}\" is disabled"),
+            ),
+            SessionError::TransactionBlockInStatementMode => fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "transaction blocks not allowed in statement pooling mode".into(),
             ),
             SessionError::ConsoleNotAllowed(_) => {
                 fatal(sqlstate::PROTOCOL_VIOLATION, "not allowed".into())

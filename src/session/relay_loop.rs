@@ -191,7 +191,7 @@ impl Conversation<'_> {
         .await;
         match settled {
             Ok(Ok(status)) => {
-                if self.mode == PoolMode::Transaction {
+                if self.mode.per_transaction() {
                     // The client left inside a transaction: whatever it set there is unknown.
                     c.conn().applied_settings = settings::UNKNOWN;
                 }
@@ -298,7 +298,7 @@ impl Conversation<'_> {
             let mut end = None;
             let read_client = self.engine.backlog() < MAX_BACKLOG;
             // Notifications are written between transactions only.
-            let read_mail = self.mode == PoolMode::Transaction
+            let read_mail = self.mode.per_transaction()
                 && self.listen.has_mailbox()
                 && self.engine.at_transaction_boundary();
             let woke = std::future::poll_fn(|cx| {
@@ -372,6 +372,11 @@ impl Conversation<'_> {
                         for f in sframes.drain(..) {
                             self.activity.server_bytes += f.len() as u64;
                             if f.tag == backend::READY_FOR_QUERY {
+                                if self.mode == PoolMode::Statement
+                                    && f.body().first() != Some(&TxStatus::Idle.byte())
+                                {
+                                    return Err(SessionError::TransactionBlockInStatementMode);
+                                }
                                 account_ready(
                                     &mut self.activity,
                                     &mut self.query_start,
@@ -380,7 +385,7 @@ impl Conversation<'_> {
                                     &self.pool,
                                 );
                             }
-                            if self.mode == PoolMode::Transaction {
+                            if self.mode.per_transaction() {
                                 self.watch.server_frame(&f);
                                 if f.tag == backend::PARAMETER_STATUS {
                                     self.reported.forwarded(&f);
@@ -412,7 +417,7 @@ impl Conversation<'_> {
                     break;
                 }
                 self.account_client(&f);
-                if self.mode == PoolMode::Transaction {
+                if self.mode.per_transaction() {
                     if f.tag == frontend::QUERY && self.answer_listen(&f, &mut out).await {
                         continue;
                     }
@@ -475,7 +480,7 @@ impl Conversation<'_> {
             if let Some(end) = end {
                 return Ok(end);
             }
-            if self.mode == PoolMode::Transaction {
+            if self.mode.per_transaction() {
                 if self.has_session_state() {
                     // It may read the server socket itself (the session-state check), which
                     // takes the socket's registered waker: poll the socket afresh next time.

@@ -288,7 +288,7 @@ async fn login(
             let p = checkout.conn_ref().params.clone();
             (Some(checkout), ClientSettings::default(), p)
         }
-        PoolMode::Transaction => {
+        PoolMode::Transaction | PoolMode::Statement => {
             let accepted = match shared.startup_memo.get(&pool.key, &settings) {
                 Some(a) => a,
                 None => {
@@ -337,7 +337,7 @@ async fn login(
 
     let naming = match db.pool_mode {
         PoolMode::Session => Naming::Session,
-        PoolMode::Transaction => Naming::Pooled {
+        PoolMode::Transaction | PoolMode::Statement => Naming::Pooled {
             names: shared.pools.names_for(&pool.key),
             search_path: client_settings.statement_key(),
         },
