@@ -22,6 +22,7 @@ use crate::protocol::startup::MAX_STARTUP_LEN;
 
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::client_auth::authenticate;
+use super::hba_check::{method_for, Transport};
 use super::listen::ClientListen;
 use super::params;
 use super::params::StartupMemo;
@@ -53,7 +54,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let mut reader = FrameReader::new(r, shared.cfg.max_message_len);
     let mut writer = FrameWriter::new(w);
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
-    let result = session(&mut reader, &mut writer, &shared, &span).await;
+    let result = session(&mut reader, &mut writer, &shared, peer, &span).await;
     if let Err(e) = result {
         if let Some(frame) = e.client_error() {
             let _ = writer.write_frame(&frame).await;
@@ -80,9 +81,10 @@ async fn session(
     reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
     writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     shared: &Arc<Shared>,
+    peer: SocketAddr,
     span: &tracing::Span,
 ) -> Result<(), SessionError> {
-    let Some(login) = login(reader, writer, shared)
+    let Some(login) = login(reader, writer, shared, peer)
         .instrument(span.clone())
         .await?
     else {
@@ -144,6 +146,7 @@ async fn login(
     reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
     writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     shared: &Arc<Shared>,
+    peer: SocketAddr,
 ) -> Result<Option<LoggedIn>, SessionError> {
     let _ = MAX_STARTUP_LEN;
     let opening = tokio::time::timeout(Duration::from_secs(15), read_opening(reader, writer))
@@ -179,13 +182,19 @@ async fn login(
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
 
+    // No client TLS yet: plain TCP, no certificate.
+    let transport = Transport {
+        peer,
+        tls: false,
+        cert_common_name: None,
+    };
+    let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
     let secret = shared.cfg.users.get(&user);
-    if shared.cfg.auth_type == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty()
-    {
+    if method == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty() {
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
     }
-    authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
+    authenticate(method, &user, secret, reader, writer).await?;
     let db = shared
         .cfg
         .database_for(&dbname, &user)
