@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use crate::auth::hba::{HbaClient, HbaMethod};
+use crate::auth::hba::{HbaClient, HbaMethod, HbaRules};
 use crate::auth::AuthMethod;
 use crate::config::Config;
 use crate::protocol::startup::StartupParams;
@@ -43,6 +43,17 @@ pub fn method_for(
     let replication = startup
         .get("replication")
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1"));
+    decide(rules, transport, replication, database, user)
+}
+
+/// The rules' answer for one client (see [`method_for`]).
+fn decide(
+    rules: &HbaRules,
+    transport: Transport<'_>,
+    replication: bool,
+    database: &str,
+    user: &str,
+) -> Result<AuthMethod, SessionError> {
     let client = HbaClient {
         addr: Some(transport.peer.ip()),
         tls: transport.tls,
@@ -99,5 +110,118 @@ fn canonical_host(peer: SocketAddr) -> std::net::IpAddr {
             .map(std::net::IpAddr::V4)
             .unwrap_or(peer.ip()),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn rules(text: &str) -> HbaRules {
+        crate::auth::hba::parse(text.as_bytes(), Path::new("hba.conf"), &mut |_| {
+            Err("no includes".into())
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn transport<'a>(peer: &str, tls: bool, cn: Option<&'a str>) -> Transport<'a> {
+        Transport {
+            peer: peer.parse().expect("test address"),
+            tls,
+            cert_common_name: cn,
+        }
+    }
+
+    fn refusal(r: Result<AuthMethod, SessionError>) -> String {
+        match r {
+            Err(SessionError::HbaRefused(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn methods_map_to_exchanges() {
+        let r = rules(
+            "host all t all trust\nhost all m all md5\nhost all p all password\nhost all s all scram-sha-256\n",
+        );
+        let plain = transport("10.0.0.1:5000", false, None);
+        for (user, method) in [
+            ("t", AuthMethod::Trust),
+            ("m", AuthMethod::Md5),
+            ("p", AuthMethod::Plain),
+            ("s", AuthMethod::ScramSha256),
+        ] {
+            assert_eq!(decide(&r, plain, false, "db", user).ok(), Some(method));
+        }
+    }
+
+    #[test]
+    fn refusals_use_postgres_texts() {
+        let r = rules("host all bad all reject\nhostssl all all all md5\n");
+        let mapped = transport("[::ffff:127.0.0.1]:5000", false, None);
+        assert_eq!(
+            refusal(decide(&r, mapped, false, "db", "bad")),
+            "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"bad\", database \"db\", no encryption"
+        );
+        assert_eq!(
+            refusal(decide(&r, mapped, false, "db", "u")),
+            "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"db\", no encryption"
+        );
+        let tls = transport("[::1]:5000", true, None);
+        assert_eq!(
+            refusal(decide(&r, tls, false, "db", "bad")),
+            "pg_hba.conf rejects connection for host \"::1\", user \"bad\", database \"db\", SSL encryption"
+        );
+        assert_eq!(
+            decide(&r, tls, false, "db", "u").ok(),
+            Some(AuthMethod::Md5)
+        );
+    }
+
+    /// `cert` fails closed: TLS and a certificate naming the user, or no login.
+    #[test]
+    fn cert_needs_tls_and_the_users_certificate() {
+        let r = rules("hostssl all all all cert\n");
+        assert!(refusal(decide(
+            &r,
+            transport("1.2.3.4:1", false, None),
+            false,
+            "d",
+            "u"
+        ))
+        .starts_with("no pg_hba.conf entry"));
+        assert_eq!(
+            refusal(decide(
+                &r,
+                transport("1.2.3.4:1", true, None),
+                false,
+                "d",
+                "u"
+            )),
+            "connection requires a valid client certificate"
+        );
+        assert_eq!(
+            refusal(decide(
+                &r,
+                transport("1.2.3.4:1", true, Some("v")),
+                false,
+                "d",
+                "u"
+            )),
+            "certificate authentication failed for user \"u\""
+        );
+        assert_eq!(
+            decide(&r, transport("1.2.3.4:1", true, Some("u")), false, "d", "u").ok(),
+            Some(AuthMethod::Trust)
+        );
+    }
+
+    #[test]
+    fn local_and_replication_lines_do_not_match_tcp_logins() {
+        let r = rules("local all all peer\nhost replication all all trust\n");
+        let c = transport("127.0.0.1:1", false, None);
+        assert!(refusal(decide(&r, c, false, "d", "u")).starts_with("no pg_hba.conf entry"));
+        assert_eq!(decide(&r, c, true, "d", "u").ok(), Some(AuthMethod::Trust));
     }
 }
