@@ -10,6 +10,8 @@
 //! - [`secret`]: [`Secret`] and [`ScramSecret`], one user's stored credential, parsed from the
 //!   strings PostgreSQL and PgBouncer use (`md5…`, `SCRAM-SHA-256$…`, or plain text).
 //! - [`userlist`]: the PgBouncer `auth_file` format (`"user" "secret"` per line).
+//! - [`hba`]: the PgBouncer `auth_hba_file` format (a subset of `pg_hba.conf`), which picks the
+//!   method per connection when `auth_type = hba`.
 //! - [`md5`]: the server side of `AuthenticationMD5Password`.
 //! - [`cleartext`]: the server side of `AuthenticationCleartextPassword`, for every kind of secret.
 //! - [`scram`]: [`ScramServer`], the server side of a SCRAM-SHA-256 exchange (RFC 5802/7677).
@@ -23,6 +25,7 @@
 
 pub mod cleartext;
 mod crypto;
+pub mod hba;
 pub mod md5;
 mod saslprep;
 pub mod scram;

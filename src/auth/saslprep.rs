@@ -7,18 +7,23 @@
 //! a plain password (a `Plain` secret used for SCRAM, or a cleartext password checked against a
 //! SCRAM secret) must be normalized the same way.
 //!
-//! What is implemented, following PostgreSQL's `pg_saslprep`:
-//! - pure ASCII passes through unchanged (exact: SASLprep never alters ASCII);
-//! - non-ASCII spaces (RFC 3454 C.1.2) map to U+0020, checked before the
-//!   "commonly mapped to nothing" characters (B.1), which are removed;
-//! - prohibited output (C.2.1 to C.9) makes the whole password fall back to its raw bytes.
+//! PostgreSQL's `pg_saslprep`, step by step, and how this file gets each:
+//! - pure ASCII passes through unchanged, controls included (PostgreSQL's shortcut: SASLprep
+//!   never alters printable ASCII, and PostgreSQL does not reject ASCII controls);
+//! - invalid UTF-8 is used as its raw bytes;
+//! - mapping (non-ASCII spaces to U+0020, "commonly mapped to nothing" removed), NFKC
+//!   normalization, the prohibited-output tables (RFC 3454 C.1.2 to C.9), the bidirectional
+//!   check (RFC 3454 section 6) and the unassigned code point check (A.1) come from the
+//!   `stringprep` crate, the implementation `postgres-protocol` (hence `tokio-postgres`, which
+//!   pgheal uses towards the servers) relies on: one Unicode table set for both directions;
+//! - a password that maps to nothing at all (only U+00AD, say) is used raw, as PostgreSQL
+//!   refuses an empty normalized password and falls back;
+//! - any refusal (prohibited, unassigned, bad bidi) means the raw bytes, not an error, because
+//!   PostgreSQL stored the secret of the raw bytes in that case and libpq sends them raw.
 //!
-//! Not implemented, because they need the full Unicode tables (the `stringprep` crate, which
-//! `postgres-protocol` uses privately, is not a direct dependency): NFKC normalization, the
-//! unassigned code point check (A.1) and the bidirectional check. Passwords made of
-//! compatibility characters (full-width letters, ligatures), decomposed accents, unassigned code
-//! points or mixed-direction text may therefore be normalized differently from PostgreSQL.
-//! Common passwords (ASCII, or precomposed letters as keyboards produce them) are exact.
+//! NFKC uses the Unicode version of `unicode-normalization`, PostgreSQL its own; normalization
+//! is stable for every code point assigned in Unicode 3.2, and A.1 refuses the rest, so the two
+//! cannot disagree on a password that survives the checks.
 
 use std::borrow::Cow;
 
@@ -30,116 +35,101 @@ pub(crate) fn saslprep(password: &[u8]) -> Cow<'_, [u8]> {
     let Ok(text) = std::str::from_utf8(password) else {
         return Cow::Borrowed(password);
     };
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if is_non_ascii_space(c) {
-            out.push(' ');
-        } else if !is_mapped_to_nothing(c) {
-            out.push(c);
-        }
+    match stringprep::saslprep(text) {
+        Ok(prepared) if !prepared.is_empty() => match prepared {
+            Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        },
+        _ => Cow::Borrowed(password),
     }
-    if out.chars().any(is_prohibited) {
-        return Cow::Borrowed(password);
-    }
-    Cow::Owned(out.into_bytes())
-}
-
-/// RFC 3454 table C.1.2.
-fn is_non_ascii_space(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00A0}' | '\u{1680}' | '\u{2000}'..='\u{200B}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
-    )
-}
-
-/// RFC 3454 table B.1.
-fn is_mapped_to_nothing(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{1806}'
-            | '\u{180B}'..='\u{180D}'
-            | '\u{200B}'..='\u{200D}'
-            | '\u{2060}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-    )
-}
-
-/// RFC 3454 tables C.1.2, C.2.1, C.2.2, C.3, C.4, C.6, C.7, C.8 and C.9 (C.5, surrogates,
-/// cannot occur in a Rust `char`).
-fn is_prohibited(c: char) -> bool {
-    let code = u32::from(c);
-    is_non_ascii_space(c)
-        // C.2.1 and the C1 controls of C.2.2
-        || code <= 0x1F
-        || (0x7F..=0x9F).contains(&code)
-        // rest of C.2.2
-        || matches!(
-            c,
-            '\u{06DD}'
-                | '\u{070F}'
-                | '\u{180E}'
-                | '\u{200C}'
-                | '\u{200D}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{2060}'..='\u{2063}'
-                | '\u{206A}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFC}'
-                | '\u{1D173}'..='\u{1D17A}'
-        )
-        // C.3 private use
-        || (0xE000..=0xF8FF).contains(&code)
-        || (0xF_0000..=0xF_FFFD).contains(&code)
-        || (0x10_0000..=0x10_FFFD).contains(&code)
-        // C.4 non-character code points
-        || (0xFDD0..=0xFDEF).contains(&code)
-        || code & 0xFFFE == 0xFFFE
-        // C.6 inappropriate for plain text
-        || (0xFFF9..=0xFFFD).contains(&code)
-        // C.7 inappropriate for canonical representation
-        || (0x2FF0..=0x2FFB).contains(&code)
-        // C.8 change display properties or deprecated
-        || matches!(c, '\u{0340}' | '\u{0341}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}')
-        // C.9 tagging characters
-        || code == 0xE_0001
-        || (0xE_0020..=0xE_007F).contains(&code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn prep(s: &str) -> Vec<u8> {
+        saslprep(s.as_bytes()).into_owned()
+    }
+
     #[test]
     fn ascii_is_unchanged_even_with_controls() {
         assert_eq!(&*saslprep(b"pencil"), b"pencil");
         assert_eq!(&*saslprep(b"a\x01b"), b"a\x01b");
         assert_eq!(&*saslprep(b""), b"");
+        assert!(matches!(saslprep(b"pencil"), Cow::Borrowed(_)));
     }
 
     #[test]
     fn invalid_utf8_is_raw() {
         assert_eq!(&*saslprep(b"\xff\xfe"), b"\xff\xfe");
+        assert_eq!(&*saslprep(b"p\xc3"), b"p\xc3");
+    }
+
+    /// RFC 4013 section 3, every example; an "Error" there is the raw bytes here, as in
+    /// PostgreSQL.
+    #[test]
+    fn rfc4013_examples() {
+        // 1. SOFT HYPHEN mapped to nothing
+        assert_eq!(prep("I\u{00AD}X"), b"IX");
+        // 2, 3. no transformation, case preserved
+        assert_eq!(prep("user"), b"user");
+        assert_eq!(prep("USER"), b"USER");
+        // 4. output is NFKC, input in ISO 8859-1
+        assert_eq!(prep("\u{00AA}"), b"a");
+        // 5. output is NFKC, will match 1
+        assert_eq!(prep("\u{2168}"), b"IX");
+        // 6. Error - prohibited character
+        assert_eq!(prep("\u{0007}"), "\u{0007}".as_bytes());
+        // 7. Error - bidirectional check
+        assert_eq!(prep("\u{0627}\u{0031}"), "\u{0627}\u{0031}".as_bytes());
     }
 
     #[test]
-    fn maps_spaces_and_removes_invisible() {
-        // RFC 4013 section 3 examples: "I<U+00AD>X" -> "IX"; NBSP maps to space.
-        assert_eq!(&*saslprep("I\u{00AD}X".as_bytes()), b"IX");
-        assert_eq!(&*saslprep("a\u{00A0}b".as_bytes()), b"a b");
-        assert_eq!(&*saslprep("päss".as_bytes()), "päss".as_bytes());
+    fn nfkc_compatibility_characters() {
+        // Full-width letters, a ligature, a decomposed accent (composed by NFKC).
+        assert_eq!(prep("\u{FF50}\u{FF41}\u{FF53}\u{FF53}"), b"pass");
+        assert_eq!(prep("\u{FB01}le"), b"file");
+        assert_eq!(prep("pa\u{0308}ss"), "p\u{00E4}ss".as_bytes());
+        assert_eq!(prep("p\u{00E4}ss"), "p\u{00E4}ss".as_bytes());
     }
 
     #[test]
-    fn prohibited_output_falls_back_to_raw() {
-        // RFC 4013 example 5: U+0007 is prohibited; PostgreSQL then uses the raw bytes, here
-        // including the NBSP that would otherwise have been mapped.
-        let raw = "\u{00A0}\u{0007}".as_bytes();
-        assert_eq!(&*saslprep(raw), raw);
-        let private = "x\u{E000}\u{00AD}".as_bytes();
-        assert_eq!(&*saslprep(private), private);
+    fn mapping_before_normalization() {
+        // NBSP and the other non-ASCII spaces map to a space; zero-width characters vanish.
+        assert_eq!(prep("a\u{00A0}b\u{3000}c"), b"a b c");
+        assert_eq!(prep("a\u{2060}\u{FEFF}b\u{00E9}"), "ab\u{00E9}".as_bytes());
+    }
+
+    #[test]
+    fn refusals_fall_back_to_raw() {
+        // Prohibited output: the raw bytes, including the NBSP that would have been mapped.
+        for raw in [
+            "\u{00A0}\u{0007}",
+            "x\u{E000}\u{00AD}",
+            "\u{00E9}\u{0085}",
+            "\u{00E9}\u{200E}",
+            "\u{00E9}\u{E0001}",
+        ] {
+            assert_eq!(prep(raw), raw.as_bytes(), "{raw:?}");
+        }
+        // Unassigned in Unicode 3.2 (RFC 3454 A.1): U+0221 and U+0234 were assigned in 4.0.
+        assert_eq!(prep("p\u{0221}"), "p\u{0221}".as_bytes());
+        assert_eq!(prep("\u{0234}"), "\u{0234}".as_bytes());
+        // Bidi: RandALCat text must not contain LCat and must start and end with RandALCat.
+        assert_eq!(prep("\u{0627}a\u{0628}"), "\u{0627}a\u{0628}".as_bytes());
+        assert_eq!(prep("\u{0627}1\u{0628}"), "\u{0627}1\u{0628}".as_bytes());
+        assert_eq!(prep("1\u{0627}"), "1\u{0627}".as_bytes());
+        // Mapped to nothing at all: PostgreSQL refuses the empty result and keeps the raw bytes.
+        assert_eq!(prep("\u{00AD}"), "\u{00AD}".as_bytes());
+        assert_eq!(prep("\u{2060}\u{FEFF}"), "\u{2060}\u{FEFF}".as_bytes());
+        // U+200B is both a non-ASCII space (C.1.2) and mapped to nothing (B.1): the space wins.
+        assert_eq!(prep("a\u{200B}b\u{00E9}"), "a b\u{00E9}".as_bytes());
+    }
+
+    #[test]
+    fn right_to_left_alone_is_accepted() {
+        assert_eq!(prep("\u{0627}\u{0628}"), "\u{0627}\u{0628}".as_bytes());
+        assert_eq!(prep("\u{05D0}1\u{05D1}"), "\u{05D0}1\u{05D1}".as_bytes());
     }
 }

@@ -85,12 +85,15 @@ pub struct RunArgs {
     /// Client connections accepted at once.
     #[arg(long, env = "PGHEAL_MAX_CLIENT_CONN")]
     pub max_client_conn: Option<usize>,
-    /// scram-sha-256, md5, plain or trust.
+    /// scram-sha-256, md5, plain, trust or hba.
     #[arg(long, env = "PGHEAL_AUTH_TYPE")]
     pub auth_type: Option<String>,
     /// PgBouncer-style userlist.txt.
     #[arg(long, env = "PGHEAL_AUTH_FILE")]
     pub auth_file: Option<String>,
+    /// The HBA rules file for `--auth-type hba` (PgBouncer's subset of pg_hba.conf).
+    #[arg(long, env = "PGHEAL_AUTH_HBA_FILE")]
+    pub auth_hba_file: Option<String>,
     /// Seconds a client waits for a server connection.
     #[arg(long, env = "PGHEAL_QUERY_WAIT_TIMEOUT")]
     pub query_wait_timeout: Option<f64>,

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::auth::AuthMethod;
-
-use super::{LogFormat, PoolMode};
+use super::{AuthType, LogFormat, PoolMode};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,8 +57,10 @@ pub struct General {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub max_client_conn: Option<usize>,
-    pub auth_type: Option<AuthMethod>,
+    pub auth_type: Option<AuthType>,
     pub auth_file: Option<String>,
+    /// The HBA rules when `auth_type = "hba"` (PgBouncer's subset of `pg_hba.conf`).
+    pub auth_hba_file: Option<String>,
     pub query_wait_timeout: Option<f64>,
     pub server_connect_timeout: Option<f64>,
     pub server_lifetime: Option<f64>,

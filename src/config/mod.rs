@@ -32,8 +32,10 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::hba::HbaRules;
 use crate::auth::{AuthMethod, Secret};
 use crate::heal::RelayConfig;
 
@@ -53,6 +55,34 @@ impl ConfigError {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// The `auth_type` setting: one method for every client, or `hba`, the method per connection
+/// from the rules of `auth_hba_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum AuthType {
+    Method(AuthMethod),
+    Hba,
+}
+
+impl TryFrom<String> for AuthType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        use serde::Deserialize;
+        if name == "hba" {
+            return Ok(AuthType::Hba);
+        }
+        let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(&name);
+        AuthMethod::deserialize(de)
+            .map(AuthType::Method)
+            .map_err(|_| {
+                format!(
+                    "unknown auth_type {name:?}: expected scram-sha-256, md5, plain, trust or hba"
+                )
+            })
     }
 }
 
@@ -199,7 +229,11 @@ pub struct Config {
     pub peers: BTreeMap<u16, Peer>,
     /// Client users and their secrets (from `[users]` and `auth_file`).
     pub users: BTreeMap<String, Secret>,
+    /// The method for every client; ignored when `hba` is set.
     pub auth_type: AuthMethod,
+    /// `auth_type = hba`: the rules of `auth_hba_file`, which choose the method per connection
+    /// (see [`crate::auth::hba`]).
+    pub hba: Option<Arc<HbaRules>>,
     pub max_client_conn: usize,
     pub query_wait_timeout: Duration,
     pub server_connect_timeout: Duration,

@@ -31,7 +31,7 @@ use super::file::{FileConfig, FileDatabase, FileUserSettings, General, PgBouncer
 use super::ini::{Entry, Ini, Location};
 use super::pgbouncer_keys::{self as keys, parse_c_int, parse_seconds, Kind, Support};
 use super::tls::SslMode;
-use super::{ConfigError, Peer, PoolMode};
+use super::{AuthType, ConfigError, Peer, PoolMode};
 
 /// Resolves `listen_addr` host names: (host, port) → addresses.
 pub type Resolve<'a> = &'a dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
@@ -230,17 +230,18 @@ fn general(
     let listen = listen(get("listen_addr"), port, path, resolve, warnings)?;
 
     let auth_type = match get("auth_type") {
-        None => AuthMethod::Md5,
+        None => AuthType::Method(AuthMethod::Md5),
         Some(e) => match e.value.to_ascii_lowercase().as_str() {
-            "trust" => AuthMethod::Trust,
-            "plain" => AuthMethod::Plain,
-            "md5" => AuthMethod::Md5,
-            "scram-sha-256" => AuthMethod::ScramSha256,
+            "trust" => AuthType::Method(AuthMethod::Trust),
+            "plain" => AuthType::Method(AuthMethod::Plain),
+            "md5" => AuthType::Method(AuthMethod::Md5),
+            "scram-sha-256" => AuthType::Method(AuthMethod::ScramSha256),
+            "hba" => AuthType::Hba,
             other => {
                 return Err(bad(
                     "auth_type",
                     &e.at,
-                    format!("auth_type = {other} is not supported by pgheal yet (trust, plain, md5 and scram-sha-256 are)"),
+                    format!("auth_type = {other} is not supported by pgheal yet (trust, plain, md5, scram-sha-256 and hba are)"),
                 ))
             }
         },
@@ -295,6 +296,7 @@ fn general(
         max_client_conn: Some(max_client_conn as usize),
         auth_type: Some(auth_type),
         auth_file: non_empty(set.get("auth_file")),
+        auth_hba_file: non_empty(set.get("auth_hba_file")),
         query_wait_timeout: Some(zero_is_forever(secs_or("query_wait_timeout", 120.0)?)),
         server_connect_timeout: Some(zero_is_forever(secs_or("server_connect_timeout", 15.0)?)),
         server_lifetime: Some(match secs_or("server_lifetime", 3600.0)? {

@@ -214,6 +214,7 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     assert_eq!(c.server_reset_query, "DEALLOCATE ALL");
     assert!(c.server_reset_query_always);
     assert_eq!(c.max_prepared_statements, 64);
+    assert_eq!(c.admin_users, ["admin"]);
     assert_eq!(c.max_message_len, 1 << 20);
     assert_eq!(c.threads, 1, "transaction pooling runs one event loop");
     assert_eq!(
@@ -283,15 +284,14 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     let inc = "/etc/pgbouncer/conf.d/databases.ini";
     let expected = [
         format!("{INI}:29: unknown key `frobnicate` in [pgbouncer] ignored (not a PgBouncer 1.25 setting)"),
-        format!("{INI}:24: `admin_users` is not implemented by pgheal yet; ignored (no admin console yet)"),
         format!("{INI}:28: `server_check_query` has no effect in pgheal: pgheal checks an idle connection's socket before reusing it and never sends a check query"),
         format!("{INI}:26: `tcp_keepalive` is not implemented by pgheal yet; ignored (no keepalive is set on sockets)"),
         format!("{INI}:3: `listen_addr` lists 2 addresses; pgheal listens on one (10.0.0.5:6543) and ignores 10.0.0.6"),
     ];
     let w = &c.warnings;
-    assert_eq!(&w[..5], &expected[..], "{w:#?}");
+    assert_eq!(&w[..4], &expected[..], "{w:#?}");
     assert_eq!(
-        &w[5..],
+        &w[4..],
         [
             format!("{inc}:3: database `reports`: host lists several servers; pgheal connects to the first (db2.internal) only"),
             format!("{inc}:3: database `reports`: connect_query, application_name not implemented by pgheal yet; ignored"),
@@ -386,9 +386,9 @@ fn invalid_values_are_errors_with_file_and_line() {
             ":2: expected an integer",
         ),
         (
-            "[pgbouncer]\nauth_type = hba\n",
+            "[pgbouncer]\nauth_type = ldap\n",
             "auth_type",
-            ":2: auth_type = hba is not supported by pgheal yet",
+            ":2: auth_type = ldap is not supported by pgheal yet",
         ),
         (
             "[pgbouncer]\nclient_tls_sslmode = require\n",
@@ -585,4 +585,89 @@ fn server_tls_keys_are_supported() {
     let c = build(file, &RunArgs::default()).expect("valid");
     assert_eq!(c.databases["d"].tls.options.mode, SslMode::Disable);
     assert!(c.databases["d"].tls.config.is_none());
+}
+
+/// `auth_type = hba` loads `auth_hba_file`; a bad line or a missing file stops the start with
+/// the file and line; `hba` without a file is an error.
+#[test]
+fn auth_type_hba_loads_the_rules() {
+    let dir = std::env::temp_dir().join(format!("pgheal-hba-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.conf");
+    std::fs::write(
+        &good,
+        "host all all 127.0.0.1/32 trust\nhostssl all all all md5\n",
+    )
+    .expect("write");
+    let bad = dir.join("bad.conf");
+    std::fs::write(&bad, "# rules\nhost all all samenet trust\n").expect("write");
+    let ini = |file: &Path| {
+        format!(
+            "[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type = hba\nauth_hba_file = {}\n[databases]\nd = host=h\n",
+            file.display()
+        )
+    };
+    let c = load(&ini(&good));
+    let rules = c.hba.as_ref().expect("hba rules");
+    assert_eq!(rules.rules().len(), 2);
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("auth_hba_file")),
+        "{:?}",
+        c.warnings
+    );
+
+    let file = map(&ini(&bad)).unwrap_or_else(|e| panic!("{e}"));
+    let e = build(file, &RunArgs::default()).expect_err("bad hba line");
+    assert_eq!(e.key, "auth_hba_file");
+    assert_eq!(
+        e.reason,
+        format!(
+            "{}:2: samenet is not supported (as in PgBouncer)",
+            bad.display()
+        )
+    );
+
+    let missing = dir.join("missing.conf");
+    let file = map(&ini(&missing)).unwrap_or_else(|e| panic!("{e}"));
+    let e = build(file, &RunArgs::default()).expect_err("missing hba file");
+    assert!(e.reason.starts_with("cannot read"), "{e}");
+
+    let file =
+        map("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type = hba\n[databases]\nd = host=h\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+    let e = build(file, &RunArgs::default()).expect_err("no hba file");
+    assert_eq!(e.key, "auth_hba_file");
+
+    // The TOML form and the flag.
+    let toml: FileConfig = toml::from_str(&format!(
+        "[pgheal]\nauth_type = \"hba\"\nauth_hba_file = \"{}\"\n[databases.d]\nhost = \"h\"\n",
+        good.display()
+    ))
+    .expect("toml");
+    let c = build(toml, &RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.hba.is_some());
+    let c =
+        load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type = trust\n[databases]\nd = host=h\n");
+    assert!(c.hba.is_none());
+    assert_eq!(c.auth_type, AuthMethod::Trust);
+    let args = RunArgs {
+        auth_type: Some("hba".into()),
+        auth_hba_file: Some(good.display().to_string()),
+        ..Default::default()
+    };
+    let c = build(
+        map("[pgbouncer]\nlisten_addr=127.0.0.1\n[databases]\nd = host=h\n").expect("map"),
+        &args,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.hba.is_some());
+    let bad_toml =
+        toml::from_str::<FileConfig>("[pgheal]\nauth_type = \"hab\"\n").expect_err("typo");
+    assert!(
+        bad_toml
+            .to_string()
+            .contains("expected scram-sha-256, md5, plain, trust or hba"),
+        "{bad_toml}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

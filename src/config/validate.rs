@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{parse_userlist, AuthMethod, Secret};
+use crate::auth::{hba, parse_userlist, AuthMethod, Secret};
 use crate::heal::RelayConfig;
 
 use super::cli::RunArgs;
@@ -14,8 +15,8 @@ use super::tls::{ServerTls, ServerTlsOptions, SslMode, TlsProtocols};
 use super::upstream::{Upstream, UpstreamTls};
 use super::{ini, pgbouncer};
 use super::{
-    Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolMode, ProcessSettings,
-    SchemaWatch, UserSettings,
+    AuthType, Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolMode,
+    ProcessSettings, SchemaWatch, UserSettings,
 };
 
 /// More event loops than this is a typo, not a machine.
@@ -133,6 +134,20 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
         .map_err(|_| ConfigError::new(key, format!("expected {expected}, got {value:?}")))
 }
 
+/// Reads and parses `auth_hba_file` and its `@file` includes. Unlike PgBouncer, which logs a
+/// bad line and skips it, a bad line (or an unreadable file) stops the start: a skipped
+/// `reject` line would let a later, more permissive line match.
+fn load_hba(path: &Path) -> Result<hba::HbaRules, ConfigError> {
+    let text = std::fs::read(path).map_err(|e| {
+        ConfigError::new(
+            "auth_hba_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let mut read = |p: &Path| std::fs::read(p).map_err(|e| e.to_string());
+    hba::parse(&text, path, &mut read).map_err(|e| ConfigError::new("auth_hba_file", e.to_string()))
+}
+
 fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
     let v = v.unwrap_or(default);
     if !(v.is_finite() && v >= 0.0) {
@@ -182,9 +197,27 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             "must not exceed pool_size",
         ));
     }
-    let auth_type = match args.auth_type.as_deref() {
-        Some(a) => parse_enum("auth_type", a, "scram-sha-256, md5, plain or trust")?,
-        None => g.auth_type.unwrap_or(AuthMethod::ScramSha256),
+    let auth_setting = match args.auth_type.as_deref() {
+        Some(a) => parse_enum("auth_type", a, "scram-sha-256, md5, plain, trust or hba")?,
+        None => g
+            .auth_type
+            .unwrap_or(AuthType::Method(AuthMethod::ScramSha256)),
+    };
+    let (auth_type, hba) = match auth_setting {
+        AuthType::Method(m) => (m, None),
+        AuthType::Hba => {
+            let path = args
+                .auth_hba_file
+                .as_deref()
+                .or(g.auth_hba_file.as_deref())
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::new("auth_hba_file", "auth_type = hba needs auth_hba_file")
+                })?;
+            // `md5` is PgBouncer's default; unused, as every connection's method comes from
+            // the rules.
+            (AuthMethod::Md5, Some(Arc::new(load_hba(Path::new(path))?)))
+        }
     };
     let log_format = match args.log_format.as_deref() {
         Some(f) => parse_enum("log_format", f, "human or json")?,
@@ -386,7 +419,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             }
         }
     }
-    if auth_type != AuthMethod::Trust && users.is_empty() {
+    if hba.is_none() && auth_type != AuthMethod::Trust && users.is_empty() {
         let why = format!("auth_type is {auth_type} but no users are configured ([users], auth_file, or a password in --upstream)");
         if !lenient {
             return Err(ConfigError::new("users", why));
@@ -467,6 +500,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         peers: extras.peers,
         users,
         auth_type,
+        hba,
         max_client_conn: args.max_client_conn.or(g.max_client_conn).unwrap_or(1000),
         query_wait_timeout: seconds(
             "query_wait_timeout",
@@ -579,7 +613,7 @@ mod tests {
             "pool_size"
         );
         let mut a = args("postgres://app:pw@h/d");
-        a.pool_mode = Some("statement".into());
+        a.pool_mode = Some("per-query".into());
         assert_eq!(
             build(FileConfig::default(), &a).unwrap_err().key,
             "pool_mode"

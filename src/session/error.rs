@@ -18,6 +18,10 @@ pub enum SessionError {
     UnknownUser(String),
     #[error("malformed authentication message")]
     AuthMalformed,
+    /// Refused by `auth_hba_file` before any exchange (no line matches, a `reject` line, or
+    /// `cert` without a matching certificate); the text is PostgreSQL's.
+    #[error("{0}")]
+    HbaRefused(String),
     #[error("no user name in the startup packet")]
     NoUser,
     #[error("database {0:?} does not exist")]
@@ -64,6 +68,7 @@ impl SessionError {
             SessionError::AuthFailed(_)
             | SessionError::UnknownUser(_)
             | SessionError::AuthMalformed
+            | SessionError::HbaRefused(_)
             | SessionError::NoUser => "auth_failed",
             SessionError::UnknownDatabase(_) => "unknown_database",
             SessionError::DatabaseDisabled(_) => "database_disabled",
@@ -106,6 +111,9 @@ impl SessionError {
                 sqlstate::PROTOCOL_VIOLATION,
                 "malformed authentication message".into(),
             ),
+            SessionError::HbaRefused(msg) => {
+                fatal(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION, msg.clone())
+            }
             SessionError::NoUser => fatal(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 "no PostgreSQL user name specified in startup packet".into(),

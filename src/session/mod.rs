@@ -3,6 +3,7 @@
 //! - [`startup`]: SSLRequest/GSSENCRequest (answered `N`), CancelRequest, StartupMessage.
 //! - [`client_auth`]: the client-facing authentication exchange over the socket; the
 //!   cryptography lives in [`crate::auth`].
+//! - [`hba_check`]: the method per connection from `auth_hba_file` (`auth_type = hba`).
 //! - [`cancel`]: pgheal's own BackendKeyData and the map from it to the server connection a
 //!   client is using.
 //! - [`params`]: the client's startup parameters applied to its server connection.
@@ -21,6 +22,7 @@ pub mod cancel;
 pub mod client_auth;
 pub mod clients;
 pub mod error;
+pub mod hba_check;
 pub mod listen;
 pub mod listen_sql;
 pub mod params;

@@ -23,6 +23,7 @@ use crate::protocol::startup::MAX_STARTUP_LEN;
 use super::cancel::{CancelRegistry, CancelTarget};
 use super::client_auth::authenticate;
 use super::clients::{ClientInfo, ClientList, Registered};
+use super::hba_check::{method_for, Transport};
 use super::listen::ClientListen;
 use super::params;
 use super::params::StartupMemo;
@@ -229,13 +230,19 @@ async fn login(
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
 
+    // No client TLS yet: plain TCP, no certificate.
+    let transport = Transport {
+        peer,
+        tls: false,
+        cert_common_name: None,
+    };
+    let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
     let secret = shared.cfg.users.get(&user);
-    if shared.cfg.auth_type == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty()
-    {
+    if method == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty() {
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
     }
-    authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
+    authenticate(method, &user, secret, reader, writer).await?;
     let info = ClientInfo {
         user: user.clone(),
         database: dbname.clone(),
