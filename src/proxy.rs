@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SchemaWatch};
 use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
+use crate::net::tls::{log_reload, watch_client_files, ClientTlsState};
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
 use crate::session::{run_client, Shared};
@@ -27,6 +28,7 @@ pub struct ProxyHandle {
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
+    client_tls: Option<Arc<ClientTlsState>>,
 }
 
 impl ProxyHandle {
@@ -44,6 +46,15 @@ impl ProxyHandle {
     pub async fn shutdown(self) {
         self.trigger_shutdown();
         let _ = self.done.await;
+    }
+
+    /// Reload the client TLS certificate files now (SIGHUP), even if they look unchanged. New
+    /// handshakes use the new certificate; established sessions are untouched. A broken file
+    /// is logged and the previous certificate stays in use.
+    pub fn reload_tls(&self) {
+        if let Some(state) = &self.client_tls {
+            log_reload(state, true);
+        }
     }
 
     /// Wait until the proxy stops (after a shutdown was triggered).
@@ -94,6 +105,11 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         force_close: force_rx,
         startup_memo: Default::default(),
     });
+    // Certificate files are polled for changes (see `crate::net::tls::watch_client_files`).
+    let client_tls = cfg.client_tls.state.clone();
+    let tls_watch = client_tls
+        .clone()
+        .map(|s| tokio::spawn(watch_client_files(s, TLS_FILE_POLL)));
     let (stop, mut stop_rx) = watch::channel(false);
     let loops = EventLoops::start(cfg.threads, &metrics)?;
     tracing::info!(%addr, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
@@ -138,6 +154,9 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         // Let background resets finish before closing idle connections.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         maintenance.abort();
+        if let Some(t) = &tls_watch {
+            t.abort();
+        }
         for w in &watchers {
             w.abort();
         }
@@ -152,5 +171,9 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         metrics,
         stop,
         done,
+        client_tls,
     })
 }
+
+/// How often the client TLS files are checked for changes.
+const TLS_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);

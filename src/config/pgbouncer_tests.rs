@@ -392,7 +392,7 @@ fn invalid_values_are_errors_with_file_and_line() {
         (
             "[pgbouncer]\nclient_tls_sslmode = require\n",
             "client_tls_sslmode",
-            ":2: client_tls_sslmode = require is not supported",
+            ":2: client_tls_sslmode = require needs client_tls_cert_file and client_tls_key_file",
         ),
         (
             "[pgbouncer]\nserver_tls_sslmode = verify-fuller\n",

@@ -187,3 +187,265 @@ impl ServerCertVerifier for ServerVerifier {
             .supported_schemes()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// pgheal as the TLS server, for its clients (`client_tls_*`).
+
+/// The TLS settings for clients as loaded from the files at one moment: a new handshake takes
+/// the current one ([`ClientTlsState::current`]); a reload replaces it for later handshakes
+/// and leaves established sessions alone.
+pub struct ClientTlsLoaded {
+    pub config: Arc<rustls::ServerConfig>,
+    /// The `tls-server-end-point` channel-binding data of pgheal's certificate (RFC 5929): its
+    /// hash with the certificate's signature hash (SHA-256 for MD5, SHA-1 and SHA-256).
+    /// `None` when that hash is not known (Ed25519, RSA-PSS...): SCRAM-SHA-256-PLUS is not
+    /// offered then, as PostgreSQL cannot offer it either.
+    pub end_point: Option<Vec<u8>>,
+}
+
+/// What identifies a version of the files: modification time and length of each.
+type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
+
+/// The client TLS configuration of a running pgheal, reloadable.
+pub struct ClientTlsState {
+    options: crate::config::tls::ClientTlsOptions,
+    current: std::sync::RwLock<(Arc<ClientTlsLoaded>, Stamp)>,
+    /// The stamp of files that failed to load (logged once, not on every poll).
+    failed: std::sync::Mutex<Option<Stamp>>,
+}
+
+impl ClientTlsState {
+    pub fn new(options: crate::config::tls::ClientTlsOptions) -> Result<ClientTlsState, String> {
+        let stamp = stamp(&options);
+        let loaded = client_server_config(&options)?;
+        Ok(ClientTlsState {
+            options,
+            current: std::sync::RwLock::new((Arc::new(loaded), stamp)),
+            failed: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The configuration for a new handshake.
+    pub fn current(&self) -> Arc<ClientTlsLoaded> {
+        match self.current.read() {
+            Ok(g) => g.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
+    }
+
+    /// Rebuild from the files if they changed since the last load (`force`: even if they did
+    /// not, as on SIGHUP). `Ok(true)`: a new configuration is in use. `Err`: the files are
+    /// broken; the previous configuration stays in use. A broken version of the files is
+    /// reported once (`Err`), then `Ok(false)` until the files change again.
+    pub fn reload(&self, force: bool) -> Result<bool, String> {
+        let now = stamp(&self.options);
+        let unchanged = match self.current.read() {
+            Ok(g) => g.1 == now,
+            Err(p) => p.into_inner().1 == now,
+        };
+        if unchanged && !force {
+            return Ok(false);
+        }
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && failed.as_ref() == Some(&now) {
+            return Ok(false);
+        }
+        match client_server_config(&self.options) {
+            Ok(loaded) => {
+                *failed = None;
+                let mut g = self.current.write().unwrap_or_else(|p| p.into_inner());
+                *g = (Arc::new(loaded), now);
+                Ok(true)
+            }
+            Err(e) => {
+                *failed = Some(now);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn stamp(o: &crate::config::tls::ClientTlsOptions) -> Stamp {
+    [&o.cert_file, &o.key_file, &o.ca_file]
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(p.as_ref()?).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+/// OpenSSL's name of a TLS 1.2 suite (see [`crate::config::tls::TLS12_SUITES`]).
+fn openssl_name(s: rustls::CipherSuite) -> Option<&'static str> {
+    use rustls::CipherSuite as C;
+    Some(match s {
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => return None,
+    })
+}
+
+/// Build the rustls server configuration for clients. Errors are one line naming the key or
+/// file (never a file's contents).
+pub fn client_server_config(
+    o: &crate::config::tls::ClientTlsOptions,
+) -> Result<ClientTlsLoaded, String> {
+    use crate::config::tls::TlsCiphers;
+    let cert = o.cert_file.as_ref().ok_or_else(|| {
+        format!(
+            "client_tls_cert_file is required with client_tls_sslmode = {}",
+            o.mode
+        )
+    })?;
+    let key = o.key_file.as_ref().ok_or_else(|| {
+        format!(
+            "client_tls_key_file is required with client_tls_sslmode = {}",
+            o.mode
+        )
+    })?;
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let TlsCiphers::Tls12(names) = &o.ciphers {
+        provider.cipher_suites.retain(|s| match s {
+            rustls::SupportedCipherSuite::Tls13(_) => true,
+            rustls::SupportedCipherSuite::Tls12(_) => {
+                openssl_name(s.suite()).is_some_and(|n| names.contains(&n))
+            }
+        });
+    }
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(o.protocols))
+        .map_err(|e| format!("client_tls_protocols / client_tls_ciphers: {e}"))?;
+    let builder = if matches!(o.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+        let ca = o.ca_file.as_ref().ok_or_else(|| {
+            format!(
+                "client_tls_ca_file is required with client_tls_sslmode = {} (client certificates are checked against it)",
+                o.mode
+            )
+        })?;
+        let mut roots = RootCertStore::empty();
+        for c in load_certs(ca)? {
+            roots
+                .add(c)
+                .map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client_tls_ca_file {}: {e}", ca.display()))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let certs = load_certs(cert)?;
+    let end_point = end_point_hash(&certs[0]);
+    let mut config = builder
+        .with_single_cert(certs, load_key(key)?)
+        .map_err(|e| {
+            format!(
+                "the certificate {} and key {} do not fit together: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(ClientTlsLoaded {
+        config: Arc::new(config),
+        end_point,
+    })
+}
+
+/// One DER element: (tag, contents, what follows).
+fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// RFC 5929 `tls-server-end-point` data: the certificate's hash with the hash of its signature
+/// algorithm, SHA-256 for MD5 and SHA-1. `None` for other algorithms (PostgreSQL refuses them
+/// too).
+pub fn end_point_hash(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    const SEQ: u8 = 0x30;
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
+    let (tag, body, _) = der(cert.as_ref())?;
+    if tag != SEQ {
+        return None;
+    }
+    let (_, _tbs, rest) = der(body)?;
+    let (tag, alg, _) = der(rest)?;
+    if tag != SEQ {
+        return None;
+    }
+    let (tag, oid, _) = der(alg)?;
+    if tag != 0x06 {
+        return None;
+    }
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    enum H {
+        S256,
+        S384,
+        S512,
+    }
+    let h = match oid {
+        // md5WithRSA, sha1WithRSA, sha256WithRSA
+        [p @ .., 4 | 5 | 11] if p == RSA => H::S256,
+        [p @ .., 12] if p == RSA => H::S384,
+        [p @ .., 13] if p == RSA => H::S512,
+        // ecdsa-with-SHA1 (1.2.840.10045.4.1), -SHA256, -SHA384, -SHA512 (4.3.2/3/4)
+        [p @ .., 1] if p == ECDSA => H::S256,
+        [p @ .., 3, 2] if p == ECDSA => H::S256,
+        [p @ .., 3, 3] if p == ECDSA => H::S384,
+        [p @ .., 3, 4] if p == ECDSA => H::S512,
+        _ => return None,
+    };
+    let c = cert.as_ref();
+    Some(match h {
+        H::S256 => sha2::Sha256::digest(c).to_vec(),
+        H::S384 => sha2::Sha384::digest(c).to_vec(),
+        H::S512 => sha2::Sha512::digest(c).to_vec(),
+    })
+}
+
+/// Reload the client certificates when their files change: a poll of the files' modification
+/// times every `every`, for the life of the process. A broken new version is logged once and
+/// the previous configuration stays in use.
+pub async fn watch_client_files(state: Arc<ClientTlsState>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        log_reload(&state, false);
+    }
+}
+
+/// Reload and log the outcome (`force`: even if the files look unchanged, as on SIGHUP).
+pub fn log_reload(state: &ClientTlsState, force: bool) {
+    match state.reload(force) {
+        Ok(true) => tracing::info!("client TLS certificates reloaded"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reload the client TLS certificates; keeping the previous ones")
+        }
+    }
+}

@@ -14,14 +14,14 @@ use crate::config::{Config, PoolMode};
 use crate::heal::relay::Naming;
 use crate::heal::Relay;
 use crate::metrics::Metrics;
-use crate::net::{FrameReader, FrameWriter};
+use crate::net::{ClientReader, ClientWriter};
 use crate::pool::Pools;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::encode;
 use crate::protocol::startup::MAX_STARTUP_LEN;
 
 use super::cancel::{CancelRegistry, CancelTarget};
-use super::client_auth::authenticate;
+use super::client_auth::{authenticate, TlsBinding};
 use super::listen::ClientListen;
 use super::params;
 use super::params::StartupMemo;
@@ -29,7 +29,7 @@ use super::pin::Pin;
 use super::relay_loop::Conversation;
 use super::settings::{ClientSettings, Reported};
 use super::settings_watch::SettingsWatch;
-use super::startup::{read_opening, Opening};
+use super::startup::{open, Opened, Opening};
 use super::SessionError;
 
 /// What every session shares.
@@ -49,13 +49,35 @@ pub struct Shared {
 /// client when they may be, and logged.
 pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r, shared.cfg.max_message_len);
-    let mut writer = FrameWriter::new(w);
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
-    let result = session(&mut reader, &mut writer, &shared, &span).await;
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    let opened = open(
+        stream,
+        shared.cfg.client_tls.state.as_ref(),
+        shared.cfg.max_message_len,
+        deadline,
+    )
+    .instrument(span.clone())
+    .await;
+    let (mut writer, result) = match opened {
+        Ok(Opened {
+            mut reader,
+            mut writer,
+            opening,
+            end_point,
+        }) => {
+            let client = Client {
+                peer,
+                opening,
+                end_point,
+            };
+            let r = session(client, &mut reader, &mut writer, &shared, &span).await;
+            (Some(writer), r)
+        }
+        Err((writer, e)) => (writer, Err(e)),
+    };
     if let Err(e) = result {
-        if let Some(frame) = e.client_error() {
+        if let (Some(frame), Some(writer)) = (e.client_error(), writer.as_mut()) {
             let _ = writer.write_frame(&frame).await;
         }
         shared
@@ -64,25 +86,39 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             .with_label_values(&[e.refusal_reason()])
             .inc();
         match &e {
-            SessionError::Net(_) => {
+            SessionError::Net(_) | SessionError::Tls(_) => {
                 tracing::debug!(parent: &span, error = %e, "client connection ended")
             }
             _ => tracing::info!(parent: &span, error = %e, "client session failed"),
         }
     }
-    let _ = writer.shutdown().await;
+    if let Some(mut writer) = writer {
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// How long a client has for its opening: TLS handshake and startup packet.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the opening of a connection established.
+struct Client {
+    peer: SocketAddr,
+    opening: Opening,
+    /// Channel-binding data of the TLS handshake (see [`Opened::end_point`]).
+    end_point: Option<Vec<u8>>,
 }
 
 /// The client's session: its login runs inside the client span; the relay does not (entering a
 /// span on every poll of the session task costs as much as a tenth of a forwarded
 /// transaction), and its few log lines name the span as their parent instead.
 async fn session(
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    client: Client,
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
     shared: &Arc<Shared>,
     span: &tracing::Span,
 ) -> Result<(), SessionError> {
-    let Some(login) = login(reader, writer, shared)
+    let Some(login) = login(client, reader, writer, shared)
         .instrument(span.clone())
         .await?
     else {
@@ -141,15 +177,13 @@ struct LoggedIn {
 /// Opening, authentication and server assignment. `Ok(None)`: the client left or sent a
 /// cancel request, and there is nothing to relay.
 async fn login(
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    client: Client,
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
     shared: &Arc<Shared>,
 ) -> Result<Option<LoggedIn>, SessionError> {
     let _ = MAX_STARTUP_LEN;
-    let opening = tokio::time::timeout(Duration::from_secs(15), read_opening(reader, writer))
-        .await
-        .map_err(|_| SessionError::StartupTimeout)??;
-    let startup = match opening {
+    let startup = match client.opening {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
             let known = shared.cancels.cancel(pid, key).await;
@@ -178,6 +212,13 @@ async fn login(
     let span = tracing::Span::current();
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
+    if shared.cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() {
+        return Err(SessionError::TlsRequired {
+            host: client.peer.ip().to_string(),
+            user,
+            database: dbname,
+        });
+    }
 
     let secret = shared.cfg.users.get(&user);
     if shared.cfg.auth_type == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty()
@@ -185,7 +226,11 @@ async fn login(
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
     }
-    authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
+    let tls = TlsBinding {
+        on_tls: reader.get_ref().is_tls(),
+        end_point: client.end_point.as_deref(),
+    };
+    authenticate(shared.cfg.auth_type, &user, secret, tls, reader, writer).await?;
     let db = shared
         .cfg
         .database_for(&dbname, &user)
