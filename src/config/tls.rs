@@ -173,6 +173,27 @@ mod tests {
         assert!(TlsProtocols::parse("sslv3").is_err());
         assert!(TlsProtocols::parse("").is_err());
     }
+
+    #[test]
+    fn ciphers() {
+        for all in [
+            "default",
+            "secure",
+            "fast",
+            "normal",
+            "all",
+            "HIGH:!aNULL:!MD5",
+            "",
+        ] {
+            assert_eq!(TlsCiphers::parse(all), Ok(TlsCiphers::All), "{all}");
+        }
+        assert_eq!(
+            TlsCiphers::parse("ecdhe-rsa-aes256-gcm-sha384:TLS_AES_128_GCM_SHA256"),
+            Ok(TlsCiphers::Tls12(vec!["ECDHE-RSA-AES256-GCM-SHA384"]))
+        );
+        let e = TlsCiphers::parse("AES256-SHA").unwrap_err();
+        assert!(e.contains("AES256-SHA"), "{e}");
+    }
 }
 
 /// [`ServerTlsOptions`] with its rustls configuration built (files read) at startup.

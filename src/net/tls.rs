@@ -449,3 +449,42 @@ pub fn log_reload(state: &ClientTlsState, force: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    /// RFC 5929: the hash of the signature algorithm, SHA-256 up to SHA-256.
+    #[test]
+    fn end_point_hash_follows_the_signature_hash() {
+        for (alg, len) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let der = cert.der().clone();
+            let h = end_point_hash(&der).expect("a known hash");
+            assert_eq!(h.len(), len);
+            if len == 32 {
+                assert_eq!(h, sha2::Sha256::digest(der.as_ref()).to_vec());
+            } else {
+                assert_eq!(h, sha2::Sha384::digest(der.as_ref()).to_vec());
+            }
+        }
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(end_point_hash(cert.der()), None);
+        assert_eq!(
+            end_point_hash(&CertificateDer::from(vec![0x30, 0x85])),
+            None
+        );
+    }
+}
