@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SchemaWatch};
 use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
-use crate::net::tls::{log_reload, watch_client_files, ClientTlsState};
+use crate::net::tls::{log_reload, reload_server_files, watch_tls_files, ClientTlsState};
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
 use crate::session::{run_client, Shared};
@@ -48,13 +48,15 @@ impl ProxyHandle {
         let _ = self.done.await;
     }
 
-    /// Reload the client TLS certificate files now (SIGHUP), even if they look unchanged. New
-    /// handshakes use the new certificate; established sessions are untouched. A broken file
-    /// is logged and the previous certificate stays in use.
+    /// Reload the TLS certificate files now (SIGHUP), even if they look unchanged: the client
+    /// ones (new handshakes use them; established sessions are untouched) and the
+    /// `server_tls_*` ones (new server connections use them). A broken file is logged and the
+    /// previous certificate stays in use.
     pub fn reload_tls(&self) {
         if let Some(state) = &self.client_tls {
             log_reload(state, true);
         }
+        reload_server_files(true);
     }
 
     /// Wait until the proxy stops (after a shutdown was triggered).
@@ -105,11 +107,9 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         force_close: force_rx,
         startup_memo: Default::default(),
     });
-    // Certificate files are polled for changes (see `crate::net::tls::watch_client_files`).
+    // Certificate files are polled for changes (see `crate::net::tls::watch_tls_files`).
     let client_tls = cfg.client_tls.state.clone();
-    let tls_watch = client_tls
-        .clone()
-        .map(|s| tokio::spawn(watch_client_files(s, TLS_FILE_POLL)));
+    let tls_watch = tokio::spawn(watch_tls_files(client_tls.clone(), TLS_FILE_POLL));
     let (stop, mut stop_rx) = watch::channel(false);
     let loops = EventLoops::start(cfg.threads, &metrics)?;
     tracing::info!(%addr, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
@@ -154,9 +154,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         // Let background resets finish before closing idle connections.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         maintenance.abort();
-        if let Some(t) = &tls_watch {
-            t.abort();
-        }
+        tls_watch.abort();
         for w in &watchers {
             w.abort();
         }

@@ -426,3 +426,62 @@ async fn reload_on_request() {
     .expect("the new certificate right after reload_tls");
     p.shutdown().await;
 }
+
+/// The `server_tls_*` files reload too: a root certificate file fixed after the start is used
+/// by the next server connection (on request, as SIGHUP does, and on file change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_root_certificate_reloads() {
+    let ca = Ca::new("server CA");
+    let wrong = Ca::new("wrong CA");
+    let dir = Dir::new("server-reload");
+    let ca_file = dir.write("ca.pem", &wrong.cert.pem());
+    let pg = common::certs::start_tls_pg(&ca);
+    let args = RunArgs {
+        listen: Some("127.0.0.1:0".into()),
+        upstream: Some(pg.url(USER, PASSWORD, DB)),
+        server_tls_sslmode: Some("verify-ca".into()),
+        server_tls_ca_file: Some(ca_file.display().to_string()),
+        ..Default::default()
+    };
+    let p = start_proxy_with(FileConfig::default(), &args).await;
+    let Err(e) = tokio::time::timeout(Duration::from_secs(20), try_connect(&proxy_url(&p)))
+        .await
+        .expect("pgheal answers")
+    else {
+        panic!("the wrong CA must fail the server connection")
+    };
+    assert_eq!(sqlstate(&e).as_deref(), Some("08001"), "{e}");
+
+    rewrite(&ca_file, &ca.cert.pem());
+    p.reload_tls();
+    let c = tokio::time::timeout(Duration::from_secs(20), try_connect(&proxy_url(&p)))
+        .await
+        .expect("pgheal answers")
+        .expect("the reloaded root certificate is used");
+    let r = c.query_one("SELECT 11", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(0), 11);
+    drop(c);
+    p.shutdown().await;
+
+    // On file change, without being asked.
+    let ca_file2 = dir.write("ca2.pem", &wrong.cert.pem());
+    let args = RunArgs {
+        server_tls_ca_file: Some(ca_file2.display().to_string()),
+        ..args
+    };
+    let p = start_proxy_with(FileConfig::default(), &args).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rewrite(&ca_file2, &ca.cert.pem());
+    let url = proxy_url(&p);
+    let ok = eventually(Duration::from_secs(20), || {
+        let url = url.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), try_connect(&url))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
+    })
+    .await;
+    assert!(ok, "the changed root certificate file was not picked up");
+    p.shutdown().await;
+}

@@ -8,6 +8,15 @@
 //! `prefer`/`allow`/`require` without a root certificate check nothing (TLS against passive
 //! eavesdropping only); `require` with a root certificate, and `verify-ca`, check the chain;
 //! `verify-full` also checks that the certificate names the host pgheal connects to.
+//!
+//! For clients, pgheal is the TLS server ([`client_server_config`], `client_tls_*`), and offers
+//! the ALPN protocol `postgresql` (PostgreSQL 17's direct TLS).
+//!
+//! Reload: both sides keep what their files hold behind a lock ([`ClientTlsState`] and the
+//! server side's `ServerFiles`), swapped whole when the files change (a poll of modification
+//! times and sizes, [`watch_tls_files`]) or on SIGHUP. A handshake takes the current version
+//! once, so sessions already established are untouched; files that do not load are logged once
+//! and the previous version stays in use.
 
 use std::sync::Arc;
 
@@ -66,15 +75,7 @@ pub fn server_client_config(o: &ServerTlsOptions) -> Result<Option<Arc<ClientCon
     }
     let provider = provider();
     let roots = match &o.ca_file {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for c in load_certs(path)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
-            }
-            Some(Arc::new(roots))
-        }
+        Some(path) => Some(load_roots(path)?),
         None if matches!(o.mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
             return Err(format!(
             "sslmode {} needs a root certificate (server_tls_ca_file, or sslrootcert in the URL)",
@@ -85,16 +86,13 @@ pub fn server_client_config(o: &ServerTlsOptions) -> Result<Option<Arc<ClientCon
     };
     // libpq: `require` checks the chain when a root certificate is given; `prefer` and
     // `allow` never check.
-    let inner = match (&roots, o.mode) {
-        (Some(roots), SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) => Some(
-            WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| format!("cannot use the root certificates: {e}"))?,
-        ),
-        _ => None,
-    };
+    let check_chain = matches!(
+        o.mode,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    );
+    let files = ServerFiles::new(o, check_chain, provider.clone(), roots)?;
     let verifier = Arc::new(ServerVerifier {
-        inner,
+        files: files.clone(),
         check_name: o.mode == SslMode::VerifyFull,
         provider: provider.clone(),
     });
@@ -104,15 +102,7 @@ pub fn server_client_config(o: &ServerTlsOptions) -> Result<Option<Arc<ClientCon
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match (&o.cert_file, &o.key_file) {
-        (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| {
-                format!(
-                    "the certificate {} and key {} do not fit together: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?,
+        (Some(_), Some(_)) => builder.with_client_cert_resolver(Arc::new(ClientCert(files))),
         (None, None) => builder.with_no_client_auth(),
         (Some(_), None) => return Err("a client certificate is given without its key".into()),
         (None, Some(_)) => return Err("a client key is given without its certificate".into()),
@@ -121,11 +111,196 @@ pub fn server_client_config(o: &ServerTlsOptions) -> Result<Option<Arc<ClientCon
     Ok(Some(Arc::new(config)))
 }
 
+/// Root certificates from a PEM file; an error names the file.
+fn load_roots(path: &std::path::Path) -> Result<Arc<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(path)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// What the `server_tls_*` files hold at one moment.
+struct ServerFilesLoaded {
+    /// Chain (and name) check; `None`: no check at all.
+    verifier: Option<Arc<WebPkiServerVerifier>>,
+    /// pgheal's certificate for servers that ask for one.
+    cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// The files of one server TLS setting, reloadable like the client ones (see
+/// [`reload_server_files`]): connections opened after a reload use the new files.
+struct ServerFiles {
+    ca_file: Option<std::path::PathBuf>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+    check_chain: bool,
+    provider: Arc<CryptoProvider>,
+    current: std::sync::RwLock<(Arc<ServerFilesLoaded>, Stamp)>,
+    failed: std::sync::Mutex<Option<Stamp>>,
+}
+
+impl std::fmt::Debug for ServerFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFiles")
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every server TLS setting with files, for reloads.
+static SERVER_FILES: std::sync::Mutex<Vec<std::sync::Weak<ServerFiles>>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl ServerFiles {
+    fn new(
+        o: &ServerTlsOptions,
+        check_chain: bool,
+        provider: Arc<CryptoProvider>,
+        roots: Option<Arc<RootCertStore>>,
+    ) -> Result<Arc<ServerFiles>, String> {
+        let files = ServerFiles {
+            ca_file: o.ca_file.clone(),
+            cert_file: o.cert_file.clone(),
+            key_file: o.key_file.clone(),
+            check_chain,
+            provider,
+            current: std::sync::RwLock::new((
+                Arc::new(ServerFilesLoaded {
+                    verifier: None,
+                    cert: None,
+                }),
+                Vec::new(),
+            )),
+            failed: std::sync::Mutex::new(None),
+        };
+        let loaded = files.load(roots)?;
+        let stamp = files.stamp();
+        *files.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(loaded), stamp);
+        let files = Arc::new(files);
+        if files.ca_file.is_some() || files.cert_file.is_some() {
+            let mut all = SERVER_FILES.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&files));
+        }
+        Ok(files)
+    }
+
+    fn stamp(&self) -> Stamp {
+        stamp_of(&[&self.ca_file, &self.cert_file, &self.key_file])
+    }
+
+    fn load(&self, roots: Option<Arc<RootCertStore>>) -> Result<ServerFilesLoaded, String> {
+        let roots = match (roots, &self.ca_file) {
+            (Some(r), _) => Some(r),
+            (None, Some(path)) => Some(load_roots(path)?),
+            (None, None) => None,
+        };
+        let verifier = match roots {
+            Some(roots) if self.check_chain => Some(
+                WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+                    .build()
+                    .map_err(|e| format!("cannot use the root certificates: {e}"))?,
+            ),
+            _ => None,
+        };
+        let cert = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                rustls::sign::CertifiedKey::from_der(
+                    load_certs(cert)?,
+                    load_key(key)?,
+                    &self.provider,
+                )
+                .map_err(|e| {
+                    format!(
+                        "the certificate {} and key {} do not fit together: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+            )),
+            _ => None,
+        };
+        Ok(ServerFilesLoaded { verifier, cert })
+    }
+
+    fn current(&self) -> Arc<ServerFilesLoaded> {
+        match self.current.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
+    }
+
+    fn reload(&self, force: bool) -> Result<bool, String> {
+        let now = self.stamp();
+        let unchanged = self.current.read().unwrap_or_else(|p| p.into_inner()).1 == now;
+        if unchanged && !force {
+            return Ok(false);
+        }
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && failed.as_ref() == Some(&now) {
+            return Ok(false);
+        }
+        match self.load(None) {
+            Ok(loaded) => {
+                *failed = None;
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(loaded), now);
+                Ok(true)
+            }
+            Err(e) => {
+                *failed = Some(now);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reload the `server_tls_*` files that changed (`force`: all of them); each outcome is
+/// logged. New server connections use the new files.
+pub fn reload_server_files(force: bool) {
+    let all: Vec<Arc<ServerFiles>> = SERVER_FILES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|w| w.upgrade())
+        .collect();
+    for f in all {
+        match f.reload(force) {
+            Ok(true) => tracing::info!("server TLS certificates reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the server TLS certificates; keeping the previous ones")
+            }
+        }
+    }
+}
+
+/// pgheal's certificate for servers that ask for one, as currently loaded.
+#[derive(Debug)]
+struct ClientCert(Arc<ServerFiles>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.current().cert.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.current().cert.is_some()
+    }
+}
+
 /// The server certificate check of one `sslmode` (see the module docs).
 #[derive(Debug)]
 struct ServerVerifier {
-    /// Chain (and name) check; `None`: no check at all.
-    inner: Option<Arc<WebPkiServerVerifier>>,
+    /// The files: chain (and name) check, if any.
+    files: Arc<ServerFiles>,
     /// `verify-full`: a certificate for another name is refused.
     check_name: bool,
     provider: Arc<CryptoProvider>,
@@ -140,7 +315,8 @@ impl ServerCertVerifier for ServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(inner) = &self.inner else {
+        let loaded = self.files.current();
+        let Some(inner) = &loaded.verifier else {
             return Ok(ServerCertVerified::assertion());
         };
         // webpki checks the name only after the chain, so a name error means the chain is
@@ -266,8 +442,12 @@ impl ClientTlsState {
 }
 
 fn stamp(o: &crate::config::tls::ClientTlsOptions) -> Stamp {
-    [&o.cert_file, &o.key_file, &o.ca_file]
-        .into_iter()
+    stamp_of(&[&o.cert_file, &o.key_file, &o.ca_file])
+}
+
+fn stamp_of(paths: &[&Option<std::path::PathBuf>]) -> Stamp {
+    paths
+        .iter()
         .map(|p| {
             let m = std::fs::metadata(p.as_ref()?).ok()?;
             Some((m.modified().ok()?, m.len()))
@@ -426,16 +606,19 @@ pub fn end_point_hash(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     })
 }
 
-/// Reload the client certificates when their files change: a poll of the files' modification
-/// times every `every`, for the life of the process. A broken new version is logged once and
+/// Reload the client certificates (and the `server_tls_*` files, see [`reload_server_files`])
+/// when their files change: a poll of the files' modification times and sizes every `every`. A broken new version is logged once and
 /// the previous configuration stays in use.
-pub async fn watch_client_files(state: Arc<ClientTlsState>, every: std::time::Duration) {
+pub async fn watch_tls_files(state: Option<Arc<ClientTlsState>>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        log_reload(&state, false);
+        if let Some(state) = &state {
+            log_reload(state, false);
+        }
+        reload_server_files(false);
     }
 }
 
