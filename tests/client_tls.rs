@@ -326,6 +326,16 @@ async fn direct_tls_needs_alpn_and_channel_binding_works() {
         .expect("login with SCRAM-SHA-256-PLUS");
     assert_eq!(w.mechanisms, ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
     assert_eq!(w.value("SELECT 'direct'").await.unwrap(), "direct");
+    // Messages larger than TLS records, both ways.
+    let big = "y".repeat(3 << 20);
+    assert_eq!(
+        w.value(&format!("SELECT length('{big}')")).await.unwrap(),
+        (3 << 20).to_string()
+    );
+    assert_eq!(
+        w.value("SELECT repeat('z', 2000000)").await.unwrap().len(),
+        2_000_000
+    );
 
     // Plain SCRAM over TLS works too (a client that cannot bind says `n`).
     let s = tls_connect(port, client_config(&ca, &[]), Start::SslRequest)
@@ -483,5 +493,63 @@ async fn server_side_root_certificate_reloads() {
     })
     .await;
     assert!(ok, "the changed root certificate file was not picked up");
+    p.shutdown().await;
+}
+
+/// psycopg 3 (its binary wheel bundles a recent libpq, which speaks PostgreSQL 17's direct TLS):
+/// `sslmode=verify-full channel_binding=require`, with SSLRequest and with
+/// `sslnegotiation=direct`. Skipped when psycopg is missing, except under CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_with_verify_full_channel_binding_and_direct_tls() {
+    let probe = tokio::process::Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .output()
+        .await;
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "psycopg is not installed but CI is set (.ci/setup installs it)"
+        );
+        eprintln!("skipping: psycopg is not installed");
+        return;
+    }
+    let pg = start_pg();
+    let f = files("psycopg");
+    let p = proxy(&pg, SslMode::Require, &f, None).await;
+    const SCRIPT: &str = r#"
+import os, psycopg
+with psycopg.connect(os.environ["CONNINFO"]) as c:
+    v = c.execute("SELECT %s::int + 1", (41,)).fetchone()[0]
+    print("ok", v, c.pgconn.ssl_in_use, psycopg.pq.version() >= 170000)
+"#;
+    let run = |negotiation: &'static str| {
+        let conninfo = format!(
+            "host=localhost port={} user={USER} password={PASSWORD} dbname={DB} sslmode=verify-full sslrootcert={} channel_binding=require {negotiation}",
+            p.addr.port(),
+            f.ca_file.display()
+        );
+        async move {
+            let mut cmd = tokio::process::Command::new("python3");
+            cmd.args(["-c", SCRIPT])
+                .env("CONNINFO", conninfo)
+                .kill_on_drop(true);
+            let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+                .await
+                .expect("python finished within 30 s")
+                .expect("run python3");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    };
+    let out = run("").await;
+    assert!(out.starts_with("ok 42 True"), "{out}");
+    if out.trim_end().ends_with("True") {
+        // libpq 17 or later: direct TLS.
+        let out = run("sslnegotiation=direct").await;
+        assert!(out.starts_with("ok 42 True"), "direct TLS: {out}");
+    }
     p.shutdown().await;
 }
