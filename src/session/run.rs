@@ -86,7 +86,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             .with_label_values(&[e.refusal_reason()])
             .inc();
         match &e {
-            SessionError::Net(_) | SessionError::Tls(_) => {
+            SessionError::Net(_) => {
                 tracing::debug!(parent: &span, error = %e, "client connection ended")
             }
             _ => tracing::info!(parent: &span, error = %e, "client session failed"),
