@@ -4,7 +4,8 @@
 //! invalid setting), refuse a pidfile of a running instance, detach with `-d` (before any thread
 //! exists), bind the listener, switch to the `-u`/`user` OS user, write the pidfile, tell systemd
 //! and the waiting `-d` parent that pgheal is ready. SIGTERM and SIGINT shut down gracefully;
-//! SIGHUP reopens the logfile (configuration reload is not implemented yet).
+//! SIGHUP reopens the logfile and reloads the client TLS certificates (configuration reload is
+//! not implemented yet).
 
 use std::process::ExitCode;
 
@@ -263,7 +264,9 @@ async fn run(
     if let Err(e) = notify::notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
     }
-    signals.wait_for_shutdown(logfile.as_ref()).await;
+    signals
+        .wait_for_shutdown(logfile.as_ref(), || handle.reload_tls())
+        .await;
     tracing::info!("signal received");
     let _ = notify::notify("STOPPING=1");
     handle.shutdown().await;
@@ -291,8 +294,9 @@ impl Signals {
     }
 
     /// Until SIGTERM or SIGINT. SIGHUP (logrotate, `systemctl reload`) reopens the logfile and
-    /// otherwise only logs that reloading the configuration is not implemented yet.
-    async fn wait_for_shutdown(&mut self, logfile: Option<&LogFile>) {
+    /// reloads the client TLS certificates (`on_hup`); reloading the rest of the configuration
+    /// is not implemented yet.
+    async fn wait_for_shutdown(&mut self, logfile: Option<&LogFile>, on_hup: impl Fn()) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
@@ -303,7 +307,8 @@ impl Signals {
                             tracing::warn!(error = %e, path = %f.path().display(), "cannot reopen the logfile");
                         }
                     }
-                    tracing::warn!("SIGHUP: the logfile is reopened; reloading the configuration is not implemented yet (restart pgheal to apply changes)");
+                    on_hup();
+                    tracing::warn!("SIGHUP: the logfile is reopened and the client TLS certificates reloaded; reloading the rest of the configuration is not implemented yet (restart pgheal to apply changes)");
                 }
             }
         }

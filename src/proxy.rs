@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SchemaWatch};
 use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
+use crate::net::tls::{log_reload, reload_server_files, watch_tls_files, ClientTlsState};
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
 use crate::session::clients::ClientList;
@@ -48,6 +49,7 @@ pub struct ProxyHandle {
     pub clients: Arc<ClientList>,
     stop: Arc<watch::Sender<Option<Stop>>>,
     done: tokio::task::JoinHandle<()>,
+    client_tls: Option<Arc<ClientTlsState>>,
 }
 
 impl ProxyHandle {
@@ -70,6 +72,17 @@ impl ProxyHandle {
     pub async fn shutdown(self) {
         self.trigger_shutdown();
         let _ = self.done.await;
+    }
+
+    /// Reload the TLS certificate files now (SIGHUP), even if they look unchanged: the client
+    /// ones (new handshakes use them; established sessions are untouched) and the
+    /// `server_tls_*` ones (new server connections use them). A broken file is logged and the
+    /// previous certificate stays in use.
+    pub fn reload_tls(&self) {
+        if let Some(state) = &self.client_tls {
+            log_reload(state, true);
+        }
+        reload_server_files(true);
     }
 
     /// Wait until the proxy stops (after a shutdown was triggered).
@@ -136,6 +149,9 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         startup_memo: Default::default(),
     });
     let handle_clients = clients.clone();
+    // Certificate files are polled for changes (see `crate::net::tls::watch_tls_files`).
+    let client_tls = cfg.client_tls.state.clone();
+    let tls_watch = tokio::spawn(watch_tls_files(client_tls.clone(), TLS_FILE_POLL));
     let loops = EventLoops::start(cfg.threads, &metrics)?;
     tracing::info!(%addr, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
     let done = tokio::spawn(async move {
@@ -205,6 +221,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         // Let background resets finish before closing idle connections.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         maintenance.abort();
+        tls_watch.abort();
         for w in &watchers {
             w.abort();
         }
@@ -220,5 +237,9 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         clients: handle_clients,
         stop,
         done,
+        client_tls,
     })
 }
+
+/// How often the client TLS files are checked for changes.
+const TLS_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);

@@ -35,7 +35,7 @@ pub mod userlist;
 
 pub use cleartext::cleartext_matches;
 pub use md5::{md5_password_hash, md5_response_matches};
-pub use scram::{ScramServer, SCRAM_SHA_256};
+pub use scram::{ChannelBinding, ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 pub use secret::{ScramSecret, Secret};
 pub use userlist::parse_userlist;
 

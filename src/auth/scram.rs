@@ -6,9 +6,13 @@
 //! 2. the client's SASLResponse data goes to [`ScramServer::finish`], whose bytes are sent in
 //!    AuthenticationSASLFinal, followed by AuthenticationOk.
 //!
-//! pgheal advertises only `SCRAM-SHA-256`, never `-PLUS`, so a client asking for channel binding
-//! (`p=`) is refused, while `n,,` (no support) and `y,,` (supported, but not offered) are
-//! accepted. As in PostgreSQL, the user name inside the SCRAM message is ignored (the startup
+//! Channel binding (RFC 5802, `tls-server-end-point` of RFC 5929) follows PostgreSQL: to a
+//! client on TLS, pgheal offers `SCRAM-SHA-256-PLUS` before `SCRAM-SHA-256` (see
+//! [`ChannelBinding`]); a client that picks -PLUS must send `p=tls-server-end-point` and prove
+//! the hash of pgheal's certificate in its final message; a client that says `y` (it could
+//! bind but believes the server cannot) while -PLUS was offered is refused, since someone
+//! removed -PLUS from the offer on the way. Without TLS, `p=` is refused and `n`/`y` accepted.
+//! As in PostgreSQL, the user name inside the SCRAM message is ignored (the startup
 //! packet's user is the one authenticated) and authorization identities are refused.
 //!
 //! A `Plain` secret has no salt of its own, so a random one is drawn each time and the keys are
@@ -22,11 +26,25 @@ use base64::Engine;
 use rand::RngCore;
 
 use super::crypto::{ct_eq, hmac_sha256, sha256};
-use super::scram_messages::{parse_client_final, parse_client_first};
+use super::scram_messages::{parse_client_final, parse_client_first, CbindFlag, ClientFirst};
 use super::{AuthError, ScramSecret, Secret};
 
 /// The SASL mechanism name pgheal advertises in AuthenticationSASL.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// The mechanism with channel binding, offered to clients on TLS.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// What the client was offered and picked, for the channel-binding rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBinding<'a> {
+    /// `SCRAM-SHA-256-PLUS` was not offered (no TLS, or no known certificate hash).
+    NotOffered,
+    /// It was offered, and the client picked `SCRAM-SHA-256`.
+    Declined,
+    /// The client picked `SCRAM-SHA-256-PLUS`; the `tls-server-end-point` data of the
+    /// certificate pgheal showed in this connection's handshake.
+    Selected(&'a [u8]),
+}
 
 /// Iterations for keys derived from a plain password (PostgreSQL's default).
 const DEFAULT_ITERATIONS: u32 = 4096;
@@ -43,7 +61,9 @@ pub struct ScramServer {
     server_key: [u8; 32],
     /// When set, `finish` fails whatever the proof: unknown user or empty password.
     doomed: bool,
-    gs2_header: Vec<u8>,
+    /// What the client's `c=` must decode to: its GS2 header, then the channel-binding data
+    /// when it binds.
+    cbind_input: Vec<u8>,
     client_first_bare: Vec<u8>,
     server_first: Vec<u8>,
     /// client nonce followed by server nonce, as the client must echo it.
@@ -63,16 +83,33 @@ impl ScramServer {
         secret: &Secret,
         client_first: &[u8],
     ) -> Result<(ScramServer, Vec<u8>), AuthError> {
+        Self::start_bound(secret, client_first, ChannelBinding::NotOffered)
+    }
+
+    /// [`Self::start`] with the channel-binding situation of the connection.
+    pub fn start_bound(
+        secret: &Secret,
+        client_first: &[u8],
+        cb: ChannelBinding<'_>,
+    ) -> Result<(ScramServer, Vec<u8>), AuthError> {
         match secret {
             Secret::Md5(_) => Err(AuthError::UnsupportedSecret),
-            Secret::Scram(scram) => Self::start_with(scram, false, client_first, &server_nonce()),
+            Secret::Scram(scram) => {
+                Self::start_with(scram, false, client_first, &server_nonce(), cb)
+            }
             Secret::Plain(password) => {
                 // Parse first so malformed input costs no key derivation.
-                parse_client_first(client_first)?;
+                cbind_input(&parse_client_first(client_first)?, cb)?;
                 let mut salt = [0u8; DEFAULT_SALT_LEN];
                 rand::thread_rng().fill_bytes(&mut salt);
                 let scram = ScramSecret::from_password(password, &salt, DEFAULT_ITERATIONS);
-                Self::start_with(&scram, password.is_empty(), client_first, &server_nonce())
+                Self::start_with(
+                    &scram,
+                    password.is_empty(),
+                    client_first,
+                    &server_nonce(),
+                    cb,
+                )
             }
         }
     }
@@ -89,6 +126,21 @@ impl ScramServer {
         mock_seed: &[u8],
         client_first: &[u8],
     ) -> Result<(ScramServer, Vec<u8>), AuthError> {
+        Self::start_for_unknown_user_bound(
+            user,
+            mock_seed,
+            client_first,
+            ChannelBinding::NotOffered,
+        )
+    }
+
+    /// [`Self::start_for_unknown_user`] with the channel-binding situation of the connection.
+    pub fn start_for_unknown_user_bound(
+        user: &str,
+        mock_seed: &[u8],
+        client_first: &[u8],
+        cb: ChannelBinding<'_>,
+    ) -> Result<(ScramServer, Vec<u8>), AuthError> {
         let mut input = b"pgheal-scram-mock-salt\0".to_vec();
         input.extend_from_slice(mock_seed);
         input.push(0);
@@ -100,7 +152,7 @@ impl ScramServer {
             stored_key: [0; 32],
             server_key: [0; 32],
         };
-        Self::start_with(&mock, true, client_first, &server_nonce())
+        Self::start_with(&mock, true, client_first, &server_nonce(), cb)
     }
 
     /// The common start, with the server nonce given (tests pass RFC 7677's).
@@ -109,8 +161,10 @@ impl ScramServer {
         doomed: bool,
         client_first: &[u8],
         server_nonce: &str,
+        cb: ChannelBinding<'_>,
     ) -> Result<(ScramServer, Vec<u8>), AuthError> {
         let first = parse_client_first(client_first)?;
+        let cbind_input = cbind_input(&first, cb)?;
         let mut nonce = first.nonce.to_vec();
         nonce.extend_from_slice(server_nonce.as_bytes());
 
@@ -124,7 +178,7 @@ impl ScramServer {
             stored_key: secret.stored_key,
             server_key: secret.server_key,
             doomed,
-            gs2_header: first.gs2_header.to_vec(),
+            cbind_input,
             client_first_bare: first.bare.to_vec(),
             server_first: server_first.clone(),
             nonce,
@@ -139,10 +193,8 @@ impl ScramServer {
     /// the grammar, echoes another nonce or another GS2 header is `Err(AuthError::Malformed)`.
     pub fn finish(self, client_final: &[u8]) -> Result<Vec<u8>, AuthError> {
         let fin = parse_client_final(client_final)?;
-        if fin.channel_binding != self.gs2_header {
-            return Err(AuthError::Malformed(
-                "SCRAM channel-binding attribute does not match the GS2 header",
-            ));
+        if !ct_eq(&fin.channel_binding, &self.cbind_input) {
+            return Err(AuthError::Malformed("SCRAM channel binding check failed"));
         }
         if fin.nonce != self.nonce.as_slice() {
             return Err(AuthError::Malformed("SCRAM nonce mismatch"));
@@ -169,6 +221,40 @@ impl ScramServer {
         server_final.extend_from_slice(BASE64.encode(server_signature).as_bytes());
         Ok(server_final)
     }
+}
+
+/// PostgreSQL's rules for the GS2 header's channel-binding flag against what was offered and
+/// picked; returns what `c=` must decode to.
+fn cbind_input(first: &ClientFirst<'_>, cb: ChannelBinding<'_>) -> Result<Vec<u8>, AuthError> {
+    let mut input = first.gs2_header.to_vec();
+    match (first.cbind, cb) {
+        (CbindFlag::Bind(name), ChannelBinding::Selected(data)) => {
+            if name != b"tls-server-end-point" {
+                return Err(AuthError::Malformed("unsupported SCRAM channel-binding type"));
+            }
+            input.extend_from_slice(data);
+        }
+        (CbindFlag::Bind(_), ChannelBinding::NotOffered) => {
+            return Err(AuthError::ChannelBindingUnsupported)
+        }
+        (CbindFlag::Bind(_), ChannelBinding::Declined) => {
+            return Err(AuthError::Malformed(
+                "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data",
+            ))
+        }
+        (CbindFlag::No | CbindFlag::Yes, ChannelBinding::Selected(_)) => {
+            return Err(AuthError::Malformed(
+                "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data",
+            ))
+        }
+        (CbindFlag::Yes, ChannelBinding::Declined) => {
+            return Err(AuthError::Malformed(
+                "SCRAM channel binding negotiation error: the client supports channel binding but thinks the server does not; this server does support it",
+            ))
+        }
+        (CbindFlag::No, _) | (CbindFlag::Yes, ChannelBinding::NotOffered) => {}
+    }
+    Ok(input)
 }
 
 /// A fresh server nonce: 18 random bytes, base64 (24 printable characters, no commas).
@@ -319,6 +405,64 @@ mod tests {
         assert_ne!(salt_of("ghost"), salt_of("spook"));
     }
 
+    /// One exchange with the connection's channel-binding situation `cb`.
+    fn bound_exchange(
+        client_cb: ChannelBinding,
+        cb: super::ChannelBinding<'_>,
+    ) -> Result<bool, AuthError> {
+        let secret = Secret::Plain("pw".into());
+        let mut client = ScramSha256::new(b"pw", client_cb);
+        let (server, server_first) = ScramServer::start_bound(&secret, client.message(), cb)?;
+        if client.update(&server_first).is_err() {
+            return Err(AuthError::Malformed("client rejected server-first-message"));
+        }
+        let server_final = server.finish(client.message())?;
+        Ok(client.finish(&server_final).is_ok())
+    }
+
+    /// SCRAM-SHA-256-PLUS: the client's tls-server-end-point data must be pgheal's, and the
+    /// flag must fit what was offered and picked (PostgreSQL's rules).
+    #[test]
+    fn channel_binding_rules() {
+        use super::ChannelBinding as Cb;
+        let hash = [7u8; 32];
+        let bind = |d: &[u8]| ChannelBinding::tls_server_end_point(d.to_vec());
+        assert_eq!(bound_exchange(bind(&hash), Cb::Selected(&hash)), Ok(true));
+        assert!(matches!(
+            bound_exchange(bind(&[8u8; 32]), Cb::Selected(&hash)),
+            Err(AuthError::Malformed(_))
+        ));
+        // PLUS picked, but the message does not bind.
+        for c in [ChannelBinding::unsupported(), ChannelBinding::unrequested()] {
+            assert!(matches!(
+                bound_exchange(c, Cb::Selected(&hash)),
+                Err(AuthError::Malformed(_))
+            ));
+        }
+        // PLUS offered, plain SCRAM picked: `n` is fine, `y` means a downgrade, `p` a mix-up.
+        assert_eq!(
+            bound_exchange(ChannelBinding::unsupported(), Cb::Declined),
+            Ok(true)
+        );
+        assert!(matches!(
+            bound_exchange(ChannelBinding::unrequested(), Cb::Declined),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            bound_exchange(bind(&hash), Cb::Declined),
+            Err(AuthError::Malformed(_))
+        ));
+        // Not offered (no TLS): `y` is fine, `p` refused.
+        assert_eq!(
+            bound_exchange(ChannelBinding::unrequested(), Cb::NotOffered),
+            Ok(true)
+        );
+        assert_eq!(
+            bound_exchange(bind(&hash), Cb::NotOffered),
+            Err(AuthError::ChannelBindingUnsupported)
+        );
+    }
+
     /// RFC 7677 section 3: user "user", password "pencil", fixed nonces and salt.
     #[test]
     fn rfc7677_vector() {
@@ -331,6 +475,7 @@ mod tests {
             false,
             b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
             "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            super::ChannelBinding::NotOffered,
         ) else {
             panic!("start failed");
         };

@@ -10,10 +10,22 @@ use base64::Engine;
 
 use super::AuthError;
 
+/// The channel-binding flag of the GS2 header (RFC 5802 section 7, `gs2-cbind-flag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CbindFlag<'a> {
+    /// `n`: the client does not support channel binding.
+    No,
+    /// `y`: the client supports it but thinks the server does not.
+    Yes,
+    /// `p=name`: the client binds to the channel with this binding type.
+    Bind(&'a [u8]),
+}
+
 /// The parts of client-first-message the exchange needs.
 pub(crate) struct ClientFirst<'a> {
-    /// The GS2 header, `n,,` or `y,,` (authzid and channel binding are refused).
+    /// The GS2 header: `n,,`, `y,,` or `p=<type>,,` (authzid is refused).
     pub gs2_header: &'a [u8],
+    pub cbind: CbindFlag<'a>,
     /// client-first-message-bare: everything after the GS2 header, part of AuthMessage.
     pub bare: &'a [u8],
     /// The client's nonce (printable ASCII without commas).
@@ -22,7 +34,8 @@ pub(crate) struct ClientFirst<'a> {
 
 /// The parts of client-final-message the exchange needs.
 pub(crate) struct ClientFinal<'a> {
-    /// The decoded `c=` attribute: the GS2 header repeated (no channel-binding data).
+    /// The decoded `c=` attribute: the GS2 header repeated, then the channel-binding data
+    /// when the header says `p=`.
     pub channel_binding: Vec<u8>,
     /// The `r=` attribute: client nonce followed by server nonce.
     pub nonce: &'a [u8],
@@ -75,18 +88,31 @@ fn is_printable_nonce(nonce: &[u8]) -> bool {
 /// Parses client-first-message (the SASLInitialResponse data).
 pub(crate) fn parse_client_first(message: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
     check_no_nul(message)?;
-    match message.first() {
-        Some(b'n' | b'y') => {}
-        Some(b'p') => return Err(AuthError::ChannelBindingUnsupported),
-        Some(_) => return Err(malformed("unexpected SCRAM channel-binding flag")),
-        None => return Err(malformed("empty SCRAM client-first-message")),
-    }
-    match message.get(1..3) {
+    // The flag runs to the first comma: `n`, `y` or `p=name` (name: letters, digits, `.`, `-`).
+    let flag_len = message
+        .iter()
+        .position(|&b| b == b',')
+        .ok_or(malformed("malformed SCRAM GS2 header"))?;
+    let cbind = match &message[..flag_len] {
+        b"n" => CbindFlag::No,
+        b"y" => CbindFlag::Yes,
+        [b'p', b'=', name @ ..]
+            if !name.is_empty()
+                && name
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+        {
+            CbindFlag::Bind(name)
+        }
+        [] => return Err(malformed("empty SCRAM client-first-message")),
+        _ => return Err(malformed("unexpected SCRAM channel-binding flag")),
+    };
+    match message.get(flag_len..flag_len + 2) {
         Some(b",,") => {}
         Some([b',', b'a']) => return Err(malformed("SCRAM authorization identity not supported")),
         _ => return Err(malformed("malformed SCRAM GS2 header")),
     }
-    let (gs2_header, bare) = message.split_at(3);
+    let (gs2_header, bare) = message.split_at(flag_len + 2);
     if bare.first() == Some(&b'm') {
         return Err(malformed("unsupported SCRAM extension required by client"));
     }
@@ -103,6 +129,7 @@ pub(crate) fn parse_client_first(message: &[u8]) -> Result<ClientFirst<'_>, Auth
     }
     Ok(ClientFirst {
         gs2_header,
+        cbind,
         bare,
         nonce,
     })
@@ -180,11 +207,17 @@ mod tests {
 
     #[test]
     fn client_first_errors() {
-        assert_eq!(
-            parse_client_first(b"p=tls-server-end-point,,n=,r=abc").err(),
-            Some(AuthError::ChannelBindingUnsupported)
-        );
+        let Ok(first) = parse_client_first(b"p=tls-server-end-point,,n=,r=abc") else {
+            panic!("valid message rejected");
+        };
+        assert_eq!(first.gs2_header, b"p=tls-server-end-point,,");
+        assert_eq!(first.cbind, CbindFlag::Bind(b"tls-server-end-point"));
+        assert_eq!(first.bare, b"n=,r=abc");
         let bad: &[&[u8]] = &[
+            b"p=,,n=,r=abc",
+            b"p,,n=,r=abc",
+            b"p=a b,,n=,r=abc",
+            b"p=x,a=bob,n=,r=abc",
             b"",
             b"n",
             b"n,",

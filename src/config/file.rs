@@ -95,6 +95,18 @@ pub struct General {
     pub stats_users: Option<Vec<String>>,
     /// Seconds between the snapshots the admin console's averages are computed over.
     pub stats_period: Option<f64>,
+    /// TLS from clients: disable (default), allow, prefer, require, verify-ca, verify-full
+    /// (PgBouncer's meanings).
+    pub client_tls_sslmode: Option<super::tls::SslMode>,
+    /// pgheal's certificate and key (PEM) for clients; required unless disable.
+    pub client_tls_cert_file: Option<String>,
+    pub client_tls_key_file: Option<String>,
+    /// Root certificates (PEM) client certificates must lead to (verify-ca / verify-full).
+    pub client_tls_ca_file: Option<String>,
+    /// PgBouncer's syntax: secure (default), all, tlsv1.2, tlsv1.3.
+    pub client_tls_protocols: Option<String>,
+    /// PgBouncer's `client_tls_ciphers` (see [`super::tls::TlsCiphers`]).
+    pub client_tls_ciphers: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -263,6 +263,8 @@ pub struct Config {
     /// Settings that were read but are not honoured, one line each (file:line, key, why); `main`
     /// logs them once logging is set up.
     pub warnings: Vec<String>,
+    /// TLS from clients (`client_tls_*`).
+    pub client_tls: tls::ClientTls,
 }
 
 impl Config {

@@ -282,7 +282,36 @@ fn general(
             )
         })?,
     };
+    let client_tls_sslmode = match get("client_tls_sslmode") {
+        None => SslMode::Disable,
+        Some(e) => {
+            let mode = SslMode::parse(&e.value).ok_or_else(|| {
+                bad(
+                    "client_tls_sslmode",
+                    &e.at,
+                    format!("expected {}", SslMode::NAMES),
+                )
+            })?;
+            if mode != SslMode::Disable
+                && (non_empty(set.get("client_tls_cert_file")).is_none()
+                    || non_empty(set.get("client_tls_key_file")).is_none())
+            {
+                return Err(bad(
+                    "client_tls_sslmode",
+                    &e.at,
+                    format!("client_tls_sslmode = {mode} needs client_tls_cert_file and client_tls_key_file"),
+                ));
+            }
+            mode
+        }
+    };
     Ok(General {
+        client_tls_sslmode: Some(client_tls_sslmode),
+        client_tls_cert_file: non_empty(set.get("client_tls_cert_file")),
+        client_tls_key_file: non_empty(set.get("client_tls_key_file")),
+        client_tls_ca_file: non_empty(set.get("client_tls_ca_file")),
+        client_tls_protocols: non_empty(set.get("client_tls_protocols")),
+        client_tls_ciphers: non_empty(set.get("client_tls_ciphers")),
         server_tls_sslmode: Some(server_tls_sslmode),
         server_tls_ca_file: non_empty(set.get("server_tls_ca_file")),
         server_tls_cert_file: non_empty(set.get("server_tls_cert_file")),

@@ -7,8 +7,8 @@
 //! - [`Support::Yes`]: honoured as PgBouncer documents it (mapped onto pgheal's own setting);
 //! - [`Support::NotYet`]: not implemented yet. Present in a file, it is one warning line naming it,
 //!   unless its value is one pgheal already behaves like (`same`, e.g. `syslog = 0`). A few
-//!   values would silently weaken what the file asks for (`client_tls_sslmode = require` while
-//!   pgheal has no TLS); those (`refuse`) stop the start instead;
+//!   values would silently weaken what the file asks for; those (`refuse`) stop the start
+//!   instead;
 //! - [`Support::Differs`]: deliberately different, because pgheal's design makes the knob moot or
 //!   does the job another way; the note says how. `warn` says whether its presence is worth a
 //!   warning line.
@@ -77,7 +77,6 @@ const SSLMODES: &[&str] = &[
     "verify-ca",
     "verify-full",
 ];
-const SSL_ENFORCING: &[&str] = &["require", "verify-ca", "verify-full"];
 
 const fn yes(name: &'static str, kind: Kind, default: &'static str, note: &'static str) -> Key {
     Key {
@@ -122,7 +121,6 @@ const fn differs(
     }
 }
 
-const TLS: &str = "TLS to clients is not implemented yet";
 const UNIX: &str = "Unix sockets are not implemented yet";
 
 use Kind::{Int, Str, Time, UInt};
@@ -149,24 +147,15 @@ pub const KEYS: &[Key] = &[
     not_yet("cancel_wait_timeout", Time, "10", &[], "a cancel request is sent at once or dropped"),
     not_yet("client_idle_timeout", Time, "0", &["0"], ""),
     not_yet("client_login_timeout", Time, "60", &[], ""),
-    not_yet("client_tls13_ciphers", Str, "", &[""], TLS),
-    not_yet("client_tls_ca_file", Str, "", &[""], TLS),
-    not_yet("client_tls_cert_file", Str, "", &[""], TLS),
-    not_yet("client_tls_ciphers", Str, "default", &["default"], TLS),
-    not_yet("client_tls_dheparams", Str, "auto", &["auto"], TLS),
-    not_yet("client_tls_ecdhcurve", Str, "auto", &["auto"], TLS),
-    not_yet("client_tls_key_file", Str, "", &[""], TLS),
-    not_yet("client_tls_protocols", Str, "secure", &["secure"], TLS),
-    Key {
-        name: "client_tls_sslmode",
-        kind: Kind::Lookup(SSLMODES),
-        default: "disable",
-        support: Support::NotYet {
-            same: &["disable"],
-            refuse: SSL_ENFORCING,
-            note: "TLS to clients is not implemented yet: `require`, `verify-ca` and `verify-full` stop the start rather than accept clients in plain text",
-        },
-    },
+    not_yet("client_tls13_ciphers", Str, "", &[""], "rustls' TLS 1.3 suites (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305) are always offered"),
+    yes("client_tls_ca_file", Str, "", "`client_tls_ca_file`: root certificates (PEM) client certificates must lead to (`verify-ca`/`verify-full`); reloaded on change"),
+    yes("client_tls_cert_file", Str, "", "`client_tls_cert_file`: pgheal's certificate (PEM) for clients; reloaded on change and on SIGHUP"),
+    yes("client_tls_ciphers", Str, "default", "`client_tls_ciphers`: `default`, `secure`, `fast`, `normal`, `all` and OpenSSL class words offer every rustls suite (all AEAD with forward secrecy); OpenSSL names of the TLS 1.2 ECDHE-GCM/ChaCha20 suites select those; an unknown name stops the start"),
+    not_yet("client_tls_dheparams", Str, "auto", &["auto"], "rustls has no finite-field DHE suites; only `auto` is quiet"),
+    not_yet("client_tls_ecdhcurve", Str, "auto", &["auto"], "rustls negotiates X25519, P-256 or P-384; only `auto` is quiet"),
+    yes("client_tls_key_file", Str, "", "`client_tls_key_file`: pgheal's private key (PEM); reloaded with the certificate"),
+    yes("client_tls_protocols", Str, "secure", "`client_tls_protocols`: TLS 1.2 and 1.3 (`secure`, `all`, `legacy`, `tlsv1.2`, `tlsv1.3`); `tlsv1.0`/`tlsv1.1` stop the start"),
+    yes("client_tls_sslmode", Kind::Lookup(SSLMODES), "disable", "`client_tls_sslmode`, PgBouncer's meanings: `allow`/`prefer` TLS when the client asks, `require` refuses plain clients, `verify-ca`/`verify-full` (the same) also need a client certificate valid for `client_tls_ca_file`; PostgreSQL 17 direct TLS (ALPN `postgresql`) is accepted too"),
     differs("conffile", Str, "", true, "read-only in PgBouncer's console; the file is the one on the command line"),
     yes("default_pool_size", Int, "20", "`pool_size` (at least 1)"),
     not_yet("disable_pqexec", Int, "0", &["0"], ""),

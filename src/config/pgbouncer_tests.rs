@@ -393,7 +393,7 @@ fn invalid_values_are_errors_with_file_and_line() {
         (
             "[pgbouncer]\nclient_tls_sslmode = require\n",
             "client_tls_sslmode",
-            ":2: client_tls_sslmode = require is not supported",
+            ":2: client_tls_sslmode = require needs client_tls_cert_file and client_tls_key_file",
         ),
         (
             "[pgbouncer]\nserver_tls_sslmode = verify-fuller\n",
@@ -668,6 +668,82 @@ fn auth_type_hba_loads_the_rules() {
             .to_string()
             .contains("expected scram-sha-256, md5, plain, trust or hba"),
         "{bad_toml}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `client_tls_*` are honoured in pgbouncer.ini and in pgheal's TOML; each problem stops the
+/// start naming its key.
+#[test]
+fn client_tls_keys_are_supported() {
+    use crate::config::tls::{SslMode, TlsCiphers, TlsProtocols};
+    let dir = std::env::temp_dir().join(format!("pgheal-client-tls-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("c.crt"), dir.join("c.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (c, k) = (cert_file.display(), key_file.display());
+    let base = "[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\n";
+
+    let cfg = load(&format!("{base}client_tls_sslmode = require\nclient_tls_cert_file = {c}\nclient_tls_key_file = {k}\nclient_tls_protocols = tlsv1.3\nclient_tls_ciphers = HIGH:!aNULL\n[databases]\nd = host=h\n"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let o = &cfg.client_tls.options;
+    assert_eq!(o.mode, SslMode::Require);
+    assert_eq!(
+        o.protocols,
+        TlsProtocols {
+            tls12: false,
+            tls13: true
+        }
+    );
+    assert_eq!(o.ciphers, TlsCiphers::All);
+    assert!(cfg.client_tls.state.is_some() && cfg.client_tls.requires_tls());
+    // Default: disable, nothing loaded.
+    let cfg = load(&format!("{base}[databases]\nd = host=h\n"));
+    assert_eq!(cfg.client_tls.options.mode, SslMode::Disable);
+    assert!(cfg.client_tls.state.is_none());
+
+    let err = |text: String| {
+        let file = map(&text).unwrap_or_else(|e| panic!("{e}"));
+        build(file, &RunArgs::default()).unwrap_err()
+    };
+    let e = err(format!("{base}client_tls_sslmode = verify-ca\nclient_tls_cert_file = {c}\nclient_tls_key_file = {k}\n[databases]\nd = host=h\n"));
+    assert_eq!(e.key, "client_tls_ca_file", "{e}");
+    let e = err(format!("{base}client_tls_sslmode = prefer\nclient_tls_cert_file = {c}\nclient_tls_key_file = {k}\nclient_tls_ciphers = RC4-MD5\n[databases]\nd = host=h\n"));
+    assert_eq!(e.key, "client_tls_ciphers", "{e}");
+    let e = err(format!("{base}client_tls_sslmode = prefer\nclient_tls_cert_file = {c}\nclient_tls_key_file = {k}\nclient_tls_protocols = tlsv1.1\n[databases]\nd = host=h\n"));
+    assert_eq!(e.key, "client_tls_protocols", "{e}");
+    let e = err(format!("{base}client_tls_sslmode = prefer\nclient_tls_cert_file = {}/absent.crt\nclient_tls_key_file = {k}\n[databases]\nd = host=h\n", dir.display()));
+    assert_eq!(e.key, "client_tls_cert_file", "{e}");
+    // A key that does not fit the certificate.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let other_file = dir.join("other.key");
+    std::fs::write(&other_file, other.serialize_pem()).unwrap();
+    let e = err(format!("{base}client_tls_sslmode = prefer\nclient_tls_cert_file = {c}\nclient_tls_key_file = {}\n[databases]\nd = host=h\n", other_file.display()));
+    assert!(e.reason.contains("do not fit"), "{e}");
+    // Without the files, the ini loader says so at the line.
+    let e = map(&format!("{base}client_tls_sslmode = require\n")).unwrap_err();
+    assert!(e.to_string().contains("needs client_tls_cert_file"), "{e}");
+    // dheparams/ecdhcurve: PgBouncer's defaults are quiet, others a warning.
+    let cfg = load(&format!("{base}client_tls_dheparams = auto\nclient_tls_ecdhcurve = secp384r1\n[databases]\nd = host=h\n"));
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert!(cfg.warnings[0].contains("client_tls_ecdhcurve"));
+
+    // The same keys in pgheal's TOML.
+    let file: FileConfig = toml::from_str(&format!(
+        "[pgheal]\nclient_tls_sslmode = \"verify-full\"\nclient_tls_cert_file = \"{c}\"\nclient_tls_key_file = \"{k}\"\nclient_tls_ca_file = \"{c}\"\nclient_tls_ciphers = \"ECDHE-ECDSA-AES128-GCM-SHA256\"\n[databases.d]\nhost = \"h\"\n[users]\napp = \"pw\"\n",
+    ))
+    .expect("toml");
+    let cfg = build(file, &RunArgs::default()).expect("valid");
+    assert_eq!(cfg.client_tls.options.mode, SslMode::VerifyFull);
+    assert_eq!(
+        cfg.client_tls.options.ciphers,
+        TlsCiphers::Tls12(vec!["ECDHE-ECDSA-AES128-GCM-SHA256"])
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

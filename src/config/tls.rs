@@ -173,6 +173,27 @@ mod tests {
         assert!(TlsProtocols::parse("sslv3").is_err());
         assert!(TlsProtocols::parse("").is_err());
     }
+
+    #[test]
+    fn ciphers() {
+        for all in [
+            "default",
+            "secure",
+            "fast",
+            "normal",
+            "all",
+            "HIGH:!aNULL:!MD5",
+            "",
+        ] {
+            assert_eq!(TlsCiphers::parse(all), Ok(TlsCiphers::All), "{all}");
+        }
+        assert_eq!(
+            TlsCiphers::parse("ecdhe-rsa-aes256-gcm-sha384:TLS_AES_128_GCM_SHA256"),
+            Ok(TlsCiphers::Tls12(vec!["ECDHE-RSA-AES256-GCM-SHA384"]))
+        );
+        let e = TlsCiphers::parse("AES256-SHA").unwrap_err();
+        assert!(e.contains("AES256-SHA"), "{e}");
+    }
 }
 
 /// [`ServerTlsOptions`] with its rustls configuration built (files read) at startup.
@@ -211,6 +232,137 @@ impl PartialEq for ServerTls {
 impl Eq for ServerTls {}
 
 impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.options.fmt(f)
+    }
+}
+
+/// TLS versions and cipher suites offered to clients: PgBouncer's `client_tls_ciphers`.
+///
+/// PgBouncer passes an OpenSSL cipher string; rustls offers only AEAD suites with forward
+/// secrecy (every one of them is in OpenSSL's `HIGH`). So PgBouncer's shortcuts (`default`,
+/// `secure`, `fast`, `normal`, `compat`, `legacy`, `insecure`, `all`) and OpenSSL class words
+/// (`HIGH`, `ALL`, `DEFAULT`, `ECDHE`, `AESGCM`, ...) all mean "every rustls suite"; exclusions
+/// (`!aNULL`, `-RC4`, ...) exclude nothing rustls has; an explicit OpenSSL suite name selects
+/// that TLS 1.2 suite (TLS 1.3 suites are always on, as `client_tls13_ciphers` is not read);
+/// any other word is a configuration error naming it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsCiphers {
+    /// Every suite rustls offers.
+    All,
+    /// These TLS 1.2 suites (OpenSSL names), with every TLS 1.3 suite.
+    Tls12(Vec<&'static str>),
+}
+
+/// OpenSSL names of the TLS 1.2 suites rustls (ring provider) implements.
+pub const TLS12_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
+
+impl TlsCiphers {
+    pub fn parse(s: &str) -> Result<TlsCiphers, String> {
+        const CLASSES: &[&str] = &[
+            "default", "secure", "fast", "normal", "compat", "legacy", "insecure", "all", "high",
+            "medium", "ecdhe", "eecdh", "kecdhe", "aesgcm", "aes", "chacha20", "aead", "tlsv1.2",
+            "sha256", "sha384", "ecdsa", "aecdsa", "rsa", "arsa",
+        ];
+        let mut named = Vec::new();
+        let mut all = false;
+        for word in s
+            .split(|c: char| c == ':' || c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            if word.starts_with(['!', '-', '+', '@']) {
+                continue;
+            }
+            let lower = word.to_ascii_lowercase();
+            if CLASSES.contains(&lower.as_str()) {
+                all = true;
+            } else if let Some(n) = TLS12_SUITES.iter().find(|n| n.eq_ignore_ascii_case(word)) {
+                named.push(*n);
+            } else if lower.starts_with("tls_") {
+                // A TLS 1.3 suite name: always offered.
+            } else {
+                return Err(format!(
+                    "unknown cipher {word:?}: pgheal offers rustls' suites (TLS 1.3, and the TLS 1.2 ones {}); use default, secure, fast, normal or all, or some of those names",
+                    TLS12_SUITES.join(", ")
+                ));
+            }
+        }
+        if all || named.is_empty() {
+            return Ok(TlsCiphers::All);
+        }
+        Ok(TlsCiphers::Tls12(named))
+    }
+}
+
+/// How pgheal talks TLS to its clients: `client_tls_*` (PgBouncer's meanings).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTlsOptions {
+    /// `disable`: SSLRequest gets `N`; `allow`/`prefer`: TLS when the client asks;
+    /// `require`: plain clients are refused; `verify-ca`/`verify-full` (the same, as in
+    /// PgBouncer): TLS with a client certificate valid for `ca_file`.
+    pub mode: SslMode,
+    /// pgheal's certificate and key (PEM); required unless `disable`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Root certificates (PEM) client certificates must lead to (verify-ca/verify-full).
+    pub ca_file: Option<PathBuf>,
+    pub protocols: TlsProtocols,
+    pub ciphers: TlsCiphers,
+}
+
+impl Default for ClientTlsOptions {
+    /// PgBouncer's default: `disable`.
+    fn default() -> Self {
+        ClientTlsOptions {
+            mode: SslMode::Disable,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            protocols: TlsProtocols::default(),
+            ciphers: TlsCiphers::All,
+        }
+    }
+}
+
+/// [`ClientTlsOptions`] with the rustls server configuration built (files read) at startup,
+/// and rebuilt when the files change ([`crate::net::tls::ClientTlsState::reload`]).
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    pub options: ClientTlsOptions,
+    /// `None` for `disable`.
+    pub state: Option<std::sync::Arc<crate::net::tls::ClientTlsState>>,
+}
+
+impl ClientTls {
+    /// Read the files and build the configuration; the error is one line naming the problem.
+    pub fn new(options: ClientTlsOptions) -> Result<ClientTls, String> {
+        if options.mode == SslMode::Disable {
+            return Ok(ClientTls {
+                options,
+                state: None,
+            });
+        }
+        let state = crate::net::tls::ClientTlsState::new(options.clone())?;
+        Ok(ClientTls {
+            options,
+            state: Some(std::sync::Arc::new(state)),
+        })
+    }
+
+    /// Whether a client without TLS is refused.
+    pub fn requires_tls(&self) -> bool {
+        self.options.mode.requires_tls()
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.options.fmt(f)
     }

@@ -11,7 +11,9 @@ use crate::heal::RelayConfig;
 
 use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
-use super::tls::{ServerTls, ServerTlsOptions, SslMode, TlsProtocols};
+use super::tls::{
+    ClientTls, ClientTlsOptions, ServerTls, ServerTlsOptions, SslMode, TlsCiphers, TlsProtocols,
+};
 use super::upstream::{Upstream, UpstreamTls};
 use super::{ini, pgbouncer};
 use super::{
@@ -485,6 +487,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         }
         n
     };
+    let client_tls = client_tls(&g)?;
     let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
     let process = ProcessSettings {
         logfile: path(g.logfile),
@@ -557,6 +560,69 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         source: args.config.clone(),
         process,
         warnings,
+        client_tls,
+    })
+}
+
+/// TLS from clients (`client_tls_*`): the files are read here, so a missing or broken one stops
+/// the start with an error naming its key.
+fn client_tls(g: &super::file::General) -> Result<ClientTls, ConfigError> {
+    let path = |p: &Option<String>| p.clone().filter(|p| !p.is_empty()).map(PathBuf::from);
+    let o = ClientTlsOptions {
+        mode: g.client_tls_sslmode.unwrap_or(SslMode::Disable),
+        cert_file: path(&g.client_tls_cert_file),
+        key_file: path(&g.client_tls_key_file),
+        ca_file: path(&g.client_tls_ca_file),
+        protocols: match g.client_tls_protocols.as_deref() {
+            Some(p) => {
+                TlsProtocols::parse(p).map_err(|e| ConfigError::new("client_tls_protocols", e))?
+            }
+            None => TlsProtocols::default(),
+        },
+        ciphers: match g.client_tls_ciphers.as_deref() {
+            Some(c) => {
+                TlsCiphers::parse(c).map_err(|e| ConfigError::new("client_tls_ciphers", e))?
+            }
+            None => TlsCiphers::All,
+        },
+    };
+    if o.mode == SslMode::Disable {
+        return Ok(ClientTls::default());
+    }
+    let needs = |key: &'static str, given: bool, why: &str| {
+        if given {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                key,
+                format!("is required with client_tls_sslmode = {}{why}", o.mode),
+            ))
+        }
+    };
+    needs("client_tls_cert_file", o.cert_file.is_some(), "")?;
+    needs("client_tls_key_file", o.key_file.is_some(), "")?;
+    if matches!(o.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+        needs(
+            "client_tls_ca_file",
+            o.ca_file.is_some(),
+            " (client certificates are checked against it)",
+        )?;
+    }
+    let named = |p: &Option<PathBuf>, e: &str| {
+        p.as_ref()
+            .is_some_and(|p| e.contains(&p.display().to_string()))
+    };
+    ClientTls::new(o.clone()).map_err(|e| {
+        let key = if named(&o.key_file, &e) && !named(&o.cert_file, &e) {
+            "client_tls_key_file"
+        } else if named(&o.ca_file, &e) {
+            "client_tls_ca_file"
+        } else if e.contains("client_tls_protocols") {
+            "client_tls_protocols"
+        } else {
+            "client_tls_cert_file"
+        };
+        ConfigError::new(key, e)
     })
 }
 

@@ -4,7 +4,7 @@
 //! [`FrameWriter`] writes lists of `Bytes` with vectored writes, so a batch of forwarded
 //! messages goes out in one system call without being copied into an output buffer.
 //! Neither implements `AsyncRead`/`AsyncWrite`: nothing can bypass framing by accident.
-//! [`stream`] is what a server connection reads and writes (plain TCP or TLS), [`tls`] builds
+//! [`stream`] is what a client or server connection reads and writes (plain TCP or TLS), [`tls`] builds
 //! the rustls configurations.
 
 pub mod reader;
@@ -13,7 +13,10 @@ pub mod tls;
 pub mod writer;
 
 pub use reader::FrameReader;
-pub use stream::{ServerRead, ServerReader, ServerWrite, ServerWriter};
+pub use stream::{
+    ClientRead, ClientReader, ClientWrite, ClientWriter, ServerRead, ServerReader, ServerWrite,
+    ServerWriter,
+};
 pub use writer::FrameWriter;
 
 /// Errors of the message streams.

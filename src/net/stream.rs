@@ -291,3 +291,125 @@ impl TcpSocket for ServerWrite {
         }
     }
 }
+
+/// A TLS connection from a client (pgheal is the TLS server). The client's socket never moves
+/// once its session runs (the handshake happens on the session's own event loop), so the plain
+/// `TcpStream` is enough underneath.
+pub type ClientTlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The reading half of a client connection: plain TCP (the fast path, unchanged) or TLS. A
+/// Unix-socket variant fits beside these two the same way.
+pub enum ClientRead {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<ClientTlsStream>),
+}
+
+/// The writing half of a client connection.
+pub enum ClientWrite {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<ClientTlsStream>),
+}
+
+/// Frames from a client.
+pub type ClientReader = FrameReader<ClientRead>;
+/// Frames to a client.
+pub type ClientWriter = FrameWriter<ClientWrite>;
+
+impl ClientRead {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientRead::Tls(_))
+    }
+}
+
+/// Split a client's plain socket.
+pub fn split_client_plain(tcp: TcpStream) -> (ClientRead, ClientWrite) {
+    let (r, w) = tcp.into_split();
+    (ClientRead::Plain(r), ClientWrite::Plain(w))
+}
+
+/// Split a client's TLS stream.
+pub fn split_client_tls(tls: ClientTlsStream) -> (ClientRead, ClientWrite) {
+    let (r, w) = tokio::io::split(tls);
+    (ClientRead::Tls(r), ClientWrite::Tls(w))
+}
+
+/// The plain socket back from its halves (to start TLS on it after an SSLRequest).
+pub fn reunite_client_plain(r: ClientRead, w: ClientWrite) -> io::Result<TcpStream> {
+    match (r, w) {
+        (ClientRead::Plain(r), ClientWrite::Plain(w)) => r
+            .reunite(w)
+            .map_err(|_| io::Error::other("the halves of a client socket do not match")),
+        _ => Err(io::Error::other("the client connection is not plain TCP")),
+    }
+}
+
+impl AsyncRead for ClientRead {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientRead::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ClientRead::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientWrite {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientWrite::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            ClientWrite::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientWrite::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            ClientWrite::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientWrite::Plain(w) => w.is_write_vectored(),
+            ClientWrite::Tls(w) => w.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientWrite::Plain(w) => Pin::new(w).poll_flush(cx),
+            ClientWrite::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientWrite::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            ClientWrite::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+impl TcpSocket for ClientWrite {
+    #[inline]
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            ClientWrite::Plain(w) => Some(w.as_ref()),
+            ClientWrite::Tls(_) => None,
+        }
+    }
+}

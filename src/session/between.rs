@@ -4,10 +4,8 @@
 //! client between its transactions. The loop calls in only for clients that listen or may
 //! hold session state; for every other client it releases the connection as before.
 
-use tokio::net::tcp::OwnedWriteHalf;
-
 use crate::heal::Outbox;
-use crate::net::FrameWriter;
+use crate::net::ClientWriter;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::{encode, sqlstate, Frame};
 
@@ -49,7 +47,7 @@ impl Conversation<'_> {
     /// session (the client was told why). Not cancel-safe.
     pub(super) async fn between_transactions(
         &mut self,
-        client_w: &mut FrameWriter<OwnedWriteHalf>,
+        client_w: &mut ClientWriter,
         out: &mut Outbox,
     ) -> Result<Option<End>, SessionError> {
         let boundary = self.engine.at_transaction_boundary();

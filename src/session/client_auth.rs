@@ -3,12 +3,12 @@
 use std::sync::OnceLock;
 
 use rand::RngCore;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::auth::{
-    cleartext_matches, md5_response_matches, AuthMethod, ScramServer, Secret, SCRAM_SHA_256,
+    cleartext_matches, md5_response_matches, AuthMethod, ChannelBinding, ScramServer, Secret,
+    SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
-use crate::net::{FrameReader, FrameWriter};
+use crate::net::{ClientReader, ClientWriter};
 use crate::protocol::{encode, frontend};
 
 use super::SessionError;
@@ -23,6 +23,15 @@ fn mock_seed() -> &'static [u8; 32] {
     })
 }
 
+/// The client's TLS, for SCRAM channel binding.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsBinding<'a> {
+    pub on_tls: bool,
+    /// `tls-server-end-point` data of pgheal's certificate in the handshake (`None`: unknown
+    /// hash, so `SCRAM-SHA-256-PLUS` is not offered).
+    pub end_point: Option<&'a [u8]>,
+}
+
 /// Run the exchange `method` asks for. `secret` is `None` for unknown users, who go through
 /// the same exchange and fail the same way. Sends nothing on success (the caller sends
 /// AuthenticationOk once the server side is ready). Not cancel-safe.
@@ -30,16 +39,16 @@ pub async fn authenticate(
     method: AuthMethod,
     user: &str,
     secret: Option<&Secret>,
-    reader: &mut FrameReader<OwnedReadHalf>,
-    writer: &mut FrameWriter<OwnedWriteHalf>,
+    tls: TlsBinding<'_>,
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
 ) -> Result<(), SessionError> {
     let fail = || SessionError::AuthFailed(user.to_owned());
     let method = match secret {
         Some(s) => method.for_secret(s).map_err(|_| fail())?,
         None => method,
     };
-    let mut read_password = async |writer: &mut FrameWriter<OwnedWriteHalf>,
-                                   request: crate::protocol::Frame| {
+    let mut read_password = async |writer: &mut ClientWriter, request: crate::protocol::Frame| {
         writer.write_frame(&request).await?;
         let f = reader.read_frame().await?;
         if f.tag != frontend::PASSWORD {
@@ -68,15 +77,24 @@ pub async fn authenticate(
             }
         }
         AuthMethod::ScramSha256 => {
-            let f = read_password(writer, encode::auth_sasl(&[SCRAM_SHA_256])).await?;
+            // As PostgreSQL: -PLUS first, to clients on TLS.
+            let plus = tls.end_point.filter(|_| tls.on_tls);
+            let offer: &[&str] = match plus {
+                Some(_) => &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256],
+                None => &[SCRAM_SHA_256],
+            };
+            let f = read_password(writer, encode::auth_sasl(offer)).await?;
             let (mechanism, first) =
                 frontend::decode_sasl_initial(&f).map_err(|_| SessionError::AuthMalformed)?;
-            if mechanism != SCRAM_SHA_256 {
-                return Err(SessionError::AuthMalformed);
-            }
+            let cb = match (mechanism, plus) {
+                (m, Some(data)) if m == SCRAM_SHA_256_PLUS => ChannelBinding::Selected(data),
+                (m, Some(_)) if m == SCRAM_SHA_256 => ChannelBinding::Declined,
+                (m, None) if m == SCRAM_SHA_256 => ChannelBinding::NotOffered,
+                _ => return Err(SessionError::AuthMalformed),
+            };
             let started = match secret {
-                Some(s) => ScramServer::start(s, first),
-                None => ScramServer::start_for_unknown_user(user, mock_seed(), first),
+                Some(s) => ScramServer::start_bound(s, first, cb),
+                None => ScramServer::start_for_unknown_user_bound(user, mock_seed(), first, cb),
             };
             let (server, server_first) = started.map_err(|_| SessionError::AuthMalformed)?;
             let f = read_password(writer, encode::auth_sasl_continue(&server_first)).await?;

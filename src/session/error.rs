@@ -49,6 +49,17 @@ pub enum SessionError {
     Relay(#[from] crate::heal::RelayError),
     #[error("timed out waiting for the startup packet")]
     StartupTimeout,
+    /// The client's TLS handshake failed, or its TLS opening broke the rules (no ALPN with
+    /// direct TLS, plain bytes after SSLRequest). Nothing is sent: there is no channel left.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A plain-text client while `client_tls_sslmode` requires TLS.
+    #[error("TLS is required (client_tls_sslmode) but the client connected without it")]
+    TlsRequired {
+        host: String,
+        user: String,
+        database: String,
+    },
     /// The client's session settings could not be read from or restored on a server
     /// connection (transaction pooling).
     #[error("session settings: {0}")]
@@ -77,6 +88,7 @@ impl SessionError {
             SessionError::Pool(PoolError::WaitTimeout(_)) => "wait_timeout",
             SessionError::Pool(_) => "server_unavailable",
             SessionError::Protocol(_) | SessionError::StartupTimeout => "protocol",
+            SessionError::Tls(_) | SessionError::TlsRequired { .. } => "tls",
             _ => "other",
         }
     }
@@ -191,7 +203,17 @@ impl SessionError {
                 sqlstate::CONNECTION_FAILURE,
                 "pgheal: the session's settings could not be carried to a server connection; connection closed".into(),
             ),
-            SessionError::Net(_) => None,
+            // PostgreSQL's wording for a hostssl-only pg_hba.conf (with "no encryption" at the
+            // end), saying that pgheal's setting is what refuses.
+            SessionError::TlsRequired {
+                host,
+                user,
+                database,
+            } => fatal(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                format!("pgheal requires TLS (client_tls_sslmode): connection refused for host \"{host}\", user \"{user}\", database \"{database}\", no encryption"),
+            ),
+            SessionError::Net(_) | SessionError::Tls(_) => None,
         }
     }
 }

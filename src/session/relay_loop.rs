@@ -13,13 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use crate::config::PoolMode;
 use crate::heal::{HealEvent, Outbox, Outcome, Relay, Rest};
 use crate::metrics::Metrics;
-use crate::net::{FrameReader, FrameWriter, NetError};
+use crate::net::{ClientReader, ClientWriter, NetError};
 use crate::pool::stats::Activity;
 use crate::pool::{Checkout, Pool};
 use crate::protocol::backend::TxStatus;
@@ -251,8 +250,8 @@ impl Conversation<'_> {
     /// Relay until one side ends. Not cancel-safe (writes are awaited inside).
     pub async fn relay(
         &mut self,
-        client_r: &mut FrameReader<OwnedReadHalf>,
-        client_w: &mut FrameWriter<OwnedWriteHalf>,
+        client_r: &mut ClientReader,
+        client_w: &mut ClientWriter,
         force: &mut watch::Receiver<bool>,
     ) -> Result<End, SessionError> {
         let end = self.relay_frames(client_r, client_w, force).await;
@@ -263,8 +262,8 @@ impl Conversation<'_> {
 
     async fn relay_frames(
         &mut self,
-        client_r: &mut FrameReader<OwnedReadHalf>,
-        client_w: &mut FrameWriter<OwnedWriteHalf>,
+        client_r: &mut ClientReader,
+        client_w: &mut ClientWriter,
         force: &mut watch::Receiver<bool>,
     ) -> Result<End, SessionError> {
         let mut cframes = Vec::with_capacity(64);

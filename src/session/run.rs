@@ -14,14 +14,14 @@ use crate::config::{Config, PoolMode};
 use crate::heal::relay::Naming;
 use crate::heal::Relay;
 use crate::metrics::Metrics;
-use crate::net::{FrameReader, FrameWriter};
+use crate::net::{ClientReader, ClientWriter};
 use crate::pool::Pools;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::encode;
 use crate::protocol::startup::MAX_STARTUP_LEN;
 
 use super::cancel::{CancelRegistry, CancelTarget};
-use super::client_auth::authenticate;
+use super::client_auth::{authenticate, TlsBinding};
 use super::clients::{ClientInfo, ClientList, Registered};
 use super::hba_check::{method_for, Transport};
 use super::listen::ClientListen;
@@ -31,7 +31,7 @@ use super::pin::Pin;
 use super::relay_loop::Conversation;
 use super::settings::{ClientSettings, Reported};
 use super::settings_watch::SettingsWatch;
-use super::startup::{read_opening, Opening};
+use super::startup::{open, Opened, Opening};
 use super::SessionError;
 
 /// What every session shares.
@@ -54,13 +54,36 @@ pub struct Shared {
 pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r, shared.cfg.max_message_len);
-    let mut writer = FrameWriter::new(w);
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
-    let result = session(&mut reader, &mut writer, &shared, &span, peer, local).await;
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    let opened = open(
+        stream,
+        shared.cfg.client_tls.state.as_ref(),
+        shared.cfg.max_message_len,
+        deadline,
+    )
+    .instrument(span.clone())
+    .await;
+    let (mut writer, result) = match opened {
+        Ok(Opened {
+            mut reader,
+            mut writer,
+            opening,
+            end_point,
+        }) => {
+            let client = Client {
+                peer,
+                local,
+                opening,
+                end_point,
+            };
+            let r = session(client, &mut reader, &mut writer, &shared, &span).await;
+            (Some(writer), r)
+        }
+        Err((writer, e)) => (writer, Err(e)),
+    };
     if let Err(e) = result {
-        if let Some(frame) = e.client_error() {
+        if let (Some(frame), Some(writer)) = (e.client_error(), writer.as_mut()) {
             let _ = writer.write_frame(&frame).await;
         }
         shared
@@ -75,21 +98,35 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             _ => tracing::info!(parent: &span, error = %e, "client session failed"),
         }
     }
-    let _ = writer.shutdown().await;
+    if let Some(mut writer) = writer {
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// How long a client has for its opening: TLS handshake and startup packet.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the opening of a connection established.
+struct Client {
+    peer: SocketAddr,
+    /// The address the client connected to.
+    local: Option<SocketAddr>,
+    opening: Opening,
+    /// Channel-binding data of the TLS handshake (see [`Opened::end_point`]).
+    end_point: Option<Vec<u8>>,
 }
 
 /// The client's session: its login runs inside the client span; the relay does not (entering a
 /// span on every poll of the session task costs as much as a tenth of a forwarded
 /// transaction), and its few log lines name the span as their parent instead.
 async fn session(
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    client: Client,
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
     shared: &Arc<Shared>,
     span: &tracing::Span,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
 ) -> Result<(), SessionError> {
-    let login = match login(reader, writer, shared, peer, local)
+    let login = match login(client, reader, writer, shared)
         .instrument(span.clone())
         .await?
     {
@@ -182,17 +219,13 @@ struct LoggedIn {
 /// Opening, authentication and server assignment. `Ok(None)`: the client left or sent a
 /// cancel request, and there is nothing to relay.
 async fn login(
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    client: Client,
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
     shared: &Arc<Shared>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
 ) -> Result<Option<Login>, SessionError> {
     let _ = MAX_STARTUP_LEN;
-    let opening = tokio::time::timeout(Duration::from_secs(15), read_opening(reader, writer))
-        .await
-        .map_err(|_| SessionError::StartupTimeout)??;
-    let startup = match opening {
+    let startup = match client.opening {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
             let known = shared.cancels.cancel(pid, key).await;
@@ -229,11 +262,19 @@ async fn login(
     let span = tracing::Span::current();
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
+    if shared.cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() {
+        return Err(SessionError::TlsRequired {
+            host: client.peer.ip().to_string(),
+            user,
+            database: dbname,
+        });
+    }
 
-    // No client TLS yet: plain TCP, no certificate.
+    let on_tls = reader.get_ref().is_tls();
+    // The client certificate's common name is not read yet: `cert` lines fail closed.
     let transport = Transport {
-        peer,
-        tls: false,
+        peer: client.peer,
+        tls: on_tls,
         cert_common_name: None,
     };
     let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
@@ -242,19 +283,23 @@ async fn login(
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
     }
-    authenticate(method, &user, secret, reader, writer).await?;
+    let tls = TlsBinding {
+        on_tls,
+        end_point: client.end_point.as_deref(),
+    };
+    authenticate(method, &user, secret, tls, reader, writer).await?;
     let info = ClientInfo {
         user: user.clone(),
         database: dbname.clone(),
-        addr: peer,
-        local_addr: local,
+        addr: client.peer,
+        local_addr: client.local,
         application_name: startup
             .params
             .iter()
             .find(|(k, _)| k == "application_name")
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
-        tls: false,
+        tls: on_tls,
         admin: console,
     };
     if console {

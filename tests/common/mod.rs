@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod client_tls;
 pub mod drivers;
 pub mod load;
 pub mod pgbench;
