@@ -399,3 +399,55 @@ async fn saslprep_nfkc_passwords_against_real_postgres() {
         .await
         .starts_with("28P01"));
 }
+
+/// With client TLS, `hostssl` lines match TLS clients and `hostnossl` lines plain ones: an
+/// operator can require TLS per network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostssl_lines_match_tls_clients_only() {
+    use common::certs::{Ca, Dir};
+    use common::client_tls::psql;
+    let pg = start_pg();
+    let dir = Dir::new("hba-hostssl");
+    let ca = Ca::new("hba test CA");
+    let (cert, key) = ca.issue(&["localhost"]);
+    let cert_file = dir.write("pgheal.crt", &cert);
+    let key_file = dir.write("pgheal.key", &key);
+    let hba = dir.write(
+        "hba.conf",
+        "hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
+    );
+    let users = dir.write("users.txt", &format!("\"{USER}\" \"{PASSWORD}\"\n"));
+    let mut file = FileConfig::default();
+    file.pgheal.client_tls_sslmode = Some(pgheal::config::tls::SslMode::Prefer);
+    file.pgheal.client_tls_cert_file = Some(cert_file.display().to_string());
+    file.pgheal.client_tls_key_file = Some(key_file.display().to_string());
+    let args = RunArgs {
+        listen: Some("127.0.0.1:0".into()),
+        upstream: Some(pg.url(USER, PASSWORD, DB)),
+        auth_type: Some("hba".into()),
+        auth_hba_file: Some(hba.display().to_string()),
+        auth_file: Some(users.display().to_string()),
+        ..Default::default()
+    };
+    let p = start_proxy_with(file, &args).await;
+    let conninfo = |mode: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={USER} dbname={DB} sslmode={mode}",
+            p.addr.port()
+        )
+    };
+    let (ok, out) = psql(&conninfo("require"), PASSWORD, "SELECT 'over tls'").await;
+    assert!(
+        ok && out.contains("over tls"),
+        "a TLS client matches hostssl: {out}"
+    );
+    let (ok, out) = psql(&conninfo("disable"), PASSWORD, "SELECT 1").await;
+    assert!(!ok, "a plain client matches the hostnossl reject line");
+    assert!(
+        out.contains(&format!(
+            "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"{USER}\", database \"{DB}\", no encryption"
+        )),
+        "{out}"
+    );
+    p.shutdown().await;
+}
