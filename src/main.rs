@@ -223,7 +223,7 @@ async fn run(
 ) -> ExitCode {
     let process = cfg.process.clone();
     // Handlers first: a SIGHUP right after READY=1 must not find the default action (exit).
-    let mut signals = match Signals::new() {
+    let signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
             let message = format!("cannot install signal handlers: {e}");
@@ -264,22 +264,29 @@ async fn run(
     if let Err(e) = notify::notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
     }
-    signals
-        .wait_for_shutdown(logfile.as_ref(), || handle.reload_tls())
-        .await;
-    tracing::info!("signal received");
+    signals.serve(&handle, logfile.as_ref()).await;
     let _ = notify::notify("STOPPING=1");
-    handle.shutdown().await;
+    handle.wait().await;
     if let Some(p) = &process.pidfile {
         pidfile::remove(p);
     }
     ExitCode::SUCCESS
 }
 
-/// SIGTERM, SIGINT and SIGHUP, caught from the start.
+/// The signals PgBouncer 1.23+ answers, caught from the start:
+/// - SIGTERM: stop accepting and let sessions finish (PgBouncer's `SHUTDOWN
+///   WAIT_FOR_CLIENTS`), for up to `shutdown_timeout`, pgheal's own bound;
+/// - SIGINT: PgBouncer's `SHUTDOWN WAIT_FOR_SERVERS` (pause, end once no server connection is
+///   in use);
+/// - either of them again while stopping, or SIGQUIT: end every session now;
+/// - SIGUSR1 / SIGUSR2: `PAUSE` / `RESUME`;
+/// - SIGHUP: reopen the logfile and reload the TLS certificates.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
@@ -289,28 +296,65 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
             hup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Until SIGTERM or SIGINT. SIGHUP (logrotate, `systemctl reload`) reopens the logfile and
-    /// reloads the client TLS certificates (`on_hup`); reloading the rest of the configuration
-    /// is not implemented yet.
-    async fn wait_for_shutdown(&mut self, logfile: Option<&LogFile>, on_hup: impl Fn()) {
+    /// Answer signals until a stop is asked for; the caller then waits for the proxy, while a
+    /// second stop signal is still answered (in the background).
+    async fn serve(mut self, handle: &pgheal::proxy::ProxyHandle, logfile: Option<&LogFile>) {
+        use pgheal::proxy::Stop;
         loop {
-            tokio::select! {
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
+            let stop = tokio::select! {
+                _ = self.term.recv() => Some(("SIGTERM", Stop::Graceful)),
+                _ = self.int.recv() => Some(("SIGINT", Stop::WaitForServers)),
+                _ = self.quit.recv() => Some(("SIGQUIT", Stop::Immediate)),
+                _ = self.usr1.recv() => {
+                    tracing::info!("SIGUSR1: PAUSE");
+                    handle.pause();
+                    None
+                }
+                _ = self.usr2.recv() => {
+                    tracing::info!("SIGUSR2: RESUME");
+                    handle.resume();
+                    None
+                }
                 _ = self.hup.recv() => {
                     if let Some(f) = logfile {
                         if let Err(e) = f.reopen() {
                             tracing::warn!(error = %e, path = %f.path().display(), "cannot reopen the logfile");
                         }
                     }
-                    on_hup();
-                    tracing::warn!("SIGHUP: the logfile is reopened and the client TLS certificates reloaded; reloading the rest of the configuration is not implemented yet (restart pgheal to apply changes)");
+                    handle.reload_tls();
+                    tracing::warn!("SIGHUP: the logfile is reopened and the TLS certificates reloaded; reloading the rest of the configuration is not implemented yet (restart pgheal to apply changes)");
+                    None
                 }
+            };
+            let Some((name, how)) = stop else { continue };
+            if handle.is_stopping() || how == Stop::Immediate {
+                tracing::info!("{name}: ending every session now");
+                handle.hurry_stop();
+            } else {
+                tracing::info!("{name}: shutting down ({how:?})");
+                handle.stop_with(how);
             }
+            if how != Stop::Immediate {
+                // A second SIGTERM or SIGINT hurries the stop.
+                let hurry = handle.clone_stopper();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = self.term.recv() => {}
+                        _ = self.int.recv() => {}
+                        _ = self.quit.recv() => {}
+                    }
+                    tracing::info!("second shutdown signal: ending every session now");
+                    hurry.hurry();
+                });
+            }
+            return;
         }
     }
 }

@@ -68,6 +68,40 @@ impl ProxyHandle {
         request_stop(&self.stop, how);
     }
 
+    /// Whether a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+
+    /// A stop is under way and must not wait any longer: end every session now (a second
+    /// SIGTERM or SIGINT, as PgBouncer).
+    pub fn hurry_stop(&self) {
+        self.clone_stopper().hurry();
+    }
+
+    /// What a signal handler needs to hurry a stop, apart from the handle.
+    pub fn clone_stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            clients: self.clients.clone(),
+        }
+    }
+
+    /// `PAUSE` of the whole process (SIGUSR1): no server connection is handed out and each is
+    /// closed as it is given back, until [`ProxyHandle::resume`]. Does not wait.
+    pub fn pause(&self) {
+        if self.pools.controls().global().set_paused(true) {
+            for p in self.pools.all() {
+                p.close_idle();
+            }
+        }
+    }
+
+    /// `RESUME` (SIGUSR2).
+    pub fn resume(&self) {
+        self.pools.controls().global().set_paused(false);
+    }
+
     /// Shut down gracefully and wait until every session has ended.
     pub async fn shutdown(self) {
         self.trigger_shutdown();
@@ -88,6 +122,20 @@ impl ProxyHandle {
     /// Wait until the proxy stops (after a shutdown was triggered).
     pub async fn wait(self) {
         let _ = self.done.await;
+    }
+}
+
+/// Hurries a stop from another task (see [`ProxyHandle::hurry_stop`]).
+pub struct Stopper {
+    stop: Arc<watch::Sender<Option<Stop>>>,
+    clients: Arc<ClientList>,
+}
+
+impl Stopper {
+    /// End every session now, whatever stop was asked for.
+    pub fn hurry(&self) {
+        request_stop(&self.stop, Stop::Immediate);
+        self.clients.kill_all();
     }
 }
 

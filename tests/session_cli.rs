@@ -3,29 +3,13 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::bin::pgheal_cmd as pgheal;
 use common::*;
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pgheal");
 const UNREACHABLE: &str = "postgres://a:b@127.0.0.1:1/d";
-
-/// The binary, with no `PGHEAL_*` variable inherited from the environment.
-fn pgheal() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PGHEAL_") {
-            c.env_remove(k);
-        }
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    c
-}
 
 /// Run to completion (bounded) and return (exit code, stderr).
 async fn run(mut c: Command) -> (Option<i32>, String) {
@@ -55,7 +39,7 @@ async fn invalid_settings_exit_with_code_2_naming_the_key() {
     expect_config_error(c, "pool_size").await;
 
     let mut c = pgheal();
-    c.args(["--pool-mode", "statement", "--upstream", UNREACHABLE]);
+    c.args(["--pool-mode", "per-query", "--upstream", UNREACHABLE]);
     expect_config_error(c, "pool_mode").await;
 
     let mut c = pgheal();

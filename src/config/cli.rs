@@ -73,7 +73,7 @@ pub struct RunArgs {
     /// One upstream database: postgres://user:password@host:port/dbname.
     #[arg(long, env = "PGHEAL_UPSTREAM")]
     pub upstream: Option<String>,
-    /// session or transaction.
+    /// session, transaction or statement.
     #[arg(long, env = "PGHEAL_POOL_MODE")]
     pub pool_mode: Option<String>,
     /// Server connections per (database, user).

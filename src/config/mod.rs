@@ -122,7 +122,7 @@ impl std::str::FromStr for PoolMode {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
             "statement" => Ok(PoolMode::Statement),
-            _ => Err(format!("expected session or transaction, got {s:?}")),
+            _ => Err(format!("expected session, transaction or statement, got {s:?}")),
         }
     }
 }

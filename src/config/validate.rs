@@ -185,7 +185,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             .unwrap_or("127.0.0.1:6432"),
     )?;
     let pool_mode = match args.pool_mode.as_deref() {
-        Some(m) => parse_enum("pool_mode", m, "session or transaction")?,
+        Some(m) => parse_enum("pool_mode", m, "session, transaction or statement")?,
         None => g.pool_mode.unwrap_or(PoolMode::Session),
     };
     let pool_size = args.pool_size.or(g.pool_size).unwrap_or(20);

@@ -2,6 +2,7 @@
 //! pgheal running in-process in front of it.
 #![allow(dead_code)]
 
+pub mod bin;
 pub mod certs;
 pub mod client_tls;
 pub mod drivers;
