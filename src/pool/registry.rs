@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::auth::scram_client::PassthroughKeys;
 use crate::auth::Secret;
 use crate::config::{Config, Database, PoolMode};
 use crate::heal::SchemaEpoch;
@@ -41,29 +42,38 @@ impl Pools {
 
     /// The pool a client of `db` logged in as `client_user` uses. pgheal logs into the server
     /// as the database's configured user if there is one, else as the client's user with the
-    /// client's configured secret (plain text, or an md5 hash for md5 servers).
+    /// client's configured secret (plain text, or an md5 hash for md5 servers), or by SCRAM
+    /// pass-through with `passthrough`, the keys the client's SCRAM login revealed (kept in
+    /// the pool for its later connections, when the server user is the client's and has no
+    /// configured password).
     pub fn pool_for(
         &self,
         db: &Database,
         client_user: &str,
         client_secret: Option<&Secret>,
+        passthrough: Option<PassthroughKeys>,
     ) -> Arc<Pool> {
+        let usable = |secret: Option<&Secret>| match secret {
+            Some(Secret::Plain(p)) => Some(p.clone()),
+            Some(Secret::Md5(h)) => Some(h.clone()),
+            _ => None,
+        };
         let (user, password) = match &db.user {
-            Some(u) => (u.clone(), db.password.clone()),
-            None => (
-                client_user.to_owned(),
-                match client_secret {
-                    Some(Secret::Plain(p)) => Some(p.clone()),
-                    Some(Secret::Md5(h)) => Some(h.clone()),
-                    _ => None,
-                },
+            // A configured user without a password takes its auth_file entry, as in PgBouncer.
+            Some(u) => (
+                u.clone(),
+                db.password
+                    .clone()
+                    .or_else(|| usable(self.cfg.users.get(u))),
             ),
+            None => (client_user.to_owned(), usable(client_secret)),
         };
         let key = PoolKey {
             database: db.name.clone(),
             user: user.clone(),
         };
-        self.pools
+        let pool = self
+            .pools
             .entry(key.clone())
             .or_insert_with(|| {
                 let login = ServerLogin {
@@ -79,6 +89,7 @@ impl Pools {
                         PoolMode::Transaction => self.cfg.max_prepared_statements,
                     },
                     tls: db.tls.clone(),
+                    passthrough: Default::default(),
                 };
                 let settings = PoolSettings {
                     mode: db.pool_mode,
@@ -92,7 +103,14 @@ impl Pools {
                 };
                 Pool::new(key, login, settings, self.metrics.clone())
             })
-            .clone()
+            .clone();
+        if let Some(keys) = passthrough {
+            let login = pool.login();
+            if login.user == client_user && login.password.is_none() {
+                login.passthrough.store(keys);
+            }
+        }
+        pool
     }
 
     /// The schema epoch of a database, shared by every pool and session of it.
@@ -115,7 +133,7 @@ impl Pools {
     pub fn prewarm(&self) {
         for db in self.cfg.databases.values() {
             if db.user.is_some() && db.min_pool_size > 0 {
-                self.pool_for(db, "", None);
+                self.pool_for(db, "", None, None);
             }
         }
     }

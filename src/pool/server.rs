@@ -5,11 +5,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::md5_password_hash;
+use crate::auth::scram_client::{
+    tls_server_end_point, Binding, Credential, PassthroughKeys, ScramClient, ScramClientError,
+    SCRAM_SHA_256_PLUS,
+};
+use crate::auth::SCRAM_SHA_256;
 use crate::config::tls::{ServerTls, SslMode};
 use crate::net::stream::{self, MovableTcp, ServerRead, ServerWrite};
 use crate::net::{FrameReader, FrameWriter, NetError, ServerReader, ServerWriter};
@@ -36,6 +40,34 @@ pub struct ServerLogin {
     pub max_prepared: usize,
     /// TLS to the server (`server_tls_*`, the URL's `sslmode`...).
     pub tls: ServerTls,
+    /// SCRAM pass-through: the keys of the last client that logged into pgheal with SCRAM as
+    /// this server user against a SCRAM verifier (shared by every clone of the login, that is
+    /// by the pool). Used when the server asks for SCRAM and no password is configured.
+    pub passthrough: PassthroughSlot,
+}
+
+/// Where a pool keeps the pass-through keys ([`ServerLogin::passthrough`]).
+#[derive(Clone, Default)]
+pub struct PassthroughSlot(std::sync::Arc<std::sync::Mutex<Option<PassthroughKeys>>>);
+
+impl PassthroughSlot {
+    /// Keep the keys of a client that just logged in (replacing older ones: after a password
+    /// change, the newest client knows the current one).
+    pub fn store(&self, keys: PassthroughKeys) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(keys);
+        }
+    }
+
+    pub fn get(&self) -> Option<PassthroughKeys> {
+        self.0.lock().ok().and_then(|k| k.clone())
+    }
+}
+
+impl std::fmt::Debug for PassthroughSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassthroughSlot(<redacted>)")
+    }
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -67,12 +99,23 @@ pub enum ServerError {
     Rejected { frame: Frame, message: String },
     #[error("the server asks for a password and none is configured for user {0:?}")]
     NoPassword(String),
+    /// The server asks for SCRAM, pgheal has no password, and no client has logged in with
+    /// SCRAM yet to lend its keys (connections opened for `min_pool_size` before any client).
+    #[error(
+        "the server asks for SCRAM and user {0:?} has no password configured; SCRAM \
+         pass-through needs a client to log in with SCRAM against the auth_file's verifier first"
+    )]
+    NoPassthroughKeys(String),
+    /// An md5 hash cannot answer a SCRAM challenge.
+    #[error("the server asks for SCRAM but user {0:?} has only an md5 hash configured")]
+    Md5ForScram(String),
     #[error("the server asks for an unsupported authentication method ({0})")]
     UnsupportedAuth(i32),
     #[error("server login failed: {0}")]
     Net(#[from] NetError),
-    #[error("SCRAM exchange with the server failed")]
-    Scram,
+    #[error("SCRAM exchange with the server failed: {0}")]
+    Scram(#[from] ScramClientError),
+
     /// The server answered `N` to SSLRequest while the sslmode requires TLS.
     #[error("the server does not support TLS, but sslmode is {0}")]
     TlsRefused(SslMode),
@@ -127,13 +170,13 @@ impl ServerConn {
             .map_err(ServerError::Connect)?;
         stream.set_nodelay(true).map_err(ServerError::Connect)?;
         let addr = stream.peer_addr().map_err(ServerError::Connect)?;
-        let (r, w) = negotiate_tls(login, stream).await?;
+        let (r, w, end_point) = negotiate_tls(login, stream).await?;
         let mut reader = FrameReader::new(r, login.max_message_len);
         let mut writer = FrameWriter::new(w);
         let startup =
             encode::startup_message(&[("user", &login.user), ("database", &login.dbname)]);
         writer.write_raw(&startup).await.map_err(NetError::from)?;
-        authenticate(login, &mut reader, &mut writer).await?;
+        authenticate(login, end_point, &mut reader, &mut writer).await?;
         let mut conn = ServerConn {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             reader,
@@ -284,8 +327,15 @@ fn rejected(f: Frame) -> ServerError {
     ServerError::Rejected { frame: f, message }
 }
 
+/// The login exchange the server asks for. `end_point` is the `tls-server-end-point` binding
+/// data when the connection is TLS.
+///
+/// SCRAM uses the configured password if there is one (an md5 hash cannot answer SCRAM), else
+/// the pool's pass-through keys; over TLS it binds to the channel when the server offers
+/// `SCRAM-SHA-256-PLUS` (libpq's `channel_binding=prefer`).
 async fn authenticate(
     login: &ServerLogin,
+    end_point: Option<Vec<u8>>,
     reader: &mut FrameReader<ServerRead>,
     writer: &mut FrameWriter<ServerWrite>,
 ) -> Result<(), ServerError> {
@@ -295,7 +345,8 @@ async fn authenticate(
             .as_deref()
             .ok_or_else(|| ServerError::NoPassword(login.user.clone()))
     };
-    let mut scram: Option<ScramSha256> = None;
+    let keys = login.passthrough.get();
+    let mut scram: Option<ScramClient<'_>> = None;
     loop {
         let f = reader.read_frame().await?;
         if f.tag == backend::ERROR_RESPONSE {
@@ -320,7 +371,7 @@ async fn authenticate(
             AuthRequest::Md5 { salt } => {
                 let pw = password()?;
                 // A configured md5 hash ("md5...") can answer the md5 challenge directly.
-                let inner = if pw.len() == 35 && pw.starts_with("md5") {
+                let inner = if is_md5_hash(pw) {
                     pw.to_owned()
                 } else {
                     md5_password_hash(&login.user, pw)
@@ -332,31 +383,56 @@ async fn authenticate(
                     .map_err(NetError::from)?;
             }
             AuthRequest::Sasl { mechanisms } => {
-                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                if !mechanisms.contains(&SCRAM_SHA_256) {
                     return Err(ServerError::UnsupportedAuth(10));
                 }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                let credential = match (login.password.as_deref(), keys.as_ref()) {
+                    (Some(pw), _) if is_md5_hash(pw) => {
+                        return Err(ServerError::Md5ForScram(login.user.clone()))
+                    }
+                    (Some(pw), _) => Credential::Password(pw.as_bytes()),
+                    (None, Some(k)) => Credential::Keys(k),
+                    (None, None) => return Err(ServerError::NoPassthroughKeys(login.user.clone())),
+                };
+                let binding = match &end_point {
+                    None => Binding::Unsupported,
+                    Some(data) if mechanisms.contains(&SCRAM_SHA_256_PLUS) => {
+                        Binding::TlsServerEndPoint(data.clone())
+                    }
+                    Some(_) => Binding::Unrequested,
+                };
+                let s = ScramClient::new(credential, binding);
+                tracing::debug!(
+                    mechanism = s.mechanism(),
+                    passthrough = login.password.is_none(),
+                    "SCRAM login to the server"
+                );
                 writer
-                    .write_frame(&encode::sasl_initial_response("SCRAM-SHA-256", s.message()))
+                    .write_frame(&encode::sasl_initial_response(s.mechanism(), s.message()))
                     .await
                     .map_err(NetError::from)?;
                 scram = Some(s);
             }
             AuthRequest::SaslContinue(data) => {
-                let s = scram.as_mut().ok_or(ServerError::Scram)?;
-                s.update(data).map_err(|_| ServerError::Scram)?;
+                let s = scram.as_mut().ok_or(ScramClientError::OutOfOrder)?;
+                s.update(data)?;
                 writer
                     .write_frame(&encode::sasl_response(s.message()))
                     .await
                     .map_err(NetError::from)?;
             }
             AuthRequest::SaslFinal(data) => {
-                let mut s = scram.take().ok_or(ServerError::Scram)?;
-                s.finish(data).map_err(|_| ServerError::Scram)?;
+                let s = scram.take().ok_or(ScramClientError::OutOfOrder)?;
+                s.finish(data)?;
             }
             AuthRequest::Other(code) => return Err(ServerError::UnsupportedAuth(code)),
         }
     }
+}
+
+/// Whether a configured password is an md5 hash (`md5` and 32 hex digits).
+fn is_md5_hash(pw: &str) -> bool {
+    pw.len() == 35 && pw.starts_with("md5") && pw[3..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// SSLRequest's request code (PostgreSQL's `NEGOTIATE_SSL_CODE`).
@@ -368,12 +444,19 @@ const SSL_REQUEST_CODE: i32 = 80877103;
 /// The one-byte answer is read straight from the socket, so bytes a man in the middle might
 /// append after it cannot end up in the TLS stream or be taken for the server's (the
 /// CVE-2021-23222 lesson).
+///
+/// Over TLS, also returns the `tls-server-end-point` channel-binding data of the server's
+/// certificate.
 async fn negotiate_tls(
     login: &ServerLogin,
     mut tcp: TcpStream,
-) -> Result<(ServerRead, ServerWrite), ServerError> {
+) -> Result<(ServerRead, ServerWrite, Option<Vec<u8>>), ServerError> {
+    let plain = |tcp| {
+        let (r, w) = stream::split_plain(tcp);
+        (r, w, None)
+    };
     let Some(config) = login.tls.config.clone() else {
-        return Ok(stream::split_plain(tcp));
+        return Ok(plain(tcp));
     };
     let mode = login.tls.options.mode;
     let mut request = [0u8; 8];
@@ -384,7 +467,7 @@ async fn negotiate_tls(
     match answer {
         b'S' => {}
         b'N' if mode.requires_tls() => return Err(ServerError::TlsRefused(mode)),
-        b'N' => return Ok(stream::split_plain(tcp)),
+        b'N' => return Ok(plain(tcp)),
         other => return Err(ServerError::TlsBadAnswer(other)),
     }
     let name = rustls::pki_types::ServerName::try_from(login.host.clone()).map_err(|_| {
@@ -397,7 +480,14 @@ async fn negotiate_tls(
         .connect(name, MovableTcp::new(tcp))
         .await
         .map_err(ServerError::Tls)?;
-    stream::split_tls(tls).map_err(ServerError::Connect)
+    let end_point = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|cert| tls_server_end_point(cert.as_ref()));
+    let (r, w) = stream::split_tls(tls).map_err(ServerError::Connect)?;
+    Ok((r, w, end_point))
 }
 
 /// "md5" + hex(md5(md5hex + salt)).

@@ -185,14 +185,14 @@ async fn login(
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
     }
-    authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
+    let passthrough = authenticate(shared.cfg.auth_type, &user, secret, reader, writer).await?;
     let db = shared
         .cfg
         .database_for(&dbname, &user)
         .ok_or_else(|| SessionError::UnknownDatabase(dbname.clone()))?;
     let settings = params::requested_settings(&startup)?;
 
-    let pool = shared.pools.pool_for(&db, &user, secret);
+    let pool = shared.pools.pool_for(&db, &user, secret, passthrough);
     // Session pooling assigns the server connection at login and applies the settings there.
     // Transaction pooling answers the login without a server connection once the server has
     // accepted this combination of startup settings (see `params`), so a login rarely waits
