@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn password_client_matches_postgres_protocol_server_view() {
+    fn password_client_message_framing() {
         // Our client against the RFC 7677 vector's server-first: the same proof as the RFC.
         let mut client = ScramClient::with_nonce(
             Credential::Password(b"pencil"),

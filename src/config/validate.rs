@@ -12,7 +12,7 @@ use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
 use super::tls::{ServerTls, ServerTlsOptions, SslMode, TlsProtocols};
 use super::upstream::{Upstream, UpstreamTls};
-use super::{ini, pgbouncer};
+use super::{ini, pgbouncer, DEFAULT_AUTH_QUERY};
 use super::{
     Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolMode, ProcessSettings,
     SchemaWatch, UserSettings,
@@ -310,6 +310,13 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             min_pool_size: d.min_pool_size.unwrap_or(min_pool_size).min(pool_size),
             pool_mode: d.pool_mode.unwrap_or(pool_mode),
             tls,
+            auth_user: d.auth_user.clone().or_else(|| g.auth_user.clone()),
+            auth_query: d
+                .auth_query
+                .clone()
+                .or_else(|| g.auth_query.clone())
+                .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
+            auth_dbname: d.auth_dbname.clone().or_else(|| g.auth_dbname.clone()),
         })
     };
     let mut fallback = None;
@@ -342,6 +349,12 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             min_pool_size,
             pool_mode,
             tls,
+            auth_user: g.auth_user.clone(),
+            auth_query: g
+                .auth_query
+                .clone()
+                .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
+            auth_dbname: g.auth_dbname.clone(),
         };
         databases.insert(up.dbname.clone(), db);
         // With no users configured, clients log in with the upstream's credentials.

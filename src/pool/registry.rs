@@ -12,6 +12,7 @@ use crate::heal::SchemaEpoch;
 use crate::metrics::Metrics;
 use crate::statements::StatementNames;
 
+use super::auth_query::AuthLookups;
 use super::bounded::{Pool, PoolKey, PoolSettings};
 use super::listen::Listeners;
 use super::server::ServerLogin;
@@ -24,6 +25,8 @@ pub struct Pools {
     epochs: DashMap<String, Arc<SchemaEpoch>>,
     /// The listening connection of each database (LISTEN in transaction pooling).
     listeners: Arc<Listeners>,
+    /// auth_query lookups and their connections.
+    auth_lookups: AuthLookups,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -35,6 +38,7 @@ impl Pools {
             names: DashMap::new(),
             epochs: DashMap::new(),
             listeners: Listeners::new(metrics.clone()),
+            auth_lookups: AuthLookups::default(),
             cfg,
             metrics,
         })
@@ -111,6 +115,16 @@ impl Pools {
             }
         }
         pool
+    }
+
+    /// The secret of a client user missing from the auth_file, by `db`'s auth_query (see
+    /// [`super::auth_query`]). `Ok(None)`: no auth_user, or no usable secret on the server.
+    pub async fn auth_query_secret(
+        &self,
+        db: &Database,
+        user: &str,
+    ) -> Result<Option<Secret>, super::ServerError> {
+        self.auth_lookups.secret_for(&self.cfg, db, user).await
     }
 
     /// The schema epoch of a database, shared by every pool and session of it.

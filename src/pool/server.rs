@@ -106,6 +106,9 @@ pub enum ServerError {
          pass-through needs a client to log in with SCRAM against the auth_file's verifier first"
     )]
     NoPassthroughKeys(String),
+    /// The auth_query failed on the server (its message; no secret).
+    #[error("auth_query failed: {0}")]
+    AuthQuery(String),
     /// An md5 hash cannot answer a SCRAM challenge.
     #[error("the server asks for SCRAM but user {0:?} has only an md5 hash configured")]
     Md5ForScram(String),
@@ -254,6 +257,47 @@ impl ServerConn {
             .write_frame(&encode::query(sql))
             .await
             .map_err(NetError::from)?;
+        self.collect_rows().await
+    }
+
+    /// Run one statement with text parameters over the extended protocol (never by splicing
+    /// values into the SQL), bounded by [`INTERNAL_QUERY_TIMEOUT`]; returns its rows or the
+    /// error's frame. Not cancel-safe.
+    pub async fn query_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {
+        let mut bind = Vec::new();
+        bind.extend_from_slice(b"\0\0"); // unnamed portal, unnamed statement
+        bind.extend_from_slice(&0i16.to_be_bytes()); // parameters in text
+        bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+            bind.extend_from_slice(p.as_bytes());
+        }
+        bind.extend_from_slice(&0i16.to_be_bytes()); // results in text
+        let frames = [
+            encode::parse("", sql, &[]),
+            encode::raw(b'B', &bind),
+            encode::execute("", 0),
+            encode::sync(),
+        ];
+        let run = async {
+            for f in &frames {
+                self.writer.write_frame(f).await.map_err(NetError::from)?;
+            }
+            self.collect_rows().await
+        };
+        tokio::time::timeout(INTERNAL_QUERY_TIMEOUT, run)
+            .await
+            .unwrap_or(Err(ServerError::QueryTimeout(INTERNAL_QUERY_TIMEOUT)))
+    }
+
+    /// Reads until ReadyForQuery: the DataRows, or the first ErrorResponse.
+    async fn collect_rows(
+        &mut self,
+    ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {
         let mut rows = Vec::new();
         let mut error = None;
         loop {

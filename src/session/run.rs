@@ -179,7 +179,24 @@ async fn login(
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
 
-    let secret = shared.cfg.users.get(&user);
+    // A user missing from the auth_file is looked up with the database's auth_query, if it
+    // has an auth_user (the database is found before the password is checked, but its
+    // existence is only told once the password is).
+    let looked_up;
+    let secret = match shared.cfg.users.get(&user) {
+        Some(s) => Some(s),
+        None => match shared.cfg.database_for(&dbname, &user) {
+            Some(db) if db.auth_user.is_some() => {
+                looked_up = shared
+                    .pools
+                    .auth_query_secret(&db, &user)
+                    .await
+                    .map_err(|e| SessionError::Pool(crate::pool::PoolError::Server(e)))?;
+                looked_up.as_ref()
+            }
+            _ => None,
+        },
+    };
     if shared.cfg.auth_type == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty()
     {
         // Like PgBouncer: trust skips the password, not the user list.
