@@ -252,3 +252,56 @@ async fn channel_binding_over_tls_and_no_secret_in_the_log() {
         assert!(!log.contains(&s), "the log shows a secret:\n{log}");
     }
 }
+
+/// The upstream URL's `channel_binding=require`: a TLS server offering SCRAM-SHA-256-PLUS logs
+/// in (with a password, and by pass-through); a server without TLS is refused with the reason,
+/// before any password is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_require_in_the_upstream_url() {
+    let ca = Ca::new("pgheal channel binding CA");
+    let dir = Dir::new("passthrough-cb");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let pg = start_tls_pg(&ca);
+    let tls = format!(
+        "?sslmode=verify-full&sslrootcert={}&channel_binding=require",
+        ca_file.display()
+    );
+    let with_password = format!(
+        "postgres://{USER}:{PASSWORD}@localhost:{}/{DB}{tls}",
+        pg.port()
+    );
+    let proxy = start_proxy(&pg, |a| a.upstream = Some(with_password)).await;
+    assert_eq!(
+        current_user(&proxy_url(&proxy))
+            .await
+            .expect("password login with channel binding"),
+        USER
+    );
+
+    let auth_file = dir.write(
+        "userlist.txt",
+        &format!("\"{USER}\" \"{}\"\n", verifier(&pg, USER)),
+    );
+    let passthrough = format!("postgres://{USER}@localhost:{}/{DB}{tls}", pg.port());
+    let proxy = start_proxy(&pg, |a| {
+        a.upstream = Some(passthrough);
+        a.auth_file = Some(auth_file.display().to_string());
+    })
+    .await;
+    assert_eq!(
+        current_user(&proxy_url(&proxy))
+            .await
+            .expect("pass-through with channel binding"),
+        USER
+    );
+
+    let plain = start_pg();
+    let url = format!(
+        "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{DB}?sslmode=disable&channel_binding=require",
+        plain.port()
+    );
+    let proxy = start_proxy(&plain, |a| a.upstream = Some(url)).await;
+    let (code, message) = login_error(&proxy_url(&proxy)).await;
+    assert_eq!(code, "08001", "{message}");
+    assert!(message.contains("channel_binding is require"), "{message}");
+}

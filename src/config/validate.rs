@@ -238,6 +238,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             }
             None => TlsProtocols::default(),
         },
+        channel_binding: Default::default(),
     };
     let mut tls_built: BTreeMap<ServerTlsOptions, ServerTls> = BTreeMap::new();
     let mut tls_for = |url_key: &str, url: Option<&UpstreamTls>| {
@@ -247,6 +248,9 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             if let Some(m) = u.sslmode {
                 o.mode = m;
                 from_url = true;
+            }
+            if let Some(cb) = u.channel_binding {
+                o.channel_binding = cb;
             }
             for (slot, v) in [
                 (&mut o.ca_file, &u.sslrootcert),

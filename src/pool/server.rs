@@ -14,7 +14,7 @@ use crate::auth::scram_client::{
     SCRAM_SHA_256_PLUS,
 };
 use crate::auth::SCRAM_SHA_256;
-use crate::config::tls::{ServerTls, SslMode};
+use crate::config::tls::{ChannelBinding, ServerTls, SslMode};
 use crate::net::stream::{self, MovableTcp, ServerRead, ServerWrite};
 use crate::net::{FrameReader, FrameWriter, NetError, ServerReader, ServerWriter};
 use crate::protocol::backend::{self, decode_auth_request, AuthRequest, ErrorFields};
@@ -118,6 +118,12 @@ pub enum ServerError {
     Net(#[from] NetError),
     #[error("SCRAM exchange with the server failed: {0}")]
     Scram(#[from] ScramClientError),
+    /// `channel_binding=require`, and the login was not SCRAM-SHA-256-PLUS over TLS.
+    #[error(
+        "channel_binding is require, but the server did not authenticate with \
+         SCRAM-SHA-256-PLUS over TLS"
+    )]
+    ChannelBindingRequired,
 
     /// The server answered `N` to SSLRequest while the sslmode requires TLS.
     #[error("the server does not support TLS, but sslmode is {0}")]
@@ -376,7 +382,8 @@ fn rejected(f: Frame) -> ServerError {
 ///
 /// SCRAM uses the configured password if there is one (an md5 hash cannot answer SCRAM), else
 /// the pool's pass-through keys; over TLS it binds to the channel when the server offers
-/// `SCRAM-SHA-256-PLUS` (libpq's `channel_binding=prefer`).
+/// `SCRAM-SHA-256-PLUS`, as libpq's `channel_binding` says (`prefer` by default; `require`
+/// refuses any other login, as libpq does, before sending a password).
 async fn authenticate(
     login: &ServerLogin,
     end_point: Option<Vec<u8>>,
@@ -390,6 +397,10 @@ async fn authenticate(
             .ok_or_else(|| ServerError::NoPassword(login.user.clone()))
     };
     let keys = login.passthrough.get();
+    let cb = login.tls.options.channel_binding;
+    let require = cb == ChannelBinding::Require;
+    let end_point = end_point.filter(|_| cb != ChannelBinding::Disable);
+    let mut bound = false;
     let mut scram: Option<ScramClient<'_>> = None;
     loop {
         let f = reader.read_frame().await?;
@@ -405,7 +416,13 @@ async fn authenticate(
             );
         }
         match decode_auth_request(&f).map_err(NetError::from)? {
+            AuthRequest::Ok if require && !bound => {
+                return Err(ServerError::ChannelBindingRequired)
+            }
             AuthRequest::Ok => return Ok(()),
+            AuthRequest::Cleartext | AuthRequest::Md5 { .. } if require => {
+                return Err(ServerError::ChannelBindingRequired)
+            }
             AuthRequest::Cleartext => {
                 writer
                     .write_frame(&encode::password(password()?.as_bytes()))
@@ -445,6 +462,9 @@ async fn authenticate(
                     }
                     Some(_) => Binding::Unrequested,
                 };
+                if require && !matches!(binding, Binding::TlsServerEndPoint(_)) {
+                    return Err(ServerError::ChannelBindingRequired);
+                }
                 let s = ScramClient::new(credential, binding);
                 tracing::debug!(
                     mechanism = s.mechanism(),
@@ -467,6 +487,7 @@ async fn authenticate(
             }
             AuthRequest::SaslFinal(data) => {
                 let s = scram.take().ok_or(ScramClientError::OutOfOrder)?;
+                bound = s.mechanism() == SCRAM_SHA_256_PLUS;
                 s.finish(data)?;
             }
             AuthRequest::Other(code) => return Err(ServerError::UnsupportedAuth(code)),

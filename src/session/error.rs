@@ -127,7 +127,8 @@ impl SessionError {
                 | ServerError::TlsBadAnswer(_)
                 | ServerError::Scram(_)
                 | ServerError::NoPassthroughKeys(_)
-                | ServerError::Md5ForScram(_)),
+                | ServerError::Md5ForScram(_)
+                | ServerError::ChannelBindingRequired),
             )) => fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 format!("pgheal: cannot connect to the database server: {e}"),
