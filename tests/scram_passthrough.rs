@@ -305,3 +305,44 @@ async fn channel_binding_require_in_the_upstream_url() {
     assert_eq!(code, "08001", "{message}");
     assert!(message.contains("channel_binding is require"), "{message}");
 }
+
+/// `min_pool_size` with pass-through: nothing can be opened before a client has logged in
+/// (pgheal has no key yet); after the first login the pool tops itself up with the kept keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_fills_after_the_first_login() {
+    let pg = start_pg();
+    let dir = Dir::new("passthrough-min");
+    let auth_file = dir.write(
+        "userlist.txt",
+        &format!("\"{USER}\" \"{}\"\n", verifier(&pg, USER)),
+    );
+    let proxy = start_proxy(&pg, |a| {
+        a.upstream = Some(passwordless_upstream(&pg));
+        a.auth_file = Some(auth_file.display().to_string());
+        a.min_pool_size = Some(3);
+    })
+    .await;
+    let admin = admin_client(&pg).await;
+    let app_backends = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(-1)
+    };
+    // A few maintenance rounds pass without a key: no connection.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app_backends().await, 0);
+    assert_eq!(current_user(&proxy_url(&proxy)).await.expect("login"), USER);
+    let filled = eventually(Duration::from_secs(20), || async {
+        app_backends().await >= 3
+    })
+    .await;
+    assert!(
+        filled,
+        "the pool did not top itself up after the first login"
+    );
+}
