@@ -41,6 +41,27 @@ async fn proxy(
     auth_query: Option<&str>,
     mode: &str,
 ) -> ProxyHandle {
+    proxy_auth(
+        pg,
+        dir,
+        auth_user,
+        auth_pw,
+        auth_query,
+        mode,
+        "scram-sha-256",
+    )
+    .await
+}
+
+async fn proxy_auth(
+    pg: &TempCluster,
+    dir: &Dir,
+    auth_user: &str,
+    auth_pw: &str,
+    auth_query: Option<&str>,
+    mode: &str,
+    auth_type: &str,
+) -> ProxyHandle {
     let auth_file = dir.write(
         &format!("userlist-{auth_user}-{mode}.txt"),
         &format!("\"{auth_user}\" \"{auth_pw}\"\n"),
@@ -68,6 +89,7 @@ async fn proxy(
         listen: Some("127.0.0.1:0".into()),
         auth_file: Some(auth_file.display().to_string()),
         pool_mode: Some(mode.into()),
+        auth_type: Some(auth_type.into()),
         ..Default::default()
     };
     start_proxy_with(file, &args).await
@@ -272,4 +294,53 @@ async fn ini_keys_and_no_secret_in_the_log() {
     for s in secrets {
         assert!(!log.contains(&s), "the log shows a secret:\n{log}");
     }
+}
+
+/// An md5 server and a user whose md5 hash comes from auth_query: pgheal logs into the server
+/// with the hash, and after `ALTER ROLE ... PASSWORD` new server connections use the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_secret_from_auth_query_follows_a_password_change() {
+    let pg = TempCluster::start_with(pgheal::cluster::ClusterOptions {
+        auth_method: pgheal::cluster::AuthMethod::Md5,
+        ..Default::default()
+    })
+    .expect("start md5 cluster");
+    pg.create_user(USER, PASSWORD).expect("user");
+    pg.create_database(DB, USER).expect("db");
+    admin(
+        &pg,
+        &format!(
+            "CREATE ROLE lookup LOGIN SUPERUSER PASSWORD '{LOOKUP_PW}';
+             CREATE ROLE dave LOGIN PASSWORD '{DAVE_PW}';"
+        ),
+    );
+    assert_eq!(
+        admin(
+            &pg,
+            "SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = 'dave'"
+        ),
+        "md5"
+    );
+    let dir = Dir::new("auth-query-md5");
+    let p = proxy_auth(&pg, &dir, "lookup", LOOKUP_PW, None, "session", "md5").await;
+    let url = |pw: &str| proxy_url_as(&p, "dave", pw, DB);
+    assert_eq!(whoami(&url(DAVE_PW)).await.expect("md5 login"), "dave");
+    let new_pw = format!("{DAVE_PW}-2");
+    admin(
+        &pg,
+        &format!(
+            "ALTER ROLE dave PASSWORD '{new_pw}';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'dave';"
+        ),
+    );
+    // The idle server connection is gone: the next login opens one with the new hash.
+    let ok = eventually(Duration::from_secs(20), || async {
+        whoami(&url(&new_pw)).await.is_ok()
+    })
+    .await;
+    assert!(
+        ok,
+        "the new password must log in (with a new server connection)"
+    );
+    assert_eq!(login_error(&url(DAVE_PW)).await, wrong_password("dave"));
 }

@@ -108,10 +108,15 @@ impl Pools {
                 Pool::new(key, login, settings, self.metrics.clone())
             })
             .clone();
-        if let Some(keys) = passthrough {
-            let login = pool.login();
-            if login.user == client_user && login.password.is_none() {
+        // The pool logs in as the client's user with the client's secret: keep what this login
+        // brought (the secret may have changed since the pool was made, with auth_query).
+        let login = pool.login();
+        if login.user == client_user && (db.user.is_none() || db.password.is_none()) {
+            if let Some(keys) = passthrough {
                 login.passthrough.store(keys);
+            }
+            if let Some(p) = usable(client_secret) {
+                login.passthrough.store_password(p);
             }
         }
         pool

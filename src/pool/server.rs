@@ -46,21 +46,40 @@ pub struct ServerLogin {
     pub passthrough: PassthroughSlot,
 }
 
-/// Where a pool keeps the pass-through keys ([`ServerLogin::passthrough`]).
+/// Where a pool keeps the credentials its latest client login brought
+/// ([`ServerLogin::passthrough`]): the SCRAM pass-through keys, or the password / md5 hash of
+/// a secret that may change (auth_query), which then wins over [`ServerLogin::password`].
 #[derive(Clone, Default)]
-pub struct PassthroughSlot(std::sync::Arc<std::sync::Mutex<Option<PassthroughKeys>>>);
+pub struct PassthroughSlot(std::sync::Arc<std::sync::Mutex<SlotContent>>);
+
+#[derive(Clone, Default)]
+struct SlotContent {
+    keys: Option<PassthroughKeys>,
+    password: Option<String>,
+}
 
 impl PassthroughSlot {
     /// Keep the keys of a client that just logged in (replacing older ones: after a password
     /// change, the newest client knows the current one).
     pub fn store(&self, keys: PassthroughKeys) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(keys);
+            slot.keys = Some(keys);
+        }
+    }
+
+    /// Keep the password or md5 hash of a client's secret that just served a login.
+    pub fn store_password(&self, password: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.password = Some(password);
         }
     }
 
     pub fn get(&self) -> Option<PassthroughKeys> {
-        self.0.lock().ok().and_then(|k| k.clone())
+        self.0.lock().ok().and_then(|k| k.keys.clone())
+    }
+
+    pub fn password(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|k| k.password.clone())
     }
 }
 
@@ -390,12 +409,9 @@ async fn authenticate(
     reader: &mut FrameReader<ServerRead>,
     writer: &mut FrameWriter<ServerWrite>,
 ) -> Result<(), ServerError> {
-    let password = || {
-        login
-            .password
-            .as_deref()
-            .ok_or_else(|| ServerError::NoPassword(login.user.clone()))
-    };
+    let latest = login.passthrough.password();
+    let configured = latest.as_deref().or(login.password.as_deref());
+    let password = || configured.ok_or_else(|| ServerError::NoPassword(login.user.clone()));
     let keys = login.passthrough.get();
     let cb = login.tls.options.channel_binding;
     let require = cb == ChannelBinding::Require;
@@ -447,7 +463,7 @@ async fn authenticate(
                 if !mechanisms.contains(&SCRAM_SHA_256) {
                     return Err(ServerError::UnsupportedAuth(10));
                 }
-                let credential = match (login.password.as_deref(), keys.as_ref()) {
+                let credential = match (configured, keys.as_ref()) {
                     (Some(pw), _) if is_md5_hash(pw) => {
                         return Err(ServerError::Md5ForScram(login.user.clone()))
                     }
@@ -468,7 +484,7 @@ async fn authenticate(
                 let s = ScramClient::new(credential, binding);
                 tracing::debug!(
                     mechanism = s.mechanism(),
-                    passthrough = login.password.is_none(),
+                    passthrough = configured.is_none(),
                     "SCRAM login to the server"
                 );
                 writer
