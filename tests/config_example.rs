@@ -118,6 +118,7 @@ fn every_key_is_documented_and_real() {
     assert!(db.host.is_some() && db.port.is_some() && db.dbname.is_some());
     assert!(db.user.is_some() && db.password.is_some() && db.url.is_some());
     assert!(db.pool_size.is_some() && db.min_pool_size.is_some() && db.pool_mode.is_some());
+    assert!(db.auth_user.is_some() && db.auth_query.is_some() && db.auth_dbname.is_some());
 
     assert_eq!(
         file.users.len(),

@@ -15,6 +15,8 @@
 //! - [`md5`]: the server side of `AuthenticationMD5Password`.
 //! - [`cleartext`]: the server side of `AuthenticationCleartextPassword`, for every kind of secret.
 //! - [`scram`]: [`ScramServer`], the server side of a SCRAM-SHA-256 exchange (RFC 5802/7677).
+//! - [`scram_client`]: the client side of SCRAM, with a password or by pass-through (the
+//!   ClientKey recovered from a client's proof), and `tls-server-end-point` channel binding.
 //! - `scram_messages`: parsing of the client's SCRAM messages, kept apart from the state machine.
 //! - `saslprep`: the password normalization PostgreSQL applies before SCRAM key derivation.
 //! - `crypto`: the shared primitives (HMAC-SHA-256, PBKDF2 `Hi`, constant-time comparison, hex).
@@ -29,6 +31,7 @@ pub mod hba;
 pub mod md5;
 mod saslprep;
 pub mod scram;
+pub mod scram_client;
 mod scram_messages;
 pub mod secret;
 pub mod userlist;

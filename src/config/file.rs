@@ -61,6 +61,12 @@ pub struct General {
     pub auth_file: Option<String>,
     /// The HBA rules when `auth_type = "hba"` (PgBouncer's subset of `pg_hba.conf`).
     pub auth_hba_file: Option<String>,
+    /// Look up clients missing from the auth_file on the server: connect as `auth_user`
+    /// (credentials from the auth_file) to `auth_dbname` (default: the client's database) and
+    /// run `auth_query` with the user name as `$1`.
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
     pub query_wait_timeout: Option<f64>,
     pub server_connect_timeout: Option<f64>,
     pub server_lifetime: Option<f64>,
@@ -133,6 +139,11 @@ pub struct FileDatabase {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub pool_mode: Option<PoolMode>,
+    /// auth_query for clients not in the auth_file: run as this user (PgBouncer's
+    /// `auth_user`), this query, in this database.
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
 }
 
 impl std::fmt::Debug for FileDatabase {

@@ -122,7 +122,9 @@ impl std::str::FromStr for PoolMode {
             "session" => Ok(PoolMode::Session),
             "transaction" => Ok(PoolMode::Transaction),
             "statement" => Ok(PoolMode::Statement),
-            _ => Err(format!("expected session, transaction or statement, got {s:?}")),
+            _ => Err(format!(
+                "expected session, transaction or statement, got {s:?}"
+            )),
         }
     }
 }
@@ -161,7 +163,17 @@ pub struct Database {
     pub pool_mode: PoolMode,
     /// TLS to the server.
     pub tls: tls::ServerTls,
+    /// Clients missing from the auth_file are looked up with `auth_query` as this user (the
+    /// entry's `auth_user`, else the global one).
+    pub auth_user: Option<String>,
+    /// The query (the entry's, else the global one, else PgBouncer's default).
+    pub auth_query: String,
+    /// The database the query runs in (default: this entry's server database).
+    pub auth_dbname: Option<String>,
 }
+
+/// PgBouncer's classic default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +187,8 @@ impl std::fmt::Debug for Database {
             .field("pool_size", &self.pool_size)
             .field("pool_mode", &self.pool_mode)
             .field("tls", &self.tls)
+            .field("auth_user", &self.auth_user)
+            .field("auth_dbname", &self.auth_dbname)
             .finish()
     }
 }

@@ -44,9 +44,6 @@ const FOREVER_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Database connection-string keys pgheal reads but does not implement yet.
 const DB_NOT_YET: &[&str] = &[
-    "auth_user",
-    "auth_query",
-    "auth_dbname",
     "reserve_pool",
     "reserve_pool_size",
     "max_db_connections",
@@ -326,6 +323,9 @@ fn general(
         auth_type: Some(auth_type),
         auth_file: non_empty(set.get("auth_file")),
         auth_hba_file: non_empty(set.get("auth_hba_file")),
+        auth_user: non_empty(set.get("auth_user")),
+        auth_query: get("auth_query").map(|e| e.value.clone()),
+        auth_dbname: non_empty(set.get("auth_dbname")),
         query_wait_timeout: Some(zero_is_forever(secs_or("query_wait_timeout", 120.0)?)),
         server_connect_timeout: Some(zero_is_forever(secs_or("server_connect_timeout", 15.0)?)),
         server_lifetime: Some(match secs_or("server_lifetime", 3600.0)? {
@@ -495,6 +495,9 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
             "dbname" => d.dbname = Some(v.to_owned()),
             "user" => d.user = Some(v.to_owned()),
             "password" => d.password = Some(v.to_owned()),
+            "auth_user" => d.auth_user = Some(v.to_owned()),
+            "auth_query" => d.auth_query = Some(v.to_owned()),
+            "auth_dbname" => d.auth_dbname = Some(v.to_owned()),
             "pool_size" => d.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
             "min_pool_size" => d.min_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize),
             "pool_mode" => {

@@ -123,6 +123,31 @@ impl TlsProtocols {
     }
 }
 
+/// libpq's `channel_binding` for the SCRAM login to the server (the upstream URL's parameter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelBinding {
+    /// Never bind (announce `n`).
+    Disable,
+    /// Bind when the connection is TLS and the server offers SCRAM-SHA-256-PLUS.
+    #[default]
+    Prefer,
+    /// Refuse a login that is not SCRAM-SHA-256-PLUS over TLS.
+    Require,
+}
+
+impl ChannelBinding {
+    pub const NAMES: &'static str = "disable, prefer or require";
+
+    pub fn parse(s: &str) -> Option<ChannelBinding> {
+        match s {
+            "disable" => Some(ChannelBinding::Disable),
+            "prefer" => Some(ChannelBinding::Prefer),
+            "require" => Some(ChannelBinding::Require),
+            _ => None,
+        }
+    }
+}
+
 /// How pgheal talks TLS to one database's server: `server_tls_*`, with the upstream URL's
 /// `sslmode`, `sslrootcert`, `sslcert`, `sslkey` winning over them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,6 +159,8 @@ pub struct ServerTlsOptions {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub protocols: TlsProtocols,
+    /// SCRAM channel binding to the server (`channel_binding` in the upstream URL).
+    pub channel_binding: ChannelBinding,
 }
 
 impl Default for ServerTlsOptions {
@@ -145,6 +172,7 @@ impl Default for ServerTlsOptions {
             cert_file: None,
             key_file: None,
             protocols: TlsProtocols::default(),
+            channel_binding: ChannelBinding::default(),
         }
     }
 }

@@ -9,7 +9,13 @@ use super::tls::SslMode;
 use super::ConfigError;
 
 /// The URL parameters pgheal understands.
-pub const URL_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+pub const URL_PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "channel_binding",
+];
 
 /// The TLS parameters of an upstream URL (each `None` when absent).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +24,8 @@ pub struct UpstreamTls {
     pub sslrootcert: Option<String>,
     pub sslcert: Option<String>,
     pub sslkey: Option<String>,
+    /// libpq's `channel_binding` (SCRAM to the server).
+    pub channel_binding: Option<super::tls::ChannelBinding>,
 }
 
 /// A parsed upstream URL. The password is never printed by `Debug`.
@@ -80,6 +88,19 @@ impl Upstream {
                             SslMode::NAMES
                         ))
                     })?);
+                    continue;
+                }
+                "channel_binding" => {
+                    if tls.channel_binding.is_some() {
+                        return Err(err("the URL parameter `channel_binding` is given twice"));
+                    }
+                    tls.channel_binding =
+                        Some(super::tls::ChannelBinding::parse(&value).ok_or_else(|| {
+                            err(&format!(
+                                "the URL parameter `channel_binding` must be {}, got {value:?}",
+                                super::tls::ChannelBinding::NAMES
+                            ))
+                        })?);
                     continue;
                 }
                 "sslrootcert" => &mut tls.sslrootcert,
@@ -150,7 +171,7 @@ mod tests {
     fn tls_parameters() {
         let u = Upstream::parse(
             "upstream",
-            "postgres://app:pw@db.example.com/appdb?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/c.pem&sslkey=/k%20ey.pem",
+            "postgres://app:pw@db.example.com/appdb?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/c.pem&sslkey=/k%20ey.pem&channel_binding=require",
         )
         .unwrap();
         assert_eq!(
@@ -160,6 +181,7 @@ mod tests {
                 sslrootcert: Some("/etc/ca.pem".into()),
                 sslcert: Some("/c.pem".into()),
                 sslkey: Some("/k ey.pem".into()),
+                channel_binding: Some(crate::config::tls::ChannelBinding::Require),
             }
         );
         let plain = Upstream::parse("upstream", "postgres://app:pw@db/appdb").unwrap();
@@ -179,6 +201,14 @@ mod tests {
             ),
             ("postgres://app:s3cret@db/appdb?ssl=true", "`ssl`"),
             ("postgres://app:s3cret@db/appdb?sslmode=on", "`sslmode`"),
+            (
+                "postgres://app:s3cret@db/appdb?channel_binding=maybe",
+                "`channel_binding`",
+            ),
+            (
+                "postgres://app:s3cret@db/appdb?channel_binding=require&channel_binding=disable",
+                "`channel_binding`",
+            ),
             (
                 "postgres://app:s3cret@db/appdb?sslmode=require&sslmode=disable",
                 "`sslmode`",

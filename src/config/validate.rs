@@ -15,7 +15,7 @@ use super::tls::{
     ClientTls, ClientTlsOptions, ServerTls, ServerTlsOptions, SslMode, TlsCiphers, TlsProtocols,
 };
 use super::upstream::{Upstream, UpstreamTls};
-use super::{ini, pgbouncer};
+use super::{ini, pgbouncer, DEFAULT_AUTH_QUERY};
 use super::{
     AuthType, Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolMode,
     ProcessSettings, SchemaWatch, UserSettings,
@@ -273,6 +273,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             }
             None => TlsProtocols::default(),
         },
+        channel_binding: Default::default(),
     };
     let mut tls_built: BTreeMap<ServerTlsOptions, ServerTls> = BTreeMap::new();
     let mut tls_for = |url_key: &str, url: Option<&UpstreamTls>| {
@@ -282,6 +283,9 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             if let Some(m) = u.sslmode {
                 o.mode = m;
                 from_url = true;
+            }
+            if let Some(cb) = u.channel_binding {
+                o.channel_binding = cb;
             }
             for (slot, v) in [
                 (&mut o.ca_file, &u.sslrootcert),
@@ -345,6 +349,13 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             min_pool_size: d.min_pool_size.unwrap_or(min_pool_size).min(pool_size),
             pool_mode: d.pool_mode.unwrap_or(pool_mode),
             tls,
+            auth_user: d.auth_user.clone().or_else(|| g.auth_user.clone()),
+            auth_query: d
+                .auth_query
+                .clone()
+                .or_else(|| g.auth_query.clone())
+                .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
+            auth_dbname: d.auth_dbname.clone().or_else(|| g.auth_dbname.clone()),
         })
     };
     let mut fallback = None;
@@ -377,6 +388,12 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             min_pool_size,
             pool_mode,
             tls,
+            auth_user: g.auth_user.clone(),
+            auth_query: g
+                .auth_query
+                .clone()
+                .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
+            auth_dbname: g.auth_dbname.clone(),
         };
         databases.insert(up.dbname.clone(), db);
         // With no users configured, clients log in with the upstream's credentials.

@@ -321,6 +321,12 @@ impl Pool {
             };
             match self.open().await {
                 Ok(c) => self.put_idle(c),
+                // Pass-through pools wait for a client's SCRAM login to lend its keys: not
+                // worth a warning every second until then.
+                Err(e @ ServerError::NoPassthroughKeys(_)) => {
+                    tracing::debug!(pool = ?self, error = %e, "cannot open a minimum-pool connection yet");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(pool = ?self, error = %e, "cannot open a minimum-pool connection");
                     break;

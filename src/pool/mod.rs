@@ -10,6 +10,7 @@
 //! - [`listen`]: one listening connection per database, outside the pools, that holds the
 //!   LISTENs of transaction-pooling clients; [`mailbox`]: each client's queue of notifications.
 
+pub mod auth_query;
 pub mod bounded;
 pub mod control;
 pub mod listen;

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::auth::scram_client::PassthroughKeys;
 use crate::auth::Secret;
 use crate::config::{Config, Database, PoolMode};
 use crate::heal::SchemaEpoch;
 use crate::metrics::Metrics;
 use crate::statements::StatementNames;
 
+use super::auth_query::AuthLookups;
 use super::bounded::{Pool, PoolKey, PoolSettings};
 use super::control::{Controls, PoolControl};
 use super::listen::Listeners;
@@ -26,6 +28,8 @@ pub struct Pools {
     listeners: Arc<Listeners>,
     /// Pause, disable and reconnect of each database and of the process.
     controls: Controls,
+    /// auth_query lookups and their connections.
+    auth_lookups: AuthLookups,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -38,6 +42,7 @@ impl Pools {
             epochs: DashMap::new(),
             listeners: Listeners::new(metrics.clone()),
             controls: Controls::default(),
+            auth_lookups: AuthLookups::default(),
             cfg,
             metrics,
         })
@@ -45,29 +50,38 @@ impl Pools {
 
     /// The pool a client of `db` logged in as `client_user` uses. pgheal logs into the server
     /// as the database's configured user if there is one, else as the client's user with the
-    /// client's configured secret (plain text, or an md5 hash for md5 servers).
+    /// client's configured secret (plain text, or an md5 hash for md5 servers), or by SCRAM
+    /// pass-through with `passthrough`, the keys the client's SCRAM login revealed (kept in
+    /// the pool for its later connections, when the server user is the client's and has no
+    /// configured password).
     pub fn pool_for(
         &self,
         db: &Database,
         client_user: &str,
         client_secret: Option<&Secret>,
+        passthrough: Option<PassthroughKeys>,
     ) -> Arc<Pool> {
+        let usable = |secret: Option<&Secret>| match secret {
+            Some(Secret::Plain(p)) => Some(p.clone()),
+            Some(Secret::Md5(h)) => Some(h.clone()),
+            _ => None,
+        };
         let (user, password) = match &db.user {
-            Some(u) => (u.clone(), db.password.clone()),
-            None => (
-                client_user.to_owned(),
-                match client_secret {
-                    Some(Secret::Plain(p)) => Some(p.clone()),
-                    Some(Secret::Md5(h)) => Some(h.clone()),
-                    _ => None,
-                },
+            // A configured user without a password takes its auth_file entry, as in PgBouncer.
+            Some(u) => (
+                u.clone(),
+                db.password
+                    .clone()
+                    .or_else(|| usable(self.cfg.users.get(u))),
             ),
+            None => (client_user.to_owned(), usable(client_secret)),
         };
         let key = PoolKey {
             database: db.name.clone(),
             user: user.clone(),
         };
-        self.pools
+        let pool = self
+            .pools
             .entry(key.clone())
             .or_insert_with(|| {
                 let login = ServerLogin {
@@ -85,6 +99,7 @@ impl Pools {
                         }
                     },
                     tls: db.tls.clone(),
+                    passthrough: Default::default(),
                 };
                 let settings = PoolSettings {
                     mode: db.pool_mode,
@@ -102,7 +117,29 @@ impl Pools {
                 };
                 Pool::new(key, login, settings, control, self.metrics.clone())
             })
-            .clone()
+            .clone();
+        // The pool logs in as the client's user with the client's secret: keep what this login
+        // brought (the secret may have changed since the pool was made, with auth_query).
+        let login = pool.login();
+        if login.user == client_user && (db.user.is_none() || db.password.is_none()) {
+            if let Some(keys) = passthrough {
+                login.passthrough.store(keys);
+            }
+            if let Some(p) = usable(client_secret) {
+                login.passthrough.store_password(p);
+            }
+        }
+        pool
+    }
+
+    /// The secret of a client user missing from the auth_file, by `db`'s auth_query (see
+    /// [`super::auth_query`]). `Ok(None)`: no auth_user, or no usable secret on the server.
+    pub async fn auth_query_secret(
+        &self,
+        db: &Database,
+        user: &str,
+    ) -> Result<Option<Secret>, super::ServerError> {
+        self.auth_lookups.secret_for(&self.cfg, db, user).await
     }
 
     /// Every pool, ordered by database and user (the admin console's order).
@@ -137,7 +174,7 @@ impl Pools {
     pub fn prewarm(&self) {
         for db in self.cfg.databases.values() {
             if db.user.is_some() && db.min_pool_size > 0 {
-                self.pool_for(db, "", None);
+                self.pool_for(db, "", None, None);
             }
         }
     }

@@ -5,12 +5,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::md5_password_hash;
-use crate::config::tls::{ServerTls, SslMode};
+use crate::auth::scram_client::{
+    tls_server_end_point, Binding, Credential, PassthroughKeys, ScramClient, ScramClientError,
+    SCRAM_SHA_256_PLUS,
+};
+use crate::auth::SCRAM_SHA_256;
+use crate::config::tls::{ChannelBinding, ServerTls, SslMode};
 use crate::net::stream::{self, MovableTcp, ServerRead, ServerWrite};
 use crate::net::{FrameReader, FrameWriter, NetError, ServerReader, ServerWriter};
 use crate::protocol::backend::{self, decode_auth_request, AuthRequest, ErrorFields};
@@ -36,6 +40,53 @@ pub struct ServerLogin {
     pub max_prepared: usize,
     /// TLS to the server (`server_tls_*`, the URL's `sslmode`...).
     pub tls: ServerTls,
+    /// SCRAM pass-through: the keys of the last client that logged into pgheal with SCRAM as
+    /// this server user against a SCRAM verifier (shared by every clone of the login, that is
+    /// by the pool). Used when the server asks for SCRAM and no password is configured.
+    pub passthrough: PassthroughSlot,
+}
+
+/// Where a pool keeps the credentials its latest client login brought
+/// ([`ServerLogin::passthrough`]): the SCRAM pass-through keys, or the password / md5 hash of
+/// a secret that may change (auth_query), which then wins over [`ServerLogin::password`].
+#[derive(Clone, Default)]
+pub struct PassthroughSlot(std::sync::Arc<std::sync::Mutex<SlotContent>>);
+
+#[derive(Clone, Default)]
+struct SlotContent {
+    keys: Option<PassthroughKeys>,
+    password: Option<String>,
+}
+
+impl PassthroughSlot {
+    /// Keep the keys of a client that just logged in (replacing older ones: after a password
+    /// change, the newest client knows the current one).
+    pub fn store(&self, keys: PassthroughKeys) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.keys = Some(keys);
+        }
+    }
+
+    /// Keep the password or md5 hash of a client's secret that just served a login.
+    pub fn store_password(&self, password: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.password = Some(password);
+        }
+    }
+
+    pub fn get(&self) -> Option<PassthroughKeys> {
+        self.0.lock().ok().and_then(|k| k.keys.clone())
+    }
+
+    pub fn password(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|k| k.password.clone())
+    }
+}
+
+impl std::fmt::Debug for PassthroughSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassthroughSlot(<redacted>)")
+    }
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -67,12 +118,32 @@ pub enum ServerError {
     Rejected { frame: Frame, message: String },
     #[error("the server asks for a password and none is configured for user {0:?}")]
     NoPassword(String),
+    /// The server asks for SCRAM, pgheal has no password, and no client has logged in with
+    /// SCRAM yet to lend its keys (connections opened for `min_pool_size` before any client).
+    #[error(
+        "the server asks for SCRAM and user {0:?} has no password configured; SCRAM \
+         pass-through needs a client to log in with SCRAM against the auth_file's verifier first"
+    )]
+    NoPassthroughKeys(String),
+    /// The auth_query failed on the server (its message; no secret).
+    #[error("auth_query failed: {0}")]
+    AuthQuery(String),
+    /// An md5 hash cannot answer a SCRAM challenge.
+    #[error("the server asks for SCRAM but user {0:?} has only an md5 hash configured")]
+    Md5ForScram(String),
     #[error("the server asks for an unsupported authentication method ({0})")]
     UnsupportedAuth(i32),
     #[error("server login failed: {0}")]
     Net(#[from] NetError),
-    #[error("SCRAM exchange with the server failed")]
-    Scram,
+    #[error("SCRAM exchange with the server failed: {0}")]
+    Scram(#[from] ScramClientError),
+    /// `channel_binding=require`, and the login was not SCRAM-SHA-256-PLUS over TLS.
+    #[error(
+        "channel_binding is require, but the server did not authenticate with \
+         SCRAM-SHA-256-PLUS over TLS"
+    )]
+    ChannelBindingRequired,
+
     /// The server answered `N` to SSLRequest while the sslmode requires TLS.
     #[error("the server does not support TLS, but sslmode is {0}")]
     TlsRefused(SslMode),
@@ -127,13 +198,13 @@ impl ServerConn {
             .map_err(ServerError::Connect)?;
         stream.set_nodelay(true).map_err(ServerError::Connect)?;
         let addr = stream.peer_addr().map_err(ServerError::Connect)?;
-        let (r, w) = negotiate_tls(login, stream).await?;
+        let (r, w, end_point) = negotiate_tls(login, stream).await?;
         let mut reader = FrameReader::new(r, login.max_message_len);
         let mut writer = FrameWriter::new(w);
         let startup =
             encode::startup_message(&[("user", &login.user), ("database", &login.dbname)]);
         writer.write_raw(&startup).await.map_err(NetError::from)?;
-        authenticate(login, &mut reader, &mut writer).await?;
+        authenticate(login, end_point, &mut reader, &mut writer).await?;
         let mut conn = ServerConn {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             reader,
@@ -211,6 +282,47 @@ impl ServerConn {
             .write_frame(&encode::query(sql))
             .await
             .map_err(NetError::from)?;
+        self.collect_rows().await
+    }
+
+    /// Run one statement with text parameters over the extended protocol (never by splicing
+    /// values into the SQL), bounded by [`INTERNAL_QUERY_TIMEOUT`]; returns its rows or the
+    /// error's frame. Not cancel-safe.
+    pub async fn query_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {
+        let mut bind = Vec::new();
+        bind.extend_from_slice(b"\0\0"); // unnamed portal, unnamed statement
+        bind.extend_from_slice(&0i16.to_be_bytes()); // parameters in text
+        bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+            bind.extend_from_slice(p.as_bytes());
+        }
+        bind.extend_from_slice(&0i16.to_be_bytes()); // results in text
+        let frames = [
+            encode::parse("", sql, &[]),
+            encode::raw(b'B', &bind),
+            encode::execute("", 0),
+            encode::sync(),
+        ];
+        let run = async {
+            for f in &frames {
+                self.writer.write_frame(f).await.map_err(NetError::from)?;
+            }
+            self.collect_rows().await
+        };
+        tokio::time::timeout(INTERNAL_QUERY_TIMEOUT, run)
+            .await
+            .unwrap_or(Err(ServerError::QueryTimeout(INTERNAL_QUERY_TIMEOUT)))
+    }
+
+    /// Reads until ReadyForQuery: the DataRows, or the first ErrorResponse.
+    async fn collect_rows(
+        &mut self,
+    ) -> Result<Result<Vec<Vec<Option<Vec<u8>>>>, Frame>, ServerError> {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
@@ -284,18 +396,28 @@ fn rejected(f: Frame) -> ServerError {
     ServerError::Rejected { frame: f, message }
 }
 
+/// The login exchange the server asks for. `end_point` is the `tls-server-end-point` binding
+/// data when the connection is TLS.
+///
+/// SCRAM uses the configured password if there is one (an md5 hash cannot answer SCRAM), else
+/// the pool's pass-through keys; over TLS it binds to the channel when the server offers
+/// `SCRAM-SHA-256-PLUS`, as libpq's `channel_binding` says (`prefer` by default; `require`
+/// refuses any other login, as libpq does, before sending a password).
 async fn authenticate(
     login: &ServerLogin,
+    end_point: Option<Vec<u8>>,
     reader: &mut FrameReader<ServerRead>,
     writer: &mut FrameWriter<ServerWrite>,
 ) -> Result<(), ServerError> {
-    let password = || {
-        login
-            .password
-            .as_deref()
-            .ok_or_else(|| ServerError::NoPassword(login.user.clone()))
-    };
-    let mut scram: Option<ScramSha256> = None;
+    let latest = login.passthrough.password();
+    let configured = latest.as_deref().or(login.password.as_deref());
+    let password = || configured.ok_or_else(|| ServerError::NoPassword(login.user.clone()));
+    let keys = login.passthrough.get();
+    let cb = login.tls.options.channel_binding;
+    let require = cb == ChannelBinding::Require;
+    let end_point = end_point.filter(|_| cb != ChannelBinding::Disable);
+    let mut bound = false;
+    let mut scram: Option<ScramClient<'_>> = None;
     loop {
         let f = reader.read_frame().await?;
         if f.tag == backend::ERROR_RESPONSE {
@@ -310,7 +432,13 @@ async fn authenticate(
             );
         }
         match decode_auth_request(&f).map_err(NetError::from)? {
+            AuthRequest::Ok if require && !bound => {
+                return Err(ServerError::ChannelBindingRequired)
+            }
             AuthRequest::Ok => return Ok(()),
+            AuthRequest::Cleartext | AuthRequest::Md5 { .. } if require => {
+                return Err(ServerError::ChannelBindingRequired)
+            }
             AuthRequest::Cleartext => {
                 writer
                     .write_frame(&encode::password(password()?.as_bytes()))
@@ -320,7 +448,7 @@ async fn authenticate(
             AuthRequest::Md5 { salt } => {
                 let pw = password()?;
                 // A configured md5 hash ("md5...") can answer the md5 challenge directly.
-                let inner = if pw.len() == 35 && pw.starts_with("md5") {
+                let inner = if is_md5_hash(pw) {
                     pw.to_owned()
                 } else {
                     md5_password_hash(&login.user, pw)
@@ -332,31 +460,60 @@ async fn authenticate(
                     .map_err(NetError::from)?;
             }
             AuthRequest::Sasl { mechanisms } => {
-                if !mechanisms.contains(&"SCRAM-SHA-256") {
+                if !mechanisms.contains(&SCRAM_SHA_256) {
                     return Err(ServerError::UnsupportedAuth(10));
                 }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                let credential = match (configured, keys.as_ref()) {
+                    (Some(pw), _) if is_md5_hash(pw) => {
+                        return Err(ServerError::Md5ForScram(login.user.clone()))
+                    }
+                    (Some(pw), _) => Credential::Password(pw.as_bytes()),
+                    (None, Some(k)) => Credential::Keys(k),
+                    (None, None) => return Err(ServerError::NoPassthroughKeys(login.user.clone())),
+                };
+                let binding = match &end_point {
+                    None => Binding::Unsupported,
+                    Some(data) if mechanisms.contains(&SCRAM_SHA_256_PLUS) => {
+                        Binding::TlsServerEndPoint(data.clone())
+                    }
+                    Some(_) => Binding::Unrequested,
+                };
+                if require && !matches!(binding, Binding::TlsServerEndPoint(_)) {
+                    return Err(ServerError::ChannelBindingRequired);
+                }
+                let s = ScramClient::new(credential, binding);
+                tracing::debug!(
+                    mechanism = s.mechanism(),
+                    passthrough = configured.is_none(),
+                    "SCRAM login to the server"
+                );
                 writer
-                    .write_frame(&encode::sasl_initial_response("SCRAM-SHA-256", s.message()))
+                    .write_frame(&encode::sasl_initial_response(s.mechanism(), s.message()))
                     .await
                     .map_err(NetError::from)?;
                 scram = Some(s);
             }
             AuthRequest::SaslContinue(data) => {
-                let s = scram.as_mut().ok_or(ServerError::Scram)?;
-                s.update(data).map_err(|_| ServerError::Scram)?;
+                let s = scram.as_mut().ok_or(ScramClientError::OutOfOrder)?;
+                s.update(data)?;
                 writer
                     .write_frame(&encode::sasl_response(s.message()))
                     .await
                     .map_err(NetError::from)?;
             }
             AuthRequest::SaslFinal(data) => {
-                let mut s = scram.take().ok_or(ServerError::Scram)?;
-                s.finish(data).map_err(|_| ServerError::Scram)?;
+                let s = scram.take().ok_or(ScramClientError::OutOfOrder)?;
+                bound = s.mechanism() == SCRAM_SHA_256_PLUS;
+                s.finish(data)?;
             }
             AuthRequest::Other(code) => return Err(ServerError::UnsupportedAuth(code)),
         }
     }
+}
+
+/// Whether a configured password is an md5 hash (`md5` and 32 hex digits).
+fn is_md5_hash(pw: &str) -> bool {
+    pw.len() == 35 && pw.starts_with("md5") && pw[3..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// SSLRequest's request code (PostgreSQL's `NEGOTIATE_SSL_CODE`).
@@ -368,12 +525,19 @@ const SSL_REQUEST_CODE: i32 = 80877103;
 /// The one-byte answer is read straight from the socket, so bytes a man in the middle might
 /// append after it cannot end up in the TLS stream or be taken for the server's (the
 /// CVE-2021-23222 lesson).
+///
+/// Over TLS, also returns the `tls-server-end-point` channel-binding data of the server's
+/// certificate.
 async fn negotiate_tls(
     login: &ServerLogin,
     mut tcp: TcpStream,
-) -> Result<(ServerRead, ServerWrite), ServerError> {
+) -> Result<(ServerRead, ServerWrite, Option<Vec<u8>>), ServerError> {
+    let plain = |tcp| {
+        let (r, w) = stream::split_plain(tcp);
+        (r, w, None)
+    };
     let Some(config) = login.tls.config.clone() else {
-        return Ok(stream::split_plain(tcp));
+        return Ok(plain(tcp));
     };
     let mode = login.tls.options.mode;
     let mut request = [0u8; 8];
@@ -384,7 +548,7 @@ async fn negotiate_tls(
     match answer {
         b'S' => {}
         b'N' if mode.requires_tls() => return Err(ServerError::TlsRefused(mode)),
-        b'N' => return Ok(stream::split_plain(tcp)),
+        b'N' => return Ok(plain(tcp)),
         other => return Err(ServerError::TlsBadAnswer(other)),
     }
     let name = rustls::pki_types::ServerName::try_from(login.host.clone()).map_err(|_| {
@@ -397,7 +561,14 @@ async fn negotiate_tls(
         .connect(name, MovableTcp::new(tcp))
         .await
         .map_err(ServerError::Tls)?;
-    stream::split_tls(tls).map_err(ServerError::Connect)
+    let end_point = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|cert| tls_server_end_point(cert.as_ref()));
+    let (r, w) = stream::split_tls(tls).map_err(ServerError::Connect)?;
+    Ok((r, w, end_point))
 }
 
 /// "md5" + hex(md5(md5hex + salt)).

@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use rand::RngCore;
 
+use crate::auth::scram_client::{recover_client_key, PassthroughKeys};
 use crate::auth::{
     cleartext_matches, md5_response_matches, AuthMethod, ChannelBinding, ScramServer, Secret,
     SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
@@ -35,6 +36,9 @@ pub struct TlsBinding<'a> {
 /// Run the exchange `method` asks for. `secret` is `None` for unknown users, who go through
 /// the same exchange and fail the same way. Sends nothing on success (the caller sends
 /// AuthenticationOk once the server side is ready). Not cancel-safe.
+///
+/// A SCRAM login against a SCRAM verifier returns the keys its proof revealed, for SCRAM
+/// pass-through to the server (see [`crate::auth::scram_client`]).
 pub async fn authenticate(
     method: AuthMethod,
     user: &str,
@@ -42,7 +46,7 @@ pub async fn authenticate(
     tls: TlsBinding<'_>,
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
-) -> Result<(), SessionError> {
+) -> Result<Option<PassthroughKeys>, SessionError> {
     let fail = || SessionError::AuthFailed(user.to_owned());
     let method = match secret {
         Some(s) => method.for_secret(s).map_err(|_| fail())?,
@@ -57,12 +61,12 @@ pub async fn authenticate(
         Ok::<_, SessionError>(f)
     };
     match method {
-        AuthMethod::Trust => Ok(()),
+        AuthMethod::Trust => Ok(None),
         AuthMethod::Plain => {
             let f = read_password(writer, encode::auth_cleartext()).await?;
             let pw = frontend::decode_password(&f).map_err(|_| SessionError::AuthMalformed)?;
             match secret {
-                Some(s) if cleartext_matches(s, user, pw) => Ok(()),
+                Some(s) if cleartext_matches(s, user, pw) => Ok(None),
                 _ => Err(fail()),
             }
         }
@@ -72,7 +76,7 @@ pub async fn authenticate(
             let f = read_password(writer, encode::auth_md5(salt)).await?;
             let resp = frontend::decode_password(&f).map_err(|_| SessionError::AuthMalformed)?;
             match secret {
-                Some(s) if md5_response_matches(s, user, salt, resp) => Ok(()),
+                Some(s) if md5_response_matches(s, user, salt, resp) => Ok(None),
                 _ => Err(fail()),
             }
         }
@@ -98,16 +102,19 @@ pub async fn authenticate(
             };
             let (server, server_first) = started.map_err(|_| SessionError::AuthMalformed)?;
             let f = read_password(writer, encode::auth_sasl_continue(&server_first)).await?;
-            let server_final = server
-                .finish(frontend::password_body(&f))
-                .map_err(|e| match e {
-                    crate::auth::AuthError::PasswordMismatch => fail(),
-                    _ => SessionError::AuthMalformed,
-                })?;
+            let client_final = frontend::password_body(&f);
+            let keys = match secret {
+                Some(Secret::Scram(s)) => recover_client_key(s, first, &server_first, client_final),
+                _ => None,
+            };
+            let server_final = server.finish(client_final).map_err(|e| match e {
+                crate::auth::AuthError::PasswordMismatch => fail(),
+                _ => SessionError::AuthMalformed,
+            })?;
             writer
                 .write_frame(&encode::auth_sasl_final(&server_final))
                 .await?;
-            Ok(())
+            Ok(keys)
         }
     }
 }

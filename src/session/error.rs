@@ -161,11 +161,17 @@ impl SessionError {
                 Some(frame.clone())
             }
             // A TLS failure is pgheal's configuration against the server's certificate (a
-            // wrong CA or host name, a server without TLS): worth telling, and no secret.
+            // wrong CA or host name, a server without TLS), a SCRAM failure its credentials
+            // against the server's (a verifier copied from another salt, no keys yet for
+            // pass-through): worth telling, and no secret.
             SessionError::Pool(PoolError::Server(
                 e @ (ServerError::Tls(_)
                 | ServerError::TlsRefused(_)
-                | ServerError::TlsBadAnswer(_)),
+                | ServerError::TlsBadAnswer(_)
+                | ServerError::Scram(_)
+                | ServerError::NoPassthroughKeys(_)
+                | ServerError::Md5ForScram(_)
+                | ServerError::ChannelBindingRequired),
             )) => fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 format!("pgheal: cannot connect to the database server: {e}"),

@@ -278,7 +278,25 @@ async fn login(
         cert_common_name: None,
     };
     let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
-    let secret = shared.cfg.users.get(&user);
+    // A user missing from the auth_file is looked up with the database's auth_query, if it
+    // has an auth_user (the database is found before the password is checked, but its
+    // existence is only told once the password is).
+    let looked_up;
+    let secret = match shared.cfg.users.get(&user) {
+        Some(s) => Some(s),
+        None if !console => match shared.cfg.database_for(&dbname, &user) {
+            Some(db) if db.auth_user.is_some() => {
+                looked_up = shared
+                    .pools
+                    .auth_query_secret(&db, &user)
+                    .await
+                    .map_err(|e| SessionError::Pool(crate::pool::PoolError::Server(e)))?;
+                looked_up.as_ref()
+            }
+            _ => None,
+        },
+        None => None,
+    };
     if method == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty() {
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
@@ -287,7 +305,7 @@ async fn login(
         on_tls,
         end_point: client.end_point.as_deref(),
     };
-    authenticate(method, &user, secret, tls, reader, writer).await?;
+    let passthrough = authenticate(method, &user, secret, tls, reader, writer).await?;
     let info = ClientInfo {
         user: user.clone(),
         database: dbname.clone(),
@@ -318,7 +336,7 @@ async fn login(
     }
     let settings = params::requested_settings(&startup)?;
 
-    let pool = shared.pools.pool_for(&db, &user, secret);
+    let pool = shared.pools.pool_for(&db, &user, secret, passthrough);
     let in_pool = pool.stats.client();
     let registered = shared.clients.register(info);
     // Session pooling assigns the server connection at login and applies the settings there.
