@@ -7,7 +7,10 @@
 #     -e PGHEAL_UPSTREAM='postgres://app:secret@db.example:5432/appdb' pgheal
 #
 # Configured by environment variables (every flag has one, see `pgheal --help` and
-# config/pgheal.toml). PGHEAL_UPSTREAM is expected from you; clients then log in to pgheal with
+# config/pgheal.toml). TLS: mount certificates and set PGHEAL_CLIENT_TLS_SSLMODE=require,
+# PGHEAL_CLIENT_TLS_CERT_FILE and PGHEAL_CLIENT_TLS_KEY_FILE (the key owned by uid 6432, mode
+# 0600), and `?sslmode=verify-full&sslrootcert=...` in PGHEAL_UPSTREAM; docker-compose.yml
+# shows both. PGHEAL_UPSTREAM is expected from you; clients then log in to pgheal with
 # the same user name and password. For several databases or users, mount a configuration file
 # and set PGHEAL_CONFIG=/etc/pgheal/pgheal.toml.
 

@@ -2,14 +2,23 @@
 //! no container engine here), so they are checked by reading them: every pgheal setting they
 //! name is one pgheal has, the ports they publish are the ones pgheal listens on, the upstream
 //! URL parses, the files they mount exist, and the certificate script makes certificates that
-//! verify against its CA for the names the compose file uses.
+//! verify against its CA for the names the compose file uses — and that work: PostgreSQL with
+//! `ssl = on` and pgheal configured as the compose file configures it, reached by psql with
+//! `sslmode=verify-full`, TLS on both sides.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::CommandFactory;
+use common::certs::Dir;
+use common::client_tls::psql;
+use common::{start_pg, start_proxy_with, DB, PASSWORD, USER};
 use pgheal::config::cli::Cli;
+use pgheal::config::cli::RunArgs;
+use pgheal::config::file::FileConfig;
 use pgheal::config::upstream::Upstream;
 use serde_yaml::Value;
 
@@ -357,4 +366,146 @@ fn the_certificate_script_makes_certificates_for_the_compose_host_names() {
         assert_eq!(mode, 0o600, "{key} must be private");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `/certs/...` files the compose file's services read, by name.
+fn compose_cert_files(c: &Value) -> BTreeSet<String> {
+    let mut texts: Vec<String> = Vec::new();
+    for (_, s) in c["services"].as_mapping().expect("services") {
+        texts.extend(environment(s).into_iter().map(|(_, v)| v));
+        texts.extend(strings(&s["command"]));
+    }
+    let mut files = BTreeSet::new();
+    for t in texts {
+        for part in t.split(['=', '&', '?', ' ']) {
+            if let Some(name) = part.strip_prefix("/certs/") {
+                files.insert(name.to_owned());
+            }
+        }
+    }
+    files
+}
+
+/// Run deploy/make-certs.sh into `dir` with `env`.
+fn make_certs(dir: &Path, env: &[(&str, String)]) {
+    let out = Command::new("sh")
+        .arg(repo().join("deploy/make-certs.sh"))
+        .arg(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run deploy/make-certs.sh");
+    assert!(
+        out.status.success(),
+        "make-certs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The compose file's TLS set-up, on this machine: certificates from deploy/make-certs.sh,
+/// PostgreSQL with `ssl = on` and the postgres certificate, pgheal with the compose file's
+/// settings (client TLS required, the upstream checked against the CA), psql verify-full to
+/// pgheal: TLS on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_tls_setup_works_end_to_end() {
+    let c = compose();
+    let env: std::collections::HashMap<String, String> =
+        environment(service(&c, "pgheal")).into_iter().collect();
+    let dir = Dir::new("deploy-e2e");
+    // The keys go to the users who read them here: PostgreSQL runs as `postgres`, pgheal as us.
+    let pg_uid = std::process::Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let me = String::from_utf8_lossy(
+        &std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    make_certs(
+        &dir.0,
+        &[
+            (
+                "POSTGRES_UID",
+                if pg_uid.is_empty() {
+                    me.clone()
+                } else {
+                    pg_uid
+                },
+            ),
+            ("PGHEAL_UID", me),
+        ],
+    );
+    for f in compose_cert_files(&c) {
+        assert!(
+            dir.0.join(&f).exists(),
+            "compose reads /certs/{f}, which make-certs.sh does not make"
+        );
+    }
+    let pg = start_pg();
+    let read = |f: &str| std::fs::read(dir.0.join(f)).expect("generated file");
+    pg.write_data_file("server.crt", &read("postgres.crt"), 0o600)
+        .unwrap();
+    pg.write_data_file("server.key", &read("postgres.key"), 0o600)
+        .unwrap();
+    pg.write_data_file(
+        "pg_hba.conf",
+        b"local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        0o600,
+    )
+    .unwrap();
+    common::admin(
+        &pg,
+        "ALTER SYSTEM SET ssl_cert_file = 'server.crt'; ALTER SYSTEM SET ssl_key_file = 'server.key'; ALTER SYSTEM SET ssl = on;",
+    );
+    pg.reload().unwrap();
+
+    // pgheal as the compose file sets it up, with this machine's host, port and file paths.
+    // The certificate names `postgres` (the compose service); here the server is 127.0.0.1,
+    // so the chain is checked (verify-ca) and the name is checked by the certificate test.
+    let certs = |v: &str| v.replace("/certs/", &format!("{}/", dir.0.display()));
+    let upstream = Upstream::parse("PGHEAL_UPSTREAM", &env["PGHEAL_UPSTREAM"]).unwrap();
+    assert_eq!(
+        upstream.tls.sslmode.map(|m| m.as_str()),
+        Some("verify-full")
+    );
+    let url = format!(
+        "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{DB}?sslmode=verify-ca&sslrootcert={}",
+        pg.port(),
+        certs(upstream.tls.sslrootcert.as_deref().expect("sslrootcert"))
+    );
+    let args = RunArgs {
+        listen: Some("127.0.0.1:0".into()),
+        upstream: Some(url),
+        client_tls_sslmode: Some(env["PGHEAL_CLIENT_TLS_SSLMODE"].clone()),
+        client_tls_cert_file: Some(certs(&env["PGHEAL_CLIENT_TLS_CERT_FILE"])),
+        client_tls_key_file: Some(certs(&env["PGHEAL_CLIENT_TLS_KEY_FILE"])),
+        ..Default::default()
+    };
+    let p = start_proxy_with(FileConfig::default(), &args).await;
+    let conninfo = |mode: &str| {
+        format!(
+            "host=localhost port={} user={USER} dbname={DB} sslmode={mode} sslrootcert={}",
+            p.addr.port(),
+            dir.0.join("ca.crt").display()
+        )
+    };
+    let (ok, out) = psql(
+        &conninfo("verify-full"),
+        PASSWORD,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await;
+    assert!(ok, "psql verify-full to pgheal: {out}");
+    assert_eq!(out.trim(), "t", "pgheal's server connection is on TLS too");
+    let (ok, out) = psql(&conninfo("disable"), PASSWORD, "SELECT 1").await;
+    assert!(
+        !ok && out.contains("pgheal requires TLS"),
+        "a plain client is refused: {out}"
+    );
+    p.shutdown().await;
 }

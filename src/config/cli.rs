@@ -153,6 +153,22 @@ pub struct RunArgs {
     /// TLS versions to the servers: secure (default: 1.2 and 1.3), tlsv1.2, tlsv1.3.
     #[arg(long, env = "PGHEAL_SERVER_TLS_PROTOCOLS")]
     pub server_tls_protocols: Option<String>,
+    /// TLS from clients: disable (default), allow, prefer, require, verify-ca or verify-full
+    /// (PgBouncer's client_tls_sslmode).
+    #[arg(long, env = "PGHEAL_CLIENT_TLS_SSLMODE")]
+    pub client_tls_sslmode: Option<String>,
+    /// pgheal's certificate (PEM) for clients.
+    #[arg(long, env = "PGHEAL_CLIENT_TLS_CERT_FILE")]
+    pub client_tls_cert_file: Option<String>,
+    /// Private key (PEM) of --client-tls-cert-file.
+    #[arg(long, env = "PGHEAL_CLIENT_TLS_KEY_FILE")]
+    pub client_tls_key_file: Option<String>,
+    /// Root certificates (PEM) client certificates must lead to (verify-ca, verify-full).
+    #[arg(long, env = "PGHEAL_CLIENT_TLS_CA_FILE")]
+    pub client_tls_ca_file: Option<String>,
+    /// TLS versions for clients: secure (default: 1.2 and 1.3), tlsv1.2, tlsv1.3.
+    #[arg(long, env = "PGHEAL_CLIENT_TLS_PROTOCOLS")]
+    pub client_tls_protocols: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

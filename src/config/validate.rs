@@ -504,7 +504,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         }
         n
     };
-    let client_tls = client_tls(&g)?;
+    let client_tls = client_tls(&g, args)?;
     let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
     let process = ProcessSettings {
         logfile: path(g.logfile),
@@ -583,14 +583,32 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
 
 /// TLS from clients (`client_tls_*`): the files are read here, so a missing or broken one stops
 /// the start with an error naming its key.
-fn client_tls(g: &super::file::General) -> Result<ClientTls, ConfigError> {
-    let path = |p: &Option<String>| p.clone().filter(|p| !p.is_empty()).map(PathBuf::from);
+fn client_tls(g: &super::file::General, args: &RunArgs) -> Result<ClientTls, ConfigError> {
+    // A flag (or its environment variable) wins over the file.
+    let path = |flag: &Option<String>, file: &Option<String>| {
+        flag.clone()
+            .or_else(|| file.clone())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    };
     let o = ClientTlsOptions {
-        mode: g.client_tls_sslmode.unwrap_or(SslMode::Disable),
-        cert_file: path(&g.client_tls_cert_file),
-        key_file: path(&g.client_tls_key_file),
-        ca_file: path(&g.client_tls_ca_file),
-        protocols: match g.client_tls_protocols.as_deref() {
+        mode: match args.client_tls_sslmode.as_deref() {
+            Some(m) => SslMode::parse(m).ok_or_else(|| {
+                ConfigError::new(
+                    "client_tls_sslmode",
+                    format!("expected {}, got {m:?}", SslMode::NAMES),
+                )
+            })?,
+            None => g.client_tls_sslmode.unwrap_or(SslMode::Disable),
+        },
+        cert_file: path(&args.client_tls_cert_file, &g.client_tls_cert_file),
+        key_file: path(&args.client_tls_key_file, &g.client_tls_key_file),
+        ca_file: path(&args.client_tls_ca_file, &g.client_tls_ca_file),
+        protocols: match args
+            .client_tls_protocols
+            .as_deref()
+            .or(g.client_tls_protocols.as_deref())
+        {
             Some(p) => {
                 TlsProtocols::parse(p).map_err(|e| ConfigError::new("client_tls_protocols", e))?
             }
