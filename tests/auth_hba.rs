@@ -400,6 +400,36 @@ async fn saslprep_nfkc_passwords_against_real_postgres() {
         .starts_with("28P01"));
 }
 
+/// pgheal with client TLS (`mode`, pgheal's certificate for localhost from `ca`, client
+/// certificates checked against `ca` when `mode` verifies them) and the HBA `rules`; the user
+/// list holds app's password.
+async fn tls_hba_proxy(
+    pg: &TempCluster,
+    dir: &Dir,
+    ca: &common::certs::Ca,
+    mode: pgheal::config::tls::SslMode,
+    rules: &str,
+) -> ProxyHandle {
+    let (cert, key) = ca.issue(&["localhost"]);
+    let hba = dir.write("hba.conf", rules);
+    let users = dir.write("users.txt", &format!("\"{USER}\" \"{PASSWORD}\"\n"));
+    let mut file = FileConfig::default();
+    file.pgheal.client_tls_sslmode = Some(mode);
+    file.pgheal.client_tls_cert_file = Some(dir.write("pgheal.crt", &cert).display().to_string());
+    file.pgheal.client_tls_key_file = Some(dir.write("pgheal.key", &key).display().to_string());
+    file.pgheal.client_tls_ca_file =
+        Some(dir.write("ca.crt", &ca.cert.pem()).display().to_string());
+    let args = RunArgs {
+        listen: Some("127.0.0.1:0".into()),
+        upstream: Some(pg.url(USER, PASSWORD, DB)),
+        auth_type: Some("hba".into()),
+        auth_hba_file: Some(hba.display().to_string()),
+        auth_file: Some(users.display().to_string()),
+        ..Default::default()
+    };
+    start_proxy_with(file, &args).await
+}
+
 /// With client TLS, `hostssl` lines match TLS clients and `hostnossl` lines plain ones: an
 /// operator can require TLS per network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,27 +439,14 @@ async fn hostssl_lines_match_tls_clients_only() {
     let pg = start_pg();
     let dir = Dir::new("hba-hostssl");
     let ca = Ca::new("hba test CA");
-    let (cert, key) = ca.issue(&["localhost"]);
-    let cert_file = dir.write("pgheal.crt", &cert);
-    let key_file = dir.write("pgheal.key", &key);
-    let hba = dir.write(
-        "hba.conf",
+    let p = tls_hba_proxy(
+        &pg,
+        &dir,
+        &ca,
+        pgheal::config::tls::SslMode::Prefer,
         "hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
-    );
-    let users = dir.write("users.txt", &format!("\"{USER}\" \"{PASSWORD}\"\n"));
-    let mut file = FileConfig::default();
-    file.pgheal.client_tls_sslmode = Some(pgheal::config::tls::SslMode::Prefer);
-    file.pgheal.client_tls_cert_file = Some(cert_file.display().to_string());
-    file.pgheal.client_tls_key_file = Some(key_file.display().to_string());
-    let args = RunArgs {
-        listen: Some("127.0.0.1:0".into()),
-        upstream: Some(pg.url(USER, PASSWORD, DB)),
-        auth_type: Some("hba".into()),
-        auth_hba_file: Some(hba.display().to_string()),
-        auth_file: Some(users.display().to_string()),
-        ..Default::default()
-    };
-    let p = start_proxy_with(file, &args).await;
+    )
+    .await;
     let conninfo = |mode: &str| {
         format!(
             "host=127.0.0.1 port={} user={USER} dbname={DB} sslmode={mode}",
@@ -446,6 +463,78 @@ async fn hostssl_lines_match_tls_clients_only() {
     assert!(
         out.contains(&format!(
             "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"{USER}\", database \"{DB}\", no encryption"
+        )),
+        "{out}"
+    );
+    p.shutdown().await;
+}
+
+/// A client certificate from `ca` whose subject common name is `cn`, in PEM (cert, key).
+fn client_cert(ca: &common::certs::Ca, cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let cert = params
+        .signed_by(&key, &ca.cert, &ca.key)
+        .expect("sign the client certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// `cert` lines: a client whose verified certificate names the user logs in without a
+/// password; a certificate naming someone else is refused with PostgreSQL's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_lines_log_in_by_the_certificates_common_name() {
+    use common::certs::Ca;
+    use common::client_tls::psql;
+    let pg = start_pg();
+    let dir = Dir::new("hba-cert");
+    let ca = Ca::new("hba cert CA");
+    let p = tls_hba_proxy(
+        &pg,
+        &dir,
+        &ca,
+        pgheal::config::tls::SslMode::VerifyCa,
+        "hostssl all all 127.0.0.1/32 cert\n",
+    )
+    .await;
+    let ca_file = dir.0.join("ca.crt");
+    let (app_cert, app_key) = client_cert(&ca, USER);
+    let (other_cert, other_key) = client_cert(&ca, "someone_else");
+    let app_cert = dir.write("app.crt", &app_cert);
+    let app_key = dir.write("app.key", &app_key);
+    let other_cert = dir.write("other.crt", &other_cert);
+    let other_key = dir.write("other.key", &other_key);
+    for k in [&app_key, &other_key] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let conninfo = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "host=localhost port={} user={USER} dbname={DB} sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+            p.addr.port(),
+            ca_file.display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    // No password is asked: a wrong one in PGPASSWORD changes nothing.
+    let (ok, out) = psql(
+        &conninfo(&app_cert, &app_key),
+        "not-the-password",
+        "SELECT 'by certificate'",
+    )
+    .await;
+    assert!(
+        ok && out.contains("by certificate"),
+        "the certificate naming the user logs in: {out}"
+    );
+    let (ok, out) = psql(&conninfo(&other_cert, &other_key), PASSWORD, "SELECT 1").await;
+    assert!(!ok, "a certificate naming another user is refused");
+    assert!(
+        out.contains(&format!(
+            "certificate authentication failed for user \"{USER}\""
         )),
         "{out}"
     );

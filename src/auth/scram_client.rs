@@ -12,7 +12,7 @@
 //!
 //! Channel binding: when the connection to the server is TLS, the client announces it can bind
 //! (`y,,`) or, when the server offers `SCRAM-SHA-256-PLUS`, binds with `tls-server-end-point`
-//! ([`tls_server_end_point`]: a hash of the server's certificate, RFC 5929 section 4.1).
+//! ([`crate::net::x509::tls_server_end_point`]: a hash of the server's certificate, RFC 5929 section 4.1).
 //!
 //! Pure: no sockets. Keys live in types whose `Debug` prints `<redacted>`, and errors carry only
 //! static reasons.
@@ -22,7 +22,6 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use rand::RngCore;
-use sha2::{Digest, Sha384, Sha512};
 
 use super::crypto::{client_key, ct_eq, hi, hmac_sha256, server_key, sha256};
 use super::saslprep::saslprep;
@@ -305,76 +304,6 @@ fn parse_server_first(message: &[u8]) -> Result<(&[u8], Vec<u8>, u32), ScramClie
     Ok((nonce, salt, iterations))
 }
 
-/// The `tls-server-end-point` channel-binding data for a server certificate (DER): its hash
-/// with the hash function of its signature algorithm, SHA-256 when that is MD5, SHA-1 or
-/// unknown (RFC 5929 section 4.1, as PostgreSQL computes it).
-pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
-    match signature_hash(cert_der) {
-        SigHash::Sha384 => Sha384::digest(cert_der).to_vec(),
-        SigHash::Sha512 => Sha512::digest(cert_der).to_vec(),
-        SigHash::Sha256 => sha256(cert_der).to_vec(),
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum SigHash {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-/// The hash of a certificate's outer signatureAlgorithm, read with a minimal DER walk:
-/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE { OID … } … }`.
-fn signature_hash(der: &[u8]) -> SigHash {
-    // OID contents (without tag and length).
-    const SHA384_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
-    const SHA512_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
-    const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
-    const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
-    let oid = (|| {
-        let (tag, cert, _) = der_item(der)?;
-        if tag != 0x30 {
-            return None;
-        }
-        let (_, _, rest) = der_item(cert)?; // tbsCertificate
-        let (tag, alg, _) = der_item(rest)?;
-        if tag != 0x30 {
-            return None;
-        }
-        let (tag, oid, _) = der_item(alg)?;
-        (tag == 0x06).then_some(oid)
-    })();
-    match oid {
-        Some(SHA384_RSA | ECDSA_SHA384) => SigHash::Sha384,
-        Some(SHA512_RSA | ECDSA_SHA512) => SigHash::Sha512,
-        _ => SigHash::Sha256,
-    }
-}
-
-/// One DER item: (tag, contents, what follows).
-fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let (bytes, after) = rest.split_at(n);
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, after) = rest.split_at(len);
-    Some((tag, contents, after))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,26 +480,5 @@ mod tests {
             client.finish(b"v=AAAA"),
             Err(ScramClientError::BadServerSignature)
         );
-    }
-
-    #[test]
-    fn end_point_hash_follows_the_signature_algorithm() {
-        // A skeleton certificate: SEQUENCE { SEQUENCE {} , SEQUENCE { OID } }.
-        let cert = |oid: &[u8]| {
-            let mut alg = vec![0x06, oid.len() as u8];
-            alg.extend_from_slice(oid);
-            let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
-            body.extend_from_slice(&alg);
-            let mut c = vec![0x30, body.len() as u8];
-            c.extend_from_slice(&body);
-            c
-        };
-        let ecdsa384 = cert(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
-        let rsa512 = cert(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]);
-        let ecdsa256 = cert(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]);
-        assert_eq!(tls_server_end_point(&ecdsa384).len(), 48);
-        assert_eq!(tls_server_end_point(&rsa512).len(), 64);
-        assert_eq!(tls_server_end_point(&ecdsa256), sha256(&ecdsa256).to_vec());
-        assert_eq!(tls_server_end_point(b"garbage").len(), 32);
     }
 }

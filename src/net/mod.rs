@@ -11,6 +11,7 @@ pub mod reader;
 pub mod stream;
 pub mod tls;
 pub mod writer;
+pub mod x509;
 
 pub use reader::FrameReader;
 pub use stream::{

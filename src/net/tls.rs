@@ -522,7 +522,7 @@ pub fn client_server_config(
         builder.with_no_client_auth()
     };
     let certs = load_certs(cert)?;
-    let end_point = end_point_hash(&certs[0]);
+    let end_point = super::x509::tls_server_end_point(certs[0].as_ref());
     let mut config = builder
         .with_single_cert(certs, load_key(key)?)
         .map_err(|e| {
@@ -536,73 +536,6 @@ pub fn client_server_config(
     Ok(ClientTlsLoaded {
         config: Arc::new(config),
         end_point,
-    })
-}
-
-/// One DER element: (tag, contents, what follows).
-fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = b.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// RFC 5929 `tls-server-end-point` data: the certificate's hash with the hash of its signature
-/// algorithm, SHA-256 for MD5 and SHA-1. `None` for other algorithms (PostgreSQL refuses them
-/// too).
-pub fn end_point_hash(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
-    use sha2::Digest;
-    const SEQ: u8 = 0x30;
-    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
-    let (tag, body, _) = der(cert.as_ref())?;
-    if tag != SEQ {
-        return None;
-    }
-    let (_, _tbs, rest) = der(body)?;
-    let (tag, alg, _) = der(rest)?;
-    if tag != SEQ {
-        return None;
-    }
-    let (tag, oid, _) = der(alg)?;
-    if tag != 0x06 {
-        return None;
-    }
-    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
-    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
-    enum H {
-        S256,
-        S384,
-        S512,
-    }
-    let h = match oid {
-        // md5WithRSA, sha1WithRSA, sha256WithRSA
-        [p @ .., 4 | 5 | 11] if p == RSA => H::S256,
-        [p @ .., 12] if p == RSA => H::S384,
-        [p @ .., 13] if p == RSA => H::S512,
-        // ecdsa-with-SHA1 (1.2.840.10045.4.1), -SHA256, -SHA384, -SHA512 (4.3.2/3/4)
-        [p @ .., 1] if p == ECDSA => H::S256,
-        [p @ .., 3, 2] if p == ECDSA => H::S256,
-        [p @ .., 3, 3] if p == ECDSA => H::S384,
-        [p @ .., 3, 4] if p == ECDSA => H::S512,
-        _ => return None,
-    };
-    let c = cert.as_ref();
-    Some(match h {
-        H::S256 => sha2::Sha256::digest(c).to_vec(),
-        H::S384 => sha2::Sha384::digest(c).to_vec(),
-        H::S512 => sha2::Sha512::digest(c).to_vec(),
     })
 }
 
@@ -630,44 +563,5 @@ pub fn log_reload(state: &ClientTlsState, force: bool) {
         Err(e) => {
             tracing::warn!(error = %e, "cannot reload the client TLS certificates; keeping the previous ones")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sha2::Digest;
-
-    /// RFC 5929: the hash of the signature algorithm, SHA-256 up to SHA-256.
-    #[test]
-    fn end_point_hash_follows_the_signature_hash() {
-        for (alg, len) in [
-            (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
-            (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
-        ] {
-            let key = rcgen::KeyPair::generate_for(alg).unwrap();
-            let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
-                .unwrap()
-                .self_signed(&key)
-                .unwrap();
-            let der = cert.der().clone();
-            let h = end_point_hash(&der).expect("a known hash");
-            assert_eq!(h.len(), len);
-            if len == 32 {
-                assert_eq!(h, sha2::Sha256::digest(der.as_ref()).to_vec());
-            } else {
-                assert_eq!(h, sha2::Sha384::digest(der.as_ref()).to_vec());
-            }
-        }
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["x".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        assert_eq!(end_point_hash(cert.der()), None);
-        assert_eq!(
-            end_point_hash(&CertificateDer::from(vec![0x30, 0x85])),
-            None
-        );
     }
 }

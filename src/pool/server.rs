@@ -10,8 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::md5_password_hash;
 use crate::auth::scram_client::{
-    tls_server_end_point, Binding, Credential, PassthroughKeys, ScramClient, ScramClientError,
-    SCRAM_SHA_256_PLUS,
+    Binding, Credential, PassthroughKeys, ScramClient, ScramClientError, SCRAM_SHA_256_PLUS,
 };
 use crate::auth::SCRAM_SHA_256;
 use crate::config::tls::{ChannelBinding, ServerTls, SslMode};
@@ -566,7 +565,7 @@ async fn negotiate_tls(
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .map(|cert| tls_server_end_point(cert.as_ref()));
+        .and_then(|cert| crate::net::x509::tls_server_end_point(cert.as_ref()));
     let (r, w) = stream::split_tls(tls).map_err(ServerError::Connect)?;
     Ok((r, w, end_point))
 }

@@ -70,12 +70,14 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             mut writer,
             opening,
             end_point,
+            client_cert_name,
         }) => {
             let client = Client {
                 peer,
                 local,
                 opening,
                 end_point,
+                client_cert_name,
             };
             let r = session(client, &mut reader, &mut writer, &shared, &span).await;
             (Some(writer), r)
@@ -114,6 +116,8 @@ struct Client {
     opening: Opening,
     /// Channel-binding data of the TLS handshake (see [`Opened::end_point`]).
     end_point: Option<Vec<u8>>,
+    /// The common name of the client's verified certificate.
+    client_cert_name: Option<String>,
 }
 
 /// The client's session: its login runs inside the client span; the relay does not (entering a
@@ -271,11 +275,10 @@ async fn login(
     }
 
     let on_tls = reader.get_ref().is_tls();
-    // The client certificate's common name is not read yet: `cert` lines fail closed.
     let transport = Transport {
         peer: client.peer,
         tls: on_tls,
-        cert_common_name: None,
+        cert_common_name: client.client_cert_name.as_deref(),
     };
     let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
     // A user missing from the auth_file is looked up with the database's auth_query, if it

@@ -46,6 +46,9 @@ pub struct Opened {
     /// `tls-server-end-point` data of pgheal's certificate in this connection's handshake;
     /// `None` without TLS (or for a certificate whose hash is unknown).
     pub end_point: Option<Vec<u8>>,
+    /// The subject common name of the certificate the client presented (rustls verified it
+    /// against `client_tls_ca_file`); `None` without one. The HBA `cert` method matches it.
+    pub client_cert_name: Option<String>,
 }
 
 /// Why an opening failed, with the writer when the client can still be told.
@@ -64,6 +67,7 @@ pub async fn open(
 ) -> Result<Opened, OpenFailure> {
     let timed_out = |w: Option<ClientWriter>| (w, SessionError::StartupTimeout);
     let mut end_point = None;
+    let mut client_cert_name = None;
     let (r, w) = match tls {
         Some(tls) => {
             let mut first = [0u8; 1];
@@ -72,7 +76,7 @@ pub async fn open(
                 .map_err(|_| timed_out(None))?
                 .map_err(|e| (None, e.into()))?;
             if peeked == 1 && first[0] == 0x16 {
-                let (s, ep) = handshake(stream, tls, deadline).await?;
+                let (s, ep, cn) = handshake(stream, tls, deadline).await?;
                 if s.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
                     tracing::info!(
                         "direct TLS connection without the ALPN protocol \"postgresql\"; closing"
@@ -83,6 +87,7 @@ pub async fn open(
                     ));
                 }
                 end_point = ep;
+                client_cert_name = cn;
                 split_client_tls(s)
             } else {
                 split_client_plain(stream)
@@ -136,8 +141,9 @@ pub async fn open(
                 }
                 let tcp = reunite_client_plain(reader.into_inner(), writer.into_inner())
                     .map_err(|e| (None, e.into()))?;
-                let (s, ep) = handshake(tcp, tls, deadline).await?;
+                let (s, ep, cn) = handshake(tcp, tls, deadline).await?;
                 end_point = ep;
+                client_cert_name = cn;
                 let (r, w) = split_client_tls(s);
                 reader = FrameReader::new(r, max_len);
                 writer = FrameWriter::new(w);
@@ -166,6 +172,7 @@ pub async fn open(
             writer,
             opening,
             end_point,
+            client_cert_name,
         });
     }
 }
@@ -176,18 +183,34 @@ fn unsupported(minor: u16) -> SessionError {
     SessionError::Protocol(ProtocolError::UnsupportedProtocol { major: 1234, minor })
 }
 
+/// A TLS connection from a client, the channel-binding data of pgheal's certificate and the
+/// common name of the client's certificate.
+type Handshaken = (
+    crate::net::stream::ClientTlsStream,
+    Option<Vec<u8>>,
+    Option<String>,
+);
+
 /// The TLS handshake with the configuration current now (new certificates after a reload,
 /// the old ones for handshakes already started).
 async fn handshake(
     tcp: TcpStream,
     tls: &ClientTlsState,
     deadline: Instant,
-) -> Result<(crate::net::stream::ClientTlsStream, Option<Vec<u8>>), OpenFailure> {
+) -> Result<Handshaken, OpenFailure> {
     let loaded = tls.current();
     let acceptor = tokio_rustls::TlsAcceptor::from(loaded.config.clone());
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Err(_) => Err((None, SessionError::StartupTimeout)),
         Ok(Err(e)) => Err((None, SessionError::Tls(e.to_string()))),
-        Ok(Ok(s)) => Ok((s, loaded.end_point.clone())),
+        Ok(Ok(s)) => {
+            let name = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::net::x509::subject_common_name(c.as_ref()));
+            Ok((s, loaded.end_point.clone(), name))
+        }
     }
 }
