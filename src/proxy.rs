@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -41,7 +41,10 @@ pub enum Stop {
 
 /// A running pgheal.
 pub struct ProxyHandle {
+    /// The first address clients connect to (see `addrs` for all).
     pub addr: SocketAddr,
+    /// Every address pgheal listens on.
+    pub addrs: Vec<SocketAddr>,
     pub pools: Arc<Pools>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
@@ -151,11 +154,51 @@ pub fn request_stop(stop: &watch::Sender<Option<Stop>>, how: Stop) {
     });
 }
 
+/// A listening socket as PgBouncer makes one: SO_REUSEADDR, an IPv6 socket for IPv6 only (so
+/// `*` can listen on 0.0.0.0 and :: side by side), SO_REUSEPORT when asked, a backlog of 1024.
+fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() {
+        let s = TcpSocket::new_v6()?;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor, and a pointer to an int of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        s
+    } else {
+        TcpSocket::new_v4()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Bind the listeners and start serving in the background.
 pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
     let cfg = Arc::new(cfg);
-    let listener = TcpListener::bind(cfg.listen).await?;
-    let addr = listener.local_addr()?;
+    let mut listeners = Vec::new();
+    for a in std::iter::once(&cfg.listen).chain(&cfg.listen_also) {
+        let l = bind(*a, cfg.so_reuseport)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+        listeners.push(l);
+    }
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let addr = addrs[0];
     let metrics = Metrics::new();
     let metrics_addr = match cfg.metrics_listen {
         Some(a) => {
@@ -201,26 +244,51 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
     let client_tls = cfg.client_tls.state.clone();
     let tls_watch = tokio::spawn(watch_tls_files(client_tls.clone(), TLS_FILE_POLL));
     let loops = EventLoops::start(cfg.threads, &metrics)?;
-    tracing::info!(%addr, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
+    tracing::info!(%addr, listening = ?addrs, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
+    // One accepting task per listening socket, all feeding the loop below.
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let tx = accepted_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok(conn) => {
+                            if tx.send(conn).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(accepted_tx);
     let done = tokio::spawn(async move {
         let mut sessions = JoinSet::new();
         loop {
             tokio::select! {
                 _ = stop_rx.changed() => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let shared = shared.clone();
-                        loops.spawn_session(&mut sessions, stream, move |s| run_client(s, peer, shared));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                },
+                Some((stream, peer)) = accepted_rx.recv() => {
+                    let shared = shared.clone();
+                    loops.spawn_session(&mut sessions, stream, move |s| run_client(s, peer, shared));
+                }
             }
         }
-        drop(listener);
+        // Stop listening: the acceptors own the sockets.
+        for a in &acceptors {
+            a.abort();
+        }
+        for a in acceptors {
+            let _ = a.await;
+        }
+        drop(accepted_rx);
         let how = (*stop_rx.borrow()).unwrap_or(Stop::Graceful);
         let waited = match how {
             Stop::Graceful => {
@@ -279,6 +347,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
     });
     Ok(ProxyHandle {
         addr,
+        addrs,
         pools: handle_pools,
         metrics_addr,
         metrics,

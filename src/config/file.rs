@@ -95,6 +95,8 @@ pub struct General {
     pub server_tls_key_file: Option<String>,
     /// PgBouncer's syntax: secure (default), all, tlsv1.2, tlsv1.3.
     pub server_tls_protocols: Option<String>,
+    /// Listen with SO_REUSEPORT (PgBouncer's `so_reuseport`).
+    pub so_reuseport: Option<bool>,
     /// Users who may run every admin console command.
     pub admin_users: Option<Vec<String>>,
     /// Users who may run the admin console's SHOW commands.

@@ -233,7 +233,13 @@ pub struct ProcessSettings {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The first address to accept clients on (its port is the one the console reports).
     pub listen: SocketAddr,
+    /// More addresses (`listen_addr = *`, several addresses, or a name with several).
+    pub listen_also: Vec<SocketAddr>,
+    /// `so_reuseport`: listen with SO_REUSEPORT, so a new pgheal can listen on the same port
+    /// while the old one drains (a rolling restart).
+    pub so_reuseport: bool,
     pub databases: BTreeMap<String, Database>,
     /// The `*` database, for names not in `databases`.
     pub fallback_database: Option<FallbackDatabase>,

@@ -314,7 +314,13 @@ fn general(
         server_tls_cert_file: non_empty(set.get("server_tls_cert_file")),
         server_tls_key_file: non_empty(set.get("server_tls_key_file")),
         server_tls_protocols: non_empty(set.get("server_tls_protocols")),
-        listen: Some(listen.to_string()),
+        listen: Some(
+            listen
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         upstream: None,
         pool_mode: Some(pool_mode),
         pool_size: Some(pool_size as usize),
@@ -349,6 +355,7 @@ fn general(
         logfile: non_empty(set.get("logfile")),
         pidfile: non_empty(set.get("pidfile")),
         user: non_empty(set.get("user")),
+        so_reuseport: Some(int_or("so_reuseport", 0)? != 0),
         admin_users: set.get("admin_users").map(|e| name_list(&e.value)),
         stats_users: set.get("stats_users").map(|e| name_list(&e.value)),
         stats_period: Some(at_least("stats_period", int_or("stats_period", 60)?, 1)? as f64),
@@ -365,15 +372,15 @@ fn name_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// `listen_addr` (a comma-separated list; `*` = all addresses) and `listen_port` → the one
-/// address pgheal listens on.
+/// `listen_addr` (a comma-separated list; `*` = every IPv4 and IPv6 address; names are resolved
+/// to all their addresses) and `listen_port` → the addresses pgheal listens on, as PgBouncer.
 fn listen(
     addr: Option<&Entry>,
     port: u16,
     path: &Path,
     resolve: Resolve<'_>,
     warnings: &mut Vec<String>,
-) -> Result<SocketAddr, ConfigError> {
+) -> Result<Vec<SocketAddr>, ConfigError> {
     let list: Vec<&str> = addr
         .map(|e| {
             e.value
@@ -383,66 +390,47 @@ fn listen(
                 .collect()
         })
         .unwrap_or_default();
-    let Some((e, first)) = addr.zip(list.first()) else {
+    let Some(e) = addr.filter(|_| !list.is_empty()) else {
         let at = addr.map_or_else(|| path.display().to_string(), |e| e.at.to_string());
         warnings.push(format!(
             "{at}: `listen_addr` is not set: PgBouncer would accept Unix socket connections only, which pgheal does not implement yet; listening on 127.0.0.1:{port}"
         ));
-        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+        return Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)]);
     };
-    let chosen = if *first == "*" {
-        warnings.push(format!(
-            "{}: `listen_addr = *`: pgheal listens on 0.0.0.0:{port} (IPv4) only; PgBouncer also listens on IPv6",
-            e.at
-        ));
-        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)
-    } else {
-        let bare = first.trim_start_matches('[').trim_end_matches(']');
-        let found: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => resolve(bare, port).map_err(|err| {
-                bad(
-                    "listen_addr",
-                    &e.at,
-                    format!("cannot resolve {bare:?}: {err}"),
-                )
-            })?,
+    let mut all: Vec<SocketAddr> = Vec::new();
+    for item in list {
+        let found: Vec<SocketAddr> = if item == "*" {
+            vec![
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+                SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port),
+            ]
+        } else {
+            let bare = item.trim_start_matches('[').trim_end_matches(']');
+            match bare.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => resolve(bare, port).map_err(|err| {
+                    bad(
+                        "listen_addr",
+                        &e.at,
+                        format!("cannot resolve {bare:?}: {err}"),
+                    )
+                })?,
+            }
         };
-        let Some(best) = found
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(found.first())
-            .copied()
-        else {
+        if found.is_empty() {
             return Err(bad(
                 "listen_addr",
                 &e.at,
-                format!("{bare:?} resolves to no address"),
-            ));
-        };
-        let others: Vec<String> = found
-            .iter()
-            .filter(|a| a.ip() != best.ip())
-            .map(|a| a.ip().to_string())
-            .collect();
-        if !others.is_empty() {
-            warnings.push(format!(
-                "{}: `listen_addr`: {bare} also resolves to {}; pgheal listens on {best} only",
-                e.at,
-                others.join(", ")
+                format!("{item:?} resolves to no address"),
             ));
         }
-        best
-    };
-    if list.len() > 1 {
-        warnings.push(format!(
-            "{}: `listen_addr` lists {} addresses; pgheal listens on one ({chosen}) and ignores {}",
-            e.at,
-            list.len(),
-            list[1..].join(", ")
-        ));
+        for a in found {
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
     }
-    Ok(chosen)
+    Ok(all)
 }
 
 fn pool_mode(value: &str) -> PoolMode {

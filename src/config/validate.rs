@@ -177,13 +177,21 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     let lenient = file.pgbouncer.is_some();
     let extras = file.pgbouncer.unwrap_or_default();
     let mut warnings = extras.warnings;
-    let listen = addr(
-        "listen",
-        args.listen
-            .as_deref()
-            .or(g.listen.as_deref())
-            .unwrap_or("127.0.0.1:6432"),
-    )?;
+    // One address or a comma-separated list; the first is the main one.
+    let mut listen_all = args
+        .listen
+        .as_deref()
+        .or(g.listen.as_deref())
+        .unwrap_or("127.0.0.1:6432")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| addr("listen", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen_all.is_empty() {
+        return Err(ConfigError::new("listen", "no address given"));
+    }
+    let listen = listen_all.remove(0);
     let pool_mode = match args.pool_mode.as_deref() {
         Some(m) => parse_enum("pool_mode", m, "session, transaction or statement")?,
         None => g.pool_mode.unwrap_or(PoolMode::Session),
@@ -563,6 +571,8 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             args.shutdown_timeout.or(g.shutdown_timeout),
             30.0,
         )?,
+        listen_also: listen_all,
+        so_reuseport: g.so_reuseport.unwrap_or(false),
         admin_users: g.admin_users.unwrap_or_default(),
         stats_users: g.stats_users.unwrap_or_default(),
         stats_period: seconds("stats_period", g.stats_period, 60.0)?,
