@@ -154,10 +154,12 @@ pub fn request_stop(stop: &watch::Sender<Option<Stop>>, how: Stop) {
     });
 }
 
-/// A listening socket as PgBouncer makes one: SO_REUSEADDR, an IPv6 socket for IPv6 only (so
-/// `*` can listen on 0.0.0.0 and :: side by side), SO_REUSEPORT when asked, a backlog of 1024.
-fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv6() {
+/// A listening socket as PgBouncer makes one: SO_REUSEADDR, SO_REUSEPORT when asked, a backlog
+/// of 1024. An IPv6 socket is made IPv6-only (`v6_only`) when IPv4 addresses are listened on
+/// too (`*` listens on 0.0.0.0 and :: side by side); alone, `[::]` keeps the system's
+/// dual-stack default and takes IPv4 clients as well.
+fn bind(addr: SocketAddr, reuseport: bool, v6_only: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() && v6_only {
         let s = TcpSocket::new_v6()?;
         let on: libc::c_int = 1;
         // SAFETY: a valid socket descriptor, and a pointer to an int of the size passed.
@@ -174,6 +176,8 @@ fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
             return Err(std::io::Error::last_os_error());
         }
         s
+    } else if addr.is_ipv6() {
+        TcpSocket::new_v6()?
     } else {
         TcpSocket::new_v4()?
     };
@@ -189,8 +193,12 @@ fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
 pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
     let cfg = Arc::new(cfg);
     let mut listeners = Vec::new();
-    for a in std::iter::once(&cfg.listen).chain(&cfg.listen_also) {
-        let l = bind(*a, cfg.so_reuseport)
+    let all: Vec<SocketAddr> = std::iter::once(cfg.listen)
+        .chain(cfg.listen_also.iter().copied())
+        .collect();
+    let any_v4 = all.iter().any(SocketAddr::is_ipv4);
+    for a in &all {
+        let l = bind(*a, cfg.so_reuseport, any_v4)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
         listeners.push(l);
     }
