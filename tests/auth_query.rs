@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::certs::Dir;
+use common::login::{current_user, login_error};
 use common::*;
 use pgheal::cluster::TempCluster;
 use pgheal::config::cli::RunArgs;
@@ -95,22 +96,6 @@ async fn proxy_auth(
     start_proxy_with(file, &args).await
 }
 
-async fn whoami(url: &str) -> Result<String, tokio_postgres::Error> {
-    let c = tokio::time::timeout(Duration::from_secs(20), try_connect(url))
-        .await
-        .expect("pgheal must answer, not hang")?;
-    let r = c.query_one("SELECT current_user::text", &[]).await?;
-    Ok(r.get(0))
-}
-
-async fn login_error(url: &str) -> (String, String) {
-    let e = whoami(url).await.expect_err("login must fail");
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e}"));
-    (db.code().code().to_owned(), db.message().to_owned())
-}
-
 fn wrong_password(user: &str) -> (String, String) {
     (
         "28P01".to_owned(),
@@ -121,7 +106,11 @@ fn wrong_password(user: &str) -> (String, String) {
 /// The checks every auth_query setup must pass, for user dave.
 async fn dave_logs_in_and_password_changes(pg: &TempCluster, proxy: &ProxyHandle, tag: &str) {
     let url = |pw: &str| proxy_url_as(proxy, "dave", pw, DB);
-    assert_eq!(whoami(&url(DAVE_PW)).await.expect(tag), "dave", "{tag}");
+    assert_eq!(
+        current_user(&url(DAVE_PW)).await.expect(tag),
+        "dave",
+        "{tag}"
+    );
     assert_eq!(
         login_error(&url("not-it")).await,
         wrong_password("dave"),
@@ -142,7 +131,9 @@ async fn dave_logs_in_and_password_changes(pg: &TempCluster, proxy: &ProxyHandle
     let new_pw = format!("{DAVE_PW}-{tag}");
     admin(pg, &format!("ALTER ROLE dave PASSWORD '{new_pw}'"));
     assert_eq!(
-        whoami(&url(&new_pw)).await.expect("the new password works"),
+        current_user(&url(&new_pw))
+            .await
+            .expect("the new password works"),
         "dave",
         "{tag}"
     );
@@ -163,7 +154,7 @@ async fn default_query_as_a_superuser() {
         dave_logs_in_and_password_changes(&pg, &p, mode).await;
         // The auth_user itself, from the auth_file.
         assert_eq!(
-            whoami(&proxy_url_as(&p, "lookup", LOOKUP_PW, DB))
+            current_user(&proxy_url_as(&p, "lookup", LOOKUP_PW, DB))
                 .await
                 .expect("auth_user"),
             "lookup"
@@ -265,11 +256,11 @@ async fn ini_keys_and_no_secret_in_the_log() {
     let (mut child, stderr) = spawn_logging(c);
     let url = |pw: &str| format!("postgres://dave:{pw}@127.0.0.1:{port}/{DB}");
     let up = eventually(Duration::from_secs(20), || async {
-        whoami(&url(DAVE_PW)).await.is_ok()
+        current_user(&url(DAVE_PW)).await.is_ok()
     })
     .await;
     assert!(up, "dave did not log in through the ini's auth_query");
-    assert!(whoami(&url("wrong-quokka")).await.is_err());
+    assert!(current_user(&url("wrong-quokka")).await.is_err());
     let verifier = admin(
         &pg,
         "SELECT rolpassword FROM pg_authid WHERE rolname = 'dave'",
@@ -324,7 +315,10 @@ async fn md5_secret_from_auth_query_follows_a_password_change() {
     let dir = Dir::new("auth-query-md5");
     let p = proxy_auth(&pg, &dir, "lookup", LOOKUP_PW, None, "session", "md5").await;
     let url = |pw: &str| proxy_url_as(&p, "dave", pw, DB);
-    assert_eq!(whoami(&url(DAVE_PW)).await.expect("md5 login"), "dave");
+    assert_eq!(
+        current_user(&url(DAVE_PW)).await.expect("md5 login"),
+        "dave"
+    );
     let new_pw = format!("{DAVE_PW}-2");
     admin(
         &pg,
@@ -335,7 +329,7 @@ async fn md5_secret_from_auth_query_follows_a_password_change() {
     );
     // The idle server connection is gone: the next login opens one with the new hash.
     let ok = eventually(Duration::from_secs(20), || async {
-        whoami(&url(&new_pw)).await.is_ok()
+        current_user(&url(&new_pw)).await.is_ok()
     })
     .await;
     assert!(

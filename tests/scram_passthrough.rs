@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::certs::{start_tls_pg, Ca, Dir};
+use common::login::{current_user, login_error};
 use common::*;
 use pgheal::auth::{md5_password_hash, ScramSecret};
 use pgheal::cluster::TempCluster;
@@ -29,22 +30,6 @@ fn verifier(pg: &TempCluster, user: &str) -> String {
 /// The upstream URL with the user but no password: pgheal must find the credential elsewhere.
 fn passwordless_upstream(pg: &TempCluster) -> String {
     format!("postgres://{USER}@127.0.0.1:{}/{DB}", pg.port())
-}
-
-async fn current_user(url: &str) -> Result<String, tokio_postgres::Error> {
-    let c = tokio::time::timeout(Duration::from_secs(20), try_connect(url))
-        .await
-        .expect("pgheal must answer, not hang")?;
-    let r = c.query_one("SELECT current_user::text", &[]).await?;
-    Ok(r.get(0))
-}
-
-async fn login_error(url: &str) -> (String, String) {
-    let e = current_user(url).await.expect_err("login must fail");
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e}"));
-    (db.code().code().to_owned(), db.message().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

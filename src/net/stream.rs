@@ -111,10 +111,7 @@ pub enum ServerRead {
 }
 
 /// The writing half of a server connection.
-pub enum ServerWrite {
-    Plain(OwnedWriteHalf),
-    Tls(WriteHalf<ServerTlsStream>),
-}
+pub type ServerWrite = WriteHalfOf<ServerTlsStream>;
 
 /// Frames from a server connection.
 pub type ServerReader = FrameReader<ServerRead>;
@@ -216,7 +213,14 @@ impl AsyncRead for ServerRead {
     }
 }
 
-impl AsyncWrite for ServerWrite {
+/// The writing half of a connection, either side: the plain socket (the writer's `send` fast
+/// path uses it, see [`TcpSocket::tcp`]) or the half of a TLS stream `T`.
+pub enum WriteHalfOf<T> {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<T>),
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
@@ -224,8 +228,8 @@ impl AsyncWrite for ServerWrite {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ServerWrite::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            ServerWrite::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalfOf::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalfOf::Tls(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
 
@@ -236,40 +240,50 @@ impl AsyncWrite for ServerWrite {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ServerWrite::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            ServerWrite::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalfOf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalfOf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            ServerWrite::Plain(w) => w.is_write_vectored(),
-            ServerWrite::Tls(w) => w.is_write_vectored(),
+            WriteHalfOf::Plain(w) => w.is_write_vectored(),
+            WriteHalfOf::Tls(w) => w.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ServerWrite::Plain(w) => Pin::new(w).poll_flush(cx),
-            ServerWrite::Tls(w) => Pin::new(w).poll_flush(cx),
+            WriteHalfOf::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteHalfOf::Tls(w) => Pin::new(w).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ServerWrite::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            ServerWrite::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalfOf::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalfOf::Tls(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
 
-impl ServerWrite {
+impl<T> TcpSocket for WriteHalfOf<T> {
+    #[inline]
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            WriteHalfOf::Plain(w) => Some(w.as_ref()),
+            WriteHalfOf::Tls(_) => None,
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> WriteHalfOf<T> {
     /// Write without waiting (a Terminate when closing): what the socket takes now, if
     /// anything. A TLS stream is polled once, encrypting and flushing what it can.
     pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            ServerWrite::Plain(w) => w.try_write(buf),
-            ServerWrite::Tls(w) => {
+            WriteHalfOf::Plain(w) => w.try_write(buf),
+            WriteHalfOf::Tls(w) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let n = match Pin::new(&mut *w).poll_write(&mut cx, buf) {
                     Poll::Ready(r) => r?,
@@ -278,16 +292,6 @@ impl ServerWrite {
                 let _ = Pin::new(w).poll_flush(&mut cx);
                 Ok(n)
             }
-        }
-    }
-}
-
-impl TcpSocket for ServerWrite {
-    #[inline]
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            ServerWrite::Plain(w) => Some(w.as_ref()),
-            ServerWrite::Tls(_) => None,
         }
     }
 }
@@ -305,10 +309,7 @@ pub enum ClientRead {
 }
 
 /// The writing half of a client connection.
-pub enum ClientWrite {
-    Plain(OwnedWriteHalf),
-    Tls(WriteHalf<ClientTlsStream>),
-}
+pub type ClientWrite = WriteHalfOf<ClientTlsStream>;
 
 /// Frames from a client.
 pub type ClientReader = FrameReader<ClientRead>;
@@ -353,63 +354,6 @@ impl AsyncRead for ClientRead {
         match self.get_mut() {
             ClientRead::Plain(r) => Pin::new(r).poll_read(cx, buf),
             ClientRead::Tls(r) => Pin::new(r).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientWrite {
-    #[inline]
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientWrite::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            ClientWrite::Tls(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientWrite::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            ClientWrite::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientWrite::Plain(w) => w.is_write_vectored(),
-            ClientWrite::Tls(w) => w.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWrite::Plain(w) => Pin::new(w).poll_flush(cx),
-            ClientWrite::Tls(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWrite::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            ClientWrite::Tls(w) => Pin::new(w).poll_shutdown(cx),
-        }
-    }
-}
-
-impl TcpSocket for ClientWrite {
-    #[inline]
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            ClientWrite::Plain(w) => Some(w.as_ref()),
-            ClientWrite::Tls(_) => None,
         }
     }
 }

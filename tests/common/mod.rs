@@ -7,6 +7,7 @@ pub mod certs;
 pub mod client_tls;
 pub mod drivers;
 pub mod load;
+pub mod login;
 pub mod pgbench;
 pub mod wire;
 
