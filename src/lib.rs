@@ -33,6 +33,7 @@ pub mod pool;
 pub mod process;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod session;
 pub mod statements;
 pub mod watch;

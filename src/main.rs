@@ -4,8 +4,7 @@
 //! invalid setting), refuse a pidfile of a running instance, detach with `-d` (before any thread
 //! exists), bind the listener, switch to the `-u`/`user` OS user, write the pidfile, tell systemd
 //! and the waiting `-d` parent that pgheal is ready. SIGTERM and SIGINT shut down gracefully;
-//! SIGHUP reopens the logfile and reloads the client TLS certificates (configuration reload is
-//! not implemented yet).
+//! SIGHUP reopens the logfile and reloads the configuration (PgBouncer's `RELOAD`).
 
 use std::process::ExitCode;
 
@@ -13,34 +12,38 @@ use clap::Parser;
 use pgheal::config::{self, cli::Cli, cli::Command, LogFormat};
 use pgheal::process::{daemon, logfile::LogFile, notify, pidfile, user};
 
-/// The log level: `-v` wins, then `PGHEAL_LOG` (a full filter spec), then the file's `verbose`.
-fn log_spec(cli_verbose: u8, file_verbose: u8) -> String {
-    let level = |v: u8| match v {
+fn level(v: u8) -> &'static str {
+    match v {
         0 => "info",
         1 => "debug",
         _ => "trace",
-    };
-    if cli_verbose > 0 {
-        return level(cli_verbose).to_owned();
-    }
-    match std::env::var("PGHEAL_LOG") {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
-        _ => level(file_verbose).to_owned(),
     }
 }
 
-/// Logging to stderr (unless `quiet`) and to `logfile` (if any).
-fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile>) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
+/// The log level: `-v` wins, then `PGHEAL_LOG` (a full filter spec), then the file's `verbose`.
+/// `None` in the second place: the file decides (and a reload that changes `verbose` changes
+/// the level).
+fn log_spec(cli_verbose: u8, file_verbose: u8) -> (String, bool) {
+    if cli_verbose > 0 {
+        return (level(cli_verbose).to_owned(), false);
+    }
+    match std::env::var("PGHEAL_LOG") {
+        Ok(s) if !s.trim().is_empty() => (s.trim().to_owned(), false),
+        _ => (level(file_verbose).to_owned(), true),
+    }
+}
 
+/// The log filter, from a spec.
+fn log_filter<S>(spec: &str) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
     // `Targets` (levels per target, e.g. `pgheal=debug,info`) rather than `EnvFilter`: the
     // session task runs inside its client span and enters it on every poll, and `EnvFilter`
     // takes a lock on each enter and exit to look for span-field directives. Those directives
     // (`[span{field=x}]=level`) are still accepted, through `EnvFilter`, for debugging.
-    let filter = match spec.parse::<tracing_subscriber::filter::Targets>() {
+    match spec.parse::<tracing_subscriber::filter::Targets>() {
         Ok(targets) => targets.boxed(),
         Err(_) => match tracing_subscriber::EnvFilter::try_new(spec) {
             Ok(env) => env.boxed(),
@@ -51,7 +54,20 @@ fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile
                     .boxed()
             }
         },
-    };
+    }
+}
+
+/// Changes the log level of the running process (a reload that changes `verbose`).
+type SetLevel = Box<dyn Fn(u8) + Send + Sync>;
+
+/// Logging to stderr (unless `quiet`) and to `logfile` (if any).
+fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile>) -> SetLevel {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(spec));
     let stderr = (!quiet).then(|| {
         let fmt = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
@@ -75,6 +91,13 @@ fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile
         .with(stderr)
         .with(file)
         .init();
+    Box::new(move |verbose| {
+        let spec = level(verbose);
+        match handle.reload(log_filter(spec)) {
+            Ok(()) => tracing::info!(level = spec, "log level changed (verbose)"),
+            Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -191,17 +214,21 @@ fn serve(mut cli: Cli) -> ExitCode {
     } else {
         None
     };
-    let spec = log_spec(cli.verbose, process.verbose);
-    init_logs(
+    let (spec, file_sets_level) = log_spec(cli.verbose, process.verbose);
+    let set_level = init_logs(
         cfg.log_format,
         &spec,
         cli.quiet || cli.daemon,
         logfile.clone(),
     );
+    let live = config::live::LiveConfig::new(cfg, cli.run.clone());
+    if file_sets_level {
+        live.on_verbose(set_level);
+    }
     if cli.daemon && logfile.is_none() {
         tracing::warn!("running in the background without a logfile: log lines go nowhere");
     }
-    for w in &cfg.warnings {
+    for w in &live.current().warnings {
         tracing::warn!("{w}");
     }
     let runtime = match runtime() {
@@ -213,15 +240,15 @@ fn serve(mut cli: Cli) -> ExitCode {
             return code;
         }
     };
-    runtime.block_on(run(cfg, readiness, logfile))
+    runtime.block_on(run(std::sync::Arc::new(live), readiness, logfile))
 }
 
 async fn run(
-    cfg: config::Config,
+    config: std::sync::Arc<config::live::LiveConfig>,
     readiness: Option<daemon::Readiness>,
     logfile: Option<LogFile>,
 ) -> ExitCode {
-    let process = cfg.process.clone();
+    let process = config.current().process.clone();
     // Handlers first: a SIGHUP right after READY=1 must not find the default action (exit).
     let signals = match Signals::new() {
         Ok(s) => s,
@@ -241,7 +268,7 @@ async fn run(
         }
         ExitCode::FAILURE
     };
-    let handle = match pgheal::proxy::start(cfg).await {
+    let handle = match pgheal::proxy::start_live(config).await {
         Ok(h) => h,
         Err(e) => return fail(readiness, format!("cannot start: {e}")),
     };
@@ -280,7 +307,8 @@ async fn run(
 ///   in use);
 /// - either of them again while stopping, or SIGQUIT: end every session now;
 /// - SIGUSR1 / SIGUSR2: `PAUSE` / `RESUME`;
-/// - SIGHUP: reopen the logfile and reload the TLS certificates.
+/// - SIGHUP: reopen the logfile and `RELOAD` (the TLS certificates are read again even if the
+///   configuration file turns out invalid).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -328,8 +356,10 @@ impl Signals {
                             tracing::warn!(error = %e, path = %f.path().display(), "cannot reopen the logfile");
                         }
                     }
+                    tracing::info!("SIGHUP: RELOAD");
                     handle.reload_tls();
-                    tracing::warn!("SIGHUP: the logfile is reopened and the TLS certificates reloaded; reloading the rest of the configuration is not implemented yet (restart pgheal to apply changes)");
+                    // A failure is logged by the reload; the old configuration stays.
+                    let _ = handle.reload();
                     None
                 }
             };

@@ -14,13 +14,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::config::live::LiveConfig;
 use crate::config::{Config, SchemaWatch};
 use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
-use crate::net::tls::{log_reload, reload_server_files, watch_tls_files, ClientTlsState};
+use crate::net::tls::{log_reload, reload_server_files, watch_tls_files};
+use crate::pool::capacity::Capacity;
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
 use crate::session::clients::ClientList;
@@ -52,7 +54,7 @@ pub struct ProxyHandle {
     pub clients: Arc<ClientList>,
     stop: Arc<watch::Sender<Option<Stop>>>,
     done: tokio::task::JoinHandle<()>,
-    client_tls: Option<Arc<ClientTlsState>>,
+    shared: Arc<Shared>,
 }
 
 impl ProxyHandle {
@@ -116,10 +118,21 @@ impl ProxyHandle {
     /// `server_tls_*` ones (new server connections use them). A broken file is logged and the
     /// previous certificate stays in use.
     pub fn reload_tls(&self) {
-        if let Some(state) = &self.client_tls {
+        if let Some(state) = &self.shared.cfg().client_tls.state {
             log_reload(state, true);
         }
         reload_server_files(true);
+    }
+
+    /// `RELOAD` (SIGHUP): read the configuration file again and apply it to the running
+    /// pgheal (see [`crate::reload`]). An invalid file changes nothing.
+    pub fn reload(&self) -> Result<(), crate::reload::ReloadError> {
+        crate::reload::reload(&self.shared)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.cfg()
     }
 
     /// Wait until the proxy stops (after a shutdown was triggered).
@@ -189,9 +202,15 @@ fn bind(addr: SocketAddr, reuseport: bool, v6_only: bool) -> std::io::Result<Tcp
     socket.listen(1024)
 }
 
-/// Bind the listeners and start serving in the background.
+/// Bind the listeners and start serving in the background, with a configuration that
+/// `RELOAD` rebuilds from `cfg.source` alone (no flags).
 pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
-    let cfg = Arc::new(cfg);
+    start_live(Arc::new(LiveConfig::fixed(cfg))).await
+}
+
+/// Bind the listeners and start serving in the background.
+pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle> {
+    let cfg = config.current();
     let mut listeners = Vec::new();
     let all: Vec<SocketAddr> = std::iter::once(cfg.listen)
         .chain(cfg.listen_also.iter().copied())
@@ -217,7 +236,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         }
         None => None,
     };
-    let pools = Pools::new(cfg.clone(), metrics.clone());
+    let pools = Pools::new(config.clone(), metrics.clone());
     let handle_pools = pools.clone();
     pools.prewarm();
     let maintenance = tokio::spawn(pools.clone().maintain_forever());
@@ -238,19 +257,23 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
     let stop = Arc::new(watch::channel(None).0);
     let mut stop_rx = stop.subscribe();
     let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
+        config: config.clone(),
         pools: pools.clone(),
         metrics: metrics.clone(),
         cancels: Arc::new(CancelRegistry::default()),
-        client_slots: Arc::new(Semaphore::new(cfg.max_client_conn)),
+        client_slots: Arc::new(Capacity::new(cfg.max_client_conn)),
         clients: clients.clone(),
         stop: stop.clone(),
         startup_memo: Default::default(),
     });
     let handle_clients = clients.clone();
+    let handle_shared = shared.clone();
     // Certificate files are polled for changes (see `crate::net::tls::watch_tls_files`).
-    let client_tls = cfg.client_tls.state.clone();
-    let tls_watch = tokio::spawn(watch_tls_files(client_tls.clone(), TLS_FILE_POLL));
+    let tls_config = config.clone();
+    let tls_watch = tokio::spawn(watch_tls_files(
+        move || tls_config.current().client_tls.state.clone(),
+        TLS_FILE_POLL,
+    ));
     let loops = EventLoops::start(cfg.threads, &metrics)?;
     tracing::info!(%addr, listening = ?addrs, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
     // One accepting task per listening socket, all feeding the loop below.
@@ -298,6 +321,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         }
         drop(accepted_rx);
         let how = (*stop_rx.borrow()).unwrap_or(Stop::Graceful);
+        let cfg = config.current();
         let waited = match how {
             Stop::Graceful => {
                 tracing::info!(sessions = sessions.len(), timeout = ?cfg.shutdown_timeout, "shutting down: waiting for sessions to finish");
@@ -362,7 +386,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         clients: handle_clients,
         stop,
         done,
-        client_tls,
+        shared: handle_shared,
     })
 }
 

@@ -42,12 +42,15 @@ pub async fn execute(
             ),
             encode::command_complete("SET"),
         ]),
-        Command::Set { key, .. } => Err(format!(
-            "SET failed: pgheal cannot change {key} at run time yet (change the configuration file and restart)"
-        )),
-        Command::Reload => Err(
-            "RELOAD is not supported yet: restart pgheal to apply a changed configuration".into(),
-        ),
+        Command::Set { key, value } => {
+            crate::reload::set(shared, &key, &value).map_err(|e| format!("SET failed: {e}"))?;
+            done(&format!("SET {key}={value}"))
+        }
+        Command::Reload => {
+            tracing::info!("RELOAD command issued");
+            crate::reload::reload(shared).map_err(|e| format!("RELOAD failed: {e}"))?;
+            done("RELOAD")
+        }
         Command::Suspend => Err(
             "SUSPEND is not supported: pgheal's online restart does not hand sockets over (use so_reuseport, see the README)"
                 .into(),
@@ -119,7 +122,7 @@ pub async fn execute(
                 controls.database(&p.key.database).set_paused(true);
                 p.close_idle();
             }
-            for name in shared.cfg.databases.keys() {
+            for name in shared.cfg().databases.keys() {
                 controls.database(name).set_paused(true);
             }
             shared.clients.kill_where(|c| !c.admin);
@@ -195,7 +198,7 @@ fn database(shared: &Shared, db: &str, verb: &str) -> Result<std::sync::Arc<Cont
     if is_console_database(db) {
         return Err(format!("cannot {verb} admin db: {db}"));
     }
-    if shared.cfg.database_for(db, "").is_none() {
+    if shared.cfg().database_for(db, "").is_none() {
         return Err(format!("no such database: {db}"));
     }
     Ok(shared.pools.controls().database(db))

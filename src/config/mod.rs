@@ -22,6 +22,7 @@ pub mod cli;
 pub mod connstr;
 pub mod file;
 pub mod ini;
+pub mod live;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
 pub mod tls;
@@ -230,9 +231,20 @@ pub struct ProcessSettings {
     pub verbose: u8,
 }
 
+/// The pool settings of databases that do not set their own (`default_pool_size`,
+/// `min_pool_size`, `pool_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolDefaults {
+    pub pool_size: usize,
+    pub min_pool_size: usize,
+    pub pool_mode: PoolMode,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Pool settings for databases that do not set their own.
+    pub defaults: PoolDefaults,
     /// The first address to accept clients on (its port is the one the console reports).
     pub listen: SocketAddr,
     /// More addresses (`listen_addr = *`, several addresses, or a name with several).

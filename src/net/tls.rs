@@ -542,14 +542,17 @@ pub fn client_server_config(
 /// Reload the client certificates (and the `server_tls_*` files, see [`reload_server_files`])
 /// when their files change: a poll of the files' modification times and sizes every `every`. A broken new version is logged once and
 /// the previous configuration stays in use.
-pub async fn watch_tls_files(state: Option<Arc<ClientTlsState>>, every: std::time::Duration) {
+pub async fn watch_tls_files(
+    state: impl Fn() -> Option<Arc<ClientTlsState>>,
+    every: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Some(state) = &state {
-            log_reload(state, false);
+        if let Some(state) = state() {
+            log_reload(&state, false);
         }
         reload_server_files(false);
     }

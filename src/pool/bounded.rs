@@ -1,14 +1,13 @@
 //! A bounded pool of server connections for one (database, user).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PoolMode;
 use crate::metrics::Metrics;
 use crate::protocol::backend::TxStatus;
 
+use super::capacity::{Capacity, Slot};
 use super::control::PoolControl;
 use super::reset::{reset, RESET_TIMEOUT};
 use super::server::{ServerConn, ServerError, ServerLogin};
@@ -52,10 +51,14 @@ struct Pooled {
 
 pub struct Pool {
     pub key: PoolKey,
-    login: ServerLogin,
-    settings: PoolSettings,
-    /// One permit per open connection that is checked out, connecting, or being reset.
-    permits: Arc<Semaphore>,
+    /// How new connections log in; replaced by a reload that changes it (the connections
+    /// opened before are then closed as they come back, see [`Pool::reconfigure`]).
+    login: RwLock<Arc<ServerLogin>>,
+    /// Sizes and timeouts, changed in place by a reload.
+    settings: RwLock<Arc<PoolSettings>>,
+    /// One slot per open connection that is checked out, connecting, or being reset; its size
+    /// is `pool_size`.
+    permits: Capacity,
     idle: Mutex<Vec<Pooled>>,
     /// Every open connection of the pool, for `SHOW SERVERS` (changes on open and close).
     servers: Mutex<std::collections::BTreeMap<u64, Arc<ServerTrack>>>,
@@ -85,9 +88,9 @@ impl Pool {
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
-            login,
-            permits: Arc::new(Semaphore::new(settings.size)),
-            settings,
+            login: RwLock::new(Arc::new(login)),
+            permits: Capacity::new(settings.size),
+            settings: RwLock::new(Arc::new(settings)),
             idle: Mutex::new(Vec::new()),
             servers: Mutex::new(Default::default()),
             stats: Arc::new(PoolStats::default()),
@@ -111,12 +114,47 @@ impl Pool {
     }
 
     /// How this pool's connections log in (the listening connection logs in the same way).
-    pub fn login(&self) -> &ServerLogin {
-        &self.login
+    pub fn login(&self) -> Arc<ServerLogin> {
+        match self.login.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Close every connection as it comes back (idle ones now): those opened from now on
+    /// belong to a newer generation.
+    pub fn reconnect(&self) {
+        self.control.own.reconnect();
+        self.close_idle();
+    }
+
+    /// Apply a reloaded configuration: new sizes and timeouts take effect at once (a smaller
+    /// pool shrinks as its connections come back). A new `login` (the database's host, port,
+    /// user, password, TLS, ... changed) is used by new connections; `reconnect` closes the
+    /// existing ones as they are given back, as PgBouncer does when a database's connection
+    /// settings change. Idle connections over the new size are closed by the next
+    /// [`Pool::maintain`].
+    pub fn reconfigure(&self, login: Option<ServerLogin>, settings: PoolSettings) {
+        self.permits.resize(settings.size);
+        if let Ok(mut s) = self.settings.write() {
+            *s = Arc::new(settings);
+        }
+        if let Some(mut login) = login {
+            if let Ok(mut l) = self.login.write() {
+                // Keys a client's SCRAM login lent stay usable while the user is the same.
+                if login.user == l.user {
+                    login.passthrough = l.passthrough.clone();
+                }
+                *l = Arc::new(login);
+            }
+        }
     }
 
     pub fn idle_count(&self) -> usize {
@@ -142,7 +180,7 @@ impl Pool {
     /// Whether a connection must not be reused: past `server_lifetime`, opened before a
     /// `RECONNECT`, or its database is paused.
     fn retire(&self, c: &Pooled, now: Instant) -> bool {
-        let lifetime = self.settings.server_lifetime;
+        let lifetime = self.settings().server_lifetime;
         (!lifetime.is_zero() && now.duration_since(c.conn.created) >= lifetime)
             || self.control.is_stale(c.track.generation)
             || self.control.is_paused()
@@ -155,17 +193,17 @@ impl Pool {
         let fast = if self.control.is_paused() {
             None
         } else {
-            self.permits.clone().try_acquire_owned().ok()
+            self.permits.try_acquire()
         };
         let permit = match fast {
             Some(p) => p,
             None => {
-                let wait = self.settings.query_wait_timeout;
+                let wait = self.settings().query_wait_timeout;
                 let _waiting = self.stats.waiter();
                 let acquire = async {
                     loop {
                         self.control.until_running().await;
-                        let p = self.permits.clone().acquire_owned().await;
+                        let p = self.permits.acquire().await;
                         // A pause that began while this client waited for a permit.
                         if p.is_err() || !self.control.is_paused() {
                             return p;
@@ -224,7 +262,7 @@ impl Pool {
         let generation = self.control.generation();
         let conn = {
             let _login = self.stats.connecting();
-            ServerConn::connect(&self.login).await?
+            ServerConn::connect(&self.login()).await?
         };
         self.metrics.server_connections.inc();
         self.remember_params(&conn);
@@ -241,7 +279,7 @@ impl Pool {
         Ok(Pooled { conn, track })
     }
 
-    fn guard(self: &Arc<Self>, c: Pooled, permit: OwnedSemaphorePermit) -> Checkout {
+    fn guard(self: &Arc<Self>, c: Pooled, permit: Slot) -> Checkout {
         c.track.set_state(ServerState::Active);
         self.stats.checked_out();
         Checkout {
@@ -292,20 +330,25 @@ impl Pool {
                 .drain(..)
                 .partition(|c| self.retire(c, now) || c.conn.is_broken_while_idle());
             to_close.extend(gone);
+            let settings = self.settings();
+            let in_use = self.permits.in_use();
+            keep.sort_by_key(|c| std::cmp::Reverse(c.conn.idle_since));
+            // Over the pool's size (after a reload made it smaller): close the oldest.
+            while in_use + keep.len() > settings.size && !keep.is_empty() {
+                to_close.extend(keep.pop());
+            }
             // Idle past server_idle_timeout: close, oldest first, down to min_size open.
-            let idle_timeout = self.settings.server_idle_timeout;
+            let idle_timeout = settings.server_idle_timeout;
             if !idle_timeout.is_zero() {
-                let in_use = self.settings.size - self.permits.available_permits();
-                keep.sort_by_key(|c| std::cmp::Reverse(c.conn.idle_since));
-                while in_use + keep.len() > self.settings.min_size
+                while in_use + keep.len() > settings.min_size
                     && keep
                         .last()
                         .is_some_and(|c| now.duration_since(c.conn.idle_since) >= idle_timeout)
                 {
                     to_close.extend(keep.pop());
                 }
-                keep.reverse();
             }
+            keep.reverse();
             *idle = keep;
         }
         for c in to_close {
@@ -314,9 +357,9 @@ impl Pool {
         if self.control.is_paused() {
             return;
         }
-        let open = self.settings.size - self.permits.available_permits() + self.idle_count();
-        for _ in open..self.settings.min_size {
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        let open = self.permits.in_use() + self.idle_count();
+        for _ in open..self.settings().min_size {
+            let Some(permit) = self.permits.try_acquire() else {
                 break;
             };
             match self.open().await {
@@ -354,7 +397,7 @@ impl Pool {
 pub struct Checkout {
     conn: Option<ServerConn>,
     track: Option<Arc<ServerTrack>>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Slot>,
     pool: Arc<Pool>,
 }
 
@@ -414,7 +457,7 @@ impl Checkout {
             pool.close(conn);
             return;
         }
-        let s = &pool.settings;
+        let s = pool.settings();
         let run_reset = s.mode == PoolMode::Session || s.reset_query_always;
         if status == TxStatus::Idle && !run_reset {
             // Transaction pooling's fast path: nothing to send, straight back to the idle list.
@@ -425,7 +468,6 @@ impl Checkout {
         conn.track.set_state(ServerState::Used);
         tokio::spawn(async move {
             let _resetting = pool.stats.resetting();
-            let s = &pool.settings;
             let query = if run_reset {
                 s.reset_query.as_str()
             } else {

@@ -113,6 +113,9 @@ impl Controls {
 pub struct PoolControl {
     pub database: Arc<Control>,
     pub global: Arc<Control>,
+    /// The pool's own reconnects (a reload that changed how it logs in); its pause and
+    /// disable flags are not used.
+    pub own: Arc<Control>,
 }
 
 impl PoolControl {
@@ -136,10 +139,10 @@ impl PoolControl {
         generation < self.generation()
     }
 
-    /// The generation a new connection belongs to: the sum of both counters, which grows
-    /// with a `RECONNECT` of either.
+    /// The generation a new connection belongs to: the sum of the counters, which grows
+    /// with a `RECONNECT` of the database or of the process, or a reconnect of the pool.
     pub fn generation(&self) -> u64 {
-        self.database.generation() + self.global.generation()
+        self.database.generation() + self.global.generation() + self.own.generation()
     }
 }
 
@@ -154,6 +157,7 @@ mod tests {
         let pc = PoolControl {
             database: controls.database("db"),
             global: controls.global().clone(),
+            own: Default::default(),
         };
         assert!(
             tokio::time::timeout(Duration::from_millis(50), pc.until_running())
@@ -183,6 +187,7 @@ mod tests {
         let pc = PoolControl {
             database: controls.database("db"),
             global: controls.global().clone(),
+            own: Default::default(),
         };
         let g = pc.generation();
         assert!(!pc.is_stale(g));

@@ -1,6 +1,7 @@
 //! Server connections: logging in, pooling per (database, user), and resetting on check-in.
 //!
 //! - [`server`]: one server connection and the login to PostgreSQL (SCRAM, md5, cleartext, trust).
+//! - [`capacity`]: a limit whose size a reload can change (pool sizes, `max_client_conn`).
 //! - [`bounded`]: a bounded pool. A semaphore permit is a right to *one open connection*; idle
 //!   connections hold none. The [`bounded::Checkout`] guard gives the connection back on
 //!   [`bounded::Checkout::checkin`]; dropped without it, the connection is closed (its state is
@@ -12,6 +13,7 @@
 
 pub mod auth_query;
 pub mod bounded;
+pub mod capacity;
 pub mod control;
 pub mod listen;
 pub mod mailbox;

@@ -7,6 +7,7 @@ use dashmap::DashMap;
 
 use crate::auth::scram_client::PassthroughKeys;
 use crate::auth::Secret;
+use crate::config::live::LiveConfig;
 use crate::config::{Config, Database, PoolMode};
 use crate::heal::SchemaEpoch;
 use crate::metrics::Metrics;
@@ -30,12 +31,61 @@ pub struct Pools {
     controls: Controls,
     /// auth_query lookups and their connections.
     auth_lookups: AuthLookups,
-    cfg: Arc<Config>,
+    /// The configuration in force (a reload replaces it; see [`Pools::reconfigure`]).
+    config: Arc<LiveConfig>,
     metrics: Arc<Metrics>,
 }
 
+/// How a pool of `db` logs into the server as `user` with `password`.
+fn login_for(cfg: &Config, db: &Database, user: String, password: Option<String>) -> ServerLogin {
+    ServerLogin {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: db.dbname.clone(),
+        user,
+        password,
+        connect_timeout: cfg.server_connect_timeout,
+        max_message_len: cfg.max_message_len,
+        max_prepared: match db.pool_mode {
+            PoolMode::Session => usize::MAX,
+            PoolMode::Transaction | PoolMode::Statement => cfg.max_prepared_statements,
+        },
+        tls: db.tls.clone(),
+        passthrough: Default::default(),
+    }
+}
+
+/// The sizes and timeouts of a pool of `db`.
+fn settings_for(cfg: &Config, db: &Database) -> PoolSettings {
+    PoolSettings {
+        mode: db.pool_mode,
+        size: db.pool_size,
+        min_size: db.min_pool_size,
+        query_wait_timeout: cfg.query_wait_timeout,
+        server_lifetime: cfg.server_lifetime,
+        server_idle_timeout: cfg.server_idle_timeout,
+        reset_query: cfg.server_reset_query.clone(),
+        reset_query_always: cfg.server_reset_query_always,
+    }
+}
+
+/// A usable configured secret for logging into the server: plain text or an md5 hash.
+fn usable(secret: Option<&Secret>) -> Option<String> {
+    match secret {
+        Some(Secret::Plain(p)) => Some(p.clone()),
+        Some(Secret::Md5(h)) => Some(h.clone()),
+        _ => None,
+    }
+}
+
+/// The password of a database's configured server user: its own, else its auth_file entry
+/// (as in PgBouncer).
+fn configured_password(cfg: &Config, db: &Database, user: &str) -> Option<String> {
+    db.password.clone().or_else(|| usable(cfg.users.get(user)))
+}
+
 impl Pools {
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Pools> {
+    pub fn new(config: Arc<LiveConfig>, metrics: Arc<Metrics>) -> Arc<Pools> {
         Arc::new(Pools {
             pools: DashMap::new(),
             names: DashMap::new(),
@@ -43,7 +93,7 @@ impl Pools {
             listeners: Listeners::new(metrics.clone()),
             controls: Controls::default(),
             auth_lookups: AuthLookups::default(),
-            cfg,
+            config,
             metrics,
         })
     }
@@ -61,19 +111,9 @@ impl Pools {
         client_secret: Option<&Secret>,
         passthrough: Option<PassthroughKeys>,
     ) -> Arc<Pool> {
-        let usable = |secret: Option<&Secret>| match secret {
-            Some(Secret::Plain(p)) => Some(p.clone()),
-            Some(Secret::Md5(h)) => Some(h.clone()),
-            _ => None,
-        };
+        let cfg = self.config.current();
         let (user, password) = match &db.user {
-            // A configured user without a password takes its auth_file entry, as in PgBouncer.
-            Some(u) => (
-                u.clone(),
-                db.password
-                    .clone()
-                    .or_else(|| usable(self.cfg.users.get(u))),
-            ),
+            Some(u) => (u.clone(), configured_password(&cfg, db, u)),
             None => (client_user.to_owned(), usable(client_secret)),
         };
         let key = PoolKey {
@@ -84,36 +124,12 @@ impl Pools {
             .pools
             .entry(key.clone())
             .or_insert_with(|| {
-                let login = ServerLogin {
-                    host: db.host.clone(),
-                    port: db.port,
-                    dbname: db.dbname.clone(),
-                    user,
-                    password,
-                    connect_timeout: self.cfg.server_connect_timeout,
-                    max_message_len: self.cfg.max_message_len,
-                    max_prepared: match db.pool_mode {
-                        PoolMode::Session => usize::MAX,
-                        PoolMode::Transaction | PoolMode::Statement => {
-                            self.cfg.max_prepared_statements
-                        }
-                    },
-                    tls: db.tls.clone(),
-                    passthrough: Default::default(),
-                };
-                let settings = PoolSettings {
-                    mode: db.pool_mode,
-                    size: db.pool_size,
-                    min_size: db.min_pool_size,
-                    query_wait_timeout: self.cfg.query_wait_timeout,
-                    server_lifetime: self.cfg.server_lifetime,
-                    server_idle_timeout: self.cfg.server_idle_timeout,
-                    reset_query: self.cfg.server_reset_query.clone(),
-                    reset_query_always: self.cfg.server_reset_query_always,
-                };
+                let login = login_for(&cfg, db, user, password);
+                let settings = settings_for(&cfg, db);
                 let control = PoolControl {
                     database: self.controls.database(&db.name),
                     global: self.controls.global().clone(),
+                    own: Default::default(),
                 };
                 Pool::new(key, login, settings, control, self.metrics.clone())
             })
@@ -139,7 +155,9 @@ impl Pools {
         db: &Database,
         user: &str,
     ) -> Result<Option<Secret>, super::ServerError> {
-        self.auth_lookups.secret_for(&self.cfg, db, user).await
+        self.auth_lookups
+            .secret_for(&self.config.current(), db, user)
+            .await
     }
 
     /// Every pool, ordered by database and user (the admin console's order).
@@ -172,7 +190,7 @@ impl Pools {
     /// Create the pools that can be created without a client (databases with a configured
     /// server user), so `min_pool_size` is honoured from the start.
     pub fn prewarm(&self) {
-        for db in self.cfg.databases.values() {
+        for db in self.config.current().databases.values() {
             if db.user.is_some() && db.min_pool_size > 0 {
                 self.pool_for(db, "", None, None);
             }
@@ -188,7 +206,7 @@ impl Pools {
         loop {
             tick.tick().await;
             let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.value().clone()).collect();
-            let rotate = period_start.elapsed() >= self.cfg.stats_period;
+            let rotate = period_start.elapsed() >= self.config.current().stats_period;
             if rotate {
                 period_start = tokio::time::Instant::now();
             }
@@ -199,6 +217,51 @@ impl Pools {
                 p.maintain().await;
             }
         }
+    }
+
+    /// Apply a reloaded configuration to the live pools (PgBouncer's RELOAD):
+    /// - a pool whose database is gone is closed: its idle connections now, the others as they
+    ///   come back; new logins to it fail;
+    /// - a pool whose server, login, TLS or pool mode changed reconnects: new connections use
+    ///   the new settings and the old ones are closed as they come back (PgBouncer's
+    ///   RECONNECT);
+    /// - every other change (sizes, timeouts, reset query) applies in place.
+    ///
+    /// Then pools are warmed to their (new) `min_pool_size`.
+    pub fn reconfigure(&self, old: &Config, new: &Config) {
+        let pools: Vec<Arc<Pool>> = self.pools.iter().map(|p| p.value().clone()).collect();
+        for pool in pools {
+            let key = &pool.key;
+            let Some(db) = new.database_for(&key.database, &key.user) else {
+                tracing::info!(db = %key.database, user = %key.user, "RELOAD: database removed; closing its pool as its connections come back");
+                self.controls.database(&key.database).reconnect();
+                pool.close_idle();
+                self.pools.remove(key);
+                continue;
+            };
+            let current = pool.login();
+            let password = match &db.user {
+                Some(u) => configured_password(new, &db, u),
+                None => current.password.clone(),
+            };
+            let login = login_for(new, &db, key.user.clone(), password);
+            let settings = settings_for(new, &db);
+            let mode_changed = settings.mode != pool.settings().mode;
+            let before = old.database_for(&key.database, &key.user);
+            if !login.same_server(&current) || mode_changed {
+                tracing::info!(db = %key.database, user = %key.user, "RELOAD: connection settings changed; server connections are replaced as they come back");
+                pool.reconfigure(Some(login), settings);
+                pool.reconnect();
+            } else {
+                if before.as_deref().map(|d| (d.pool_size, d.min_pool_size))
+                    != Some((db.pool_size, db.min_pool_size))
+                {
+                    tracing::info!(db = %key.database, user = %key.user, pool_size = db.pool_size, min_pool_size = db.min_pool_size, "RELOAD: pool resized");
+                }
+                pool.reconfigure(None, settings);
+            }
+        }
+        self.prewarm();
     }
 
     pub fn close_idle(&self) {

@@ -45,6 +45,23 @@ pub struct ServerLogin {
     pub passthrough: PassthroughSlot,
 }
 
+impl ServerLogin {
+    /// Whether connections opened with `other` would be the same as with this login (same
+    /// server, database, user, password, TLS and limits); the pass-through keys are not
+    /// compared.
+    pub fn same_server(&self, other: &ServerLogin) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.dbname == other.dbname
+            && self.user == other.user
+            && self.password == other.password
+            && self.connect_timeout == other.connect_timeout
+            && self.max_message_len == other.max_message_len
+            && self.max_prepared == other.max_prepared
+            && self.tls == other.tls
+    }
+}
+
 /// Where a pool keeps the credentials its latest client login brought
 /// ([`ServerLogin::passthrough`]): the SCRAM pass-through keys, or the password / md5 hash of
 /// a secret that may change (auth_query), which then wins over [`ServerLogin::password`].

@@ -381,12 +381,12 @@ impl ClientListen {
     /// The client's subscription, created with the database's listener on first use.
     fn subscription(&mut self, pool: &Pool) -> &mut Subscription {
         let sub = self.sub.get_or_insert_with(|| Subscription {
-            listener: self.listeners.listener(&pool.key.database, pool.login()),
+            listener: self.listeners.listener(&pool.key.database, &pool.login()),
             mailbox: Mailbox::new(MAX_QUEUED_BYTES),
             channels: HashSet::new(),
         });
         if sub.listener.is_closed() && sub.channels.is_empty() {
-            sub.listener = self.listeners.listener(&pool.key.database, pool.login());
+            sub.listener = self.listeners.listener(&pool.key.database, &pool.login());
         }
         sub
     }

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::auth::AuthMethod;
+use crate::config::live::LiveConfig;
 use crate::config::{Config, PoolMode};
 use crate::heal::relay::Naming;
 use crate::heal::Relay;
 use crate::metrics::Metrics;
 use crate::net::{ClientReader, ClientWriter};
+use crate::pool::capacity::{Capacity, Slot};
 use crate::pool::Pools;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::encode;
@@ -36,17 +38,26 @@ use super::SessionError;
 
 /// What every session shares.
 pub struct Shared {
-    pub cfg: Arc<Config>,
+    /// The configuration in force; each session reads it once, at its start.
+    pub config: Arc<LiveConfig>,
     pub pools: Arc<Pools>,
     pub metrics: Arc<Metrics>,
     pub cancels: Arc<CancelRegistry>,
-    pub client_slots: Arc<Semaphore>,
+    /// `max_client_conn`.
+    pub client_slots: Arc<Capacity>,
     /// Every logged-in client; shutdown and the admin console's KILL end sessions through it.
     pub clients: Arc<ClientList>,
     /// How the process is asked to stop (signals, the admin console's SHUTDOWN).
     pub stop: Arc<watch::Sender<Option<crate::proxy::Stop>>>,
     /// Startup settings the server accepted, per pool (transaction pooling).
     pub startup_memo: StartupMemo,
+}
+
+impl Shared {
+    /// The configuration in force now.
+    pub fn cfg(&self) -> Arc<Config> {
+        self.config.current()
+    }
 }
 
 /// Serve one client until it leaves. Never panics on client input; errors are reported to the
@@ -56,10 +67,11 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let local = stream.local_addr().ok();
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    let cfg = shared.config.current();
     let opened = open(
         stream,
-        shared.cfg.client_tls.state.as_ref(),
-        shared.cfg.max_message_len,
+        cfg.client_tls.state.as_ref(),
+        cfg.max_message_len,
         deadline,
     )
     .instrument(span.clone())
@@ -79,7 +91,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
                 end_point,
                 client_cert_name,
             };
-            let r = session(client, &mut reader, &mut writer, &shared, &span).await;
+            let r = session(client, &mut reader, &mut writer, &shared, &cfg, &span).await;
             (Some(writer), r)
         }
         Err((writer, e)) => (writer, Err(e)),
@@ -128,9 +140,10 @@ async fn session(
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
     shared: &Arc<Shared>,
+    cfg: &Config,
     span: &tracing::Span,
 ) -> Result<(), SessionError> {
-    let login = match login(client, reader, writer, shared)
+    let login = match login(client, reader, writer, shared, cfg)
         .instrument(span.clone())
         .await?
     {
@@ -162,7 +175,7 @@ async fn session(
         c.link_to(registered.track.id);
     }
     let mut conversation = Conversation {
-        engine: Relay::new(shared.cfg.heal.clone(), naming)
+        engine: Relay::new(cfg.heal.clone(), naming)
             .with_epoch(epoch)
             .with_span(span.clone()),
         attached,
@@ -203,7 +216,7 @@ struct ConsoleLogin {
 
 /// What a successful login leaves for the relay.
 struct LoggedIn {
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
     _gauge: ClientGauge,
     pool: Arc<crate::pool::Pool>,
     mode: PoolMode,
@@ -227,6 +240,7 @@ async fn login(
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
     shared: &Arc<Shared>,
+    cfg: &Config,
 ) -> Result<Option<Login>, SessionError> {
     let _ = MAX_STARTUP_LEN;
     let startup = match client.opening {
@@ -258,15 +272,14 @@ async fn login(
         Some(
             shared
                 .client_slots
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| SessionError::TooManyClients)?,
+                .try_acquire()
+                .ok_or(SessionError::TooManyClients)?,
         )
     };
     let span = tracing::Span::current();
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
-    if shared.cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() {
+    if cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() {
         return Err(SessionError::TlsRequired {
             host: client.peer.ip().to_string(),
             user,
@@ -280,14 +293,14 @@ async fn login(
         tls: on_tls,
         cert_common_name: client.client_cert_name.as_deref(),
     };
-    let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
+    let method = method_for(cfg, transport, &startup, &dbname, &user)?;
     // A user missing from the auth_file is looked up with the database's auth_query, if it
     // has an auth_user (the database is found before the password is checked, but its
     // existence is only told once the password is).
     let looked_up;
-    let secret = match shared.cfg.users.get(&user) {
+    let secret = match cfg.users.get(&user) {
         Some(s) => Some(s),
-        None if !console => match shared.cfg.database_for(&dbname, &user) {
+        None if !console => match cfg.database_for(&dbname, &user) {
             Some(db) if db.auth_user.is_some() => {
                 looked_up = shared
                     .pools
@@ -300,7 +313,7 @@ async fn login(
         },
         None => None,
     };
-    if method == AuthMethod::Trust && secret.is_none() && !shared.cfg.users.is_empty() {
+    if method == AuthMethod::Trust && secret.is_none() && !cfg.users.is_empty() {
         // Like PgBouncer: trust skips the password, not the user list.
         return Err(SessionError::UnknownUser(user));
     }
@@ -324,14 +337,13 @@ async fn login(
         admin: console,
     };
     if console {
-        let role = crate::admin::role_of(&shared.cfg, &user)
+        let role = crate::admin::role_of(cfg, &user)
             .ok_or_else(|| SessionError::ConsoleNotAllowed(user.clone()))?;
         let registered = shared.clients.register(info);
         crate::admin::welcome(writer, &registered.track).await?;
         return Ok(Some(Login::Console(ConsoleLogin { role, registered })));
     }
-    let db = shared
-        .cfg
+    let db = cfg
         .database_for(&dbname, &user)
         .ok_or_else(|| SessionError::UnknownDatabase(dbname.clone()))?;
     if shared.pools.controls().database(&db.name).is_disabled() {

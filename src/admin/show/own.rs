@@ -11,8 +11,9 @@ use super::pools::database_names;
 use Col::{Int4, Int8, Text};
 
 /// `SHOW CONFIG`: every PgBouncer 1.25 key, with pgheal's value where it has the setting.
-/// `changeable` is `no` for every key: settings change by restarting pgheal for now.
+/// `changeable` is `yes` for the keys `SET` may change (implemented, and not restart-only).
 pub(super) fn config(shared: &Shared) -> Table {
+    let cfg = shared.cfg();
     let mut t = Table::new(&[
         ("key", Text),
         ("value", Text),
@@ -20,12 +21,17 @@ pub(super) fn config(shared: &Shared) -> Table {
         ("changeable", Text),
     ]);
     for key in crate::config::pgbouncer_keys::KEYS {
-        let value = config_value(&shared.cfg, key.name).unwrap_or_else(|| key.default.to_owned());
+        let value = config_value(&cfg, key.name).unwrap_or_else(|| key.default.to_owned());
         t.row(vec![
             key.name.into(),
             value.into(),
             key.default.into(),
-            "no".into(),
+            if crate::config::live::changeable(key.name) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
         ]);
     }
     t
@@ -39,6 +45,9 @@ pub(super) fn config_value(cfg: &crate::config::Config, key: &str) -> Option<Str
         "listen_addr" => cfg.listen.ip().to_string(),
         "listen_port" => cfg.listen.port().to_string(),
         "max_client_conn" => cfg.max_client_conn.to_string(),
+        "default_pool_size" => cfg.defaults.pool_size.to_string(),
+        "min_pool_size" => cfg.defaults.min_pool_size.to_string(),
+        "pool_mode" => cfg.defaults.pool_mode.as_str().to_owned(),
         "auth_type" => cfg.auth_type.as_str().to_owned(),
         "query_wait_timeout" => secs(cfg.query_wait_timeout),
         "server_connect_timeout" => secs(cfg.server_connect_timeout),

@@ -116,7 +116,7 @@ pub(super) fn databases(shared: &Shared) -> Table {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
-    let cfg = &shared.cfg;
+    let cfg = shared.cfg();
     let pools = shared.pools.all();
     let clients = shared.clients.all();
     let lifetime = cfg.server_lifetime.as_secs() as i64;
@@ -179,7 +179,7 @@ pub(super) fn databases(shared: &Shared) -> Table {
 /// Configured databases, then those made from the `*` entry that have pools (the console's
 /// own is not among them).
 pub(super) fn database_names(shared: &Shared, pools: &[Arc<Pool>]) -> Vec<String> {
-    let mut names: Vec<String> = shared.cfg.databases.keys().cloned().collect();
+    let mut names: Vec<String> = shared.cfg().databases.keys().cloned().collect();
     for p in pools {
         if !names.contains(&p.key.database) {
             names.push(p.key.database.clone());
@@ -211,10 +211,10 @@ pub(super) fn users(shared: &Shared) -> Table {
         ("max_user_client_connections", Int4),
         ("current_client_connections", Int4),
     ]);
-    let cfg = &shared.cfg;
+    let cfg = shared.cfg();
     let pools = shared.pools.all();
     let clients = shared.clients.all();
-    for name in user_names(cfg) {
+    for name in user_names(&cfg) {
         let settings = cfg.user_settings.get(name);
         let servers: usize = pools
             .iter()
@@ -245,13 +245,13 @@ pub(super) fn users(shared: &Shared) -> Table {
 /// `SHOW LISTS`.
 pub(super) fn lists(shared: &Shared) -> Table {
     let mut t = Table::new(&[("list", Text), ("items", Int4)]);
-    let cfg = &shared.cfg;
+    let cfg = shared.cfg();
     let pools = shared.pools.all();
     let servers: usize = pools.iter().map(|p| p.servers().len()).sum();
     for (name, n) in [
         // The console's own database counts, as in PgBouncer.
         ("databases", database_names(shared, &pools).len() + 1),
-        ("users", user_names(cfg).len()),
+        ("users", user_names(&cfg).len()),
         ("peers", cfg.peers.len()),
         ("pools", pools.len() + 1),
         ("peer_pools", 0),
@@ -289,7 +289,7 @@ pub(super) fn peers(shared: &Shared) -> Table {
         ("port", Int4),
         ("pool_size", Int4),
     ]);
-    for (id, p) in &shared.cfg.peers {
+    for (id, p) in &shared.cfg().peers {
         t.row(vec![
             i64::from(*id).into(),
             p.host.as_str().into(),
