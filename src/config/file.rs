@@ -76,6 +76,9 @@ pub struct General {
     pub max_message_len: Option<usize>,
     pub max_prepared_statements: Option<usize>,
     pub shutdown_timeout: Option<f64>,
+    /// Seconds a client has to log in (TLS handshake, startup packet, authentication); 0 = no
+    /// limit.
+    pub client_login_timeout: Option<f64>,
     pub threads: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,

@@ -277,6 +277,9 @@ pub struct Config {
     /// Statements kept prepared per server connection in transaction pooling (LRU).
     pub max_prepared_statements: usize,
     pub shutdown_timeout: Duration,
+    /// `client_login_timeout`: the opening (TLS handshake, startup packet) and authentication
+    /// of a client must be over within this time.
+    pub client_login_timeout: Duration,
     /// Users who may run every admin console command (`admin_users`).
     pub admin_users: Vec<String>,
     /// Users who may run the admin console's `SHOW` commands (`stats_users`).

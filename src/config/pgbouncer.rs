@@ -348,6 +348,7 @@ fn general(
         max_message_len,
         max_prepared_statements,
         shutdown_timeout: None,
+        client_login_timeout: Some(secs_or("client_login_timeout", 60.0)?),
         threads: None,
         log_format: None,
         metrics_listen: None,

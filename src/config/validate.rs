@@ -632,6 +632,11 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             }
             n
         },
+        client_login_timeout: match seconds("client_login_timeout", g.client_login_timeout, 60.0)? {
+            // PgBouncer's 0: no limit (a year, inside tokio's timer range).
+            d if d.is_zero() => Duration::from_secs(365 * 24 * 3600),
+            d => d,
+        },
         shutdown_timeout: seconds(
             "shutdown_timeout",
             args.shutdown_timeout.or(g.shutdown_timeout),

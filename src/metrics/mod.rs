@@ -23,8 +23,8 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     pub server_connections: IntGauge,
     /// `pgheal_clients_refused_total{reason}`: auth_failed, unknown_database, max_client_conn,
-    /// wait_timeout, server_unavailable, protocol, tls (a failed handshake or a plain client
-    /// where TLS is required).
+    /// wait_timeout, server_unavailable, protocol, login_timeout (`client_login_timeout`), tls
+    /// (a failed handshake or a plain client where TLS is required).
     pub clients_refused: IntCounterVec,
     /// `pgheal_cancel_requests_total{result}`: forwarded, unknown.
     pub cancel_requests: IntCounterVec,

@@ -30,6 +30,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &self.inner
     }
 
+    /// Change the largest frame accepted from now on; returns the previous limit.
+    pub fn set_max_len(&mut self, max_len: usize) -> usize {
+        std::mem::replace(&mut self.max_len, max_len)
+    }
+
     /// Append every complete frame already buffered to `out`; then, if none was, read once
     /// more. Returns `Ok(false)` on a clean end of stream with nothing buffered.
     ///

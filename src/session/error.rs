@@ -47,8 +47,10 @@ pub enum SessionError {
     Net(#[from] NetError),
     #[error("relay: {0}")]
     Relay(#[from] crate::heal::RelayError),
-    #[error("timed out waiting for the startup packet")]
-    StartupTimeout,
+    /// `client_login_timeout` passed before the client was logged in (TLS handshake, startup
+    /// packet or authentication).
+    #[error("client_login_timeout")]
+    LoginTimeout,
     /// The client's TLS handshake failed, or its TLS opening broke the rules (no ALPN with
     /// direct TLS, plain bytes after SSLRequest). Nothing is sent: there is no channel left.
     #[error("TLS: {0}")]
@@ -87,7 +89,8 @@ impl SessionError {
             SessionError::TooManyClients => "max_client_conn",
             SessionError::Pool(PoolError::WaitTimeout(_)) => "wait_timeout",
             SessionError::Pool(_) => "server_unavailable",
-            SessionError::Protocol(_) | SessionError::StartupTimeout => "protocol",
+            SessionError::Protocol(_) => "protocol",
+            SessionError::LoginTimeout => "login_timeout",
             SessionError::Tls(_) | SessionError::TlsRequired { .. } => "tls",
             _ => "other",
         }
@@ -201,10 +204,10 @@ impl SessionError {
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("invalid frontend message: {e}"),
             ),
-            SessionError::StartupTimeout => fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                "timed out waiting for the startup packet".into(),
-            ),
+            // PgBouncer's words and code.
+            SessionError::LoginTimeout => {
+                fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout".into())
+            }
             SessionError::Settings(_) => fatal(
                 sqlstate::CONNECTION_FAILURE,
                 "pgheal: the session's settings could not be carried to a server connection; connection closed".into(),

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -66,8 +65,8 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
-    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
     let cfg = shared.config.current();
+    let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
     let opened = open(
         stream,
         cfg.client_tls.state.as_ref(),
@@ -85,6 +84,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             client_cert_name,
         }) => {
             let client = Client {
+                deadline,
                 peer,
                 local,
                 opening,
@@ -117,11 +117,14 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     }
 }
 
-/// How long a client has for its opening: TLS handshake and startup packet.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Authentication messages are capped as PostgreSQL caps them (`PG_MAX_AUTH_TOKEN_LENGTH`):
+/// before it is known who the client is, it cannot make pgheal buffer `max_packet_size`.
+const MAX_AUTH_MESSAGE_LEN: usize = 65_535;
 
 /// What the opening of a connection established.
 struct Client {
+    /// The end of `client_login_timeout`: the opening and authentication must be over by then.
+    deadline: tokio::time::Instant,
     peer: SocketAddr,
     /// The address the client connected to.
     local: Option<SocketAddr>,
@@ -302,11 +305,13 @@ async fn login(
         Some(s) => Some(s),
         None if !console => match cfg.database_for(&dbname, &user) {
             Some(db) if db.auth_user.is_some() => {
-                looked_up = shared
-                    .pools
-                    .auth_query_secret(&db, &user)
-                    .await
-                    .map_err(|e| SessionError::Pool(crate::pool::PoolError::Server(e)))?;
+                looked_up = tokio::time::timeout_at(
+                    client.deadline,
+                    shared.pools.auth_query_secret(&db, &user),
+                )
+                .await
+                .map_err(|_| SessionError::LoginTimeout)?
+                .map_err(|e| SessionError::Pool(crate::pool::PoolError::Server(e)))?;
                 looked_up.as_ref()
             }
             _ => None,
@@ -321,7 +326,14 @@ async fn login(
         on_tls,
         end_point: client.end_point.as_deref(),
     };
-    let passthrough = authenticate(method, &user, secret, tls, reader, writer).await?;
+    let max_len = reader.set_max_len(MAX_AUTH_MESSAGE_LEN);
+    let authenticated = tokio::time::timeout_at(
+        client.deadline,
+        authenticate(method, &user, secret, tls, reader, writer),
+    )
+    .await;
+    reader.set_max_len(max_len);
+    let passthrough = authenticated.map_err(|_| SessionError::LoginTimeout)??;
     let info = ClientInfo {
         user: user.clone(),
         database: dbname.clone(),

@@ -65,7 +65,7 @@ pub async fn open(
     max_len: usize,
     deadline: Instant,
 ) -> Result<Opened, OpenFailure> {
-    let timed_out = |w: Option<ClientWriter>| (w, SessionError::StartupTimeout);
+    let timed_out = |w: Option<ClientWriter>| (w, SessionError::LoginTimeout);
     let mut end_point = None;
     let mut client_cert_name = None;
     let (r, w) = match tls {
@@ -201,7 +201,7 @@ async fn handshake(
     let loaded = tls.current();
     let acceptor = tokio_rustls::TlsAcceptor::from(loaded.config.clone());
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Err(_) => Err((None, SessionError::StartupTimeout)),
+        Err(_) => Err((None, SessionError::LoginTimeout)),
         Ok(Err(e)) => Err((None, SessionError::Tls(e.to_string()))),
         Ok(Ok(s)) => {
             let name = s

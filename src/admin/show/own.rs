@@ -51,6 +51,7 @@ pub(super) fn config_value(cfg: &crate::config::Config, key: &str) -> Option<Str
         "auth_type" => cfg.auth_type.as_str().to_owned(),
         "query_wait_timeout" => secs(cfg.query_wait_timeout),
         "server_connect_timeout" => secs(cfg.server_connect_timeout),
+        "client_login_timeout" => secs(cfg.client_login_timeout),
         "server_lifetime" => secs(cfg.server_lifetime),
         "server_idle_timeout" => secs(cfg.server_idle_timeout),
         "server_reset_query" => cfg.server_reset_query.clone(),
