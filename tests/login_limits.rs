@@ -57,6 +57,19 @@ fn first_message(bytes: &[u8]) -> (u8, &[u8]) {
     (bytes[0], &bytes[5..1 + len])
 }
 
+/// What pgheal sent was PgBouncer's `FATAL 08P01 client_login_timeout`.
+fn assert_login_timeout(got: &[u8]) {
+    let (tag, body) = first_message(got);
+    assert_eq!(tag, b'E', "an ErrorResponse before the close: {got:?}");
+    let text = String::from_utf8_lossy(body);
+    assert!(
+        text.contains("SFATAL")
+            && text.contains("C08P01")
+            && text.contains("Mclient_login_timeout"),
+        "PgBouncer's FATAL 08P01 client_login_timeout: {text}"
+    );
+}
+
 /// Read one message: (tag, body).
 async fn read_message(s: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut head = [0u8; 5];
@@ -84,14 +97,7 @@ async fn a_silent_connection_is_closed_after_client_login_timeout() {
     let pg = start_pg();
     let p = proxy(&pg).await;
     let mut silent = TcpStream::connect(p.addr).await.unwrap();
-    let got = read_to_close(&mut silent).await;
-    let (tag, body) = first_message(&got);
-    assert_eq!(tag, b'E', "an ErrorResponse before the close: {got:?}");
-    let text = String::from_utf8_lossy(body);
-    assert!(
-        text.contains("C08P01") && text.contains("Mclient_login_timeout"),
-        "PgBouncer's FATAL 08P01 client_login_timeout: {text}"
-    );
+    assert_login_timeout(&read_to_close(&mut silent).await);
     assert_a_client_logs_in(&p).await;
 }
 
@@ -107,16 +113,7 @@ async fn a_client_stopping_during_authentication_gets_client_login_timeout() {
     let e = try_connect(&proxy_url(&p)).await.expect_err("no slot left");
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
     // ... and it never answers.
-    let got = read_to_close(&mut s).await;
-    let (tag, body) = first_message(&got);
-    assert_eq!(tag, b'E', "an ErrorResponse before the close: {got:?}");
-    let text = String::from_utf8_lossy(body);
-    assert!(
-        text.contains("SFATAL")
-            && text.contains("C08P01")
-            && text.contains("Mclient_login_timeout"),
-        "PgBouncer's FATAL 08P01 client_login_timeout: {text}"
-    );
+    assert_login_timeout(&read_to_close(&mut s).await);
     assert_a_client_logs_in(&p).await;
 }
 
