@@ -208,13 +208,13 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
         .collect::<std::io::Result<Vec<_>>>()?;
     let addr = addrs[0];
     let metrics = Metrics::new();
-    let metrics_addr = match cfg.metrics_listen {
-        Some(a) => {
-            let l = metrics::bind(a).await?;
-            let local = l.local_addr()?;
-            tokio::spawn(metrics::serve(l, metrics.clone()));
-            Some(local)
-        }
+    metrics.set_databases(cfg.databases.keys());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(metrics::bind(a).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
         None => None,
     };
     let pools = Pools::new(cfg.clone(), metrics.clone());
@@ -237,6 +237,11 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
     let clients = Arc::new(ClientList::default());
     let stop = Arc::new(watch::channel(None).0);
     let mut stop_rx = stop.subscribe();
+    metrics.register_pools(&pools, clients.clone(), cfg.clone());
+    if let Some(l) = metrics_listener {
+        let health = metrics::health::Health::new(&pools, cfg.clone(), stop.subscribe());
+        tokio::spawn(metrics::serve(l, metrics.clone(), Some(health)));
+    }
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pools: pools.clone(),

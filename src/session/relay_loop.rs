@@ -638,7 +638,7 @@ impl Wakers {
 
 /// One log line and one counter per heal event.
 pub fn report(ev: &HealEvent, pool: &Pool, server_id: u64, server_pid: i32, metrics: &Metrics) {
-    metrics.heal(ev.outcome);
+    metrics.heal(ev.outcome, &pool.key.database);
     metrics
         .heals
         .push(&pool.key.database, &pool.key.user, ev, server_pid);
