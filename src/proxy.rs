@@ -231,6 +231,7 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
             watchers.push(tokio::spawn(crate::watch::watch_forever(
                 db.clone(),
                 pools.epoch_for(&db.name),
+                metrics.schema_watch_up.with_label_values(&[&db.name]),
             )));
         }
     }

@@ -294,3 +294,59 @@ async fn readyz_names_an_unreachable_database_unless_allowed_down() {
         0.0
     );
 }
+
+/// `pgheal healthcheck`, as Docker runs it: its exit status and what it says.
+async fn healthcheck(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(15),
+        common::bin::pgheal_cmd()
+            .arg("healthcheck")
+            .args(args)
+            .env("PGHEAL_METRICS_LISTEN", addr.to_string())
+            .output(),
+    )
+    .await
+    .expect("pgheal healthcheck ends within 15 s")
+    .expect("run pgheal healthcheck");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_exits_by_readiness() {
+    let pg = start_pg();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let p = proxy(
+        &pg,
+        &format!("[databases.ghost]\nhost = \"127.0.0.1\"\nport = {port}\n"),
+    )
+    .await;
+    let addr = p.metrics_addr.expect("metrics listener");
+    let (ok, text) = healthcheck(addr, &[]).await;
+    assert!(!ok, "ghost is down: {text}");
+    assert!(text.contains("database ghost unreachable"), "{text}");
+    let (ok, text) = healthcheck(addr, &["--allow-down", "ghost"]).await;
+    assert!(ok, "{text}");
+    assert_eq!(text, "ready\n");
+    p.pause();
+    let (ok, text) = healthcheck(addr, &["--allow-down", "ghost"]).await;
+    assert!(!ok, "paused: {text}");
+    assert!(text.contains("not ready: paused"), "{text}");
+    let (ok, text) = healthcheck(addr, &["--live"]).await;
+    assert!(ok, "alive while paused: {text}");
+    p.resume();
+    p.trigger_shutdown();
+    let (ok, text) = healthcheck(addr, &["--allow-down", "ghost"]).await;
+    assert!(!ok, "shutting down: {text}");
+    assert!(text.contains("shutting down"), "{text}");
+    tokio::time::timeout(Duration::from_secs(15), p.wait())
+        .await
+        .expect("pgheal stops within 15 s");
+}

@@ -119,9 +119,79 @@ pub fn allow_down(query: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The address to probe for a listen address: an unspecified one (`0.0.0.0`, `[::]`) is
+/// probed on the loopback address of its family; a name is resolved.
+pub fn probe_addr(listen: &str) -> std::io::Result<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+    let mut a = listen.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{listen} has no address"),
+        )
+    })?;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    Ok(a)
+}
+
+/// `pgheal healthcheck`: GET `path` on `addr`, within `timeout`. `Ok(body)` for a 200,
+/// `Err(why)` for any other status or a failed request.
+pub async fn probe(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut raw = Vec::new();
+        // The answers are small; cap what is read all the same.
+        (&mut s).take(1 << 20).read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(raw)) => raw,
+        Ok(Err(e)) => return Err(format!("{addr}: {e}")),
+        Err(_) => return Err(format!("{addr}: no answer within {timeout:?}")),
+    };
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(body.to_owned())
+    } else {
+        let first = head.lines().next().unwrap_or("no answer");
+        Err(format!("{path}: {first}\n{body}").trim_end().to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unspecified_addresses_are_probed_on_loopback() {
+        assert_eq!(
+            probe_addr("0.0.0.0:9187").unwrap(),
+            "127.0.0.1:9187".parse().unwrap()
+        );
+        assert_eq!(
+            probe_addr("[::]:9187").unwrap(),
+            "[::1]:9187".parse().unwrap()
+        );
+        assert_eq!(
+            probe_addr("10.1.2.3:9").unwrap(),
+            "10.1.2.3:9".parse().unwrap()
+        );
+    }
 
     #[test]
     fn allow_down_lists_databases() {
