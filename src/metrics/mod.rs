@@ -24,6 +24,7 @@ use crate::heal::Outcome;
 
 pub mod heal_log;
 pub mod health;
+pub mod oplog;
 pub mod pools;
 
 pub struct Metrics {

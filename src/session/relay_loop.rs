@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::watch;
 
 use crate::config::PoolMode;
-use crate::heal::{HealEvent, Outbox, Outcome, Relay, Rest};
+use crate::heal::{HealEvent, Outbox, Relay, Rest};
 use crate::metrics::Metrics;
 use crate::net::{ClientReader, ClientWriter, NetError};
 use crate::pool::stats::Activity;
@@ -642,14 +642,5 @@ pub fn report(ev: &HealEvent, pool: &Pool, server_id: u64, server_pid: i32, metr
     metrics
         .heals
         .push(&pool.key.database, &pool.key.user, ev, server_pid);
-    match ev.outcome {
-        Outcome::Healed | Outcome::Projected => tracing::info!(
-            outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, change = %ev.detail,
-            server = server_id, server_pid, "healed a stale prepared statement"
-        ),
-        Outcome::Refused | Outcome::ForwardedInTransaction => tracing::warn!(
-            outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, reason = %ev.detail,
-            server = server_id, server_pid, "forwarded a cached-plan error to the client"
-        ),
-    }
+    crate::metrics::heal_log::log(ev, server_id, server_pid);
 }
