@@ -167,8 +167,8 @@ async fn a_waiting_client_shows_in_the_gauges_and_activity_in_the_counters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heal_counts_under_its_database_and_moves_the_epoch() {
     let pg = start_pg_with_orders("");
-    let p = proxy(&pg, "").await;
-    let c = connect(&proxy_url(&p)).await;
+    let p = proxy(&pg, "[heal]\nsavepoint_guard = \"always\"\n").await;
+    let mut c = connect(&proxy_url(&p)).await;
     let body = scrape(&p).await;
     let zero = "database=\"appdb\",outcome=\"projected\"";
     assert_eq!(value(&body, "pgheal_heal_events_total", zero), 0.0);
@@ -208,6 +208,19 @@ async fn a_heal_counts_under_its_database_and_moves_the_epoch() {
         "the cached-plan error moved the epoch: {body}"
     );
     assert_eq!(epoch as u64, p.schema_epoch(DB));
+    // A Bind inside a transaction block goes behind the savepoint guard, counted in its pool.
+    let tx = c.transaction().await.expect("BEGIN");
+    assert_eq!(tx.query(&stmt, &[&2i32]).await.expect("guarded").len(), 1);
+    tx.commit().await.expect("COMMIT");
+    let body = scrape(&p).await;
+    assert!(
+        value(&body, "pgheal_pool_savepoint_guards_total", POOL) >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "pgheal_pool_savepoint_guard_heals_total", POOL),
+        0.0
+    );
     // The statement stays prepared on the server connection.
     assert!(value(&body, "pgheal_pool_server_prepared_statements", POOL) >= 1.0);
     assert!(value(&body, "pgheal_pool_server_prepared_statements_max", POOL) >= 1.0);

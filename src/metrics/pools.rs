@@ -59,6 +59,8 @@ struct Figures {
     pool_size: u64,
     prepared: u64,
     prepared_max: u64,
+    guards: u64,
+    guard_heals: u64,
     totals: Totals,
     query_hist: [u64; BUCKET_BOUNDS_US.len() + 1],
     xact_hist: [u64; BUCKET_BOUNDS_US.len() + 1],
@@ -101,6 +103,9 @@ impl Figures {
             self.prepared += n;
             self.prepared_max = self.prepared_max.max(n);
         }
+        let (guards, heals) = s.guard_counts();
+        self.guards += guards;
+        self.guard_heals += heals;
         self.totals.add(&s.totals());
         add_hist(&mut self.query_hist, s.query_hist.counts());
         add_hist(&mut self.xact_hist, s.xact_hist.counts());
@@ -161,6 +166,8 @@ const FAMILIES: &[Family] = &[
     fam!("pgheal_pool_server_parses_total", Counter, POOL, "Parse messages pgheal sent to servers"),
     fam!("pgheal_pool_binds_total", Counter, POOL, "Bind messages received from clients"),
     fam!("pgheal_pool_client_logins_total", Counter, POOL, "Client logins"),
+    fam!("pgheal_pool_savepoint_guards_total", Counter, POOL, "Binds inside transaction blocks bracketed by the savepoint guard"),
+    fam!("pgheal_pool_savepoint_guard_heals_total", Counter, POOL, "Stale plans inside transaction blocks healed behind the savepoint guard"),
     fam!("pgheal_pool_query_duration_seconds", Histogram, POOL, "Query durations, from the client's query to the server's ReadyForQuery"),
     fam!("pgheal_pool_transaction_duration_seconds", Histogram, POOL, "Transaction durations, idle in transaction included"),
     fam!("pgheal_pool_client_wait_seconds", Histogram, POOL, "Time clients waited for a server connection, one observation per assignment"),
@@ -325,6 +332,8 @@ impl Collector for PoolCollector {
                             "pgheal_pool_server_parses_total" => c(t.server_parse_count),
                             "pgheal_pool_binds_total" => c(t.bind_count),
                             "pgheal_pool_client_logins_total" => c(t.client_login_count),
+                            "pgheal_pool_savepoint_guards_total" => c(x.guards),
+                            "pgheal_pool_savepoint_guard_heals_total" => c(x.guard_heals),
                             "pgheal_pool_query_duration_seconds" => {
                                 histogram(POOL, &v, &x.query_hist, t.query_time)
                             }

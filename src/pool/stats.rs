@@ -173,6 +173,10 @@ pub struct PoolStats {
     pub xact_hist: Buckets,
     /// Waits for a server connection (one per server assignment).
     pub wait_hist: Buckets,
+    /// Binds bracketed by the savepoint guard.
+    savepoint_guards: AtomicU64,
+    /// Stale plans healed behind the savepoint guard.
+    savepoint_guard_heals: AtomicU64,
 }
 
 /// Upper bounds of the histogram buckets, in microseconds (100 µs to one minute); a last,
@@ -232,6 +236,8 @@ impl Default for PoolStats {
             query_hist: Buckets::default(),
             xact_hist: Buckets::default(),
             wait_hist: Buckets::default(),
+            savepoint_guards: AtomicU64::new(0),
+            savepoint_guard_heals: AtomicU64::new(0),
         }
     }
 }
@@ -331,6 +337,20 @@ impl PoolStats {
         if a.binds > 0 {
             self.bind_count.fetch_add(a.binds, Relaxed);
         }
+    }
+
+    /// Binds bracketed by the savepoint guard, and stale plans healed behind it.
+    pub fn guarded(&self, guards: u64, heals: u64) {
+        self.savepoint_guards.fetch_add(guards, Relaxed);
+        self.savepoint_guard_heals.fetch_add(heals, Relaxed);
+    }
+
+    /// What [`Self::guarded`] added up: (guarded Binds, heals behind the guard).
+    pub fn guard_counts(&self) -> (u64, u64) {
+        (
+            self.savepoint_guards.load(Relaxed),
+            self.savepoint_guard_heals.load(Relaxed),
+        )
     }
 
     /// A statement was prepared on one of the pool's server connections by pgheal.

@@ -462,6 +462,7 @@ impl Conversation<'_> {
             }
             if out.guards > 0 || out.guard_heals > 0 {
                 self.metrics.savepoint_guards.inc_by(u64::from(out.guards));
+                (self.pool.stats).guarded(u64::from(out.guards), u64::from(out.guard_heals));
                 self.metrics
                     .savepoint_guard_heals
                     .inc_by(u64::from(out.guard_heals));
