@@ -44,12 +44,14 @@ ENV PGHEAL_LISTEN=0.0.0.0:6432 \
 # A fixed user id (6432, the port), so a mounted private key can be given to it (chown 6432,
 # mode 0600): see deploy/make-certs.sh and docker-compose.yml.
 USER pgheal
-# 6432: PostgreSQL clients. 9187: Prometheus metrics (GET /metrics).
+# 6432: PostgreSQL clients. 9187: Prometheus metrics (GET /metrics), /healthz and /readyz.
 EXPOSE 6432 9187
 # pgheal stops accepting on SIGTERM and lets sessions finish for up to PGHEAL_SHUTDOWN_TIMEOUT
 # (default 30 s): give `docker stop` at least that long (docker stop -t 35).
 STOPSIGNAL SIGTERM
-# Is the client port accepting connections? (bash's /dev/tcp: the slim image has no curl.)
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PGHEAL_LISTEN##*:}"]
+# Is pgheal ready for clients? `pgheal healthcheck` asks GET /readyz on the metrics listener
+# (PGHEAL_METRICS_LISTEN): listening, not paused or shutting down, every configured database
+# reachable (`--allow-down NAME` for one allowed to be down; `--live` asks /healthz only).
+HEALTHCHECK --interval=10s --timeout=4s --start-period=5s --retries=3 \
+    CMD ["pgheal", "healthcheck", "--timeout", "3"]
 ENTRYPOINT ["pgheal"]

@@ -162,6 +162,40 @@ fn subcommand(command: Command) -> ExitCode {
                 }
             })
         }
+        Command::Healthcheck {
+            metrics_listen,
+            live,
+            allow_down,
+            timeout,
+        } => {
+            use pgheal::metrics::health;
+            let addr = match health::probe_addr(&metrics_listen) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("pgheal healthcheck: metrics address {metrics_listen:?}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let path = if live {
+                "/healthz".to_owned()
+            } else if allow_down.is_empty() {
+                "/readyz".to_owned()
+            } else {
+                format!("/readyz?allow_down={}", allow_down.join(","))
+            };
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .unwrap_or(std::time::Duration::from_secs(5));
+            match runtime.block_on(health::probe(addr, &path, timeout)) {
+                Ok(body) => {
+                    print!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("pgheal healthcheck: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -227,13 +227,13 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         .collect::<std::io::Result<Vec<_>>>()?;
     let addr = addrs[0];
     let metrics = Metrics::new();
-    let metrics_addr = match cfg.metrics_listen {
-        Some(a) => {
-            let l = metrics::bind(a).await?;
-            let local = l.local_addr()?;
-            tokio::spawn(metrics::serve(l, metrics.clone()));
-            Some(local)
-        }
+    metrics.set_databases(cfg.databases.keys());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(metrics::bind(a).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
         None => None,
     };
     let pools = Pools::new(config.clone(), metrics.clone());
@@ -250,12 +250,18 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
             watchers.push(tokio::spawn(crate::watch::watch_forever(
                 db.clone(),
                 pools.epoch_for(&db.name),
+                metrics.schema_watch_up.with_label_values(&[&db.name]),
             )));
         }
     }
     let clients = Arc::new(ClientList::default());
     let stop = Arc::new(watch::channel(None).0);
     let mut stop_rx = stop.subscribe();
+    metrics.register_pools(&pools, clients.clone(), config.clone());
+    if let Some(l) = metrics_listener {
+        let health = metrics::health::Health::new(&pools, config.clone(), stop.subscribe());
+        tokio::spawn(metrics::serve(l, metrics.clone(), Some(health)));
+    }
     let shared = Arc::new(Shared {
         config: config.clone(),
         pools: pools.clone(),

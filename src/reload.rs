@@ -49,6 +49,7 @@ fn apply(shared: &Shared, r: &Reloaded) {
         );
     }
     shared.client_slots.resize(r.new.max_client_conn);
+    shared.metrics.set_databases(r.new.databases.keys());
     shared.pools.reconfigure(&r.old, &r.new);
     crate::net::tls::reload_server_files(true);
     if r.new.process.verbose != r.old.process.verbose {

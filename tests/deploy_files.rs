@@ -164,6 +164,29 @@ fn the_dockerfile_sets_real_settings_and_exposes_the_ports_pgheal_listens_on() {
         .find(|(i, a)| i == "RUN" && a.contains("useradd"))
         .expect("a useradd step");
     assert!(useradd.1.contains("--uid 6432"), "{}", useradd.1);
+    // The health check asks pgheal itself (GET /readyz on the metrics listener the image
+    // sets), with a command line pgheal accepts.
+    let check = ins
+        .iter()
+        .rev()
+        .find(|(i, _)| i == "HEALTHCHECK")
+        .expect("a HEALTHCHECK");
+    let exec = check
+        .1
+        .split_once("CMD ")
+        .map(|(_, c)| c.trim())
+        .expect("HEALTHCHECK ... CMD [...]");
+    let argv: Vec<String> = serde_json::from_str(exec).expect("CMD in exec form");
+    assert_eq!(argv[..2], ["pgheal", "healthcheck"], "{exec}");
+    let cli = <pgheal::config::cli::Cli as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{exec}: {e}"));
+    assert!(
+        matches!(
+            cli.command,
+            Some(pgheal::config::cli::Command::Healthcheck { live: false, .. })
+        ),
+        "the check asks for readiness: {exec}"
+    );
 }
 
 fn compose() -> Value {

@@ -617,11 +617,11 @@ async fn metrics_endpoint_reports_heals() {
     .unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
-        body.contains("pgheal_heal_events_total{outcome=\"projected\"} 1"),
+        body.contains("pgheal_heal_events_total{database=\"appdb\",outcome=\"projected\"} 1"),
         "{body}"
     );
     assert!(
-        body.contains("pgheal_heal_events_total{outcome=\"refused\"} 0"),
+        body.contains("pgheal_heal_events_total{database=\"appdb\",outcome=\"refused\"} 0"),
         "{body}"
     );
 }

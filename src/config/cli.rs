@@ -56,6 +56,22 @@ pub enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Ask a running pgheal whether it is ready (GET /readyz on its metrics listener), for
+    /// Docker's HEALTHCHECK: exit 0 if so, 1 if not (the reasons go to stderr).
+    Healthcheck {
+        /// The metrics listener of the pgheal to ask (0.0.0.0 and [::] mean this host).
+        #[arg(long, env = "PGHEAL_METRICS_LISTEN", default_value = "127.0.0.1:9187")]
+        metrics_listen: String,
+        /// Only ask whether the process serves (GET /healthz), not whether it is ready.
+        #[arg(long)]
+        live: bool,
+        /// Databases allowed to be down (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        allow_down: Vec<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
 }
 
 /// Settings for running the proxy. Every flag overrides the file.

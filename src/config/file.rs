@@ -106,6 +106,14 @@ pub struct General {
     pub stats_users: Option<Vec<String>>,
     /// Seconds between the snapshots the admin console's averages are computed over.
     pub stats_period: Option<f64>,
+    /// Log each login (PgBouncer's `log_connections`).
+    pub log_connections: Option<bool>,
+    /// Log each client session's end and why (`log_disconnections`).
+    pub log_disconnections: Option<bool>,
+    /// Log each error pgheal itself sends a client (`log_pooler_errors`).
+    pub log_pooler_errors: Option<bool>,
+    /// Log a summary line per database every `stats_period` (`log_stats`).
+    pub log_stats: Option<bool>,
     /// TLS from clients: disable (default), allow, prefer, require, verify-ca, verify-full
     /// (PgBouncer's meanings).
     pub client_tls_sslmode: Option<super::tls::SslMode>,

@@ -240,6 +240,30 @@ pub struct PoolDefaults {
     pub pool_mode: PoolMode,
 }
 
+/// Which operator log lines are written (PgBouncer's `log_*` keys, all on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `login attempt: db=... user=... tls=...` for each client login.
+    pub connections: bool,
+    /// `closing because: ... (age=...s)` for each client session's end.
+    pub disconnections: bool,
+    /// `pooler error: ...` for each error pgheal itself sends a client.
+    pub pooler_errors: bool,
+    /// `stats: ...` per database every `stats_period`.
+    pub stats: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            connections: true,
+            disconnections: true,
+            pooler_errors: true,
+            stats: true,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -286,6 +310,8 @@ pub struct Config {
     pub stats_users: Vec<String>,
     /// The period of the admin console's averages (`stats_period`).
     pub stats_period: Duration,
+    /// Operator log lines, PgBouncer's keys (see `crate::metrics::oplog`).
+    pub log: LogSettings,
     /// Event loops, one thread each (see [`crate::event_loops`]).
     pub threads: usize,
     pub log_format: LogFormat,

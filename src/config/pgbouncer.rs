@@ -360,6 +360,10 @@ fn general(
         admin_users: set.get("admin_users").map(|e| name_list(&e.value)),
         stats_users: set.get("stats_users").map(|e| name_list(&e.value)),
         stats_period: Some(at_least("stats_period", int_or("stats_period", 60)?, 1)? as f64),
+        log_connections: Some(int_or("log_connections", 1)? != 0),
+        log_disconnections: Some(int_or("log_disconnections", 1)? != 0),
+        log_pooler_errors: Some(int_or("log_pooler_errors", 1)? != 0),
+        log_stats: Some(int_or("log_stats", 1)? != 0),
     })
 }
 

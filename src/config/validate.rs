@@ -647,6 +647,12 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         admin_users: g.admin_users.unwrap_or_default(),
         stats_users: g.stats_users.unwrap_or_default(),
         stats_period: seconds("stats_period", g.stats_period, 60.0)?,
+        log: crate::config::LogSettings {
+            connections: g.log_connections.unwrap_or(true),
+            disconnections: g.log_disconnections.unwrap_or(true),
+            pooler_errors: g.log_pooler_errors.unwrap_or(true),
+            stats: g.log_stats.unwrap_or(true),
+        },
         threads,
         log_format,
         metrics_listen,

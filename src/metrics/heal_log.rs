@@ -11,6 +11,34 @@ use crate::heal::{HealEvent, Outcome};
 /// Events kept.
 pub const CAPACITY: usize = 256;
 
+/// What the client received, in words, for the log line of a heal event.
+pub fn client_received(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Healed => "healed rows in the shape it prepared",
+        Outcome::Projected => "rows projected onto the columns it prepared",
+        Outcome::Refused => "PostgreSQL's error (pgheal refused to heal)",
+        Outcome::ForwardedInTransaction => {
+            "PostgreSQL's error (inside a transaction block that began in an earlier batch)"
+        }
+    }
+}
+
+/// The log line of one heal event: what changed (types by name: `integer → bigint`) and what
+/// the client received. Heals at info, errors that reached the client at warning.
+pub fn log(ev: &HealEvent, server_id: u64, server_pid: i32) {
+    let received = client_received(ev.outcome);
+    match ev.outcome {
+        Outcome::Healed | Outcome::Projected => tracing::info!(
+            outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, change = %ev.detail,
+            server = server_id, server_pid, "healed a stale prepared statement: {}; the client received {received}", ev.detail
+        ),
+        Outcome::Refused | Outcome::ForwardedInTransaction => tracing::warn!(
+            outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, reason = %ev.detail,
+            server = server_id, server_pid, "forwarded a cached-plan error to the client: {}; the client received {received}", ev.detail
+        ),
+    }
+}
+
 /// One event as `SHOW HEALS` lists it.
 #[derive(Debug, Clone)]
 pub struct HealRecord {

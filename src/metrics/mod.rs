@@ -2,9 +2,17 @@
 //!
 //! The registry is owned by [`Metrics`] (no global registry), so tests can run several pgheal
 //! instances in one process and read each one's counters.
+//!
+//! Process-wide counters live here; the per-pool figures are read at scrape time from the
+//! pools' own accounting by [`pools::PoolCollector`], registered once the pools exist
+//! ([`Metrics::register_pools`]). No label set grows without bound: databases are the
+//! configured ones or `other`, users the configured ones or `other` (see [`pools`]), and
+//! statement text is never a label. The same listener answers `/healthz` and `/readyz`
+//! ([`health`]).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -15,11 +23,19 @@ use tokio::net::TcpListener;
 use crate::heal::Outcome;
 
 pub mod heal_log;
+pub mod health;
+pub mod oplog;
+pub mod pools;
 
 pub struct Metrics {
     pub registry: Registry,
-    /// `pgheal_heal_events_total{outcome}`.
+    /// `pgheal_heal_events_total{database, outcome}`.
     pub heal_events: IntCounterVec,
+    /// Configured databases: the `database` label values besides `other` (set at start and
+    /// by each reload).
+    databases: RwLock<BTreeSet<String>>,
+    /// `pgheal_schema_watch_up{database}`: 1 while the schema watch of a database listens.
+    pub schema_watch_up: IntGaugeVec,
     pub client_connections: IntGauge,
     pub server_connections: IntGauge,
     /// `pgheal_clients_refused_total{reason}`: auth_failed, unknown_database, max_client_conn,
@@ -65,11 +81,22 @@ impl Metrics {
         let heal_events = IntCounterVec::new(
             Opts::new(
                 "pgheal_heal_events_total",
-                "Cached-plan errors seen, by what pgheal did",
+                "Cached-plan errors seen, by database and what pgheal did",
             ),
-            &["outcome"],
+            &["database", "outcome"],
         )
         .expect("valid metric");
+        let schema_watch_up = IntGaugeVec::new(
+            Opts::new(
+                "pgheal_schema_watch_up",
+                "1 while the schema watch (schema_watch = \"listen\") of a database listens, 0 while it is down",
+            ),
+            &["database"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(schema_watch_up.clone()))
+            .expect("unique metric");
         let client_connections =
             IntGauge::new("pgheal_client_connections", "Open client connections")
                 .expect("valid metric");
@@ -181,18 +208,11 @@ impl Metrics {
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
         }
-        // Export every outcome from the start, so dashboards see zeros rather than gaps.
-        for o in [
-            Outcome::Healed,
-            Outcome::Projected,
-            Outcome::Refused,
-            Outcome::ForwardedInTransaction,
-        ] {
-            heal_events.with_label_values(&[o.label()]);
-        }
         Arc::new(Metrics {
             registry,
             heal_events,
+            databases: RwLock::new(BTreeSet::new()),
+            schema_watch_up,
             client_connections,
             server_connections,
             clients_refused,
@@ -211,12 +231,62 @@ impl Metrics {
         })
     }
 
-    pub fn heal(&self, outcome: Outcome) {
-        self.heal_events.with_label_values(&[outcome.label()]).inc();
+    /// Name the configured databases (at start and after a reload): heal events of other databases (made
+    /// from the `*` entry) count under `other`. Every outcome of every database is exported
+    /// from the start, so dashboards see zeros rather than gaps.
+    pub fn set_databases<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
+        let names: BTreeSet<String> = names.into_iter().cloned().collect();
+        for db in names.iter().map(String::as_str).chain([pools::OTHER]) {
+            for o in ALL_OUTCOMES {
+                self.heal_events.with_label_values(&[db, o.label()]);
+            }
+        }
+        *self.databases.write().unwrap_or_else(|p| p.into_inner()) = names;
     }
 
+    /// The `database` label of a database: its name if configured, else `other`.
+    pub fn database_label<'a>(&self, database: &'a str) -> &'a str {
+        let known = self.databases.read().unwrap_or_else(|p| p.into_inner());
+        if known.contains(database) {
+            database
+        } else {
+            pools::OTHER
+        }
+    }
+
+    pub fn heal(&self, outcome: Outcome, database: &str) {
+        self.heal_events
+            .with_label_values(&[self.database_label(database), outcome.label()])
+            .inc();
+    }
+
+    /// Heal events with this outcome, every database added up.
     pub fn heal_count(&self, outcome: Outcome) -> u64 {
-        self.heal_events.with_label_values(&[outcome.label()]).get()
+        use prometheus::core::Collector;
+        self.heal_events
+            .collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.get_name() == "outcome" && l.get_value() == outcome.label())
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// Export the per-pool figures of `pools` (see [`pools::PoolCollector`]).
+    pub fn register_pools(
+        &self,
+        pools: &Arc<crate::pool::Pools>,
+        clients: Arc<crate::session::clients::ClientList>,
+        config: Arc<crate::config::live::LiveConfig>,
+    ) {
+        let c = pools::PoolCollector::new(pools, clients, config);
+        if let Err(e) = self.registry.register(Box::new(c)) {
+            tracing::warn!(error = %e, "per-pool metrics not registered");
+        }
     }
 
     /// The text exposition format.
@@ -227,13 +297,26 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+const ALL_OUTCOMES: [Outcome; 4] = [
+    Outcome::Healed,
+    Outcome::Projected,
+    Outcome::Refused,
+    Outcome::ForwardedInTransaction,
+];
+
+/// Serve `GET /metrics`, `/healthz` and `/readyz` (see [`health`]) on `listener` until the
+/// task is dropped. Without `health`, `/readyz` answers as `/healthz`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Option<Arc<health::Health>>,
+) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let mut req = [0u8; 2048];
             let n =
@@ -244,10 +327,29 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                     _ => return,
                 };
             let head = String::from_utf8_lossy(&req[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", metrics.render())
-            } else {
-                ("404 Not Found", "see /metrics\n".to_owned())
+            // "GET /path?query HTTP/1.1"
+            let target = head
+                .strip_prefix("GET ")
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or("");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", metrics.render()),
+                "/healthz" => ("200 OK", "ok\n".to_owned()),
+                "/readyz" => match &health {
+                    None => ("200 OK", "ready\n".to_owned()),
+                    Some(h) => match h.ready(&health::allow_down(query)).await {
+                        Ok(()) => ("200 OK", "ready\n".to_owned()),
+                        Err(why) => (
+                            "503 Service Unavailable",
+                            format!("not ready: {}\n", why.join("\nnot ready: ")),
+                        ),
+                    },
+                },
+                _ => (
+                    "404 Not Found",
+                    "see /metrics, /healthz, /readyz\n".to_owned(),
+                ),
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

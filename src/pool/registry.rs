@@ -210,10 +210,13 @@ impl Pools {
             if rotate {
                 period_start = tokio::time::Instant::now();
             }
-            for p in pools {
-                if rotate {
+            if rotate {
+                for p in &pools {
                     p.stats.rotate();
                 }
+                crate::metrics::oplog::stats(&self.config.current().log, &pools);
+            }
+            for p in pools {
                 p.maintain().await;
             }
         }

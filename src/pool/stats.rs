@@ -10,6 +10,12 @@
 //!   list of them: its state and link change with atomics; the list changes (under a mutex)
 //!   only when a connection opens or closes.
 //!
+//! Three fixed-bucket histograms (query and transaction durations, client wait) are kept the
+//! same way, one atomic per bucket ([`Buckets`]), observed where the matching counter is
+//! added; their sums and counts are the totals above, so the Prometheus histograms and
+//! `SHOW STATS` can never disagree. The metrics endpoint reads them at scrape time
+//! (`crate::metrics::pools`).
+//!
 //! Averages are PgBouncer's: per second (or per transaction/query for times) over the last
 //! `stats_period`, from two snapshots of the totals the maintenance task rotates
 //! ([`PoolStats::rotate`]).
@@ -161,6 +167,44 @@ pub struct PoolStats {
     /// Server connections given back and being reset before they are idle.
     resetting: AtomicI64,
     periods: Mutex<Periods>,
+    /// Query durations.
+    pub query_hist: Buckets,
+    /// Transaction durations.
+    pub xact_hist: Buckets,
+    /// Waits for a server connection (one per server assignment).
+    pub wait_hist: Buckets,
+    /// Binds bracketed by the savepoint guard.
+    savepoint_guards: AtomicU64,
+    /// Stale plans healed behind the savepoint guard.
+    savepoint_guard_heals: AtomicU64,
+}
+
+/// Upper bounds of the histogram buckets, in microseconds (100 µs to one minute); a last,
+/// unbounded bucket takes the rest.
+pub const BUCKET_BOUNDS_US: [u64; 13] = [
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
+    30_000_000, 60_000_000,
+];
+
+/// A histogram's counts, one per bucket of [`BUCKET_BOUNDS_US`] plus the unbounded one (not
+/// cumulative; the exporter adds them up).
+#[derive(Debug, Default)]
+pub struct Buckets([AtomicU64; BUCKET_BOUNDS_US.len() + 1]);
+
+impl Buckets {
+    /// `n` observations of `us` microseconds each.
+    pub fn observe(&self, us: u64, n: u64) {
+        let i = BUCKET_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKET_BOUNDS_US.len());
+        self.0[i].fetch_add(n, Relaxed);
+    }
+
+    /// The count of each bucket, not cumulative.
+    pub fn counts(&self) -> [u64; BUCKET_BOUNDS_US.len() + 1] {
+        std::array::from_fn(|i| self.0[i].load(Relaxed))
+    }
 }
 
 impl Default for PoolStats {
@@ -189,6 +233,11 @@ impl Default for PoolStats {
                 older: (now - Duration::from_secs(1), Totals::default()),
                 newer: (now, Totals::default()),
             }),
+            query_hist: Buckets::default(),
+            xact_hist: Buckets::default(),
+            wait_hist: Buckets::default(),
+            savepoint_guards: AtomicU64::new(0),
+            savepoint_guard_heals: AtomicU64::new(0),
         }
     }
 }
@@ -254,6 +303,7 @@ impl PoolStats {
     pub fn assigned(&self, wait: Duration) {
         self.server_assignment_count.fetch_add(1, Relaxed);
         self.wait_time.fetch_add(micros(wait), Relaxed);
+        self.wait_hist.observe(micros(wait), 1);
     }
 
     pub fn login(&self) {
@@ -265,10 +315,15 @@ impl PoolStats {
         if a.queries > 0 {
             self.query_count.fetch_add(a.queries, Relaxed);
             self.query_time.fetch_add(micros(a.query_time), Relaxed);
+            // Sessions report each query on its own; a report of several counts their mean.
+            self.query_hist
+                .observe(micros(a.query_time) / a.queries, a.queries);
         }
         if a.transactions > 0 {
             self.xact_count.fetch_add(a.transactions, Relaxed);
             self.xact_time.fetch_add(micros(a.xact_time), Relaxed);
+            self.xact_hist
+                .observe(micros(a.xact_time) / a.transactions, a.transactions);
         }
         if a.client_bytes > 0 {
             self.client_bytes.fetch_add(a.client_bytes, Relaxed);
@@ -282,6 +337,20 @@ impl PoolStats {
         if a.binds > 0 {
             self.bind_count.fetch_add(a.binds, Relaxed);
         }
+    }
+
+    /// Binds bracketed by the savepoint guard, and stale plans healed behind it.
+    pub fn guarded(&self, guards: u64, heals: u64) {
+        self.savepoint_guards.fetch_add(guards, Relaxed);
+        self.savepoint_guard_heals.fetch_add(heals, Relaxed);
+    }
+
+    /// What [`Self::guarded`] added up: (guarded Binds, heals behind the guard).
+    pub fn guard_counts(&self) -> (u64, u64) {
+        (
+            self.savepoint_guards.load(Relaxed),
+            self.savepoint_guard_heals.load(Relaxed),
+        )
     }
 
     /// A statement was prepared on one of the pool's server connections by pgheal.
@@ -532,5 +601,22 @@ mod tests {
             (t.query_count, t.query_time, t.xact_count, t.xact_time),
             (2, 30, 1, 40)
         );
+        // Two queries of 15 µs on average, one transaction of 40 µs: the first bucket.
+        assert_eq!(s.query_hist.counts()[0], 2);
+        assert_eq!(s.xact_hist.counts()[0], 1);
+    }
+
+    #[test]
+    fn buckets_take_each_value_in_the_first_bound_not_below_it() {
+        let b = Buckets::default();
+        b.observe(100, 1);
+        b.observe(101, 2);
+        b.observe(60_000_000, 1);
+        b.observe(u64::MAX, 3);
+        let c = b.counts();
+        assert_eq!((c[0], c[1]), (1, 2));
+        assert_eq!(c[BUCKET_BOUNDS_US.len() - 1], 1);
+        assert_eq!(c[BUCKET_BOUNDS_US.len()], 3);
+        assert_eq!(c.iter().sum::<u64>(), 7);
     }
 }

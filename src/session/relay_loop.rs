@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::watch;
 
 use crate::config::PoolMode;
-use crate::heal::{HealEvent, Outbox, Outcome, Relay, Rest};
+use crate::heal::{HealEvent, Outbox, Relay, Rest};
 use crate::metrics::Metrics;
 use crate::net::{ClientReader, ClientWriter, NetError};
 use crate::pool::stats::Activity;
@@ -462,6 +462,7 @@ impl Conversation<'_> {
             }
             if out.guards > 0 || out.guard_heals > 0 {
                 self.metrics.savepoint_guards.inc_by(u64::from(out.guards));
+                (self.pool.stats).guarded(u64::from(out.guards), u64::from(out.guard_heals));
                 self.metrics
                     .savepoint_guard_heals
                     .inc_by(u64::from(out.guard_heals));
@@ -638,18 +639,9 @@ impl Wakers {
 
 /// One log line and one counter per heal event.
 pub fn report(ev: &HealEvent, pool: &Pool, server_id: u64, server_pid: i32, metrics: &Metrics) {
-    metrics.heal(ev.outcome);
+    metrics.heal(ev.outcome, &pool.key.database);
     metrics
         .heals
         .push(&pool.key.database, &pool.key.user, ev, server_pid);
-    match ev.outcome {
-        Outcome::Healed | Outcome::Projected => tracing::info!(
-            outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, change = %ev.detail,
-            server = server_id, server_pid, "healed a stale prepared statement"
-        ),
-        Outcome::Refused | Outcome::ForwardedInTransaction => tracing::warn!(
-            outcome = ev.outcome.label(), statement = %ev.statement, sql = %ev.sql, reason = %ev.detail,
-            server = server_id, server_pid, "forwarded a cached-plan error to the client"
-        ),
-    }
+    crate::metrics::heal_log::log(ev, server_id, server_pid);
 }

@@ -67,6 +67,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
     let cfg = shared.config.current();
     let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
+    let opened_at = std::time::Instant::now();
     let opened = open(
         stream,
         cfg.client_tls.state.as_ref(),
@@ -109,8 +110,24 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             SessionError::Net(_) => {
                 tracing::debug!(parent: &span, error = %e, "client connection ended")
             }
-            _ => tracing::info!(parent: &span, error = %e, "client session failed"),
+            _ => tracing::debug!(parent: &span, error = %e, "client session failed"),
         }
+        let to_client = e.client_error().is_some();
+        crate::metrics::oplog::session_end(
+            &cfg.log,
+            &span,
+            Some(&e),
+            to_client,
+            opened_at.elapsed(),
+        );
+    } else {
+        crate::metrics::oplog::session_end(
+            &cfg.log,
+            &span,
+            None,
+            false,
+            opened_at.elapsed(),
+        );
     }
     if let Some(mut writer) = writer {
         let _ = writer.shutdown().await;
@@ -282,6 +299,7 @@ async fn login(
     let span = tracing::Span::current();
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
+    crate::metrics::oplog::login_attempt(&cfg.log, &dbname, &user, reader.get_ref().is_tls());
     if cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() {
         return Err(SessionError::TlsRequired {
             host: client.peer.ip().to_string(),

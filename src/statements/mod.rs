@@ -20,6 +20,7 @@ pub mod projection;
 pub mod registry;
 pub mod server;
 pub mod sql_prepare;
+pub mod type_names;
 
 pub use names::{Described, StatementNames};
 pub use projection::{Projection, ProjectionError};

@@ -19,7 +19,11 @@ use crate::protocol::{encode, Frame, ProtocolError};
 pub enum ProjectionError {
     #[error("column \"{0}\" is gone")]
     ColumnGone(String),
-    #[error("column \"{name}\" changed type from {from} to {to}")]
+    #[error(
+        "column \"{name}\" changed type: {} → {}",
+        super::type_names::display(*.from),
+        super::type_names::display(*.to)
+    )]
     TypeChanged { name: String, from: u32, to: u32 },
 }
 

@@ -72,11 +72,13 @@ pub async fn install(url: &str) -> Result<(), tokio_postgres::Error> {
 }
 
 /// Listen for schema changes of `db` until the task is dropped, advancing `epoch` on each.
-/// Reconnects with backoff (1 s doubling to 30 s) and logs while the watch is down.
-pub async fn watch_forever(db: Database, epoch: Arc<SchemaEpoch>) {
+/// Reconnects with backoff (1 s doubling to 30 s) and logs while the watch is down;
+/// `up` (`pgheal_schema_watch_up{database}`) is 1 while it listens.
+pub async fn watch_forever(db: Database, epoch: Arc<SchemaEpoch>, up: prometheus::IntGauge) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match watch_once(&db, &epoch).await {
+        up.set(0);
+        match watch_once(&db, &epoch, &up).await {
             Ok(()) => tracing::warn!(db = %db.name, "schema watch connection closed; reconnecting"),
             Err(e) => {
                 tracing::warn!(db = %db.name, error = %e, retry_in = ?backoff, "schema watch is down")
@@ -89,7 +91,11 @@ pub async fn watch_forever(db: Database, epoch: Arc<SchemaEpoch>) {
     }
 }
 
-async fn watch_once(db: &Database, epoch: &Arc<SchemaEpoch>) -> Result<(), tokio_postgres::Error> {
+async fn watch_once(
+    db: &Database,
+    epoch: &Arc<SchemaEpoch>,
+    up: &prometheus::IntGauge,
+) -> Result<(), tokio_postgres::Error> {
     let (client, mut conn) = pg_config(db).connect(tokio_postgres::NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -108,6 +114,7 @@ async fn watch_once(db: &Database, epoch: &Arc<SchemaEpoch>) -> Result<(), tokio
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     tracing::info!(db = %db.name, "schema watch is listening");
+    up.set(1);
     while let Some(tag) = rx.recv().await {
         let e = epoch.bump("schema watch notification");
         tracing::info!(db = %db.name, command = %tag, epoch = e, "schema change seen; statements will be re-prepared");

@@ -8,6 +8,7 @@ pub mod client_tls;
 pub mod drivers;
 pub mod load;
 pub mod login;
+pub mod metrics;
 pub mod pgbench;
 pub mod wire;
 
