@@ -56,6 +56,27 @@ pub enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Tell what a migration does to the statements an app prepares (recorded with
+    /// --record-statements): unchanged, healed by pgheal, breaks even through pgheal, fails.
+    /// Nothing is changed: the migration runs in a transaction that is rolled back, or in a
+    /// scratch database. Exit status 0: nothing breaks; 1: something breaks even through
+    /// pgheal; 2: the check could not run.
+    CheckMigration {
+        /// postgres://user:password@host:port/dbname of a database with the current schema.
+        #[arg(long, env = "PGHEAL_UPSTREAM")]
+        upstream: String,
+        /// The statements file written by --record-statements (JSON lines).
+        #[arg(long)]
+        statements: PathBuf,
+        /// Only the statements recorded for this database (pgheal's name for it).
+        #[arg(long)]
+        database: Option<String>,
+        /// text, markdown (a pull-request comment) or json.
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::migration_check::report::Format,
+        /// The migration: a file of SQL statements.
+        migration: PathBuf,
+    },
 }
 
 /// Settings for running the proxy. Every flag overrides the file.
