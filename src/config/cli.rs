@@ -190,6 +190,10 @@ pub struct RunArgs {
     /// TLS versions for clients: secure (default: 1.2 and 1.3), tlsv1.2, tlsv1.3.
     #[arg(long, env = "PGHEAL_CLIENT_TLS_PROTOCOLS")]
     pub client_tls_protocols: Option<String>,
+    /// Append each distinct statement clients prepare (text, parameter types, result columns)
+    /// to this file, one JSON line each, for `pgheal check-migration`.
+    #[arg(long, env = "PGHEAL_RECORD_STATEMENTS", value_name = "FILE")]
+    pub record_statements: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

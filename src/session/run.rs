@@ -164,7 +164,8 @@ async fn session(
     let mut conversation = Conversation {
         engine: Relay::new(shared.cfg.heal.clone(), naming)
             .with_epoch(epoch)
-            .with_span(span.clone()),
+            .with_span(span.clone())
+            .with_database(&pool.key.database),
         attached,
         pool,
         mode,
