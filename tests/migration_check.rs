@@ -357,3 +357,57 @@ async fn classifies_each_kind_of_migration_and_changes_nothing() {
     assert_eq!(sqlstate(&e).as_deref(), Some("42703"), "{e}");
     let _ = (USER, PASSWORD);
 }
+
+/// In transaction pooling a statement can get its contract from the pool's cache (another
+/// client prepared the same text): it is recorded once all the same, and statements that return
+/// no rows are recorded with no columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_once_in_transaction_pooling() {
+    let pg = start_pg();
+    admin(&pg, SCHEMA);
+    let dir = Dir::new("migcheck-txn");
+    let recorded: PathBuf = dir.0.join("statements.jsonl");
+    let proxy = common::start_proxy(&pg, |a| {
+        a.pool_mode = Some("transaction".into());
+        a.record_statements = Some(recorded.display().to_string());
+    })
+    .await;
+    let one = connect(&proxy_url(&proxy)).await;
+    let two = connect(&proxy_url(&proxy)).await;
+    let a = one.prepare(STAR).await.expect("prepare");
+    let b = two.prepare(STAR).await.expect("prepare in another session");
+    two.prepare(INSERT).await.expect("prepare an INSERT");
+    assert_eq!(one.query(&a, &[&1i32]).await.expect("run").len(), 1);
+    assert_eq!(two.query(&b, &[&2i32]).await.expect("run").len(), 1);
+    let text = std::fs::read_to_string(&recorded).expect("the statements file is written");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["sql"], STAR);
+    assert_eq!(lines[0]["columns"].as_array().unwrap().len(), 5);
+    assert_eq!(lines[1]["sql"], INSERT);
+    assert_eq!(lines[1]["columns"].as_array().unwrap().len(), 0);
+
+    // The file is enough for a check (the database name recorded is pgheal's).
+    let m = dir.write("add.sql", "ALTER TABLE orders ADD COLUMN discount int;");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        pgheal_cmd()
+            .arg("check-migration")
+            .args(["--upstream", &direct_url(&pg)])
+            .arg("--statements")
+            .arg(&recorded)
+            .args(["--database", DB, "--format", "json"])
+            .arg(&m)
+            .output(),
+    )
+    .await
+    .expect("check-migration ends within 120 s")
+    .expect("run pgheal check-migration");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(v["summary"]["healed_projection"], 1, "{v}");
+    assert_eq!(v["summary"]["unchanged"], 1, "{v}");
+}
