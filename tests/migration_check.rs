@@ -188,6 +188,10 @@ async fn classifies_each_kind_of_migration_and_changes_nothing() {
         assert_eq!(verdict(&rows, sql), "unchanged", "{sql}");
         assert!(!direct_0a000(&rows, sql));
     }
+    assert!(
+        rows.values().all(|r| r["already_differs"] == false),
+        "{rows:?}"
+    );
 
     // DROP COLUMN: a contract column gone breaks SELECT *; naming it fails outright.
     let m = dir.write("drop.sql", "ALTER TABLE orders DROP COLUMN note;");
@@ -355,6 +359,13 @@ async fn classifies_each_kind_of_migration_and_changes_nothing() {
         .await
         .expect_err("the renamed column fails outright through pgheal too");
     assert_eq!(sqlstate(&e).as_deref(), Some("42703"), "{e}");
+
+    // The recording is now older than the schema: the check says so.
+    let m = dir.write("later.sql", "ALTER TABLE items ADD COLUMN extra int;");
+    let (_, rows, _) = check_json(&pg, &recorded, &m).await;
+    assert_eq!(rows[STAR]["already_differs"], true);
+    assert_eq!(rows[ITEMS]["already_differs"], false);
+    assert_eq!(verdict(&rows, ITEMS), "healed_projection");
     let _ = (USER, PASSWORD);
 }
 

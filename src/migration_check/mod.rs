@@ -85,6 +85,9 @@ impl Mode {
 pub struct Row {
     pub statement: Recorded,
     pub class: Classification,
+    /// Before the migration the statement already had another result type than recorded (or
+    /// did not prepare): the recording is older than the schema, and the verdict covers both.
+    pub already_differs: bool,
 }
 
 /// The result of a check.
@@ -216,9 +219,14 @@ fn rows(statements: Vec<Recorded>, before: Vec<After>, after: Vec<After>) -> Vec
         .zip(before.iter().zip(after.iter()))
         .map(|(statement, (b, a))| {
             let contract = contract_here(&statement, b);
+            let already_differs = match b {
+                After::Described(here) => classify::result_type_changed(&contract, here),
+                After::Error { .. } => true,
+            };
             Row {
                 class: classify::classify(&contract, a),
                 statement,
+                already_differs,
             }
         })
         .collect()

@@ -52,6 +52,9 @@ fn direct(row: &Row) -> &'static str {
     }
 }
 
+/// The note for [`Row::already_differs`].
+const STALE: &str = "the schema already differed from the recording before this migration";
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -101,6 +104,9 @@ pub fn text(r: &Report) -> String {
             what(row),
             direct(row)
         ));
+        if row.already_differs {
+            out.push_str(&format!("     note:           {STALE}\n"));
+        }
     }
     out.push_str(&format!("\n{}\n", summary(r)));
     if r.exit_status() != 0 {
@@ -119,12 +125,16 @@ pub fn markdown(r: &Report) -> String {
     out.push_str(&format!("{}; {}.\n\n", summary(r), where_ran(r)));
     out.push_str("| # | statement | result | how | without pgheal |\n|---|---|---|---|---|\n");
     for (i, row) in r.rows.iter().enumerate() {
+        let mut how = md_cell(&what(row));
+        if row.already_differs {
+            how.push_str(&format!(" (note: {STALE})"));
+        }
         out.push_str(&format!(
             "| {} | `{}` | {} | {} | {} |\n",
             i + 1,
             md_cell(&row.statement.sql).replace('`', "'"),
             verdict_text(&row.class.verdict),
-            md_cell(&what(row)),
+            how,
             direct(row)
         ));
     }
@@ -163,6 +173,8 @@ struct JsonRow<'a> {
     sqlstate: Option<&'a str>,
     /// Without pgheal the app would have seen 0A000.
     direct_0a000: bool,
+    /// The schema already differed from the recording before the migration.
+    already_differs: bool,
 }
 
 /// JSON for tools.
@@ -199,6 +211,7 @@ pub fn json(r: &Report) -> String {
                     reason,
                     sqlstate,
                     direct_0a000: row.class.direct_0a000,
+                    already_differs: row.already_differs,
                 }
             })
             .collect(),
@@ -235,6 +248,7 @@ mod tests {
                 direct_0a000,
                 detail: "2 columns → 3".into(),
             },
+            already_differs: false,
         }
     }
 
