@@ -28,19 +28,20 @@ fn verdict_text(v: &Verdict) -> &'static str {
 fn what(row: &Row) -> String {
     let c = &row.class;
     match &c.verdict {
+        Verdict::Unchanged if row.statement.columns.is_empty() => "returns no rows".into(),
         Verdict::Unchanged => "same result columns".into(),
         Verdict::HealedReprepare => format!(
-            "{}: pgheal re-prepares and retries, rows pass as they are",
+            "{} — pgheal re-prepares and retries, rows pass as they are",
             c.detail
         ),
         Verdict::HealedProjection => format!(
-            "{}: pgheal re-prepares, retries and cuts rows to the columns the app knows",
+            "{} — pgheal re-prepares, retries and cuts rows to the columns the app knows",
             c.detail
         ),
         Verdict::Breaks { reason } => {
-            format!("{}: {reason}; deploy the code first", c.detail)
+            format!("{} — {reason}; deploy the code first", c.detail)
         }
-        Verdict::Fails { .. } => format!("{}: the SQL itself no longer works", c.detail),
+        Verdict::Fails { .. } => format!("{} — the SQL itself no longer works", c.detail),
     }
 }
 
