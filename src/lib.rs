@@ -19,6 +19,7 @@
 //!   `-u` user switch, logfile, systemd readiness.
 //! - [`cluster`]: throwaway PostgreSQL clusters from the system binaries (demo and tests).
 //! - [`demo`]: `pgheal demo`, the migration incident replayed and healed.
+//! - [`migration_check`]: `pgheal check-migration`, what a migration does to recorded statements.
 
 pub mod admin;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod event_loops;
 pub mod heal;
 pub mod metrics;
+pub mod migration_check;
 pub mod net;
 pub mod pool;
 pub mod process;

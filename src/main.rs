@@ -196,6 +196,54 @@ fn subcommand(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::CheckMigration {
+            upstream,
+            statements,
+            database,
+            format,
+            migration,
+        } => runtime.block_on(check_migration(
+            upstream, statements, database, format, migration,
+        )),
+    }
+}
+
+/// `pgheal check-migration`: exit 0 when nothing breaks, 1 when something breaks even through
+/// pgheal, 2 when the check could not run.
+async fn check_migration(
+    upstream: String,
+    statements: std::path::PathBuf,
+    database: Option<String>,
+    format: pgheal::migration_check::report::Format,
+    migration: std::path::PathBuf,
+) -> ExitCode {
+    use pgheal::migration_check as mc;
+    let sql = match std::fs::read_to_string(&migration) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "pgheal check-migration: cannot read {}: {e}",
+                migration.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let stmts = match mc::load_statements(&statements, database.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgheal check-migration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match mc::check(&upstream, stmts, &sql, &migration).await {
+        Ok(report) => {
+            print!("{}", mc::report::render(&report, format));
+            ExitCode::from(report.exit_status())
+        }
+        Err(e) => {
+            eprintln!("pgheal check-migration: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

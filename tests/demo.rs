@@ -26,4 +26,13 @@ fn demo_shows_the_error_directly_and_the_heal_through_pgheal() {
         !stdout.contains("discount_code="),
         "no row in the new shape reaches the app: {stdout}"
     );
+    // It ends with the check of its own migration.
+    assert!(stdout.contains("pgheal check-migration"), "{stdout}");
+    assert!(stdout.contains("healed by pgheal (projection)"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "1 unchanged, 0 healed (re-prepare), 1 healed (projection), 0 breaks, 0 fails"
+        ),
+        "{stdout}"
+    );
 }

@@ -72,6 +72,27 @@ pub enum Command {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// Tell what a migration does to the statements an app prepares (recorded with
+    /// --record-statements): unchanged, healed by pgheal, breaks even through pgheal, fails.
+    /// Nothing is changed: the migration runs in a transaction that is rolled back, or in a
+    /// scratch database. Exit status 0: nothing breaks; 1: something breaks even through
+    /// pgheal; 2: the check could not run.
+    CheckMigration {
+        /// postgres://user:password@host:port/dbname of a database with the current schema.
+        #[arg(long, env = "PGHEAL_UPSTREAM")]
+        upstream: String,
+        /// The statements file written by --record-statements (JSON lines).
+        #[arg(long)]
+        statements: PathBuf,
+        /// Only the statements recorded for this database (pgheal's name for it).
+        #[arg(long)]
+        database: Option<String>,
+        /// text, markdown (a pull-request comment) or json.
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::migration_check::report::Format,
+        /// The migration: a file of SQL statements.
+        migration: PathBuf,
+    },
 }
 
 /// Settings for running the proxy. Every flag overrides the file.
@@ -185,6 +206,10 @@ pub struct RunArgs {
     /// TLS versions for clients: secure (default: 1.2 and 1.3), tlsv1.2, tlsv1.3.
     #[arg(long, env = "PGHEAL_CLIENT_TLS_PROTOCOLS")]
     pub client_tls_protocols: Option<String>,
+    /// Append each distinct statement clients prepare (text, parameter types, result columns)
+    /// to this file, one JSON line each, for `pgheal check-migration`.
+    #[arg(long, env = "PGHEAL_RECORD_STATEMENTS", value_name = "FILE")]
+    pub record_statements: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

@@ -137,6 +137,8 @@ pub struct Heal {
     pub max_heals: Option<u8>,
     pub savepoint_guard: Option<crate::heal::SavepointGuard>,
     pub savepoint_guard_window: Option<f64>,
+    /// Record prepared statements for `pgheal check-migration` (a JSON-lines file).
+    pub record_statements: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

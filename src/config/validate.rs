@@ -559,6 +559,12 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             args.savepoint_guard_window.or(h.savepoint_guard_window),
             60.0,
         )?,
+        record_statements: args
+            .record_statements
+            .clone()
+            .or(h.record_statements)
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| std::sync::Arc::new(crate::migration_check::Recorder::new(p))),
     };
     let threads = {
         let n = args

@@ -4,7 +4,9 @@
 //! in-process in front of it, and plays an app that prepared
 //! `SELECT * FROM orders WHERE id = $1` before the migration
 //! `ALTER TABLE orders ADD COLUMN discount_code varchar(50)`: once straight to PostgreSQL (the
-//! error), once through pgheal (healed, same rows). Everything is removed on exit.
+//! error), once through pgheal (healed, same rows). It ends with the table
+//! `pgheal check-migration` gave for that migration, from the statements pgheal recorded before
+//! it ran. Everything is removed on exit.
 
 use anyhow::Context;
 
@@ -15,6 +17,8 @@ use crate::heal::Outcome;
 
 const QUERY: &str = "SELECT * FROM orders WHERE id = $1";
 const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50)";
+/// Another statement of the app, which the migration does not touch (for the check's table).
+const OTHER_QUERY: &str = "SELECT customer, total FROM orders WHERE id = $1";
 
 /// What one connection saw when it ran the prepared statement.
 enum Seen {
@@ -84,9 +88,13 @@ pub async fn run() -> anyhow::Result<()> {
     })
     .await??;
     let direct_url = pg.url("app", "app-demo-password", "shop");
+    let recorded = pg.dir().join("statements.jsonl");
+    let migration_file = pg.dir().join("migration.sql");
+    std::fs::write(&migration_file, format!("{MIGRATION};\n"))?;
     let args = RunArgs {
         listen: Some("127.0.0.1:0".into()),
         upstream: Some(direct_url.clone()),
+        record_statements: Some(recorded.display().to_string()),
         ..Default::default()
     };
     let cfg = crate::config::validate::build(FileConfig::default(), &args)?;
@@ -109,7 +117,12 @@ pub async fn run() -> anyhow::Result<()> {
         .context("connecting through pgheal")?;
     let d_stmt = direct.prepare(QUERY).await?;
     let h_stmt = healed.prepare(QUERY).await?;
+    healed.prepare(OTHER_QUERY).await?;
     println!("1. the app prepares     {QUERY}");
+    // Checked now, before the migration runs (in a transaction that is rolled back); shown last.
+    let statements = crate::migration_check::load_statements(&recorded, None)?;
+    let check =
+        crate::migration_check::check(&direct_url, statements, MIGRATION, &migration_file).await;
     let before = run_app_query(&healed, &h_stmt).await;
     run_app_query(&direct, &d_stmt).await;
     println!("2. the migration runs   {MIGRATION}");
@@ -151,10 +164,24 @@ pub async fn run() -> anyhow::Result<()> {
         m.heal_count(Outcome::Projected),
         m.heal_count(Outcome::Refused)
     );
+    println!("\n4. what `pgheal check-migration` said of the recorded statements before step 2:\n");
+    match &check {
+        Ok(report) => {
+            for line in crate::migration_check::report::text(report).lines() {
+                if line.is_empty() {
+                    println!();
+                } else {
+                    println!("   {line}");
+                }
+            }
+        }
+        Err(e) => println!("   the check failed: {e}"),
+    }
     drop(direct);
     drop(healed);
     proxy.shutdown().await;
     drop(pg);
+    check.context("pgheal check-migration")?;
 
     let same = matches!((&before, &h_after), (Seen::Rows(a), Seen::Rows(b)) if a == b);
     match (&d_after, same) {

@@ -175,7 +175,9 @@ impl Relay {
                         match srv.shape(&server_name).cloned().filter(|_| !stale) {
                             Some(shape) => {
                                 srv.touch(&server_name);
-                                self.stmts.described(id, &shape);
+                                if self.stmts.described(id, &shape) {
+                                    self.record_contract(id);
+                                }
                                 self.local(encode::parse_complete(), idx, out);
                             }
                             None if !stale && srv.contains(&server_name) => {

@@ -35,6 +35,9 @@ pub struct RelayConfig {
     pub savepoint_guard: SavepointGuard,
     /// How long after a schema change `after-schema-change` keeps guarding.
     pub savepoint_guard_window: std::time::Duration,
+    /// `--record-statements`: where statements are recorded when their contract becomes known
+    /// (for `pgheal check-migration`). `None` costs one branch per new contract.
+    pub record_statements: Option<Arc<crate::migration_check::Recorder>>,
 }
 
 impl Default for RelayConfig {
@@ -46,6 +49,7 @@ impl Default for RelayConfig {
             enabled: true,
             savepoint_guard: SavepointGuard::Off,
             savepoint_guard_window: std::time::Duration::from_secs(60),
+            record_statements: None,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Relay {
     /// The client's span: the relay (engine and session loop) runs outside it, so its log lines
     /// name it as their parent.
     pub(crate) span: tracing::Span,
+    /// The database the client connected to (pgheal's name), for recorded statements.
+    pub(crate) database: Arc<str>,
 }
 
 impl Drop for Relay {
@@ -177,6 +183,7 @@ impl Relay {
             at_ready: true,
             scratch: Vec::new(),
             span: tracing::Span::none(),
+            database: Arc::from(""),
         }
     }
 
@@ -184,6 +191,25 @@ impl Relay {
     pub fn with_span(mut self, span: tracing::Span) -> Self {
         self.span = span;
         self
+    }
+
+    /// The database the client connected to (named in recorded statements).
+    pub fn with_database(mut self, database: &str) -> Self {
+        self.database = database.into();
+        self
+    }
+
+    /// `--record-statements`: the contract of statement `id` just became known (its first
+    /// description). Once per statement and session; the recorder skips what it has written.
+    pub(crate) fn record_contract(&self, id: StmtId) {
+        let Some(rec) = &self.cfg.record_statements else {
+            return;
+        };
+        if let Some(s) = self.stmts.get(id) {
+            if let Some(contract) = &s.contract {
+                rec.record(&self.database, &s.sql, &s.param_types, contract);
+            }
+        }
     }
 
     /// Share the schema epoch of the upstream database.

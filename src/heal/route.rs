@@ -174,7 +174,9 @@ impl Relay {
                 }
             }
             if let Some(id) = stmt {
-                self.stmts.described(*id, &shape);
+                if self.stmts.described(*id, &shape) {
+                    self.record_contract(*id);
+                }
                 described = Some((*id, shape));
             }
         }

@@ -121,13 +121,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             opened_at.elapsed(),
         );
     } else {
-        crate::metrics::oplog::session_end(
-            &cfg.log,
-            &span,
-            None,
-            false,
-            opened_at.elapsed(),
-        );
+        crate::metrics::oplog::session_end(&cfg.log, &span, None, false, opened_at.elapsed());
     }
     if let Some(mut writer) = writer {
         let _ = writer.shutdown().await;
@@ -197,7 +191,8 @@ async fn session(
     let mut conversation = Conversation {
         engine: Relay::new(cfg.heal.clone(), naming)
             .with_epoch(epoch)
-            .with_span(span.clone()),
+            .with_span(span.clone())
+            .with_database(&pool.key.database),
         attached,
         pool,
         mode,

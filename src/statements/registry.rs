@@ -194,12 +194,14 @@ impl StatementRegistry {
         self.stmts.is_empty()
     }
 
-    /// The first description of a statement becomes its contract.
-    pub fn described(&mut self, id: StmtId, shape: &Arc<[Field]>) {
-        if let Some(s) = self.stmts.get_mut(&id) {
-            if s.contract.is_none() {
+    /// The first description of a statement becomes its contract; `true` when this one did.
+    pub fn described(&mut self, id: StmtId, shape: &Arc<[Field]>) -> bool {
+        match self.stmts.get_mut(&id) {
+            Some(s) if s.contract.is_none() => {
                 s.contract = Some(shape.clone());
+                true
             }
+            _ => false,
         }
     }
 
