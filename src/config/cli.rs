@@ -169,6 +169,10 @@ pub struct RunArgs {
     /// TLS versions for clients: secure (default: 1.2 and 1.3), tlsv1.2, tlsv1.3.
     #[arg(long, env = "PGHEAL_CLIENT_TLS_PROTOCOLS")]
     pub client_tls_protocols: Option<String>,
+    /// Directory of the Unix socket `.s.PGSQL.<port>` ("" for none). Default /tmp when the
+    /// listen port is fixed, none with port 0.
+    #[arg(long, env = "PGHEAL_UNIX_SOCKET_DIR")]
+    pub unix_socket_dir: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,
