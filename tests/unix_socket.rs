@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::bin::{pgheal_cmd, send_signal};
 use common::certs::Dir;
 use common::client_tls::psql;
 use common::login::{current_user, login_error};
@@ -149,6 +150,16 @@ async fn psql_over_the_socket_to_a_pool_and_to_the_console() {
     assert_eq!(col(row, "addr"), Some("unix"), "{row:?}");
     assert_eq!(col(row, "port"), Some(port.to_string().as_str()), "{row:?}");
     assert_eq!(col(row, "local_addr"), Some("unix"), "{row:?}");
+    let config = rows(&console, "SHOW CONFIG").await;
+    let value = |key: &str| {
+        config
+            .iter()
+            .find(|r| col(r, "key") == Some(key))
+            .and_then(|r| col(r, "value"))
+            .map(str::to_owned)
+    };
+    assert_eq!(value("unix_socket_dir"), Some(host.clone()));
+    assert_eq!(value("unix_socket_mode").as_deref(), Some("0770"));
     drop(console);
     drop(app);
 
@@ -357,4 +368,43 @@ async fn default_dir_with_a_fixed_port_and_empty_means_none() {
     let p = proxy(&pg, 0, "").await;
     assert_eq!(p.unix_socket, None);
     stop(p).await;
+}
+
+/// With `user`, the socket is made before the switch and given to that user, so the switched
+/// process removes it at stop from the sticky /tmp (as PgBouncer's, made after its switch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_belongs_to_the_user_switched_to_and_is_removed_at_stop() {
+    let dir = Dir::new("unix-user");
+    let port = free_port();
+    let ini = dir.write(
+        "pgbouncer.ini",
+        &format!("[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n[databases]\nd = host=127.0.0.1\n"),
+    );
+    let postgres_uid: u32 = std::fs::read_to_string("/etc/passwd")
+        .expect("passwd")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("postgres:")
+                .and_then(|r| r.split(':').nth(1))
+                .and_then(|u| u.parse().ok())
+        })
+        .expect("a postgres OS user (installed with PostgreSQL)");
+    let mut c = pgheal_cmd();
+    c.args(["-u", "postgres"]).arg(&ini);
+    let (mut child, stderr) = spawn_logging(c);
+    let path = PathBuf::from(format!("/tmp/.s.PGSQL.{port}"));
+    let owned = eventually(Duration::from_secs(20), || async {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).is_ok_and(|m| m.uid() == postgres_uid)
+    })
+    .await;
+    assert!(owned, "the socket file is the postgres user's");
+    send_signal(child.id().expect("pid"), "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("pgheal exits within 30 s")
+        .expect("wait");
+    let log = stderr.await.expect("stderr");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!path.exists(), "the socket file is removed at stop: {log}");
 }
