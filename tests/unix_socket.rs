@@ -408,3 +408,37 @@ async fn the_socket_belongs_to_the_user_switched_to_and_is_removed_at_stop() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(!path.exists(), "the socket file is removed at stop: {log}");
 }
+
+/// `client_tls_sslmode = require` asks TCP clients for TLS, not those on the Unix socket (which
+/// cannot have it), as in PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_on_tcp_is_not_asked_of_the_unix_socket() {
+    let pg = start_pg();
+    let dir = Dir::new("unix-tls");
+    let ca = common::certs::Ca::new("pgheal unix-socket test CA");
+    let (cert, key) = ca.issue(&["localhost"]);
+    let cert_file = dir.write("server.crt", &cert);
+    let key_file = dir.write("server.key", &key);
+    let p = proxy(
+        &pg,
+        0,
+        &format!(
+            "unix_socket_dir = \"{}\"\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"{}\"\nclient_tls_key_file = \"{}\"",
+            dir.0.display(),
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .await;
+    let port = p.addr.port();
+    assert_eq!(
+        current_user(&over_socket(&dir.0, port, USER, PASSWORD, DB))
+            .await
+            .expect("a login over the Unix socket without TLS"),
+        USER
+    );
+    let (code, msg) = login_error(&format!("{}?sslmode=disable", proxy_url(&p))).await;
+    assert_eq!(code, "28000", "{msg}");
+    assert!(msg.contains("requires TLS"), "{msg}");
+    stop(p).await;
+}
