@@ -50,7 +50,7 @@ pub struct Shared {
 /// Serve one client until it leaves. Never panics on client input; errors are reported to the
 /// client when they may be, and logged.
 pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
-    let (peer, local, os_user) = match &stream {
+    let (peer, local, os_uid) = match &stream {
         Accepted::Tcp(s, peer) => {
             let _ = s.set_nodelay(true);
             (
@@ -73,11 +73,7 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
                 port: *port,
                 pid: Some(std::process::id() as i32),
             };
-            let os_user = cred.map(|c| OsUser {
-                uid: c.uid(),
-                name: crate::net::unix::user_name(c.uid()),
-            });
-            (peer, Some(local), os_user)
+            (peer, Some(local), cred.map(|c| c.uid()))
         }
     };
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
@@ -101,7 +97,7 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
             let client = Client {
                 peer,
                 local,
-                os_user,
+                os_uid,
                 opening,
                 end_point,
                 client_cert_name,
@@ -135,20 +131,13 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
 /// How long a client has for its opening: TLS handshake and startup packet.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The OS user of a client on the Unix socket (SO_PEERCRED).
-struct OsUser {
-    uid: u32,
-    /// Its name in the system's user database, if it has one.
-    name: Option<String>,
-}
-
 /// What the opening of a connection established.
 struct Client {
     peer: PeerAddr,
     /// The address the client connected to.
     local: Option<PeerAddr>,
-    /// The client's OS user, on the Unix socket.
-    os_user: Option<OsUser>,
+    /// The uid of the client's OS user, on the Unix socket (SO_PEERCRED).
+    os_uid: Option<u32>,
     opening: Opening,
     /// Channel-binding data of the TLS handshake (see [`Opened::end_point`]).
     end_point: Option<Vec<u8>>,
@@ -315,12 +304,8 @@ async fn login(
     let on_tls = reader.get_ref().is_tls();
     // PgBouncer's rule: the OS user pgheal runs as logs into the console as user `pgbouncer`
     // over the Unix socket without a password, whatever auth_type and the HBA rules say.
-    let own_user_console = console
-        && user == OWN_CONSOLE_USER
-        && client
-            .os_user
-            .as_ref()
-            .is_some_and(|u| u.uid == crate::net::unix::own_uid());
+    let own_user_console =
+        console && user == OWN_CONSOLE_USER && client.os_uid == Some(crate::net::unix::own_uid());
     if own_user_console {
         let info = ClientInfo {
             user: user.clone(),
@@ -339,11 +324,16 @@ async fn login(
             registered,
         })));
     }
+    // The OS user's name (a look-up in the user database) only for the HBA rules' `peer`.
+    let os_user = match client.os_uid {
+        Some(uid) if shared.cfg.hba.is_some() => crate::net::unix::user_name(uid),
+        _ => None,
+    };
     let transport = Transport {
         peer: client.peer,
         tls: on_tls,
         cert_common_name: client.client_cert_name.as_deref(),
-        os_user: client.os_user.as_ref().and_then(|u| u.name.as_deref()),
+        os_user: os_user.as_deref(),
     };
     let method = method_for(&shared.cfg, transport, &startup, &dbname, &user)?;
     // A user missing from the auth_file is looked up with the database's auth_query, if it

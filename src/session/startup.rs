@@ -9,7 +9,8 @@
 //!   0x16, which no startup packet can start with), and the client must name the ALPN
 //!   protocol `postgresql`, as PostgreSQL 17 requires (without it, the connection is closed).
 //!
-//! GSSENCRequest always gets `N`. Whether a plain client may go on is decided once its startup
+//! GSSENCRequest always gets `N`, and so does an SSLRequest on the Unix socket (no TLS there,
+//! as in PostgreSQL). Whether a plain client may go on is decided once its startup
 //! packet names user and database (see [`crate::session::run`]).
 
 use std::sync::Arc;
