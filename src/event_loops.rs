@@ -18,8 +18,8 @@
 
 use std::future::Future;
 
+use crate::net::accept::MoveToLoop;
 use prometheus::IntGauge;
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -85,9 +85,10 @@ impl EventLoops {
     }
 
     /// Run a client session on the loop with the fewest live sessions, in `set`.
-    pub fn spawn_session<F, Fut>(&self, set: &mut JoinSet<()>, stream: TcpStream, session: F)
+    pub fn spawn_session<S, F, Fut>(&self, set: &mut JoinSet<()>, stream: S, session: F)
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        S: MoveToLoop,
+        F: FnOnce(S) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Some(target) = self.loops.iter().min_by_key(|l| l.sessions.get()) else {
@@ -113,7 +114,7 @@ impl EventLoops {
                 set.spawn_on(
                     async move {
                         let _live = live;
-                        match TcpStream::from_std(std) {
+                        match S::from_std(std) {
                             Ok(stream) => session(stream).await,
                             Err(e) => tracing::warn!(error = %e, "cannot register a client connection with its event loop"),
                         }
@@ -158,6 +159,7 @@ impl Drop for LiveSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     /// Sessions go to the least busy loop, run on that loop's thread, and the count drops when
     /// they end.

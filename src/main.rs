@@ -355,7 +355,11 @@ async fn run(
         Err(e) => return fail(readiness, format!("cannot start: {e}")),
     };
     if let Some(name) = &process.user {
-        if let Err(e) = user::switch_to(name) {
+        let given = match &handle.unix_socket {
+            Some(socket) => user::give_to(socket, name),
+            None => Ok(()),
+        };
+        if let Err(e) = given.and_then(|()| user::switch_to(name)) {
             handle.shutdown().await;
             return fail(readiness, e.to_string());
         }

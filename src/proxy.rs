@@ -11,9 +11,10 @@
 //! and close idle server connections.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -22,6 +23,7 @@ use crate::config::{Config, SchemaWatch};
 use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
 use crate::net::tls::{log_reload, reload_server_files, watch_tls_files};
+use crate::net::Accepted;
 use crate::pool::capacity::Capacity;
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
@@ -47,6 +49,8 @@ pub struct ProxyHandle {
     pub addr: SocketAddr,
     /// Every address pgheal listens on.
     pub addrs: Vec<SocketAddr>,
+    /// The Unix socket file clients may connect to, if any (`unix_socket_dir`).
+    pub unix_socket: Option<PathBuf>,
     pub pools: Arc<Pools>,
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
@@ -202,6 +206,21 @@ fn bind(addr: SocketAddr, reuseport: bool, v6_only: bool) -> std::io::Result<Tcp
     socket.listen(1024)
 }
 
+/// A listening socket: TCP, or the Unix socket of a listen port.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, u16),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| Accepted::Tcp(s, peer)),
+            Listener::Unix(l, port) => l.accept().await.map(|(s, _)| Accepted::Unix(s, *port)),
+        }
+    }
+}
+
 /// Bind the listeners and start serving in the background, with a configuration that
 /// `RELOAD` rebuilds from `cfg.source` alone (no flags).
 pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
@@ -226,6 +245,15 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         .map(TcpListener::local_addr)
         .collect::<std::io::Result<Vec<_>>>()?;
     let addr = addrs[0];
+    // The Unix socket is named after the first listener's port (the bound one for port 0).
+    let (unix_listener, socket_file) = match &cfg.unix_socket {
+        Some(u) => {
+            let (l, f) = crate::net::unix::bind(u, addr.port(), cfg.so_reuseport)?;
+            (Some(Listener::Unix(l, addr.port())), Some(f))
+        }
+        None => (None, None),
+    };
+    let unix_socket = socket_file.as_ref().map(|f| f.path().to_owned());
     let metrics = Metrics::new();
     metrics.set_databases(cfg.databases.keys());
     let metrics_listener = match cfg.metrics_listen {
@@ -281,11 +309,13 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         TLS_FILE_POLL,
     ));
     let loops = EventLoops::start(cfg.threads, &metrics)?;
-    tracing::info!(%addr, listening = ?addrs, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
+    tracing::info!(%addr, listening = ?addrs, unix_socket = ?unix_socket, databases = cfg.databases.len(), event_loops = loops.len(), "pgheal is accepting clients");
     // One accepting task per listening socket, all feeding the loop below.
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
     let acceptors: Vec<_> = listeners
         .into_iter()
+        .map(Listener::Tcp)
+        .chain(unix_listener)
         .map(|listener| {
             let tx = accepted_tx.clone();
             tokio::spawn(async move {
@@ -312,9 +342,9 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
             tokio::select! {
                 _ = stop_rx.changed() => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                Some((stream, peer)) = accepted_rx.recv() => {
+                Some(stream) = accepted_rx.recv() => {
                     let shared = shared.clone();
-                    loops.spawn_session(&mut sessions, stream, move |s| run_client(s, peer, shared));
+                    loops.spawn_session(&mut sessions, stream, move |s| run_client(s, shared));
                 }
             }
         }
@@ -325,6 +355,8 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         for a in acceptors {
             let _ = a.await;
         }
+        // The socket file goes with the listener (unless another process took it over).
+        drop(socket_file);
         drop(accepted_rx);
         let how = (*stop_rx.borrow()).unwrap_or(Stop::Graceful);
         let cfg = config.current();
@@ -386,6 +418,7 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
     Ok(ProxyHandle {
         addr,
         addrs,
+        unix_socket,
         pools: handle_pools,
         metrics_addr,
         metrics,

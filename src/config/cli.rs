@@ -210,6 +210,10 @@ pub struct RunArgs {
     /// to this file, one JSON line each, for `pgheal check-migration`.
     #[arg(long, env = "PGHEAL_RECORD_STATEMENTS", value_name = "FILE")]
     pub record_statements: Option<String>,
+    /// Directory of the Unix socket `.s.PGSQL.<port>` ("" for none). Default /tmp when the
+    /// listen port is fixed, none with port 0.
+    #[arg(long, env = "PGHEAL_UNIX_SOCKET_DIR")]
+    pub unix_socket_dir: Option<String>,
     /// Turn healing off (a plain pooler).
     #[arg(long, env = "PGHEAL_NO_HEAL")]
     pub no_heal: bool,

@@ -126,6 +126,13 @@ pub struct General {
     pub client_tls_protocols: Option<String>,
     /// PgBouncer's `client_tls_ciphers` (see [`super::tls::TlsCiphers`]).
     pub client_tls_ciphers: Option<String>,
+    /// The directory of the Unix socket `.s.PGSQL.<port>`; `""` for none (see
+    /// [`super::unix_socket`]).
+    pub unix_socket_dir: Option<String>,
+    /// The socket file's mode (default 0777).
+    pub unix_socket_mode: Option<super::unix_socket::SocketMode>,
+    /// The socket file's group.
+    pub unix_socket_group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

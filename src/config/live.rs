@@ -190,6 +190,7 @@ impl LiveConfig {
         cfg.listen = old.listen;
         cfg.listen_also = old.listen_also.clone();
         cfg.so_reuseport = old.so_reuseport;
+        cfg.unix_socket = old.unix_socket.clone();
         cfg.threads = old.threads;
         cfg.metrics_listen = old.metrics_listen;
         cfg.log_format = old.log_format;
@@ -217,6 +218,9 @@ fn restart_only_changes(current: &Config, fresh: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if fresh.listen != current.listen || fresh.listen_also != current.listen_also {
         changed.push("listen_addr/listen_port");
+    }
+    if fresh.unix_socket != current.unix_socket {
+        changed.push("unix_socket_dir/unix_socket_mode/unix_socket_group");
     }
     if fresh.so_reuseport != current.so_reuseport {
         changed.push("so_reuseport");

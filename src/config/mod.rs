@@ -26,6 +26,7 @@ pub mod live;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
 pub mod tls;
+pub mod unix_socket;
 pub mod upstream;
 pub mod validate;
 
@@ -326,6 +327,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// TLS from clients (`client_tls_*`).
     pub client_tls: tls::ClientTls,
+    /// The Unix socket listener (`unix_socket_dir`, `unix_socket_mode`, `unix_socket_group`);
+    /// `None`: no Unix socket (see [`unix_socket`]).
+    pub unix_socket: Option<unix_socket::UnixSocket>,
 }
 
 impl Config {

@@ -309,6 +309,13 @@ fn general(
         client_tls_ca_file: non_empty(set.get("client_tls_ca_file")),
         client_tls_protocols: non_empty(set.get("client_tls_protocols")),
         client_tls_ciphers: non_empty(set.get("client_tls_ciphers")),
+        unix_socket_dir: Some(get("unix_socket_dir").map_or_else(
+            || super::unix_socket::DEFAULT_DIR.to_owned(),
+            |e| e.value.clone(),
+        )),
+        unix_socket_mode: get("unix_socket_mode")
+            .map(|e| super::unix_socket::SocketMode::Text(e.value.clone())),
+        unix_socket_group: non_empty(set.get("unix_socket_group")),
         server_tls_sslmode: Some(server_tls_sslmode),
         server_tls_ca_file: non_empty(set.get("server_tls_ca_file")),
         server_tls_cert_file: non_empty(set.get("server_tls_cert_file")),
@@ -398,7 +405,7 @@ fn listen(
     let Some(e) = addr.filter(|_| !list.is_empty()) else {
         let at = addr.map_or_else(|| path.display().to_string(), |e| e.at.to_string());
         warnings.push(format!(
-            "{at}: `listen_addr` is not set: PgBouncer would accept Unix socket connections only, which pgheal does not implement yet; listening on 127.0.0.1:{port}"
+            "{at}: `listen_addr` is not set: PgBouncer would accept Unix socket connections only; pgheal listens on 127.0.0.1:{port} as well (a TCP listener is required)"
         ));
         return Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)]);
     };

@@ -121,8 +121,6 @@ const fn differs(
     }
 }
 
-const UNIX: &str = "Unix sockets are not implemented yet";
-
 use Kind::{Int, Str, Time, UInt};
 
 /// PgBouncer 1.25's `[pgbouncer]` keys, in its (alphabetical) order.
@@ -228,9 +226,9 @@ pub const KEYS: &[Key] = &[
     not_yet("tcp_user_timeout", Int, "0", &["0"], ""),
     differs("track_extra_parameters", Str, "IntervalStyle", false, "in transaction pooling pgheal carries every startup parameter and `SET` across server connections"),
     not_yet("transaction_timeout", Time, "0", &["0"], ""),
-    not_yet("unix_socket_dir", Str, "/tmp", &[""], UNIX),
-    not_yet("unix_socket_group", Str, "", &[""], UNIX),
-    not_yet("unix_socket_mode", Int, "0777", &[], UNIX),
+    yes("unix_socket_dir", Str, "/tmp", "`unix_socket_dir`: clients may connect to `unix_socket_dir/.s.PGSQL.<listen_port>` (`\"\"` disables it; no TLS on it, as PostgreSQL); `peer` lines of `auth_hba_file` apply there, and the OS user pgheal runs as logs into the console as user `pgbouncer` without a password. The abstract namespace (`@dir`) stops the start (not implemented); server connections do not use it"),
+    yes("unix_socket_group", Str, "", "`unix_socket_group`: the socket file's group"),
+    yes("unix_socket_mode", Int, "0777", "`unix_socket_mode`: the socket file's mode"),
     yes("user", Str, "", "the OS user to switch to once the listener is bound (`-u` wins)"),
     yes("verbose", Int, "0", "the log level: 0 info, 1 debug, 2 or more trace (`-v` wins)"),
 ];

@@ -492,9 +492,25 @@ fn no_warning_for_values_pgheal_already_behaves_like() {
     let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nsyslog = 0\nclient_tls_sslmode = disable\nserver_tls_sslmode = disable\nclient_idle_timeout = 0.0\nunix_socket_dir =\nadmin_users =\nmax_db_connections = 0\npkt_buf = 8192\nscram_iterations = 4096\n[databases]\nd = host=h\n");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_tls_ciphers = HIGH\nunix_socket_dir = /var/run/postgresql\n[databases]\nd = host=h\n");
-    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(c.warnings[0].contains("`server_tls_ciphers`"));
-    assert!(c.warnings[1].contains("`unix_socket_dir`"));
+    assert_eq!(
+        c.unix_socket.map(|u| u.path(6432)),
+        Some("/var/run/postgresql/.s.PGSQL.6432".into())
+    );
+}
+
+/// `unix_socket_dir` is /tmp unless set, `""` disables it, and `unix_socket_mode` is read as
+/// PgBouncer reads it (a leading 0 is octal).
+#[test]
+fn unix_socket_keys() {
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nunix_socket_mode = 0770\nunix_socket_group = wheel\n[databases]\nd = host=h\n");
+    let u = c.unix_socket.expect("the default socket");
+    assert_eq!(u.path(6432), std::path::PathBuf::from("/tmp/.s.PGSQL.6432"));
+    assert_eq!(u.mode, 0o770);
+    assert_eq!(u.group.as_deref(), Some("wheel"));
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nunix_socket_dir =\n[databases]\nd = host=h\n");
+    assert_eq!(c.unix_socket, None);
 }
 
 #[test]

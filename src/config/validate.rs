@@ -580,6 +580,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         n
     };
     let client_tls = client_tls(&g, args)?;
+    let unix_socket = super::unix_socket::unix_socket(&g, args, listen.port())?;
     let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
     let process = ProcessSettings {
         logfile: path(g.logfile),
@@ -671,6 +672,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         process,
         warnings,
         client_tls,
+        unix_socket,
     })
 }
 

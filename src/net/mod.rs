@@ -4,15 +4,19 @@
 //! [`FrameWriter`] writes lists of `Bytes` with vectored writes, so a batch of forwarded
 //! messages goes out in one system call without being copied into an output buffer.
 //! Neither implements `AsyncRead`/`AsyncWrite`: nothing can bypass framing by accident.
-//! [`stream`] is what a client or server connection reads and writes (plain TCP or TLS), [`tls`] builds
-//! the rustls configurations.
+//! [`stream`] is what a client or server connection reads and writes (plain TCP, TLS, or the
+//! Unix socket for clients), [`tls`] builds the rustls configurations, [`accept`] is what a
+//! listener hands a session, [`unix`] makes the Unix socket.
 
+pub mod accept;
 pub mod reader;
 pub mod stream;
 pub mod tls;
+pub mod unix;
 pub mod writer;
 pub mod x509;
 
+pub use accept::{Accepted, PeerAddr};
 pub use reader::FrameReader;
 pub use stream::{
     ClientRead, ClientReader, ClientWrite, ClientWriter, ServerRead, ServerReader, ServerWrite,

@@ -1,5 +1,6 @@
-//! The two halves of a server connection: a plain TCP socket (today's path, unchanged: the
-//! writer's `send` fast path works on it) or a TLS stream split with `tokio::io::split`.
+//! The two halves of a connection: a plain TCP socket (today's path, unchanged: the writer's
+//! `send` fast path works on it) or a TLS stream split with `tokio::io::split`; a client may
+//! also be on the Unix socket (its halves written through the generic path, no TLS).
 //!
 //! An enum rather than a boxed trait object: a plain connection costs one predictable branch
 //! per read or write, no allocation and no dynamic call, and the writer still sees the raw
@@ -13,7 +14,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{unix, TcpStream, UnixStream};
 
 use super::writer::TcpSocket;
 use super::{FrameReader, FrameWriter};
@@ -214,10 +215,12 @@ impl AsyncRead for ServerRead {
 }
 
 /// The writing half of a connection, either side: the plain socket (the writer's `send` fast
-/// path uses it, see [`TcpSocket::tcp`]) or the half of a TLS stream `T`.
+/// path uses it, see [`TcpSocket::tcp`]), the half of a TLS stream `T`, or (clients only) the
+/// Unix socket, written with the writer's generic vectored path.
 pub enum WriteHalfOf<T> {
     Plain(OwnedWriteHalf),
     Tls(WriteHalf<T>),
+    Unix(unix::OwnedWriteHalf),
 }
 
 impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
@@ -230,6 +233,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
         match self.get_mut() {
             WriteHalfOf::Plain(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalfOf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalfOf::Unix(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
 
@@ -242,6 +246,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
         match self.get_mut() {
             WriteHalfOf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalfOf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalfOf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -249,6 +254,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
         match self {
             WriteHalfOf::Plain(w) => w.is_write_vectored(),
             WriteHalfOf::Tls(w) => w.is_write_vectored(),
+            WriteHalfOf::Unix(w) => w.is_write_vectored(),
         }
     }
 
@@ -256,6 +262,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
         match self.get_mut() {
             WriteHalfOf::Plain(w) => Pin::new(w).poll_flush(cx),
             WriteHalfOf::Tls(w) => Pin::new(w).poll_flush(cx),
+            WriteHalfOf::Unix(w) => Pin::new(w).poll_flush(cx),
         }
     }
 
@@ -263,6 +270,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for WriteHalfOf<T> {
         match self.get_mut() {
             WriteHalfOf::Plain(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalfOf::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalfOf::Unix(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
@@ -272,7 +280,7 @@ impl<T> TcpSocket for WriteHalfOf<T> {
     fn tcp(&self) -> Option<&TcpStream> {
         match self {
             WriteHalfOf::Plain(w) => Some(w.as_ref()),
-            WriteHalfOf::Tls(_) => None,
+            WriteHalfOf::Tls(_) | WriteHalfOf::Unix(_) => None,
         }
     }
 }
@@ -283,6 +291,7 @@ impl<T: AsyncRead + AsyncWrite> WriteHalfOf<T> {
     pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             WriteHalfOf::Plain(w) => w.try_write(buf),
+            WriteHalfOf::Unix(w) => w.try_write(buf),
             WriteHalfOf::Tls(w) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let n = match Pin::new(&mut *w).poll_write(&mut cx, buf) {
@@ -301,11 +310,13 @@ impl<T: AsyncRead + AsyncWrite> WriteHalfOf<T> {
 /// `TcpStream` is enough underneath.
 pub type ClientTlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
-/// The reading half of a client connection: plain TCP (the fast path, unchanged) or TLS. A
-/// Unix-socket variant fits beside these two the same way.
+/// The reading half of a client connection: plain TCP (the fast path, unchanged), TLS, or the
+/// Unix socket (never TLS: PostgreSQL answers an SSLRequest there with `N`, and so does
+/// pgheal).
 pub enum ClientRead {
     Plain(OwnedReadHalf),
     Tls(ReadHalf<ClientTlsStream>),
+    Unix(unix::OwnedReadHalf),
 }
 
 /// The writing half of a client connection.
@@ -326,6 +337,12 @@ impl ClientRead {
 pub fn split_client_plain(tcp: TcpStream) -> (ClientRead, ClientWrite) {
     let (r, w) = tcp.into_split();
     (ClientRead::Plain(r), ClientWrite::Plain(w))
+}
+
+/// Split a client's Unix socket.
+pub fn split_client_unix(s: UnixStream) -> (ClientRead, ClientWrite) {
+    let (r, w) = s.into_split();
+    (ClientRead::Unix(r), ClientWrite::Unix(w))
 }
 
 /// Split a client's TLS stream.
@@ -354,6 +371,7 @@ impl AsyncRead for ClientRead {
         match self.get_mut() {
             ClientRead::Plain(r) => Pin::new(r).poll_read(cx, buf),
             ClientRead::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            ClientRead::Unix(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
 }

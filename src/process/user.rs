@@ -73,6 +73,31 @@ pub fn switch_to(name: &str) -> Result<(), SwitchUserError> {
     Ok(())
 }
 
+/// Give `path` (the Unix socket file, made before the switch) to OS user `name`, as if that
+/// user had made it, as PgBouncer's socket is (it switches before binding): the owner only, so
+/// `unix_socket_group` stays. Lets the switched process remove the file at stop, even from a
+/// sticky directory such as /tmp.
+pub fn give_to(path: &std::path::Path, name: &str) -> Result<(), SwitchUserError> {
+    use std::os::unix::ffi::OsStrExt;
+    let (uid, _) = lookup(name)?;
+    // SAFETY: a plain system call without pointers.
+    if unsafe { libc::geteuid() } == uid {
+        return Ok(());
+    }
+    let failed = |e| SwitchUserError::Failed(name.to_owned(), "chown of the Unix socket", e);
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a NUL byte in the path",
+        ))
+    })?;
+    // SAFETY: a valid C string; gid -1 leaves the group unchanged.
+    if unsafe { libc::chown(c_path.as_ptr(), uid, libc::gid_t::MAX) } != 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

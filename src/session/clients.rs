@@ -7,13 +7,13 @@
 //! the relay never takes the list's lock; the lock is taken only to add, remove or list.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::net::PeerAddr;
 use crate::pool::stats::unix_micros;
 
 /// What a client is doing, as `SHOW CLIENTS` names it.
@@ -32,8 +32,8 @@ pub struct ClientTrack {
     pub id: u64,
     pub user: String,
     pub database: String,
-    pub addr: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
+    pub addr: PeerAddr,
+    pub local_addr: Option<PeerAddr>,
     pub application_name: String,
     /// `TLS` when the client is on TLS, else empty.
     pub tls: String,
@@ -122,8 +122,8 @@ impl ClientTrack {
 pub struct ClientInfo {
     pub user: String,
     pub database: String,
-    pub addr: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
+    pub addr: PeerAddr,
+    pub local_addr: Option<PeerAddr>,
     pub application_name: String,
     pub tls: bool,
     pub admin: bool,
@@ -230,7 +230,7 @@ mod tests {
         ClientInfo {
             user: "app".into(),
             database: db.into(),
-            addr: "127.0.0.1:5000".parse().unwrap(),
+            addr: PeerAddr::Tcp("127.0.0.1:5000".parse().unwrap()),
             local_addr: None,
             application_name: String::new(),
             tls: false,

@@ -9,8 +9,13 @@
 //! The transport facts come from the caller: whether the client is on TLS and the common name
 //! of its verified certificate. `cert` lines fail closed: without TLS and a certificate whose
 //! common name is the user name, the connection is refused; with them, no password is asked.
+//!
+//! A client on the Unix socket matches `local` lines (PostgreSQL's host `[local]` in the
+//! refusal texts). `peer` fails closed too: the OS user the socket's credentials name
+//! (SO_PEERCRED) must be the user name, as PostgreSQL and PgBouncer check it, else
+//! `Peer authentication failed for user "…"`; with it, no password is asked.
 
-use std::net::SocketAddr;
+use crate::net::PeerAddr;
 
 use crate::auth::hba::{HbaClient, HbaMethod, HbaRules};
 use crate::auth::AuthMethod;
@@ -22,11 +27,13 @@ use super::SessionError;
 /// What the HBA rules see of the client's connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Transport<'a> {
-    pub peer: SocketAddr,
+    pub peer: PeerAddr,
     /// The client connection is encrypted with TLS.
     pub tls: bool,
     /// The common name of the client's verified TLS certificate, if it sent one.
     pub cert_common_name: Option<&'a str>,
+    /// The OS user name of a client on the Unix socket, from its credentials.
+    pub os_user: Option<&'a str>,
 }
 
 /// The exchange to run with this client, or why it is refused.
@@ -55,7 +62,10 @@ fn decide(
     user: &str,
 ) -> Result<AuthMethod, SessionError> {
     let client = HbaClient {
-        addr: Some(transport.peer.ip()),
+        addr: match transport.peer {
+            PeerAddr::Tcp(a) => Some(a.ip()),
+            PeerAddr::Unix { .. } => None,
+        },
         tls: transport.tls,
         replication,
         database: database.as_bytes(),
@@ -95,15 +105,22 @@ fn decide(
                 "connection requires a valid client certificate".into(),
             )),
         },
-        // `peer` lines are `local` only, and pgheal has no Unix socket yet.
-        HbaMethod::Peer => Err(SessionError::HbaRefused(format!(
-            "peer authentication failed for user \"{user}\""
-        ))),
+        // `peer` lines are `local` only (the parser refuses others).
+        HbaMethod::Peer => match transport.os_user {
+            Some(os) if transport.peer.is_unix() && os == user => Ok(AuthMethod::Trust),
+            _ => Err(SessionError::HbaRefused(format!(
+                "Peer authentication failed for user \"{user}\""
+            ))),
+        },
     }
 }
 
-/// The client address as PostgreSQL prints it (an IPv4-mapped IPv6 address as IPv4).
-fn canonical_host(peer: SocketAddr) -> std::net::IpAddr {
+/// The client address as PostgreSQL prints it (an IPv4-mapped IPv6 address as IPv4, the Unix
+/// socket as `[local]`).
+fn canonical_host(peer: PeerAddr) -> String {
+    let PeerAddr::Tcp(peer) = peer else {
+        return "[local]".into();
+    };
     match peer.ip() {
         std::net::IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -111,6 +128,7 @@ fn canonical_host(peer: SocketAddr) -> std::net::IpAddr {
             .unwrap_or(peer.ip()),
         v4 => v4,
     }
+    .to_string()
 }
 
 #[cfg(test)]
@@ -127,10 +145,47 @@ mod tests {
 
     fn transport<'a>(peer: &str, tls: bool, cn: Option<&'a str>) -> Transport<'a> {
         Transport {
-            peer: peer.parse().expect("test address"),
+            peer: PeerAddr::Tcp(peer.parse().expect("test address")),
             tls,
             cert_common_name: cn,
+            os_user: None,
         }
+    }
+
+    fn unix(os_user: Option<&str>) -> Transport<'_> {
+        Transport {
+            peer: PeerAddr::Unix {
+                port: 6432,
+                pid: Some(1),
+            },
+            tls: false,
+            cert_common_name: None,
+            os_user,
+        }
+    }
+
+    /// `peer` accepts the OS user of the same name only; `local` lines match the Unix socket
+    /// and nothing else.
+    #[test]
+    fn peer_on_the_unix_socket() {
+        let r = rules("local all all peer\n");
+        assert_eq!(
+            decide(&r, unix(Some("alice")), false, "d", "alice").ok(),
+            Some(AuthMethod::Trust)
+        );
+        assert_eq!(
+            refusal(decide(&r, unix(Some("alice")), false, "d", "bob")),
+            "Peer authentication failed for user \"bob\""
+        );
+        assert_eq!(
+            refusal(decide(&r, unix(None), false, "d", "bob")),
+            "Peer authentication failed for user \"bob\""
+        );
+        let r = rules("host all all all trust\n");
+        assert_eq!(
+            refusal(decide(&r, unix(Some("alice")), false, "d", "alice")),
+            "no pg_hba.conf entry for host \"[local]\", user \"alice\", database \"d\", no encryption"
+        );
     }
 
     fn refusal(r: Result<AuthMethod, SessionError>) -> String {

@@ -1,10 +1,8 @@
 //! The life of one client connection: opening, authentication, server assignment, relay,
 //! and the hand-back of the server connection.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -14,7 +12,7 @@ use crate::config::{Config, PoolMode};
 use crate::heal::relay::Naming;
 use crate::heal::Relay;
 use crate::metrics::Metrics;
-use crate::net::{ClientReader, ClientWriter};
+use crate::net::{Accepted, ClientReader, ClientWriter, PeerAddr};
 use crate::pool::capacity::{Capacity, Slot};
 use crate::pool::Pools;
 use crate::protocol::backend::TxStatus;
@@ -61,9 +59,33 @@ impl Shared {
 
 /// Serve one client until it leaves. Never panics on client input; errors are reported to the
 /// client when they may be, and logged.
-pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok();
+pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
+    let (peer, local, os_uid) = match &stream {
+        Accepted::Tcp(s, peer) => {
+            let _ = s.set_nodelay(true);
+            (
+                PeerAddr::Tcp(*peer),
+                s.local_addr().ok().map(PeerAddr::Tcp),
+                None,
+            )
+        }
+        Accepted::Unix(s, port) => {
+            let cred = s.peer_cred();
+            if let Err(e) = &cred {
+                tracing::warn!(error = %e, "cannot read the credentials of a Unix socket client");
+            }
+            let cred = cred.ok();
+            let peer = PeerAddr::Unix {
+                port: *port,
+                pid: cred.as_ref().and_then(|c| c.pid()),
+            };
+            let local = PeerAddr::Unix {
+                port: *port,
+                pid: Some(std::process::id() as i32),
+            };
+            (peer, Some(local), cred.map(|c| c.uid()))
+        }
+    };
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
     let cfg = shared.config.current();
     let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
@@ -88,6 +110,7 @@ pub async fn run_client(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
                 deadline,
                 peer,
                 local,
+                os_uid,
                 opening,
                 end_point,
                 client_cert_name,
@@ -136,9 +159,11 @@ const MAX_AUTH_MESSAGE_LEN: usize = 65_535;
 struct Client {
     /// The end of `client_login_timeout`: the opening and authentication must be over by then.
     deadline: tokio::time::Instant,
-    peer: SocketAddr,
+    peer: PeerAddr,
     /// The address the client connected to.
-    local: Option<SocketAddr>,
+    local: Option<PeerAddr>,
+    /// The uid of the client's OS user, on the Unix socket (SO_PEERCRED).
+    os_uid: Option<u32>,
     opening: Opening,
     /// Channel-binding data of the TLS handshake (see [`Opened::end_point`]).
     end_point: Option<Vec<u8>>,
@@ -295,19 +320,48 @@ async fn login(
     span.record("db", dbname.as_str());
     span.record("user", user.as_str());
     crate::metrics::oplog::login_attempt(&cfg.log, &dbname, &user, reader.get_ref().is_tls());
-    if cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() {
+    // As PgBouncer: a client on the Unix socket is not asked for TLS.
+    if cfg.client_tls.requires_tls() && !reader.get_ref().is_tls() && !client.peer.is_unix() {
         return Err(SessionError::TlsRequired {
-            host: client.peer.ip().to_string(),
+            host: client.peer.host(),
             user,
             database: dbname,
         });
     }
 
     let on_tls = reader.get_ref().is_tls();
+    // PgBouncer's rule: the OS user pgheal runs as logs into the console as user `pgbouncer`
+    // over the Unix socket without a password, whatever auth_type and the HBA rules say.
+    let own_user_console =
+        console && user == OWN_CONSOLE_USER && client.os_uid == Some(crate::net::unix::own_uid());
+    if own_user_console {
+        let info = ClientInfo {
+            user: user.clone(),
+            database: dbname.clone(),
+            addr: client.peer,
+            local_addr: client.local,
+            application_name: application_name(&startup),
+            tls: on_tls,
+            admin: true,
+        };
+        tracing::info!("admin console access from the Unix socket as pgheal's own OS user");
+        let registered = shared.clients.register(info);
+        crate::admin::welcome(writer, &registered.track).await?;
+        return Ok(Some(Login::Console(ConsoleLogin {
+            role: crate::admin::Role::Admin,
+            registered,
+        })));
+    }
+    // The OS user's name (a look-up in the user database) only for the HBA rules' `peer`.
+    let os_user = match client.os_uid {
+        Some(uid) if cfg.hba.is_some() => crate::net::unix::user_name(uid),
+        _ => None,
+    };
     let transport = Transport {
         peer: client.peer,
         tls: on_tls,
         cert_common_name: client.client_cert_name.as_deref(),
+        os_user: os_user.as_deref(),
     };
     let method = method_for(cfg, transport, &startup, &dbname, &user)?;
     // A user missing from the auth_file is looked up with the database's auth_query, if it
@@ -352,12 +406,7 @@ async fn login(
         database: dbname.clone(),
         addr: client.peer,
         local_addr: client.local,
-        application_name: startup
-            .params
-            .iter()
-            .find(|(k, _)| k == "application_name")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
+        application_name: application_name(&startup),
         tls: on_tls,
         admin: console,
     };
@@ -467,6 +516,18 @@ async fn login(
         registered,
         _in_pool: in_pool,
     }))))
+}
+
+/// The user name PgBouncer's own-OS-user console login uses.
+const OWN_CONSOLE_USER: &str = "pgbouncer";
+
+fn application_name(startup: &crate::protocol::startup::StartupParams) -> String {
+    startup
+        .params
+        .iter()
+        .find(|(k, _)| k == "application_name")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 /// Decrements the client gauge when the session ends, however it ends.

@@ -9,7 +9,8 @@
 //!   0x16, which no startup packet can start with), and the client must name the ALPN
 //!   protocol `postgresql`, as PostgreSQL 17 requires (without it, the connection is closed).
 //!
-//! GSSENCRequest always gets `N`. Whether a plain client may go on is decided once its startup
+//! GSSENCRequest always gets `N`, and so does an SSLRequest on the Unix socket (no TLS there,
+//! as in PostgreSQL). Whether a plain client may go on is decided once its startup
 //! packet names user and database (see [`crate::session::run`]).
 
 use std::sync::Arc;
@@ -17,8 +18,11 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::net::stream::{reunite_client_plain, split_client_plain, split_client_tls};
+use crate::net::stream::{
+    reunite_client_plain, split_client_plain, split_client_tls, split_client_unix,
+};
 use crate::net::tls::{ClientTlsState, ALPN_POSTGRESQL};
+use crate::net::Accepted;
 use crate::net::{ClientReader, ClientWriter, FrameReader, FrameWriter, NetError};
 use crate::protocol::startup::{StartupPacket, StartupParams};
 use crate::protocol::{encode, sqlstate, ProtocolError};
@@ -58,9 +62,10 @@ pub type OpenFailure = (Option<ClientWriter>, SessionError);
 const SSL_MINOR: u16 = 5679;
 const GSS_MINOR: u16 = 5680;
 
-/// Read the opening of a connection, with TLS when `tls` is configured, until `deadline`.
+/// Read the opening of a connection, with TLS when `tls` is configured and the client is on
+/// TCP, until `deadline`. On the Unix socket an SSLRequest is answered `N`, as PostgreSQL does.
 pub async fn open(
-    stream: TcpStream,
+    stream: Accepted,
     tls: Option<&Arc<ClientTlsState>>,
     max_len: usize,
     deadline: Instant,
@@ -68,6 +73,12 @@ pub async fn open(
     let timed_out = |w: Option<ClientWriter>| (w, SessionError::LoginTimeout);
     let mut end_point = None;
     let mut client_cert_name = None;
+    let stream = match stream {
+        Accepted::Tcp(s, _) => s,
+        Accepted::Unix(s, _) => {
+            return read_opening(split_client_unix(s), None, max_len, deadline).await
+        }
+    };
     let (r, w) = match tls {
         Some(tls) => {
             let mut first = [0u8; 1];
@@ -95,6 +106,28 @@ pub async fn open(
         }
         None => split_client_plain(stream),
     };
+    let mut opened = read_opening((r, w), tls, max_len, deadline).await?;
+    if opened.end_point.is_none() {
+        opened.end_point = end_point;
+    }
+    if opened.client_cert_name.is_none() {
+        opened.client_cert_name = client_cert_name;
+    }
+    Ok(opened)
+}
+
+/// The startup packets on split halves (after a direct TLS handshake, if any): SSLRequest
+/// (TLS when `tls` is given, else `N`), GSSENCRequest (`N`), then a startup packet or a
+/// cancel request.
+async fn read_opening(
+    (r, w): (crate::net::ClientRead, crate::net::ClientWrite),
+    tls: Option<&Arc<ClientTlsState>>,
+    max_len: usize,
+    deadline: Instant,
+) -> Result<Opened, OpenFailure> {
+    let timed_out = |w: Option<ClientWriter>| (w, SessionError::LoginTimeout);
+    let mut end_point = None;
+    let mut client_cert_name = None;
     let mut reader = FrameReader::new(r, max_len);
     let mut writer = FrameWriter::new(w);
     loop {

@@ -74,6 +74,22 @@ pub(super) fn config_value(cfg: &crate::config::Config, key: &str) -> Option<Str
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         "verbose" => cfg.process.verbose.to_string(),
+        "unix_socket_dir" => cfg
+            .unix_socket
+            .as_ref()
+            .map(|u| u.dir.display().to_string())
+            .unwrap_or_default(),
+        "unix_socket_mode" => format!(
+            "0{:o}",
+            cfg.unix_socket
+                .as_ref()
+                .map_or(crate::config::unix_socket::DEFAULT_MODE, |u| u.mode)
+        ),
+        "unix_socket_group" => cfg
+            .unix_socket
+            .as_ref()
+            .and_then(|u| u.group.clone())
+            .unwrap_or_default(),
         _ => return None,
     })
 }
