@@ -141,7 +141,7 @@ impl LiveConfig {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let file_keys = super::validate::pgbouncer_keys_in_file(&self.args)?;
+        let file_keys = super::load::pgbouncer_keys_in_file(&self.args)?;
         overrides.retain(|o| !file_keys.contains(&o.key));
         let (new, restart_only) = self.build(&overrides)?;
         *self.overrides.lock().unwrap_or_else(|p| p.into_inner()) = overrides;
@@ -183,7 +183,7 @@ impl LiveConfig {
 
     /// The next configuration, and the restart-only settings it would have changed.
     fn build(&self, overrides: &[Override]) -> Result<(Config, Vec<&'static str>), ConfigError> {
-        let mut cfg = super::validate::load_with(&self.args, overrides)?;
+        let mut cfg = super::load::load_with(&self.args, overrides)?;
         let old = self.current();
         let restart_only = restart_only_changes(&old, &cfg);
         // What cannot change keeps its value.

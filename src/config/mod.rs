@@ -16,13 +16,16 @@
 //! - [`connstr`]: the `key=value` strings of its `[databases]`, `[users]` and `[peers]`, pure.
 //! - [`pgbouncer_keys`]: every `[pgbouncer]` key of PgBouncer 1.25 and what pgheal does with it.
 //! - [`pgbouncer`]: a parsed pgbouncer.ini → [`file::FileConfig`], with PgBouncer's defaults.
+//! - [`load`]: reading the file (either format, with the console's `SET` values).
 //! - [`validate`]: file + flags → [`Config`], checking every value.
+//! - [`live`]: the configuration in force, swapped whole by `RELOAD`, SIGHUP and `SET`.
 
 pub mod cli;
 pub mod connstr;
 pub mod file;
 pub mod ini;
 pub mod live;
+pub mod load;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
 pub mod tls;
@@ -41,7 +44,7 @@ use crate::auth::hba::HbaRules;
 use crate::auth::{AuthMethod, Secret};
 use crate::heal::RelayConfig;
 
-pub use validate::load;
+pub use load::load;
 
 /// An invalid setting, named by its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

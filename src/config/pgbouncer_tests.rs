@@ -10,7 +10,8 @@ use crate::auth::{AuthMethod, Secret};
 use crate::config::cli::RunArgs;
 use crate::config::file::FileConfig;
 use crate::config::ini::{self, Files};
-use crate::config::validate::{build, detect_format, FileFormat};
+use crate::config::load::{detect_format, FileFormat};
+use crate::config::validate::build;
 use crate::config::{Config, ConfigError, PoolMode};
 
 #[derive(Default)]
