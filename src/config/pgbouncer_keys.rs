@@ -143,7 +143,7 @@ pub const KEYS: &[Key] = &[
     not_yet("autodb_idle_timeout", Time, "3600", &[], "pools of `*` databases are kept"),
     not_yet("cancel_wait_timeout", Time, "10", &[], "a cancel request is sent at once or dropped"),
     not_yet("client_idle_timeout", Time, "0", &["0"], ""),
-    yes("client_login_timeout", Time, "60", "`client_login_timeout`: the TLS handshake, startup packet and authentication must be over in this time, else the connection is closed (after the startup packet, with `FATAL 08P01 client_login_timeout`); 0 = no limit"),
+    yes("client_login_timeout", Time, "60", "`client_login_timeout`: the TLS handshake, startup packet and authentication must be over in this time, else the client gets `FATAL 08P01 client_login_timeout` (PgBouncer's words) and the connection is closed; 0 = no limit"),
     not_yet("client_tls13_ciphers", Str, "", &[""], "rustls' TLS 1.3 suites (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305) are always offered"),
     yes("client_tls_ca_file", Str, "", "`client_tls_ca_file`: root certificates (PEM) client certificates must lead to (`verify-ca`/`verify-full`); reloaded on change"),
     yes("client_tls_cert_file", Str, "", "`client_tls_cert_file`: pgheal's certificate (PEM) for clients; reloaded on change and on SIGHUP"),
