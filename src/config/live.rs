@@ -62,8 +62,9 @@ pub struct Override {
 /// The configuration in force and how to build the next one.
 pub struct LiveConfig {
     current: RwLock<Arc<Config>>,
-    /// The command line and environment pgheal started with (they still win over the file).
-    args: RunArgs,
+    /// The command line and environment pgheal started with (they still win over the file);
+    /// `None` for a configuration built in-process, which has nothing to read again.
+    args: Option<RunArgs>,
     overrides: Mutex<Vec<Override>>,
     /// Reloads are done one at a time.
     reloading: Mutex<()>,
@@ -95,7 +96,7 @@ impl LiveConfig {
     pub fn new(cfg: Config, args: RunArgs) -> LiveConfig {
         LiveConfig {
             current: RwLock::new(Arc::new(cfg)),
-            args,
+            args: Some(args),
             overrides: Mutex::new(Vec::new()),
             reloading: Mutex::new(()),
             on_verbose: Mutex::new(None),
@@ -114,14 +115,22 @@ impl LiveConfig {
         }
     }
 
-    /// A fixed configuration (tests, `pgheal demo`): a reload rebuilds it from no file, so
-    /// `RELOAD` works but changes nothing the flags did not say.
+    /// A configuration built in-process (tests, `pgheal demo`): the flags it was built from
+    /// are not known, so `RELOAD` and `SET` refuse rather than rebuild something else.
     pub fn fixed(cfg: Config) -> LiveConfig {
-        let args = RunArgs {
-            config: cfg.source.clone(),
-            ..RunArgs::default()
-        };
-        LiveConfig::new(cfg, args)
+        LiveConfig {
+            args: None,
+            ..LiveConfig::new(cfg, RunArgs::default())
+        }
+    }
+
+    fn args(&self) -> Result<&RunArgs, ConfigError> {
+        self.args.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "config",
+                "pgheal was started in-process from a built configuration: there is no file to read again",
+            )
+        })
     }
 
     /// The configuration in force.
@@ -141,7 +150,7 @@ impl LiveConfig {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let file_keys = super::load::pgbouncer_keys_in_file(&self.args)?;
+        let file_keys = super::load::pgbouncer_keys_in_file(self.args()?)?;
         overrides.retain(|o| !file_keys.contains(&o.key));
         let (new, restart_only) = self.build(&overrides)?;
         *self.overrides.lock().unwrap_or_else(|p| p.into_inner()) = overrides;
@@ -183,7 +192,7 @@ impl LiveConfig {
 
     /// The next configuration, and the restart-only settings it would have changed.
     fn build(&self, overrides: &[Override]) -> Result<(Config, Vec<&'static str>), ConfigError> {
-        let mut cfg = super::load::load_with(&self.args, overrides)?;
+        let mut cfg = super::load::load_with(self.args()?, overrides)?;
         let old = self.current();
         let restart_only = restart_only_changes(&old, &cfg);
         // What cannot change keeps its value.
