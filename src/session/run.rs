@@ -332,25 +332,20 @@ async fn login(
     let on_tls = reader.get_ref().is_tls();
     // PgBouncer's rule: the OS user pgheal runs as logs into the console as user `pgbouncer`
     // over the Unix socket without a password, whatever auth_type and the HBA rules say.
+    let info = ClientInfo {
+        user: user.clone(),
+        database: dbname.clone(),
+        addr: client.peer,
+        local_addr: client.local,
+        application_name: application_name(&startup),
+        tls: on_tls,
+        admin: console,
+    };
     let own_user_console =
         console && user == OWN_CONSOLE_USER && client.os_uid == Some(crate::net::unix::own_uid());
     if own_user_console {
-        let info = ClientInfo {
-            user: user.clone(),
-            database: dbname.clone(),
-            addr: client.peer,
-            local_addr: client.local,
-            application_name: application_name(&startup),
-            tls: on_tls,
-            admin: true,
-        };
         tracing::info!("admin console access from the Unix socket as pgheal's own OS user");
-        let registered = shared.clients.register(info);
-        crate::admin::welcome(writer, &registered.track).await?;
-        return Ok(Some(Login::Console(ConsoleLogin {
-            role: crate::admin::Role::Admin,
-            registered,
-        })));
+        return console_login(shared, writer, info, crate::admin::Role::Admin).await;
     }
     // The OS user's name (a look-up in the user database) only for the HBA rules' `peer`.
     let os_user = match client.os_uid {
@@ -401,21 +396,10 @@ async fn login(
     .await;
     reader.set_max_len(max_len);
     let passthrough = authenticated.map_err(|_| SessionError::LoginTimeout)??;
-    let info = ClientInfo {
-        user: user.clone(),
-        database: dbname.clone(),
-        addr: client.peer,
-        local_addr: client.local,
-        application_name: application_name(&startup),
-        tls: on_tls,
-        admin: console,
-    };
     if console {
         let role = crate::admin::role_of(cfg, &user)
             .ok_or_else(|| SessionError::ConsoleNotAllowed(user.clone()))?;
-        let registered = shared.clients.register(info);
-        crate::admin::welcome(writer, &registered.track).await?;
-        return Ok(Some(Login::Console(ConsoleLogin { role, registered })));
+        return console_login(shared, writer, info, role).await;
     }
     let db = cfg
         .database_for(&dbname, &user)
@@ -528,6 +512,18 @@ fn application_name(startup: &crate::protocol::startup::StartupParams) -> String
         .find(|(k, _)| k == "application_name")
         .map(|(_, v)| v.clone())
         .unwrap_or_default()
+}
+
+/// An admin console login: the client listed, welcomed, and handed to the console.
+async fn console_login(
+    shared: &Shared,
+    writer: &mut ClientWriter,
+    info: ClientInfo,
+    role: crate::admin::Role,
+) -> Result<Option<Login>, SessionError> {
+    let registered = shared.clients.register(info);
+    crate::admin::welcome(writer, &registered.track).await?;
+    Ok(Some(Login::Console(ConsoleLogin { role, registered })))
 }
 
 /// Decrements the client gauge when the session ends, however it ends.
