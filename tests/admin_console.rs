@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::console::stop_now;
 use common::*;
 use pgheal::config::cli::RunArgs;
 use pgheal::config::file::FileConfig;
@@ -30,14 +31,6 @@ async fn proxy(pg: &pgheal::cluster::TempCluster, mode: &str) -> ProxyHandle {
         ..Default::default()
     };
     start_proxy_with(file, &args).await
-}
-
-/// End pgheal and every session now (the tests' clients are still connected).
-async fn stop(p: ProxyHandle) {
-    p.stop_with(pgheal::proxy::Stop::Immediate);
-    tokio::time::timeout(Duration::from_secs(15), p.wait())
-        .await
-        .expect("pgheal stops within 15 s");
 }
 
 async fn console(p: &ProxyHandle, user: &str, pw: &str) -> tokio_postgres::Client {
@@ -314,7 +307,7 @@ async fn show_commands_report_real_activity_in_pgbouncers_columns() {
     };
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"));
     holder.batch_execute("COMMIT").await.unwrap();
-    stop(p).await;
+    stop_now(p).await;
 }
 
 /// The runbook after a migration: RECONNECT the database, WAIT_CLOSE until every old
@@ -382,7 +375,7 @@ async fn reconnect_replaces_server_connections_once_released() {
         refused(&admin, "RECONNECT pgbouncer").await,
         "cannot reconnect admin db: pgbouncer"
     );
-    stop(p).await;
+    stop_now(p).await;
 }
 
 /// PAUSE waits for transactions to end, closes the server connections, holds new queries
@@ -451,7 +444,7 @@ async fn pause_waits_for_transactions_and_resume_releases_waiting_clients() {
         refused(&admin, "RESUME").await,
         "pooler is not paused/suspended"
     );
-    stop(p).await;
+    stop_now(p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +506,7 @@ async fn kill_client_kill_and_disable_end_and_refuse_sessions() {
         .expect("the query runs after RESUME")
         .unwrap()
         .expect("no error");
-    stop(p).await;
+    stop_now(p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,5 +600,5 @@ async fn psql_runs_the_console_as_with_pgbouncer() {
     );
     let (ok, _, err) = psql_console(&pg, &p, "pgbouncer", "PAUSE nosuchdb").await;
     assert!(!ok && err.contains("no such database: nosuchdb"), "{err}");
-    stop(p).await;
+    stop_now(p).await;
 }

@@ -158,10 +158,7 @@ async fn a_waiting_client_shows_in_the_gauges_and_activity_in_the_counters() {
     });
     assert_eq!(queries.as_deref(), Some("4"));
     drop(a);
-    p.stop_with(pgheal::proxy::Stop::Immediate);
-    tokio::time::timeout(Duration::from_secs(15), p.wait())
-        .await
-        .expect("pgheal stops within 15 s");
+    common::console::stop_now(p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,25 +258,13 @@ async fn readyz_flips_on_pause_and_on_shutdown_while_healthz_stays() {
     assert!(body.contains("shutting down"), "{body}");
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     drop(admin);
-    p.stop_with(pgheal::proxy::Stop::Immediate);
-    tokio::time::timeout(Duration::from_secs(15), p.wait())
-        .await
-        .expect("pgheal stops within 15 s");
+    common::console::stop_now(p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_an_unreachable_database_unless_allowed_down() {
     let pg = start_pg();
-    // A port nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let p = proxy(
-        &pg,
-        &format!("[databases.ghost]\nhost = \"127.0.0.1\"\nport = {port}\n"),
-    )
-    .await;
+    let p = proxy_with_a_database_down(&pg).await;
     let addr = p.metrics_addr.expect("metrics listener");
     let (status, body) = http_get(addr, "/readyz").await;
     assert_eq!(status, 503, "{body}");
@@ -308,6 +293,16 @@ async fn readyz_names_an_unreachable_database_unless_allowed_down() {
     );
 }
 
+/// [`proxy`] with a database `ghost` on a port nothing listens on.
+async fn proxy_with_a_database_down(pg: &pgheal::cluster::TempCluster) -> ProxyHandle {
+    let port = free_port();
+    proxy(
+        pg,
+        &format!("[databases.ghost]\nhost = \"127.0.0.1\"\nport = {port}\n"),
+    )
+    .await
+}
+
 /// `pgheal healthcheck`, as Docker runs it: its exit status and what it says.
 async fn healthcheck(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
     let out = tokio::time::timeout(
@@ -332,15 +327,7 @@ async fn healthcheck(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_healthcheck_command_exits_by_readiness() {
     let pg = start_pg();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let p = proxy(
-        &pg,
-        &format!("[databases.ghost]\nhost = \"127.0.0.1\"\nport = {port}\n"),
-    )
-    .await;
+    let p = proxy_with_a_database_down(&pg).await;
     let addr = p.metrics_addr.expect("metrics listener");
     let (ok, text) = healthcheck(addr, &[]).await;
     assert!(!ok, "ghost is down: {text}");

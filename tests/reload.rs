@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::bin::{pgheal_cmd, send_signal};
 use common::certs::Dir;
+use common::console::{named_rows, Row};
 use common::*;
-use tokio_postgres::SimpleQueryMessage;
 
 const ADMIN_PW: &str = "admin-pw";
 
@@ -129,7 +129,7 @@ impl Running {
 }
 
 /// Run a console command: its rows as (column → value) lists, or the error message.
-async fn console(url: &str, sql: &str) -> Result<Vec<Vec<(String, Option<String>)>>, String> {
+async fn console(url: &str, sql: &str) -> Result<Vec<Row>, String> {
     let c = connect(url).await;
     let msgs = tokio::time::timeout(Duration::from_secs(20), c.simple_query(sql))
         .await
@@ -139,19 +139,7 @@ async fn console(url: &str, sql: &str) -> Result<Vec<Vec<(String, Option<String>
             .as_db_error()
             .map(|d| d.message().to_owned())
             .unwrap_or_else(|| e.to_string())),
-        Ok(msgs) => Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(
-                    r.columns()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| (c.name().to_owned(), r.get(i).map(str::to_owned)))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()),
+        Ok(msgs) => Ok(named_rows(&msgs)),
     }
 }
 

@@ -13,13 +13,13 @@ use std::time::Duration;
 use common::bin::{pgheal_cmd, send_signal};
 use common::certs::Dir;
 use common::client_tls::psql;
+use common::console::{named_rows, stop_now, Row};
 use common::login::{current_user, login_error};
 use common::*;
 use pgheal::config::cli::RunArgs;
 use pgheal::config::file::FileConfig;
 use pgheal::proxy::ProxyHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_postgres::SimpleQueryMessage;
 
 const ADMIN_PW: &str = "admin-pw";
 const ROOT_PW: &str = "root-pw";
@@ -40,13 +40,6 @@ async fn proxy(pg: &pgheal::cluster::TempCluster, port: u16, extra: &str) -> Pro
     start_proxy_with(file, &args).await
 }
 
-async fn stop(p: ProxyHandle) {
-    p.stop_with(pgheal::proxy::Stop::Immediate);
-    tokio::time::timeout(Duration::from_secs(15), p.wait())
-        .await
-        .expect("pgheal stops within 15 s");
-}
-
 /// A tokio-postgres conninfo over the Unix socket in `dir`.
 fn over_socket(dir: &Path, port: u16, user: &str, password: &str, db: &str) -> String {
     format!(
@@ -56,23 +49,12 @@ fn over_socket(dir: &Path, port: u16, user: &str, password: &str, db: &str) -> S
 }
 
 /// The rows of a simple query, each as (column, value) pairs.
-async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<(String, Option<String>)>> {
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Row> {
     let msgs = tokio::time::timeout(Duration::from_secs(10), c.simple_query(sql))
         .await
         .unwrap_or_else(|_| panic!("{sql} did not answer within 10 s"))
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    msgs.into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).map(str::to_owned)))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    named_rows(&msgs)
 }
 
 fn col<'a>(row: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
@@ -178,7 +160,7 @@ async fn psql_over_the_socket_to_a_pool_and_to_the_console() {
     assert_eq!(&answer, b"N");
     drop(raw);
 
-    stop(p).await;
+    stop_now(p).await;
     assert!(!path.exists(), "the socket file is removed at stop");
 }
 
@@ -230,7 +212,7 @@ async fn own_os_user_logs_into_the_console_as_pgbouncer_without_a_password() {
     )
     .await;
     assert!(!ok, "{out}");
-    stop(p).await;
+    stop_now(p).await;
 }
 
 /// `local … peer` lines: the client's OS user (root) must be the user it logs in as.
@@ -287,7 +269,7 @@ async fn peer_lines_compare_the_os_user_with_the_user_name() {
         current_user(&proxy_url(&p)).await.expect("app over TCP"),
         USER
     );
-    stop(p).await;
+    stop_now(p).await;
 }
 
 /// A socket file left by a dead process is replaced; one another process listens on stops
@@ -310,7 +292,7 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_refused() {
             .expect("a login through the replaced socket"),
         USER
     );
-    stop(p).await;
+    stop_now(p).await;
     assert!(!stale.exists());
 
     let port = free_port();
@@ -325,7 +307,7 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_refused() {
     let cfg = pgheal::config::validate::build(file, &args).expect("valid config");
     let e = match pgheal::proxy::start(cfg).await {
         Ok(p) => {
-            stop(p).await;
+            stop_now(p).await;
             panic!("pgheal started beside a live socket")
         }
         Err(e) => e.to_string(),
@@ -355,19 +337,19 @@ async fn default_dir_with_a_fixed_port_and_empty_means_none() {
             .expect("a login through /tmp"),
         USER
     );
-    stop(p).await;
+    stop_now(p).await;
     assert!(!path.exists(), "the socket file is removed at stop");
 
     let port = free_port();
     let p = proxy(&pg, port, "unix_socket_dir = \"\"").await;
     assert_eq!(p.unix_socket, None);
     assert!(!Path::new(&format!("/tmp/.s.PGSQL.{port}")).exists());
-    stop(p).await;
+    stop_now(p).await;
 
     // Port 0 without a directory: no socket either.
     let p = proxy(&pg, 0, "").await;
     assert_eq!(p.unix_socket, None);
-    stop(p).await;
+    stop_now(p).await;
 }
 
 /// With `user`, the socket is made before the switch and given to that user, so the switched
@@ -440,5 +422,5 @@ async fn tls_required_on_tcp_is_not_asked_of_the_unix_socket() {
     let (code, msg) = login_error(&format!("{}?sslmode=disable", proxy_url(&p))).await;
     assert_eq!(code, "28000", "{msg}");
     assert!(msg.contains("requires TLS"), "{msg}");
-    stop(p).await;
+    stop_now(p).await;
 }

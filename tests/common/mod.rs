@@ -5,6 +5,7 @@
 pub mod bin;
 pub mod certs;
 pub mod client_tls;
+pub mod console;
 pub mod drivers;
 pub mod load;
 pub mod login;
