@@ -67,12 +67,12 @@ fn flags_override_the_example() {
         listen: Some("0.0.0.0:7432".into()),
         pool_size: Some(7),
         pool_mode: Some("transaction".into()),
-        metrics_listen: Some("127.0.0.1:9187".into()),
+        metrics_listen: Some("127.0.0.1:9930".into()),
         no_heal: true,
         ..Default::default()
     });
     assert_eq!(c.listen, "0.0.0.0:7432".parse().unwrap());
-    assert_eq!(c.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9930".parse().unwrap()));
     assert!(!c.heal.enabled);
     let db = c.database("appdb").unwrap();
     assert_eq!(db.pool_size, 7);

@@ -95,36 +95,49 @@ fn port_of(listen: &str) -> u16 {
         .unwrap_or_else(|| panic!("{listen:?} has no port"))
 }
 
+/// The image's default command (`CMD`, used when no command is given) as pgheal parses it.
+fn default_command(ins: &[(String, String)]) -> pgheal::config::cli::Cli {
+    let cmd = &ins
+        .iter()
+        .rev()
+        .find(|(i, _)| i == "CMD")
+        .expect("a CMD with the listen addresses")
+        .1;
+    let args: Vec<String> = serde_json::from_str(cmd).expect("CMD in exec form");
+    let argv = std::iter::once("pgheal".to_owned()).chain(args);
+    <pgheal::config::cli::Cli as clap::Parser>::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("pgheal refuses the image's CMD {cmd}: {e}"))
+}
+
 #[test]
 fn the_dockerfile_sets_real_settings_and_exposes_the_ports_pgheal_listens_on() {
     let ins = dockerfile();
-    let known = pgheal_env_vars();
-    let mut env = Vec::new();
+    // No PGHEAL_* variable in the image: a variable wins over the file, so one set by the
+    // image would silently override the listen addresses of a mounted configuration.
     for (i, args) in &ins {
         if i == "ENV" {
-            env.extend(env_pairs(args));
+            for (k, _) in env_pairs(args) {
+                assert!(
+                    !k.starts_with("PGHEAL_"),
+                    "the image sets {k}, which would override a mounted configuration"
+                );
+            }
         }
     }
-    assert!(
-        !env.is_empty(),
-        "the runtime image sets pgheal's listen addresses"
+    // The listen addresses come from the default command, which a given command replaces.
+    let cli = default_command(&ins);
+    assert!(cli.command.is_none() && cli.config_file.is_none());
+    let listen = cli.run.listen.clone().expect("CMD gives --listen");
+    let metrics = cli
+        .run
+        .metrics_listen
+        .clone()
+        .expect("CMD gives --metrics-listen");
+    assert_ne!(
+        port_of(&metrics),
+        9187,
+        "9187 is postgres_exporter's port, often beside a pooler"
     );
-    for (k, _) in &env {
-        assert!(
-            known.contains(k),
-            "Dockerfile sets {k}, which pgheal does not read"
-        );
-    }
-    let listen = &env
-        .iter()
-        .find(|(k, _)| k == "PGHEAL_LISTEN")
-        .expect("PGHEAL_LISTEN")
-        .1;
-    let metrics = &env
-        .iter()
-        .find(|(k, _)| k == "PGHEAL_METRICS_LISTEN")
-        .expect("PGHEAL_METRICS_LISTEN")
-        .1;
     let exposed: BTreeSet<u16> = ins
         .iter()
         .filter(|(i, _)| i == "EXPOSE")
@@ -135,11 +148,28 @@ fn the_dockerfile_sets_real_settings_and_exposes_the_ports_pgheal_listens_on() {
         .collect();
     assert_eq!(
         exposed,
-        BTreeSet::from([port_of(listen), port_of(metrics)]),
+        BTreeSet::from([port_of(&listen), port_of(&metrics)]),
         "EXPOSE must name the client and metrics ports"
     );
-    let user = ins.iter().rev().find(|(i, _)| i == "USER").expect("a USER");
-    assert_ne!(user.1, "root", "the image must not run as root");
+    // A numeric user, so Kubernetes' runAsNonRoot can check it without a passwd file.
+    let user = &ins
+        .iter()
+        .rev()
+        .find(|(i, _)| i == "USER")
+        .expect("a USER")
+        .1;
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("USER is numeric: {user}"));
+    assert_ne!(uid, 0, "the image must not run as root");
+    // The binary is built stripped, without debug information.
+    let cargo: toml::Value = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml");
+    let dist = &cargo["profile"]["dist"];
+    assert_eq!(dist["strip"].as_str(), Some("symbols"), "{dist:?}");
+    assert_eq!(dist["debug"].as_bool(), Some(false), "{dist:?}");
     let entry = ins
         .iter()
         .rev()
@@ -163,7 +193,11 @@ fn the_dockerfile_sets_real_settings_and_exposes_the_ports_pgheal_listens_on() {
         .iter()
         .find(|(i, a)| i == "RUN" && a.contains("useradd"))
         .expect("a useradd step");
-    assert!(useradd.1.contains("--uid 6432"), "{}", useradd.1);
+    assert!(
+        useradd.1.contains(&format!("--uid {uid}")),
+        "the image's user {uid} has an entry: {}",
+        useradd.1
+    );
     // The health check asks pgheal itself (GET /readyz on the metrics listener the image
     // sets), with a command line pgheal accepts.
     let check = ins
@@ -180,13 +214,18 @@ fn the_dockerfile_sets_real_settings_and_exposes_the_ports_pgheal_listens_on() {
     assert_eq!(argv[..2], ["pgheal", "healthcheck"], "{exec}");
     let cli = <pgheal::config::cli::Cli as clap::Parser>::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("{exec}: {e}"));
-    assert!(
-        matches!(
-            cli.command,
-            Some(pgheal::config::cli::Command::Healthcheck { live: false, .. })
+    match cli.command {
+        Some(pgheal::config::cli::Command::Healthcheck {
+            live: false,
+            metrics_listen,
+            ..
+        }) => assert_eq!(
+            port_of(&metrics_listen),
+            port_of(&metrics),
+            "the check asks the metrics listener of the default command"
         ),
-        "the check asks for readiness: {exec}"
-    );
+        other => panic!("the check asks for readiness: {exec}: {other:?}"),
+    }
 }
 
 fn compose() -> Value {
@@ -279,11 +318,18 @@ fn the_compose_file_wires_pgheal_to_its_postgres_with_real_settings() {
                 .expect("container port")
         })
         .collect();
-    let listen = get("PGHEAL_LISTEN").unwrap_or("0.0.0.0:6432");
-    let metrics = get("PGHEAL_METRICS_LISTEN").unwrap_or("0.0.0.0:9187");
+    let image = default_command(&dockerfile());
+    let listen = get("PGHEAL_LISTEN")
+        .map(str::to_owned)
+        .or(image.run.listen)
+        .expect("a listen address");
+    let metrics = get("PGHEAL_METRICS_LISTEN")
+        .map(str::to_owned)
+        .or(image.run.metrics_listen)
+        .expect("a metrics address");
     assert_eq!(
         published,
-        BTreeSet::from([port_of(listen), port_of(metrics)])
+        BTreeSet::from([port_of(&listen), port_of(&metrics)])
     );
     // Every dependency is a service of the file; bind mounts name files of the repository.
     for (_, s) in services {
@@ -321,6 +367,137 @@ fn the_compose_file_wires_pgheal_to_its_postgres_with_real_settings() {
     assert!(
         secs > timeout,
         "stop_grace_period {secs}s must exceed {timeout}s"
+    );
+}
+
+/// A bind mount's container path for a file of the repository, in a service of the compose file.
+fn mounted_at(s: &Value, repo_file: &str) -> String {
+    strings(&s["volumes"])
+        .iter()
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            (parts.next() == Some(repo_file)).then(|| parts.next().expect("target").to_owned())
+        })
+        .unwrap_or_else(|| panic!("{repo_file} is not mounted"))
+}
+
+/// Prometheus scrapes pgheal where it serves metrics and loads pgheal's alert rules; Grafana
+/// gets Prometheus as its data source and pgheal's dashboard; the README's Grafana login is
+/// the one the file sets.
+#[test]
+fn the_compose_file_adds_prometheus_with_the_rules_and_grafana_with_the_dashboard() {
+    let c = compose();
+    let pgheal_env = environment(service(&c, "pgheal"));
+    let metrics = pgheal_env
+        .iter()
+        .find(|(k, _)| k == "PGHEAL_METRICS_LISTEN")
+        .map(|(_, v)| v.clone())
+        .or(default_command(&dockerfile()).run.metrics_listen)
+        .expect("metrics address");
+
+    let prom = service(&c, "prometheus");
+    let config_path = strings(&prom["command"])
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_owned))
+        .expect("--config.file");
+    assert_eq!(
+        mounted_at(prom, "./deploy/compose/prometheus.yml"),
+        config_path
+    );
+    let prom_cfg: Value =
+        serde_yaml::from_str(&read("deploy/compose/prometheus.yml")).expect("prometheus.yml");
+    let rules_at = mounted_at(prom, "./deploy/prometheus-rules.yml");
+    assert_eq!(
+        strings(&prom_cfg["rule_files"]),
+        [rules_at],
+        "Prometheus loads pgheal's alert rules where they are mounted"
+    );
+    let targets: Vec<String> = prom_cfg["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .flat_map(|j| j["static_configs"].as_sequence().into_iter().flatten())
+        .flat_map(|sc| strings(&sc["targets"]))
+        .collect();
+    assert!(
+        targets.contains(&format!("pgheal:{}", port_of(&metrics))),
+        "Prometheus scrapes pgheal's metrics port {}: {targets:?}",
+        port_of(&metrics)
+    );
+
+    let grafana = service(&c, "grafana");
+    let ds_dir = mounted_at(grafana, "./deploy/compose/grafana-datasource.yml");
+    assert!(
+        ds_dir.starts_with("/etc/grafana/provisioning/datasources/"),
+        "{ds_dir}"
+    );
+    let ds: Value = serde_yaml::from_str(&read("deploy/compose/grafana-datasource.yml"))
+        .expect("datasource provisioning");
+    let prom_port = strings(&prom["ports"])
+        .first()
+        .and_then(|p| p.rsplit(':').next().map(str::to_owned))
+        .expect("prometheus port");
+    assert_eq!(
+        ds["datasources"][0]["url"].as_str(),
+        Some(format!("http://prometheus:{prom_port}").as_str())
+    );
+    let provider_dir = mounted_at(grafana, "./deploy/compose/grafana-dashboards.yml");
+    assert!(
+        provider_dir.starts_with("/etc/grafana/provisioning/dashboards/"),
+        "{provider_dir}"
+    );
+    let providers: Value = serde_yaml::from_str(&read("deploy/compose/grafana-dashboards.yml"))
+        .expect("dashboard provisioning");
+    let dash_dir = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("provider path");
+    let dash_at = mounted_at(grafana, "./deploy/grafana-dashboard.json");
+    assert!(
+        dash_at.starts_with(&format!("{dash_dir}/")),
+        "the dashboard {dash_at} is in the provider's directory {dash_dir}"
+    );
+
+    let env = environment(grafana);
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k}"))
+    };
+    let login = format!(
+        "{} / {}",
+        get("GF_SECURITY_ADMIN_USER"),
+        get("GF_SECURITY_ADMIN_PASSWORD")
+    );
+    for (file, text) in [
+        ("README.md", read("README.md")),
+        ("docker-compose.yml", read("docker-compose.yml")),
+    ] {
+        assert!(
+            text.contains(&login),
+            "{file} gives Grafana's login as the compose file sets it ({login})"
+        );
+    }
+    // The README's psql line for the compose set-up uses the compose file's credentials.
+    let up = Upstream::parse(
+        "PGHEAL_UPSTREAM",
+        &pgheal_env
+            .iter()
+            .find(|(k, _)| k == "PGHEAL_UPSTREAM")
+            .expect("upstream")
+            .1,
+    )
+    .unwrap();
+    let readme = read("README.md");
+    let want = format!(
+        "postgres://{}:{}@localhost:6432/{}",
+        up.user,
+        up.password.as_deref().unwrap_or(""),
+        up.dbname
+    );
+    assert!(
+        readme.contains(&want),
+        "the README's compose example connects with {want}"
     );
 }
 

@@ -60,7 +60,7 @@ pub enum Command {
     /// Docker's HEALTHCHECK: exit 0 if so, 1 if not (the reasons go to stderr).
     Healthcheck {
         /// The metrics listener of the pgheal to ask (0.0.0.0 and [::] mean this host).
-        #[arg(long, env = "PGHEAL_METRICS_LISTEN", default_value = "127.0.0.1:9187")]
+        #[arg(long, env = "PGHEAL_METRICS_LISTEN", default_value = "127.0.0.1:9930")]
         metrics_listen: String,
         /// Only ask whether the process serves (GET /healthz), not whether it is ready.
         #[arg(long)]
@@ -99,7 +99,7 @@ pub enum Command {
 #[derive(Debug, Args, Default, Clone)]
 pub struct RunArgs {
     /// Configuration file (TOML or pgbouncer.ini); the same as the CONFIG_FILE argument.
-    #[arg(long, short = 'c', env = "PGHEAL_CONFIG", global = true)]
+    #[arg(long, short = 'c', env = "PGHEAL_CONFIG")]
     pub config: Option<PathBuf>,
     /// OS user to switch to once the listener is bound (only as root).
     #[arg(long, short = 'u', value_name = "USERNAME")]
@@ -149,7 +149,7 @@ pub struct RunArgs {
     /// human or json.
     #[arg(long, env = "PGHEAL_LOG_FORMAT")]
     pub log_format: Option<String>,
-    /// Address of the Prometheus endpoint (/metrics), e.g. 127.0.0.1:9187.
+    /// Address of the Prometheus endpoint (/metrics), e.g. 127.0.0.1:9930 (the port the image uses).
     #[arg(long, env = "PGHEAL_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
     /// Largest message accepted from a client or server, in bytes.
