@@ -294,7 +294,7 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         config: config.clone(),
         pools: pools.clone(),
         metrics: metrics.clone(),
-        cancels: Arc::new(CancelRegistry::default()),
+        cancels: Arc::new(CancelRegistry::new(cfg.peer_id)),
         client_slots: Arc::new(Capacity::new(cfg.max_client_conn)),
         clients: clients.clone(),
         stop: stop.clone(),

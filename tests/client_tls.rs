@@ -501,16 +501,7 @@ async fn server_side_root_certificate_reloads() {
 /// `sslnegotiation=direct`. Skipped when psycopg is missing, except under CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_with_verify_full_channel_binding_and_direct_tls() {
-    let probe = tokio::process::Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .output()
-        .await;
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "psycopg is not installed but CI is set (.ci/setup installs it)"
-        );
-        eprintln!("skipping: psycopg is not installed");
+    if !common::drivers::python_module_or_skip("psycopg").await {
         return;
     }
     let pg = start_pg();

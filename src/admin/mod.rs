@@ -85,7 +85,7 @@ pub async fn welcome<W: AsyncWrite + TcpSocket + Unpin>(
         hello.push(encode::parameter_status(k, v).bytes);
     }
     // A key nothing matches: a cancel request for the console does nothing, as in PgBouncer.
-    hello.push(encode::backend_key_data(0, 0).bytes);
+    hello.push(encode::backend_key_data(0, &[0; 4]).bytes);
     hello.push(encode::ready_for_query(TxStatus::Idle).bytes);
     writer.write_parts(&mut hello).await?;
     Ok(())

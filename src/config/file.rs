@@ -23,6 +23,10 @@ pub struct FileConfig {
     /// Pool settings per server user (pgbouncer.ini's `[users]`): they win over the database's.
     #[serde(default)]
     pub user_settings: BTreeMap<String, FileUserSettings>,
+    /// The other instances of a fleet by peer id (`[peers.2] host = "..." port = 6432`), where
+    /// cancel requests carrying their id are forwarded (pgbouncer.ini's `[peers]`).
+    #[serde(default)]
+    pub peers: BTreeMap<String, FilePeer>,
     /// Set when the file was a pgbouncer.ini: what TOML cannot say, and PgBouncer's leniency.
     #[serde(skip)]
     pub pgbouncer: Option<PgBouncerExtras>,
@@ -34,10 +38,19 @@ pub struct PgBouncerExtras {
     /// One line per key (or database, user, section) that is read but not honoured, each naming
     /// it with its file and line. Logged at startup.
     pub warnings: Vec<String>,
-    /// `[peers]`, parsed for the fleet work; not used yet.
+    /// `[peers]`: where cancel requests for other instances go.
     pub peers: BTreeMap<u16, super::Peer>,
     /// `verbose`: 0 info, 1 debug, 2+ trace.
     pub verbose: u8,
+}
+
+/// `[peers.ID]` (TOML).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeer {
+    /// A host name, an IP address, or a Unix socket directory (starting with `/`).
+    pub host: String,
+    pub port: Option<u16>,
 }
 
 /// `[user_settings.NAME]` (TOML) or a `[users]` line (pgbouncer.ini).
@@ -51,6 +64,10 @@ pub struct FileUserSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct General {
+    /// This instance's id in a fleet (1–65535; 0 or unset: no peering). It is carried in the
+    /// cancel keys pgheal issues, so a cancel request reaching another instance is forwarded
+    /// here (PgBouncer's `peer_id`).
+    pub peer_id: Option<u16>,
     pub listen: Option<String>,
     pub upstream: Option<String>,
     pub pool_mode: Option<PoolMode>,

@@ -216,7 +216,8 @@ pub struct UserSettings {
     pub pool_size: Option<usize>,
 }
 
-/// One `[peers]` entry of a pgbouncer.ini. Parsed and kept; peering is not implemented yet.
+/// One `[peers]` entry: another instance of the fleet, where cancel requests carrying its
+/// `peer_id` are forwarded. A `host` starting with `/` is a Unix socket directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub host: String,
@@ -285,8 +286,10 @@ pub struct Config {
     pub fallback_database: Option<FallbackDatabase>,
     /// Pool settings per server user.
     pub user_settings: BTreeMap<String, UserSettings>,
-    /// pgbouncer.ini `[peers]` (not used yet).
+    /// The other instances of the fleet by peer id (`[peers]`).
     pub peers: BTreeMap<u16, Peer>,
+    /// This instance's peer id, carried in its cancel keys (0: no peering).
+    pub peer_id: u16,
     /// Client users and their secrets (from `[users]` and `auth_file`).
     pub users: BTreeMap<String, Secret>,
     /// The method for every client; ignored when `hba` is set.

@@ -12,8 +12,8 @@
 //!   `pgbouncer` is reserved; a parameter PgBouncer does not know is an error, one pgheal does
 //!   not implement yet is a warning naming it.
 //! - `[users]`: `pool_mode` and `pool_size` per user; the other PgBouncer keys warn.
-//! - `[peers]`: parsed and checked (for the fleet work); a warning says peering is not
-//!   implemented.
+//! - `[peers]`: where cancel requests carrying another instance's `peer_id` are forwarded
+//!   (see `session::cancel`).
 //!
 //! Every error names the key and carries `file:line`. Values are never echoed from
 //! connection strings (passwords live there). Host names in `listen_addr` are resolved through
@@ -166,18 +166,13 @@ pub fn from_ini(ini: &Ini, path: &Path, resolve: Resolve<'_>) -> Result<FileConf
         let (id, p) = peer(e)?;
         peers.insert(id, p);
     }
-    if let Some(first) = section("peers").next() {
-        warnings.push(format!(
-            "{}: [peers] is read but peering is not implemented by pgheal yet; cancel requests are not forwarded",
-            first.at
-        ));
-    }
     Ok(FileConfig {
         pgheal: general,
         heal: Default::default(),
         databases,
         users: BTreeMap::new(),
         user_settings,
+        peers: BTreeMap::new(),
         pgbouncer: Some(PgBouncerExtras {
             warnings,
             peers,
@@ -329,6 +324,13 @@ fn general(
                 .join(","),
         ),
         upstream: None,
+        peer_id: match get("peer_id") {
+            None => None,
+            Some(e) => Some(
+                u16::try_from(int(e)?)
+                    .map_err(|_| bad("peer_id", &e.at, "a peer id is a number from 0 to 65535"))?,
+            ),
+        },
         pool_mode: Some(pool_mode),
         pool_size: Some(pool_size as usize),
         min_pool_size: Some(min_pool_size.min(pool_size) as usize),

@@ -179,7 +179,7 @@ pub const KEYS: &[Key] = &[
     not_yet("max_user_client_connections", Int, "0", &["0"], ""),
     not_yet("max_user_connections", Int, "0", &["0"], ""),
     yes("min_pool_size", Int, "0", "`min_pool_size`, capped at the pool size"),
-    not_yet("peer_id", Int, "0", &["0"], "peering is not implemented yet ([peers] is parsed)"),
+    yes("peer_id", Int, "0", "`peer_id`: carried in cancel keys as PgBouncer does; a cancel request for another instance is forwarded to its `[peers]` entry (TTL 3, never in a loop). Restart only"),
     yes("pidfile", Str, "", "written once the listener is bound, removed at exit; required by `-d`"),
     differs("pkt_buf", Int, "4096", false, "pgheal sizes its buffers by the messages"),
     yes("pool_mode", Kind::Lookup(POOL_MODES), "session", "`pool_mode`: `session`, `transaction`, `statement` (a transaction block disconnects the client, as PgBouncer)"),

@@ -298,7 +298,6 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
             format!("{inc}:3: database `reports`: host lists several servers; pgheal connects to the first (db2.internal) only"),
             format!("{inc}:3: database `reports`: connect_query, application_name not implemented by pgheal yet; ignored"),
             format!("{inc}:6: user `bob`: max_user_connections not implemented by pgheal yet; ignored"),
-            format!("{inc}:8: [peers] is read but peering is not implemented by pgheal yet; cancel requests are not forwarded"),
             "auth_file: cannot read /nonexistent/pgheal-test-userlist.txt: No such file or directory (os error 2); no users loaded from it".to_owned(),
             "auth_type is scram-sha-256 but no users are configured ([users], auth_file, or a password in --upstream); every login will fail".to_owned(),
         ],

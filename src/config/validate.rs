@@ -458,7 +458,8 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         databases,
         fallback_database: fallback,
         user_settings,
-        peers: extras.peers,
+        peers: peers(extras.peers, &file.peers)?,
+        peer_id: g.peer_id.unwrap_or(0),
         users,
         auth_type,
         hba,
@@ -538,6 +539,34 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
 
 /// TLS from clients (`client_tls_*`): the files are read here, so a missing or broken one stops
 /// the start with an error naming its key.
+/// The fleet's other instances: a pgbouncer.ini's `[peers]`, or TOML's `[peers.ID]`.
+fn peers(
+    from_ini: BTreeMap<u16, super::Peer>,
+    from_toml: &BTreeMap<String, super::file::FilePeer>,
+) -> Result<BTreeMap<u16, super::Peer>, ConfigError> {
+    let mut out = from_ini;
+    for (id, p) in from_toml {
+        let key = format!("peers.{id}");
+        let id = id
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| ConfigError::new(&key, "a peer id is a number from 1 to 65535"))?;
+        if p.host.is_empty() {
+            return Err(ConfigError::new(&key, "a peer needs a host"));
+        }
+        out.insert(
+            id,
+            super::Peer {
+                host: p.host.clone(),
+                port: p.port.unwrap_or(6432),
+                pool_size: None,
+            },
+        );
+    }
+    Ok(out)
+}
+
 fn client_tls(g: &super::file::General, args: &RunArgs) -> Result<ClientTls, ConfigError> {
     // A flag (or its environment variable) wins over the file.
     let path = |flag: &Option<String>, file: &Option<String>| {

@@ -42,7 +42,8 @@ pub struct Metrics {
     /// wait_timeout, server_unavailable, protocol, login_timeout (`client_login_timeout`), tls
     /// (a failed handshake or a plain client where TLS is required).
     pub clients_refused: IntCounterVec,
-    /// `pgheal_cancel_requests_total{result}`: forwarded, unknown.
+    /// `pgheal_cancel_requests_total{result}`: forwarded, to_peer, unknown, unknown_peer,
+    /// ttl_exhausted (see `session::cancel::CancelOutcome`).
     pub cancel_requests: IntCounterVec,
     /// `pgheal_savepoint_guards_total`: Binds bracketed by the savepoint guard (each one a
     /// subtransaction on the server).
@@ -112,7 +113,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let cancel_requests = IntCounterVec::new(
-            Opts::new("pgheal_cancel_requests_total", "Cancel requests, by result"),
+            Opts::new(
+                "pgheal_cancel_requests_total",
+                "Cancel requests, by result: forwarded (to the server), to_peer, unknown, unknown_peer, ttl_exhausted",
+            ),
             &["result"],
         )
         .expect("valid metric");

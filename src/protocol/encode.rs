@@ -147,10 +147,23 @@ pub fn parameter_status(name: &str, value: &str) -> Frame {
     })
 }
 
-pub fn backend_key_data(pid: i32, key: i32) -> Frame {
+/// BackendKeyData: 4 key bytes for a protocol 3.0 client, up to 256 for 3.2.
+pub fn backend_key_data(pid: i32, key: &[u8]) -> Frame {
     message(b'K', |b| {
         b.put_i32(pid);
-        b.put_i32(key);
+        b.put_slice(key);
+    })
+}
+
+/// NegotiateProtocolVersion: the protocol version pgheal speaks with the client (PostgreSQL
+/// sends the whole version number, `3 << 16 | minor`) and the `_pq_.` options it does not know.
+pub fn negotiate_protocol_version(minor: u16, unknown_options: &[String]) -> Frame {
+    message(b'v', |b| {
+        b.put_i32(3 << 16 | i32::from(minor));
+        b.put_i32(unknown_options.len() as i32);
+        for o in unknown_options {
+            put_cstr(b, o.as_bytes());
+        }
     })
 }
 

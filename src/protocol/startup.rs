@@ -1,5 +1,11 @@
-//! Untagged startup packets: StartupMessage (protocol 3.0), SSLRequest, GSSENCRequest and
+//! Untagged startup packets: StartupMessage (protocol 3.x), SSLRequest, GSSENCRequest and
 //! CancelRequest. They are the first thing a client sends and have only a length prefix.
+//!
+//! Protocol versions: PostgreSQL 18 added 3.2, whose only change is a longer cancel key
+//! (BackendKeyData and CancelRequest carry up to 256 bytes instead of 4). A client may ask for
+//! any 3.x and for `_pq_.` protocol options; the server answers a minor version newer than its
+//! own, or options it does not know, with NegotiateProtocolVersion and carries on. So every
+//! 3.x startup is decoded here, its `_pq_.` options kept apart from the parameters.
 
 use bytes::BytesMut;
 
@@ -7,6 +13,12 @@ use super::cursor::Cursor;
 use super::ProtocolError;
 
 pub const PROTOCOL_3_0: i32 = 196_608;
+/// Protocol 3.2 (PostgreSQL 18): cancel keys up to 256 bytes.
+pub const PROTOCOL_3_2: i32 = 196_610;
+/// The newest minor version of protocol 3 pgheal speaks to clients.
+pub const NEWEST_MINOR: u16 = 2;
+/// The longest cancel key a CancelRequest may carry (PostgreSQL's MAX_CANCEL_KEY_LENGTH).
+pub const MAX_CANCEL_KEY_LEN: usize = 256;
 pub const SSL_REQUEST: i32 = 80_877_103;
 pub const GSSENC_REQUEST: i32 = 80_877_104;
 pub const CANCEL_REQUEST: i32 = 80_877_102;
@@ -20,7 +32,11 @@ pub enum StartupPacket {
     Startup(StartupParams),
     SslRequest,
     GssEncRequest,
-    Cancel { process_id: i32, secret_key: i32 },
+    /// The secret key is 4 bytes from a protocol 3.0 client, up to 256 from 3.2.
+    Cancel {
+        process_id: i32,
+        secret_key: Vec<u8>,
+    },
 }
 
 /// The parameters of a StartupMessage, in the order the client sent them.
@@ -32,6 +48,11 @@ pub enum StartupPacket {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StartupParams {
     pub params: Vec<(String, String)>,
+    /// The minor version of protocol 3 the client asked for (0 for 3.0, 2 for 3.2, 9999 for
+    /// libpq's "latest").
+    pub minor: u16,
+    /// The names of the `_pq_.` protocol options the client sent (not in `params`).
+    pub protocol_options: Vec<String>,
 }
 
 impl StartupParams {
@@ -49,6 +70,18 @@ impl StartupParams {
     /// `database` defaults to the user name, as in PostgreSQL.
     pub fn database(&self) -> Option<&str> {
         self.get("database").or_else(|| self.user())
+    }
+
+    /// The minor version pgheal speaks with this client: the one it asked for, at most
+    /// [`NEWEST_MINOR`].
+    pub fn negotiated_minor(&self) -> u16 {
+        self.minor.min(NEWEST_MINOR)
+    }
+
+    /// Whether the client must be told, with NegotiateProtocolVersion, that pgheal speaks an
+    /// older minor version or does not know some of its `_pq_.` options.
+    pub fn needs_negotiation(&self) -> bool {
+        self.minor > NEWEST_MINOR || !self.protocol_options.is_empty()
     }
 }
 
@@ -90,25 +123,39 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
         }
         CANCEL_REQUEST => {
             let process_id = c.i32("process id")?;
-            let secret_key = c.i32("secret key")?;
-            c.finish("CancelRequest")?;
+            let secret_key = c.remaining().to_vec();
+            if !(4..=MAX_CANCEL_KEY_LEN).contains(&secret_key.len()) {
+                return Err(ProtocolError::InvalidField {
+                    field: "cancel key length",
+                    value: secret_key.len() as i64,
+                });
+            }
             Ok(StartupPacket::Cancel {
                 process_id,
                 secret_key,
             })
         }
-        PROTOCOL_3_0 => {
+        code if code >> 16 == 3 => {
             let mut params = Vec::new();
+            let mut protocol_options = Vec::new();
             loop {
                 let key = c.cstr_utf8()?;
                 if key.is_empty() {
                     break;
                 }
                 let value = c.cstr_utf8()?;
-                params.push((key.to_owned(), value.to_owned()));
+                if key.starts_with("_pq_.") {
+                    protocol_options.push(key.to_owned());
+                } else {
+                    params.push((key.to_owned(), value.to_owned()));
+                }
             }
             c.finish("StartupMessage")?;
-            Ok(StartupPacket::Startup(StartupParams { params }))
+            Ok(StartupPacket::Startup(StartupParams {
+                params,
+                minor: (code & 0xffff) as u16,
+                protocol_options,
+            }))
         }
         other => Err(ProtocolError::UnsupportedProtocol {
             major: (other >> 16) as u16,
@@ -170,8 +217,61 @@ mod tests {
             split_startup(&mut packet(&body)).unwrap(),
             Some(StartupPacket::Cancel {
                 process_id: 7,
-                secret_key: -9
+                secret_key: (-9i32).to_be_bytes().to_vec()
             })
+        );
+        // Protocol 3.2's long keys; none shorter than 4 or longer than 256 bytes.
+        let mut long = CANCEL_REQUEST.to_be_bytes().to_vec();
+        long.extend_from_slice(&7i32.to_be_bytes());
+        long.extend_from_slice(&[0xab; 32]);
+        assert_eq!(
+            split_startup(&mut packet(&long)).unwrap(),
+            Some(StartupPacket::Cancel {
+                process_id: 7,
+                secret_key: vec![0xab; 32]
+            })
+        );
+        for n in [0, 3, 257] {
+            let mut bad = CANCEL_REQUEST.to_be_bytes().to_vec();
+            bad.extend_from_slice(&7i32.to_be_bytes());
+            bad.extend(std::iter::repeat_n(1u8, n));
+            assert!(
+                split_startup(&mut packet(&bad)).is_err(),
+                "a {n}-byte key is refused"
+            );
+        }
+    }
+
+    #[test]
+    fn newer_minor_versions_and_protocol_options() {
+        let mut body = PROTOCOL_3_2.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0app\0\0");
+        let Some(StartupPacket::Startup(p)) = split_startup(&mut packet(&body)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.minor, p.negotiated_minor()), (2, 2));
+        assert!(!p.needs_negotiation());
+
+        let mut body = (PROTOCOL_3_0 + 9999).to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0app\0_pq_.compress\0zstd\0database\0d\0\0");
+        let Some(StartupPacket::Startup(p)) = split_startup(&mut packet(&body)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.minor, p.negotiated_minor()), (9999, 2));
+        assert!(p.needs_negotiation());
+        assert_eq!(p.protocol_options, ["_pq_.compress"]);
+        assert_eq!(p.get("_pq_.compress"), None, "options are not parameters");
+        assert_eq!(p.database(), Some("d"));
+
+        let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0app\0_pq_.x\0y\0\0");
+        let Some(StartupPacket::Startup(p)) = split_startup(&mut packet(&body)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.negotiated_minor(), 0);
+        assert!(
+            p.needs_negotiation(),
+            "an unknown option alone is negotiated"
         );
     }
 
@@ -182,6 +282,11 @@ mod tests {
         assert!(matches!(
             split_startup(&mut b),
             Err(ProtocolError::UnsupportedProtocol { major: 2, .. })
+        ));
+        let mut b = packet(&0x0004_0000i32.to_be_bytes());
+        assert!(matches!(
+            split_startup(&mut b),
+            Err(ProtocolError::UnsupportedProtocol { major: 4, .. })
         ));
         // unterminated parameter
         let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();

@@ -107,7 +107,8 @@ impl SessionError {
             })) => fatal(
                 sqlstate::FEATURE_NOT_SUPPORTED,
                 format!(
-                    "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
+                    "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.{}",
+                    crate::protocol::startup::NEWEST_MINOR
                 ),
             ),
             SessionError::Protocol(e) => fatal(

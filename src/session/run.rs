@@ -286,8 +286,8 @@ async fn login(
     let startup = match client.opening {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
-            let known = shared.cancels.cancel(pid, key).await;
-            let result = if known { "forwarded" } else { "unknown" };
+            let outcome = shared.cancels.cancel(pid, &key, &cfg.peers).await;
+            let result = outcome.label();
             shared
                 .metrics
                 .cancel_requests
@@ -298,6 +298,16 @@ async fn login(
         }
         Opening::Startup(p) => p,
     };
+    // As PostgreSQL, before authentication: a newer minor version than pgheal's, or `_pq_.`
+    // options (pgheal knows none), are answered once, and the session goes on in the version
+    // pgheal speaks.
+    if startup.needs_negotiation() {
+        let v = encode::negotiate_protocol_version(
+            startup.negotiated_minor(),
+            &startup.protocol_options,
+        );
+        writer.write_frame(&v).await?;
+    }
     let user = startup
         .user()
         .filter(|u| !u.is_empty())
@@ -457,7 +467,7 @@ async fn login(
             (None, accepted.settings.clone(), accepted.reported.clone())
         }
     };
-    let cancel_key = shared.cancels.register();
+    let cancel_key = shared.cancels.register(startup.negotiated_minor());
     if let Some(c) = checkout.as_ref().map(|c| c.conn_ref()) {
         cancel_key.set_target(Some(CancelTarget {
             addr: c.addr,
@@ -470,7 +480,7 @@ async fn login(
     for (k, v) in &server_params {
         hello.push(encode::parameter_status(k, v).bytes);
     }
-    hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key).bytes);
+    hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key.as_bytes()).bytes);
     hello.push(encode::ready_for_query(TxStatus::Idle).bytes);
     writer.write_parts(&mut hello).await?;
     pool.stats.login();

@@ -32,9 +32,11 @@ use super::SessionError;
 /// What the client wants.
 pub enum Opening {
     Startup(StartupParams),
+    /// A CancelRequest: the process id and secret key (4 bytes, or up to 256 from a protocol
+    /// 3.2 client).
     Cancel {
         pid: i32,
-        key: i32,
+        key: Vec<u8>,
     },
     /// Closed before sending a whole startup packet, or sent bytes that cannot be one (closed
     /// without an answer, as PostgreSQL does).

@@ -188,6 +188,25 @@ impl<D> Driver<D> {
     }
 }
 
+/// Whether `python3` can import `module`: true to go on, false (after saying why) to skip.
+/// Fails instead of skipping under CI (.ci/setup installs the Python packages).
+pub async fn python_module_or_skip(module: &str) -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{module} is not installed but CI is set (.ci/setup installs it): {probe:?}"
+    );
+    eprintln!("skipping: {module} is not installed");
+    false
+}
+
 /// What a script printed and how it ended.
 pub struct Run {
     pub driver: &'static str,
