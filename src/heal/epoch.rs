@@ -20,6 +20,9 @@ pub struct SchemaEpoch {
     changed_at: AtomicU64,
     /// Client transactions through pgheal that ran DDL and have not ended yet.
     ddl_in_flight: AtomicUsize,
+    /// DDL committed through this instance that the schema watch has not told the fleet of
+    /// yet (a stored permit: several commits before the watch wakes are told once).
+    told_fleet: tokio::sync::Notify,
 }
 
 fn clock_base() -> Instant {
@@ -42,6 +45,19 @@ impl SchemaEpoch {
         let e = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::debug!(epoch = e, why, "schema epoch advanced");
         e
+    }
+
+    /// DDL committed through this instance: the epoch advances, and the schema watch tells the
+    /// other instances of the fleet (see `crate::watch`).
+    pub fn ddl_committed_here(&self) -> u64 {
+        let e = self.bump("DDL committed through pgheal");
+        self.told_fleet.notify_one();
+        e
+    }
+
+    /// Resolves once DDL has committed through this instance since the last call.
+    pub async fn ddl_committed_here_since(&self) {
+        self.told_fleet.notified().await
     }
 
     /// A client transaction ran DDL through pgheal; it holds locks until it ends, and Binds

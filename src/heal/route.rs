@@ -367,7 +367,7 @@ impl Relay {
         match status {
             TxStatus::Idle if self.ddl_pending => {
                 self.ddl_pending = false;
-                self.epoch.bump("DDL committed through pgheal");
+                self.epoch.ddl_committed_here();
                 self.epoch.ddl_ended();
             }
             TxStatus::Failed if self.ddl_pending => {

@@ -7,6 +7,12 @@
 //!
 //! `pgheal install-schema-watch --upstream URL` installs the trigger idempotently (it needs a
 //! superuser); `--print` prints the SQL for a DBA instead.
+//!
+//! A fleet shares its schema epoch through the same channel: when DDL commits through this
+//! instance, the watch connection sends `pg_notify` itself (payload: this process's tag), so
+//! every other instance listening on the database advances its epoch even where the event
+//! trigger is not installed. A watch ignores its own notifications (its instance advanced when
+//! the DDL committed).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +24,17 @@ use crate::heal::SchemaEpoch;
 
 /// The notification channel.
 pub const CHANNEL: &str = "pgheal_schema";
+
+/// The payload a watch sends after DDL committed through its instance: unique per watch (so
+/// per instance and database, even with several instances in one process), so it can tell
+/// its own notifications from the fleet's.
+fn new_tag() -> String {
+    format!(
+        "pgheal instance {}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
 
 /// SQL that installs (or re-installs) the event triggers. Idempotent.
 pub fn install_sql() -> String {
@@ -76,9 +93,10 @@ pub async fn install(url: &str) -> Result<(), tokio_postgres::Error> {
 /// `up` (`pgheal_schema_watch_up{database}`) is 1 while it listens.
 pub async fn watch_forever(db: Database, epoch: Arc<SchemaEpoch>, up: prometheus::IntGauge) {
     let mut backoff = Duration::from_secs(1);
+    let tag = new_tag();
     loop {
         up.set(0);
-        match watch_once(&db, &epoch, &up).await {
+        match watch_once(&db, &epoch, &up, &tag).await {
             Ok(()) => tracing::warn!(db = %db.name, "schema watch connection closed; reconnecting"),
             Err(e) => {
                 tracing::warn!(db = %db.name, error = %e, retry_in = ?backoff, "schema watch is down")
@@ -95,6 +113,7 @@ async fn watch_once(
     db: &Database,
     epoch: &Arc<SchemaEpoch>,
     up: &prometheus::IntGauge,
+    own_tag: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut conn) = pg_config(db).connect(tokio_postgres::NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -115,9 +134,23 @@ async fn watch_once(
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     tracing::info!(db = %db.name, "schema watch is listening");
     up.set(1);
-    while let Some(tag) = rx.recv().await {
-        let e = epoch.bump("schema watch notification");
-        tracing::info!(db = %db.name, command = %tag, epoch = e, "schema change seen; statements will be re-prepared");
+    loop {
+        tokio::select! {
+            tag = rx.recv() => match tag {
+                None => break,
+                Some(tag) if tag == own_tag => {}
+                Some(tag) => {
+                    let e = epoch.bump("schema watch notification");
+                    tracing::info!(db = %db.name, command = %tag, epoch = e, "schema change seen; statements will be re-prepared");
+                }
+            },
+            () = epoch.ddl_committed_here_since() => {
+                client
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &own_tag])
+                    .await?;
+                tracing::debug!(db = %db.name, "told the fleet of DDL committed through this instance");
+            }
+        }
     }
     drop(client);
     driver.await.unwrap_or(Ok(()))
