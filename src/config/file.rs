@@ -92,6 +92,8 @@ pub struct General {
     pub server_reset_query_always: Option<bool>,
     pub max_message_len: Option<usize>,
     pub max_prepared_statements: Option<usize>,
+    /// Statement texts a pool keeps (transaction pooling) before forgetting unused ones.
+    pub max_pool_statements: Option<usize>,
     pub shutdown_timeout: Option<f64>,
     /// Seconds a client has to log in (TLS handshake, startup packet, authentication); 0 = no
     /// limit.

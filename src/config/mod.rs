@@ -307,6 +307,9 @@ pub struct Config {
     pub max_message_len: usize,
     /// Statements kept prepared per server connection in transaction pooling (LRU).
     pub max_prepared_statements: usize,
+    /// Statement texts a pool's registry keeps in transaction pooling before it forgets the
+    /// ones no client and no server connection holds (`statements::names`).
+    pub max_pool_statements: usize,
     pub shutdown_timeout: Duration,
     /// `client_login_timeout`: the opening (TLS handshake, startup packet) and authentication
     /// of a client must be over within this time.

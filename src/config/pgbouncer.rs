@@ -356,6 +356,7 @@ fn general(
         server_reset_query_always: Some(int_or("server_reset_query_always", 0)? != 0),
         max_message_len,
         max_prepared_statements,
+        max_pool_statements: None,
         shutdown_timeout: None,
         client_login_timeout: Some(secs_or("client_login_timeout", 60.0)?),
         threads: None,

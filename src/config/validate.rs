@@ -500,6 +500,18 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             }
             n
         },
+        max_pool_statements: match g
+            .max_pool_statements
+            .unwrap_or(crate::statements::names::DEFAULT_MAX_POOL_STATEMENTS)
+        {
+            0 => {
+                return Err(ConfigError::new(
+                    "max_pool_statements",
+                    "must be at least 1",
+                ))
+            }
+            n => n,
+        },
         client_login_timeout: match seconds("client_login_timeout", g.client_login_timeout, 60.0)? {
             // PgBouncer's 0: no limit (a year, inside tokio's timer range).
             d if d.is_zero() => Duration::from_secs(365 * 24 * 3600),

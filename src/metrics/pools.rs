@@ -60,6 +60,9 @@ struct Figures {
     pool_size: u64,
     prepared: u64,
     prepared_max: u64,
+    /// Statement texts the pool's registry remembers, and those it forgot (transaction pooling).
+    statements: u64,
+    statements_evicted: u64,
     guards: u64,
     guard_heals: u64,
     totals: Totals,
@@ -158,6 +161,8 @@ const FAMILIES: &[Family] = &[
     fam!("pgheal_pool_size", Gauge, POOL, "Largest number of server connections of the pool (pool_size)"),
     fam!("pgheal_pool_server_prepared_statements", Gauge, POOL, "Prepared statements held on the pool's server connections, all added up"),
     fam!("pgheal_pool_server_prepared_statements_max", Gauge, POOL, "Prepared statements held by the pool's server connection that holds the most"),
+    fam!("pgheal_pool_statements", Gauge, POOL, "Statement texts the pool's registry remembers (transaction pooling; bounded by max_pool_statements)"),
+    fam!("pgheal_pool_statements_evicted_total", Counter, POOL, "Statement texts forgotten because no client and no server connection held them"),
     fam!("pgheal_pool_server_assignments_total", Counter, POOL, "Server connections assigned to clients"),
     fam!("pgheal_pool_transactions_total", Counter, POOL, "Transactions pooled (SHOW STATS total_xact_count)"),
     fam!("pgheal_pool_queries_total", Counter, POOL, "Queries pooled (SHOW STATS total_query_count)"),
@@ -223,7 +228,12 @@ impl PoolCollector {
         let mut out: BTreeMap<(String, String), Figures> = BTreeMap::new();
         for pool in pools.all() {
             let labels = pool_labels(&cfg, &pool.key.database, &pool.key.user);
-            out.entry(labels).or_default().add_pool(&pool, &clients);
+            let figures = out.entry(labels).or_default();
+            figures.add_pool(&pool, &clients);
+            if let Some(names) = pools.names_if_any(&pool.key) {
+                figures.statements += names.len() as u64;
+                figures.statements_evicted += names.evicted();
+            }
         }
         out
     }
@@ -331,6 +341,8 @@ impl Collector for PoolCollector {
                             "pgheal_pool_size" => g(x.pool_size),
                             "pgheal_pool_server_prepared_statements" => g(x.prepared),
                             "pgheal_pool_server_prepared_statements_max" => g(x.prepared_max),
+                            "pgheal_pool_statements" => g(x.statements),
+                            "pgheal_pool_statements_evicted_total" => c(x.statements_evicted),
                             "pgheal_pool_server_assignments_total" => c(t.server_assignment_count),
                             "pgheal_pool_transactions_total" => c(t.xact_count),
                             "pgheal_pool_queries_total" => c(t.query_count),

@@ -177,9 +177,22 @@ impl Pools {
         self.epochs.entry(database.to_owned()).or_default().clone()
     }
 
-    /// The statement names shared by every client of a pool.
+    /// The statement names shared by every client of a pool (bounded by the
+    /// `max_pool_statements` in force).
     pub fn names_for(&self, key: &PoolKey) -> Arc<StatementNames> {
-        self.names.entry(key.clone()).or_default().clone()
+        let cap = self.config.current().max_pool_statements;
+        let names = self
+            .names
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(StatementNames::with_cap(cap)))
+            .clone();
+        names.set_cap(cap);
+        names
+    }
+
+    /// A pool's statement names, if it has any yet.
+    pub fn names_if_any(&self, key: &PoolKey) -> Option<Arc<StatementNames>> {
+        self.names.get(key).map(|n| n.clone())
     }
 
     /// The listening connections, one per database, created on first use.
