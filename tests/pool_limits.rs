@@ -520,8 +520,13 @@ async fn max_user_connections_caps_a_users_pools_of_every_database() {
     })
     .await;
     assert!(one, "app keeps one server connection");
+    // The second database's connection is idle once its reset is done.
+    let idle = eventually(Duration::from_secs(10), || async {
+        pool_figure(&p, "second", USER, "sv_idle").await == 1
+    })
+    .await;
+    assert!(idle, "the second database's pool keeps its connection idle");
     assert_eq!(pool_figure(&p, DB, USER, "sv_idle").await, 0);
-    assert_eq!(pool_figure(&p, "second", USER, "sv_idle").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,6 +605,35 @@ async fn a_reload_changes_the_limits_under_load() {
         figure(&p, "SHOW DATABASES", ("name", DB), "max_connections").await,
         4
     );
+    // The console's SET changes a client limit too.
+    console
+        .simple_query("SET max_db_client_connections = 1")
+        .await
+        .expect("SET");
+    // Bounded: 100 tries 100 ms apart, while the earlier clients' sessions end.
+    let mut first = None;
+    for _ in 0..100 {
+        if let Ok(c) = try_connect(&url).await {
+            first = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        first.is_some(),
+        "one client of the database once the others are gone"
+    );
+    let e = try_connect(&url)
+        .await
+        .expect_err("a second client after SET");
+    assert_eq!(
+        error_of(&e),
+        (
+            "08P01".to_owned(),
+            "client connections exceeded (max_db_client_connections)".to_owned()
+        )
+    );
+    drop(first);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
