@@ -59,6 +59,9 @@ pub struct FilePeer {
 pub struct FileUserSettings {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
+    pub max_user_connections: Option<usize>,
+    pub max_user_client_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +77,15 @@ pub struct General {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub max_client_conn: Option<usize>,
+    /// Extra connections per pool for clients that waited `reserve_pool_timeout` (seconds).
+    pub reserve_pool_size: Option<usize>,
+    pub reserve_pool_timeout: Option<f64>,
+    /// Server connections per database / per server user; 0 = no limit (clients wait).
+    pub max_db_connections: Option<usize>,
+    pub max_user_connections: Option<usize>,
+    /// Client connections per database / per login user; 0 = no limit (logins refused).
+    pub max_db_client_connections: Option<usize>,
+    pub max_user_client_connections: Option<usize>,
     pub auth_type: Option<AuthType>,
     pub auth_file: Option<String>,
     /// The HBA rules when `auth_type = "hba"` (PgBouncer's subset of `pg_hba.conf`).
@@ -180,6 +192,9 @@ pub struct FileDatabase {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub pool_mode: Option<PoolMode>,
+    pub reserve_pool_size: Option<usize>,
+    pub max_db_connections: Option<usize>,
+    pub max_db_client_connections: Option<usize>,
     /// auth_query for clients not in the auth_file: run as this user (PgBouncer's
     /// `auth_user`), this query, in this database.
     pub auth_user: Option<String>,

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod connstr;
 pub mod file;
 pub mod ini;
+pub mod limits;
 pub mod live;
 pub mod load;
 pub mod pgbouncer;
@@ -175,6 +176,9 @@ pub struct Database {
     pub auth_query: String,
     /// The database the query runs in (default: this entry's server database).
     pub auth_dbname: Option<String>,
+    /// `reserve_pool_size`, `max_db_connections`, `max_db_client_connections` (this entry's,
+    /// else the global ones; a `[users]` `reserve_pool_size` wins in [`Config::database_for`]).
+    pub limits: limits::DbLimits,
 }
 
 /// PgBouncer's classic default `auth_query`.
@@ -194,6 +198,7 @@ impl std::fmt::Debug for Database {
             .field("tls", &self.tls)
             .field("auth_user", &self.auth_user)
             .field("auth_dbname", &self.auth_dbname)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -214,6 +219,11 @@ pub struct FallbackDatabase {
 pub struct UserSettings {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
+    /// Server connections of every pool of this server user (see [`limits`]).
+    pub max_user_connections: Option<usize>,
+    /// Client connections logged in as this user (see [`limits`]).
+    pub max_user_client_connections: Option<usize>,
 }
 
 /// One `[peers]` entry: another instance of the fleet, where cancel requests carrying its
@@ -298,6 +308,8 @@ pub struct Config {
     /// (see [`crate::auth::hba`]).
     pub hba: Option<Arc<HbaRules>>,
     pub max_client_conn: usize,
+    /// Reserve pool and per-database / per-user caps (see [`limits`]).
+    pub limits: limits::Limits,
     pub query_wait_timeout: Duration,
     pub server_connect_timeout: Duration,
     pub server_lifetime: Duration,
@@ -367,7 +379,7 @@ impl Config {
         let Some(u) = self.user_settings.get(server_user) else {
             return Some(db);
         };
-        if u.pool_mode.is_none() && u.pool_size.is_none() {
+        if u.pool_mode.is_none() && u.pool_size.is_none() && u.reserve_pool_size.is_none() {
             return Some(db);
         }
         let mut d = db.into_owned();
@@ -378,6 +390,15 @@ impl Config {
             d.pool_size = n;
             d.min_pool_size = d.min_pool_size.min(n);
         }
+        if let Some(n) = u.reserve_pool_size {
+            d.limits.reserve_pool_size = n;
+        }
         Some(Cow::Owned(d))
+    }
+
+    /// The `max_user_connections` and `max_user_client_connections` of `user` (its
+    /// `[users]` values, else the global ones).
+    pub fn user_limits(&self, user: &str) -> limits::UserLimits {
+        self.limits.for_user(self.user_settings.get(user))
     }
 }

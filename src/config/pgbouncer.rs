@@ -11,7 +11,8 @@
 //! - `[databases]`: connection strings ([`super::connstr`]); `*` is the fallback database;
 //!   `pgbouncer` is reserved; a parameter PgBouncer does not know is an error, one pgheal does
 //!   not implement yet is a warning naming it.
-//! - `[users]`: `pool_mode` and `pool_size` per user; the other PgBouncer keys warn.
+//! - `[users]`: `pool_mode`, `pool_size`, `reserve_pool_size`, `max_user_connections` and
+//!   `max_user_client_connections` per user; the other PgBouncer keys warn.
 //! - `[peers]`: where cancel requests carrying another instance's `peer_id` are forwarded
 //!   (see `session::cancel`).
 //!
@@ -44,10 +45,6 @@ const FOREVER_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Database connection-string keys pgheal reads but does not implement yet.
 const DB_NOT_YET: &[&str] = &[
-    "reserve_pool",
-    "reserve_pool_size",
-    "max_db_connections",
-    "max_db_client_connections",
     "connect_query",
     "client_encoding",
     "datestyle",
@@ -58,18 +55,8 @@ const DB_NOT_YET: &[&str] = &[
     "load_balance_hosts",
 ];
 /// Of those, the ones PgBouncer reads as integers.
-const DB_INTS: &[&str] = &[
-    "reserve_pool",
-    "reserve_pool_size",
-    "max_db_connections",
-    "max_db_client_connections",
-    "query_wait_timeout",
-    "server_lifetime",
-];
+const DB_INTS: &[&str] = &["query_wait_timeout", "server_lifetime"];
 const USER_NOT_YET: &[&str] = &[
-    "reserve_pool_size",
-    "max_user_connections",
-    "max_user_client_connections",
     "query_timeout",
     "query_wait_timeout",
     "idle_transaction_timeout",
@@ -335,6 +322,30 @@ fn general(
         pool_size: Some(pool_size as usize),
         min_pool_size: Some(min_pool_size.min(pool_size) as usize),
         max_client_conn: Some(max_client_conn as usize),
+        reserve_pool_size: Some(
+            at_least("reserve_pool_size", int_or("reserve_pool_size", 0)?, 0)? as usize,
+        ),
+        reserve_pool_timeout: Some(secs_or("reserve_pool_timeout", 5.0)?),
+        max_db_connections: Some(at_least(
+            "max_db_connections",
+            int_or("max_db_connections", 0)?,
+            0,
+        )? as usize),
+        max_user_connections: Some(at_least(
+            "max_user_connections",
+            int_or("max_user_connections", 0)?,
+            0,
+        )? as usize),
+        max_db_client_connections: Some(at_least(
+            "max_db_client_connections",
+            int_or("max_db_client_connections", 0)?,
+            0,
+        )? as usize),
+        max_user_client_connections: Some(at_least(
+            "max_user_client_connections",
+            int_or("max_user_client_connections", 0)?,
+            0,
+        )? as usize),
         auth_type: Some(auth_type),
         auth_file: non_empty(set.get("auth_file")),
         auth_hba_file: non_empty(set.get("auth_hba_file")),
@@ -503,6 +514,16 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
             "auth_dbname" => d.auth_dbname = Some(v.to_owned()),
             "pool_size" => d.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
             "min_pool_size" => d.min_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize),
+            // `reserve_pool` is PgBouncer's older spelling, still read.
+            "reserve_pool" | "reserve_pool_size" => {
+                d.reserve_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
+            "max_db_connections" => {
+                d.max_db_connections = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
+            "max_db_client_connections" => {
+                d.max_db_client_connections = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
             "pool_mode" => {
                 cs_pool_mode(&key(k), v, &e.at)?;
                 d.pool_mode = Some(pool_mode(v));
@@ -578,6 +599,15 @@ fn user(e: &Entry, warnings: &mut Vec<String>) -> Result<FileUserSettings, Confi
                 u.pool_mode = Some(pool_mode(v));
             }
             "pool_size" => u.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
+            "reserve_pool_size" => {
+                u.reserve_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
+            "max_user_connections" => {
+                u.max_user_connections = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
+            "max_user_client_connections" => {
+                u.max_user_client_connections = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
             _ if USER_NOT_YET.contains(&k) => {
                 cs_int(&key(k), v, &e.at, i64::MIN)?;
                 if !not_yet.contains(&k) {

@@ -193,7 +193,7 @@ frobnicate = 3
 %include conf.d/databases.ini
 "#;
     let dbs = r#"[databases]
-appdb = host=db1.internal port=5433 dbname=app_production user=app password='it''s secret' pool_size=5 min_pool_size=2
+appdb = host=db1.internal port=5433 dbname=app_production user=app password='it''s secret' pool_size=5 min_pool_size=2 reserve_pool=2 max_db_connections=7
 reports = host=db2.internal,db3.internal dbname=reports pool_mode=session connect_query='SELECT 1' application_name=rep
 * = host=db1.internal port=5433 user=app password=pw
 [users]
@@ -283,6 +283,14 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
         ("10.0.0.6", 6544, Some(4))
     );
     assert_eq!(c.peers[&1].port, 6432);
+    // The limits: per database (`reserve_pool` is the old spelling), per user, else global.
+    let appdb = c.database("appdb").unwrap();
+    assert_eq!(appdb.limits.reserve_pool_size, 2);
+    assert_eq!(appdb.limits.max_db_connections, 7);
+    assert_eq!(c.database("reports").unwrap().limits.max_db_connections, 0);
+    assert_eq!(c.user_limits("bob").max_user_connections, 10);
+    assert_eq!(c.user_limits("alice").max_user_connections, 0);
+    assert_eq!(c.limits.reserve_pool_timeout, Duration::from_secs(5));
 
     let inc = "/etc/pgbouncer/conf.d/databases.ini";
     let expected = [
@@ -297,7 +305,6 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
         [
             format!("{inc}:3: database `reports`: host lists several servers; pgheal connects to the first (db2.internal) only"),
             format!("{inc}:3: database `reports`: connect_query, application_name not implemented by pgheal yet; ignored"),
-            format!("{inc}:6: user `bob`: max_user_connections not implemented by pgheal yet; ignored"),
             "auth_file: cannot read /nonexistent/pgheal-test-userlist.txt: No such file or directory (os error 2); no users loaded from it".to_owned(),
             "auth_type is scram-sha-256 but no users are configured ([users], auth_file, or a password in --upstream); every login will fail".to_owned(),
         ],

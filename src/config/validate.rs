@@ -128,6 +128,14 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             "must not exceed pool_size",
         ));
     }
+    let limits = super::limits::Limits {
+        reserve_pool_size: g.reserve_pool_size.unwrap_or(0),
+        reserve_pool_timeout: seconds("reserve_pool_timeout", g.reserve_pool_timeout, 5.0)?,
+        max_db_connections: g.max_db_connections.unwrap_or(0),
+        max_user_connections: g.max_user_connections.unwrap_or(0),
+        max_db_client_connections: g.max_db_client_connections.unwrap_or(0),
+        max_user_client_connections: g.max_user_client_connections.unwrap_or(0),
+    };
     let auth_setting = match args.auth_type.as_deref() {
         Some(a) => parse_enum("auth_type", a, "scram-sha-256, md5, plain, trust or hba")?,
         None => g
@@ -285,6 +293,11 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
                 .or_else(|| g.auth_query.clone())
                 .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
             auth_dbname: d.auth_dbname.clone().or_else(|| g.auth_dbname.clone()),
+            limits: limits.for_database(
+                d.reserve_pool_size,
+                d.max_db_connections,
+                d.max_db_client_connections,
+            ),
         })
     };
     let mut fallback = None;
@@ -323,6 +336,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
             auth_dbname: g.auth_dbname.clone(),
+            limits: limits.for_database(None, None, None),
         };
         databases.insert(up.dbname.clone(), db);
         // With no users configured, clients log in with the upstream's credentials.
@@ -401,6 +415,9 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             UserSettings {
                 pool_mode: u.pool_mode,
                 pool_size: u.pool_size,
+                reserve_pool_size: u.reserve_pool_size,
+                max_user_connections: u.max_user_connections,
+                max_user_client_connections: u.max_user_client_connections,
             },
         );
     }
@@ -464,6 +481,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         auth_type,
         hba,
         max_client_conn: args.max_client_conn.or(g.max_client_conn).unwrap_or(1000),
+        limits,
         query_wait_timeout: seconds(
             "query_wait_timeout",
             args.query_wait_timeout.or(g.query_wait_timeout),

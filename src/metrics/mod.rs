@@ -39,6 +39,7 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     pub server_connections: IntGauge,
     /// `pgheal_clients_refused_total{reason}`: auth_failed, unknown_database, max_client_conn,
+    /// max_db_client_connections, max_user_client_connections,
     /// wait_timeout, server_unavailable, protocol, login_timeout (`client_login_timeout`), tls
     /// (a failed handshake or a plain client where TLS is required).
     pub clients_refused: IntCounterVec,

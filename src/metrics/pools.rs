@@ -58,6 +58,9 @@ struct Figures {
     sv_login: u64,
     maxwait: Duration,
     pool_size: u64,
+    reserve_size: u64,
+    reserve_active: u64,
+    reserve_used: u64,
     prepared: u64,
     prepared_max: u64,
     /// Statement texts the pool's registry remembers, and those it forgot (transaction pooling).
@@ -102,6 +105,9 @@ impl Figures {
         self.sv_used += s.resetting_count() as u64;
         self.sv_login += s.logging_in() as u64;
         self.pool_size += pool.settings().size as u64;
+        self.reserve_size += pool.settings().reserve_size as u64;
+        self.reserve_active += pool.reserve_in_use() as u64;
+        self.reserve_used += s.reserve_used_count();
         for server in pool.servers() {
             let n = server.prepared() as u64;
             self.prepared += n;
@@ -159,6 +165,9 @@ const FAMILIES: &[Family] = &[
     fam!("pgheal_pool_server_testing_connections", Gauge, POOL, "Server connections running a check query (SHOW POOLS sv_tested; pgheal runs none)"),
     fam!("pgheal_pool_server_login_connections", Gauge, POOL, "Server connections logging in (SHOW POOLS sv_login)"),
     fam!("pgheal_pool_size", Gauge, POOL, "Largest number of server connections of the pool (pool_size)"),
+    fam!("pgheal_pool_reserve_size", Gauge, POOL, "Connections the pool may open beyond pool_size for clients that waited reserve_pool_timeout (reserve_pool_size)"),
+    fam!("pgheal_pool_reserve_active_connections", Gauge, POOL, "Server connections of the reserve pool in use"),
+    fam!("pgheal_pool_reserve_used_total", Counter, POOL, "Clients given a connection of the reserve pool (\"taking connection from reserve_pool\")"),
     fam!("pgheal_pool_server_prepared_statements", Gauge, POOL, "Prepared statements held on the pool's server connections, all added up"),
     fam!("pgheal_pool_server_prepared_statements_max", Gauge, POOL, "Prepared statements held by the pool's server connection that holds the most"),
     fam!("pgheal_pool_statements", Gauge, POOL, "Statement texts the pool's registry remembers (transaction pooling; bounded by max_pool_statements)"),
@@ -180,6 +189,10 @@ const FAMILIES: &[Family] = &[
     fam!("pgheal_schema_epoch", Gauge, DATABASE, "Schema epoch of the database: goes up with every schema change pgheal learns of"),
     fam!("pgheal_database_paused", Gauge, DATABASE, "1 if the database is paused (PAUSE db, or the whole process paused)"),
     fam!("pgheal_database_disabled", Gauge, DATABASE, "1 if the database is disabled (DISABLE db)"),
+    fam!("pgheal_database_max_connections", Gauge, DATABASE, "max_db_connections of the database (0 = no limit)"),
+    fam!("pgheal_database_server_connections", Gauge, DATABASE, "Open server connections of every pool of the database (counted against max_db_connections)"),
+    fam!("pgheal_database_max_client_connections", Gauge, DATABASE, "max_db_client_connections of the database (0 = no limit)"),
+    fam!("pgheal_database_client_connections", Gauge, DATABASE, "Clients logged in to the database (counted against max_db_client_connections)"),
     fam!("pgheal_paused", Gauge, &[], "1 if the whole process is paused (PAUSE, SIGUSR1)"),
     fam!("pgheal_config_max_client_connections", Gauge, &[], "max_client_conn"),
     fam!("pgheal_pools", Gauge, &[], "Pools (database, server user) in use"),
@@ -339,6 +352,9 @@ impl Collector for PoolCollector {
                             "pgheal_pool_server_testing_connections" => g(0),
                             "pgheal_pool_server_login_connections" => g(x.sv_login),
                             "pgheal_pool_size" => g(x.pool_size),
+                            "pgheal_pool_reserve_size" => g(x.reserve_size),
+                            "pgheal_pool_reserve_active_connections" => g(x.reserve_active),
+                            "pgheal_pool_reserve_used_total" => c(x.reserve_used),
                             "pgheal_pool_server_prepared_statements" => g(x.prepared),
                             "pgheal_pool_server_prepared_statements_max" => g(x.prepared_max),
                             "pgheal_pool_statements" => g(x.statements),
@@ -379,6 +395,20 @@ impl Collector for PoolCollector {
                             ),
                             "pgheal_database_disabled" => {
                                 f64::from(control.as_ref().is_some_and(|c| c.is_disabled()))
+                            }
+                            "pgheal_database_max_connections" if *db != OTHER => cfg
+                                .database_for(db, "")
+                                .map_or(0, |d| d.limits.max_db_connections)
+                                as f64,
+                            "pgheal_database_server_connections" if *db != OTHER => {
+                                pools.db_limit(db).map_or(0, |l| l.in_use()) as f64
+                            }
+                            "pgheal_database_max_client_connections" if *db != OTHER => cfg
+                                .database_for(db, "")
+                                .map_or(0, |d| d.limits.max_db_client_connections)
+                                as f64,
+                            "pgheal_database_client_connections" if *db != OTHER => {
+                                pools.db_client_count(db) as f64
                             }
                             _ => continue,
                         };

@@ -11,6 +11,7 @@ use super::capacity::{Capacity, Slot};
 use super::control::PoolControl;
 use super::reset::{reset, RESET_TIMEOUT};
 use super::server::{ServerConn, ServerError, ServerLogin};
+use super::shared_limit::{self, SharedLimit, SharedSlots};
 use super::stats::{PoolStats, ServerState, ServerTrack};
 
 /// Pools are per client-facing database and server user.
@@ -41,12 +42,31 @@ pub struct PoolSettings {
     pub server_idle_timeout: Duration,
     pub reset_query: String,
     pub reset_query_always: bool,
+    /// `reserve_pool_size`: connections beyond `size` for clients that waited
+    /// `reserve_timeout` (0 = none).
+    pub reserve_size: usize,
+    /// `reserve_pool_timeout` (zero disables the reserve, as in PgBouncer).
+    pub reserve_timeout: Duration,
 }
+
+/// The caps a pool shares with the other pools of its database and of its server user.
+#[derive(Debug, Clone)]
+pub struct SharedLimits {
+    pub db: Arc<SharedLimit>,
+    pub user: Arc<SharedLimit>,
+}
+
+/// How long a checkout over `max_db_connections` / `max_user_connections` sleeps between
+/// tries (a slot comes back when a connection of another pool closes; see
+/// [`super::shared_limit`]).
+const SHARED_LIMIT_TICK: Duration = Duration::from_millis(20);
 
 /// An idle connection and its entry in the pool's list.
 struct Pooled {
     conn: ServerConn,
     track: Arc<ServerTrack>,
+    /// Its place under `max_db_connections` and `max_user_connections`, freed when it closes.
+    _shared: SharedSlots,
 }
 
 pub struct Pool {
@@ -59,6 +79,10 @@ pub struct Pool {
     /// One slot per open connection that is checked out, connecting, or being reset; its size
     /// is `pool_size`.
     permits: Capacity,
+    /// `reserve_pool_size` more slots, for clients that waited `reserve_pool_timeout`.
+    reserve: Capacity,
+    /// `max_db_connections` and `max_user_connections`.
+    pub shared: SharedLimits,
     idle: Mutex<Vec<Pooled>>,
     /// Every open connection of the pool, for `SHOW SERVERS` (changes on open and close).
     servers: Mutex<std::collections::BTreeMap<u64, Arc<ServerTrack>>>,
@@ -84,12 +108,15 @@ impl Pool {
         login: ServerLogin,
         settings: PoolSettings,
         control: PoolControl,
+        shared: SharedLimits,
         metrics: Arc<Metrics>,
     ) -> Arc<Pool> {
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             key,
             login: RwLock::new(Arc::new(login)),
             permits: Capacity::new(settings.size),
+            reserve: Capacity::new(settings.reserve_size),
+            shared,
             settings: RwLock::new(Arc::new(settings)),
             idle: Mutex::new(Vec::new()),
             servers: Mutex::new(Default::default()),
@@ -97,7 +124,10 @@ impl Pool {
             control,
             params: Mutex::new(None),
             metrics,
-        })
+        });
+        pool.shared.db.register(&pool);
+        pool.shared.user.register(&pool);
+        pool
     }
 
     /// The server parameters seen on this pool's connections, if any connection was opened.
@@ -143,6 +173,7 @@ impl Pool {
     /// [`Pool::maintain`].
     pub fn reconfigure(&self, login: Option<ServerLogin>, settings: PoolSettings) {
         self.permits.resize(settings.size);
+        self.reserve.resize(settings.reserve_size);
         if let Ok(mut s) = self.settings.write() {
             *s = Arc::new(settings);
         }
@@ -155,6 +186,30 @@ impl Pool {
                 *l = Arc::new(login);
             }
         }
+    }
+
+    /// Close the idle connection unused the longest (to make room under a shared limit).
+    pub fn close_oldest_idle(&self) -> bool {
+        let oldest = self.idle.lock().ok().and_then(|mut v| {
+            let i = v
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.conn.idle_since)
+                .map(|(i, _)| i)?;
+            Some(v.remove(i))
+        });
+        match oldest {
+            Some(c) => {
+                self.close(c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connections of the reserve in use now.
+    pub fn reserve_in_use(&self) -> usize {
+        self.reserve.in_use()
     }
 
     pub fn idle_count(&self) -> usize {
@@ -198,12 +253,16 @@ impl Pool {
         let permit = match fast {
             Some(p) => p,
             None => {
-                let wait = self.settings().query_wait_timeout;
+                let settings = self.settings();
+                let wait = settings.query_wait_timeout;
                 let _waiting = self.stats.waiter();
                 let acquire = async {
                     loop {
                         self.control.until_running().await;
-                        let p = self.permits.acquire().await;
+                        let p = tokio::select! {
+                            p = self.permits.acquire() => p,
+                            p = self.reserve_after(&settings, start) => p,
+                        };
                         // A pause that began while this client waited for a permit.
                         if p.is_err() || !self.control.is_paused() {
                             return p;
@@ -237,12 +296,23 @@ impl Pool {
                     );
                     self.close(c);
                 }
-                Some(Pooled { conn, track }) => match conn.at_home() {
+                Some(Pooled {
+                    conn,
+                    track,
+                    _shared,
+                }) => match conn.at_home() {
                     Ok((conn, moved)) => {
                         if moved {
                             self.metrics.server_connection_moves.inc();
                         }
-                        return Ok(self.guard(Pooled { conn, track }, permit));
+                        return Ok(self.guard(
+                            Pooled {
+                                conn,
+                                track,
+                                _shared,
+                            },
+                            permit,
+                        ));
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "closing a server connection that could not move to this event loop");
@@ -250,15 +320,68 @@ impl Pool {
                     }
                 },
                 None => {
-                    let c = self.open().await?;
+                    let Some(shared) = self.shared_slots(start).await? else {
+                        // An idle connection came back while waiting for the shared limits.
+                        continue;
+                    };
+                    let c = self.open(shared).await?;
                     return Ok(self.guard(c, permit));
                 }
             }
         }
     }
 
+    /// A reserve slot once the client has waited `reserve_pool_timeout` (PgBouncer's
+    /// `taking connection from reserve_pool`); never without a reserve.
+    async fn reserve_after(
+        &self,
+        settings: &PoolSettings,
+        start: Instant,
+    ) -> Result<Slot, tokio::sync::AcquireError> {
+        if settings.reserve_size == 0 || settings.reserve_timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep_until((start + settings.reserve_timeout).into()).await;
+        let slot = self.reserve.acquire().await?;
+        tracing::warn!(db = %self.key.database, user = %self.key.user, waited_ms = start.elapsed().as_millis() as u64, "taking connection from reserve_pool");
+        self.stats.reserve_used();
+        Ok(slot)
+    }
+
+    /// Places under `max_db_connections` and `max_user_connections` for a new connection:
+    /// taken at once, else after closing an idle connection of another pool of the database
+    /// or user, else after waiting (within `query_wait_timeout` from `start`). `None`: one of
+    /// this pool's own connections became idle meanwhile (take it instead).
+    async fn shared_slots(&self, start: Instant) -> Result<Option<SharedSlots>, PoolError> {
+        let (db, user) = (&self.shared.db, &self.shared.user);
+        if let Some(s) = shared_limit::try_take(db, user) {
+            return Ok(Some(s));
+        }
+        let wait = self.settings().query_wait_timeout;
+        let _waiting = self.stats.waiter();
+        tracing::debug!(pool = ?self, db_limit = ?db, user_limit = ?user, "server connection limit reached; waiting");
+        loop {
+            // Make room under the limit that is reached: an idle connection of another pool
+            // of the same database, or of the same user.
+            let full = |l: &SharedLimit| l.limit() > 0 && l.in_use() >= l.limit();
+            let evicted = (full(db) && db.evict_one(self)) || (full(user) && user.evict_one(self));
+            if let Some(s) = shared_limit::try_take(db, user) {
+                return Ok(Some(s));
+            }
+            if self.idle_count() > 0 {
+                return Ok(None);
+            }
+            if start.elapsed() >= wait {
+                return Err(PoolError::WaitTimeout(wait));
+            }
+            if !evicted {
+                tokio::time::sleep(SHARED_LIMIT_TICK).await;
+            }
+        }
+    }
+
     /// Open a connection and add it to the pool's list (not yet idle nor checked out).
-    async fn open(&self) -> Result<Pooled, ServerError> {
+    async fn open(&self, shared: SharedSlots) -> Result<Pooled, ServerError> {
         let generation = self.control.generation();
         let conn = {
             let _login = self.stats.connecting();
@@ -276,7 +399,11 @@ impl Pool {
         if let Ok(mut m) = self.servers.lock() {
             m.insert(conn.id, track.clone());
         }
-        Ok(Pooled { conn, track })
+        Ok(Pooled {
+            conn,
+            track,
+            _shared: shared,
+        })
     }
 
     fn guard(self: &Arc<Self>, c: Pooled, permit: Slot) -> Checkout {
@@ -285,6 +412,7 @@ impl Pool {
         Checkout {
             conn: Some(c.conn),
             track: Some(c.track),
+            shared: Some(c._shared),
             permit: Some(permit),
             pool: self.clone(),
         }
@@ -309,7 +437,8 @@ impl Pool {
     fn put_idle(&self, mut c: Pooled) {
         c.conn.idle_since = Instant::now();
         c.track.set_prepared(c.conn.prepared.len());
-        if self.retire(&c, c.conn.idle_since) {
+        // Over a max_db_connections / max_user_connections a reload lowered: close it.
+        if self.retire(&c, c.conn.idle_since) || self.shared.db.over() || self.shared.user.over() {
             self.close(c);
             return;
         }
@@ -331,7 +460,8 @@ impl Pool {
                 .partition(|c| self.retire(c, now) || c.conn.is_broken_while_idle());
             to_close.extend(gone);
             let settings = self.settings();
-            let in_use = self.permits.in_use();
+            // Reserve connections come back idle over the size and are closed here.
+            let in_use = self.permits.in_use() + self.reserve.in_use();
             keep.sort_by_key(|c| std::cmp::Reverse(c.conn.idle_since));
             // Over the pool's size (after a reload made it smaller): close the oldest.
             while in_use + keep.len() > settings.size && !keep.is_empty() {
@@ -362,7 +492,11 @@ impl Pool {
             let Some(permit) = self.permits.try_acquire() else {
                 break;
             };
-            match self.open().await {
+            // min_pool_size does not wait for (nor evict under) the shared limits.
+            let Some(shared) = shared_limit::try_take(&self.shared.db, &self.shared.user) else {
+                break;
+            };
+            match self.open(shared).await {
                 Ok(c) => self.put_idle(c),
                 // Pass-through pools wait for a client's SCRAM login to lend its keys: not
                 // worth a warning every second until then.
@@ -397,6 +531,8 @@ impl Pool {
 pub struct Checkout {
     conn: Option<ServerConn>,
     track: Option<Arc<ServerTrack>>,
+    /// The connection's places under the shared limits (it keeps them while open).
+    shared: Option<SharedSlots>,
     permit: Option<Slot>,
     pool: Arc<Pool>,
 }
@@ -429,8 +565,13 @@ impl Checkout {
     fn take(&mut self) -> Option<Pooled> {
         let conn = self.conn.take()?;
         let track = self.track.take()?;
+        let shared = self.shared.take().unwrap_or_default();
         self.pool.stats.given_back();
-        Some(Pooled { conn, track })
+        Some(Pooled {
+            conn,
+            track,
+            _shared: shared,
+        })
     }
 
     /// Return the connection. `quiet`: every message sent was answered up to ReadyForQuery;

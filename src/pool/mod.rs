@@ -6,6 +6,8 @@
 //!   connections hold none. The [`bounded::Checkout`] guard gives the connection back on
 //!   [`bounded::Checkout::checkin`]; dropped without it, the connection is closed (its state is
 //!   unknown, so it is never reused).
+//! - [`shared_limit`]: `max_db_connections` / `max_user_connections`, caps on the open
+//!   connections of several pools, each held by the connection for its life.
 //! - [`reset`]: ROLLBACK of an open transaction and `server_reset_query` before re-use.
 //! - [`registry`]: the pools of every (database, user), created on first use.
 //! - [`listen`]: one listening connection per database, outside the pools, that holds the
@@ -20,6 +22,7 @@ pub mod mailbox;
 pub mod registry;
 pub mod reset;
 pub mod server;
+pub mod shared_limit;
 pub mod stats;
 
 pub use bounded::{Checkout, Pool, PoolError, PoolKey};

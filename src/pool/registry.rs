@@ -1,5 +1,6 @@
 //! The pools of every (database, server user), created on first use.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +15,11 @@ use crate::metrics::Metrics;
 use crate::statements::StatementNames;
 
 use super::auth_query::AuthLookups;
-use super::bounded::{Pool, PoolKey, PoolSettings};
+use super::bounded::{Pool, PoolKey, PoolSettings, SharedLimits};
 use super::control::{Controls, PoolControl};
 use super::listen::Listeners;
 use super::server::ServerLogin;
+use super::shared_limit::SharedLimit;
 
 pub struct Pools {
     pools: DashMap<PoolKey, Arc<Pool>>,
@@ -31,9 +33,49 @@ pub struct Pools {
     controls: Controls,
     /// auth_query lookups and their connections.
     auth_lookups: AuthLookups,
+    /// `max_db_connections` of each database and `max_user_connections` of each server user,
+    /// shared by their pools (see [`super::shared_limit`]).
+    db_limits: DashMap<String, Arc<SharedLimit>>,
+    user_limits: DashMap<String, Arc<SharedLimit>>,
+    /// Clients logged in per database and per login user (`max_db_client_connections`,
+    /// `max_user_client_connections`).
+    db_clients: DashMap<String, Arc<AtomicUsize>>,
+    user_clients: DashMap<String, Arc<AtomicUsize>>,
     /// The configuration in force (a reload replaces it; see [`Pools::reconfigure`]).
     config: Arc<LiveConfig>,
     metrics: Arc<Metrics>,
+}
+
+/// A client counted against `max_db_client_connections` and `max_user_client_connections`
+/// while it lives (a session keeps it for its whole life).
+#[derive(Debug)]
+pub struct ClientAdmission {
+    db: Arc<AtomicUsize>,
+    user: Arc<AtomicUsize>,
+}
+
+impl Drop for ClientAdmission {
+    fn drop(&mut self) {
+        self.db.fetch_sub(1, Ordering::AcqRel);
+        self.user.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Which client limit refused a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    Database,
+    User,
+}
+
+impl ClientLimit {
+    /// The key's name, as PgBouncer's message gives it.
+    pub fn key(self) -> &'static str {
+        match self {
+            ClientLimit::Database => "max_db_client_connections",
+            ClientLimit::User => "max_user_client_connections",
+        }
+    }
 }
 
 /// How a pool of `db` logs into the server as `user` with `password`.
@@ -66,6 +108,8 @@ fn settings_for(cfg: &Config, db: &Database) -> PoolSettings {
         server_idle_timeout: cfg.server_idle_timeout,
         reset_query: cfg.server_reset_query.clone(),
         reset_query_always: cfg.server_reset_query_always,
+        reserve_size: db.limits.reserve_pool_size,
+        reserve_timeout: cfg.limits.reserve_pool_timeout,
     }
 }
 
@@ -93,6 +137,10 @@ impl Pools {
             listeners: Listeners::new(metrics.clone()),
             controls: Controls::default(),
             auth_lookups: AuthLookups::default(),
+            db_limits: DashMap::new(),
+            user_limits: DashMap::new(),
+            db_clients: DashMap::new(),
+            user_clients: DashMap::new(),
             config,
             metrics,
         })
@@ -131,7 +179,14 @@ impl Pools {
                     global: self.controls.global().clone(),
                     own: Default::default(),
                 };
-                Pool::new(key, login, settings, control, self.metrics.clone())
+                let shared = SharedLimits {
+                    db: self.db_limit_entry(&db.name, db.limits.max_db_connections),
+                    user: self.user_limit_entry(
+                        &key.user,
+                        cfg.user_limits(&key.user).max_user_connections,
+                    ),
+                };
+                Pool::new(key, login, settings, control, shared, self.metrics.clone())
             })
             .clone();
         // The pool logs in as the client's user with the client's secret: keep what this login
@@ -146,6 +201,83 @@ impl Pools {
             }
         }
         pool
+    }
+
+    fn db_limit_entry(&self, database: &str, limit: usize) -> Arc<SharedLimit> {
+        self.db_limits
+            .entry(database.to_owned())
+            .or_insert_with(|| SharedLimit::new("max_db_connections", database, limit))
+            .clone()
+    }
+
+    fn user_limit_entry(&self, user: &str, limit: usize) -> Arc<SharedLimit> {
+        self.user_limits
+            .entry(user.to_owned())
+            .or_insert_with(|| SharedLimit::new("max_user_connections", user, limit))
+            .clone()
+    }
+
+    /// `max_db_connections` of a database, if one of its pools exists.
+    pub fn db_limit(&self, database: &str) -> Option<Arc<SharedLimit>> {
+        self.db_limits.get(database).map(|l| l.clone())
+    }
+
+    /// `max_user_connections` of a server user, if one of its pools exists.
+    pub fn user_limit(&self, user: &str) -> Option<Arc<SharedLimit>> {
+        self.user_limits.get(user).map(|l| l.clone())
+    }
+
+    /// Clients logged in to a database.
+    pub fn db_client_count(&self, database: &str) -> usize {
+        self.db_clients
+            .get(database)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Clients logged in as a user.
+    pub fn user_client_count(&self, user: &str) -> usize {
+        self.user_clients
+            .get(user)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Count a client of `db` logged in as `user`, or refuse it when that goes over the
+    /// database's `max_db_client_connections` or the user's `max_user_client_connections`
+    /// (PgBouncer's `check_db_connection_count` / `check_user_connection_count`). The admin
+    /// console is not counted.
+    pub fn admit_client(
+        &self,
+        cfg: &Config,
+        db: &Database,
+        user: &str,
+    ) -> Result<ClientAdmission, ClientLimit> {
+        let count = |m: &DashMap<String, Arc<AtomicUsize>>, k: &str| {
+            let c = m.entry(k.to_owned()).or_default().clone();
+            let n = c.fetch_add(1, Ordering::AcqRel) + 1;
+            (c, n)
+        };
+        let (dbc, n_db) = count(&self.db_clients, &db.name);
+        let (userc, n_user) = count(&self.user_clients, user);
+        let admission = ClientAdmission {
+            db: dbc,
+            user: userc,
+        };
+        let max_db = db.limits.max_db_client_connections;
+        if max_db > 0 && n_db > max_db {
+            tracing::debug!(db = %db.name, clients = n_db, max = max_db, "database full of clients");
+            return Err(ClientLimit::Database);
+        }
+        let max_user = cfg.user_limits(user).max_user_client_connections;
+        if max_user > 0 && n_user > max_user {
+            tracing::debug!(
+                user,
+                clients = n_user,
+                max = max_user,
+                "user full of clients"
+            );
+            return Err(ClientLimit::User);
+        }
+        Ok(admission)
     }
 
     /// The secret of a client user missing from the auth_file, by `db`'s auth_query (see
@@ -276,6 +408,26 @@ impl Pools {
                 }
                 pool.reconfigure(None, settings);
             }
+        }
+        // The shared caps: a database's from its entry (or the `*` one, or the global value),
+        // a user's from its `[users]` line (or the global value).
+        for l in self.db_limits.iter() {
+            let limit = new
+                .database_for(l.key(), "")
+                .map_or(new.limits.max_db_connections, |d| {
+                    d.limits.max_db_connections
+                });
+            if limit != l.limit() {
+                tracing::info!(db = %l.key(), max_db_connections = limit, "RELOAD: max_db_connections changed");
+            }
+            l.set(limit);
+        }
+        for l in self.user_limits.iter() {
+            let limit = new.user_limits(l.key()).max_user_connections;
+            if limit != l.limit() {
+                tracing::info!(user = %l.key(), max_user_connections = limit, "RELOAD: max_user_connections changed");
+            }
+            l.set(limit);
         }
         self.prewarm();
     }

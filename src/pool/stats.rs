@@ -156,6 +156,8 @@ pub struct PoolStats {
     server_parse_count: AtomicU64,
     bind_count: AtomicU64,
     client_login_count: AtomicU64,
+    /// Clients given a connection of the reserve pool (`reserve_pool_timeout`).
+    reserve_used: AtomicU64,
     /// Clients logged in to this pool (waiting ones included).
     clients: AtomicI64,
     /// Clients waiting for a server connection.
@@ -223,6 +225,7 @@ impl Default for PoolStats {
             server_parse_count: AtomicU64::new(0),
             bind_count: AtomicU64::new(0),
             client_login_count: AtomicU64::new(0),
+            reserve_used: AtomicU64::new(0),
             clients: AtomicI64::new(0),
             waiting: AtomicI64::new(0),
             logging_in: AtomicI64::new(0),
@@ -304,6 +307,16 @@ impl PoolStats {
         self.server_assignment_count.fetch_add(1, Relaxed);
         self.wait_time.fetch_add(micros(wait), Relaxed);
         self.wait_hist.observe(micros(wait), 1);
+    }
+
+    /// A client was given a connection of the reserve pool.
+    pub fn reserve_used(&self) {
+        self.reserve_used.fetch_add(1, Relaxed);
+    }
+
+    /// How many times the reserve pool was used.
+    pub fn reserve_used_count(&self) -> u64 {
+        self.reserve_used.load(Relaxed)
     }
 
     pub fn login(&self) {

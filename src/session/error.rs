@@ -37,6 +37,9 @@ pub enum SessionError {
     ConsoleNotAllowed(String),
     #[error("max_client_conn reached")]
     TooManyClients,
+    /// `max_db_client_connections` or `max_user_client_connections` reached.
+    #[error("client connections exceeded ({})", .0.key())]
+    ClientLimit(crate::pool::registry::ClientLimit),
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error("server parameter could not be set")]
@@ -87,6 +90,7 @@ impl SessionError {
             SessionError::DatabaseDisabled(_) => "database_disabled",
             SessionError::ConsoleNotAllowed(_) => "auth_failed",
             SessionError::TooManyClients => "max_client_conn",
+            SessionError::ClientLimit(l) => l.key(),
             SessionError::Pool(PoolError::WaitTimeout(_)) => "wait_timeout",
             SessionError::Pool(_) => "server_unavailable",
             SessionError::Protocol(_) => "protocol",
@@ -150,6 +154,10 @@ impl SessionError {
             SessionError::ConsoleNotAllowed(_) => {
                 fatal(sqlstate::PROTOCOL_VIOLATION, "not allowed".into())
             }
+            SessionError::ClientLimit(l) => fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("client connections exceeded ({})", l.key()),
+            ),
             SessionError::TooManyClients => fatal(
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "sorry, too many clients already (pgheal max_client_conn)".into(),

@@ -196,6 +196,7 @@ async fn session(
     };
     let LoggedIn {
         _slot,
+        _admitted,
         _gauge,
         pool,
         mode,
@@ -257,6 +258,8 @@ struct ConsoleLogin {
 /// What a successful login leaves for the relay.
 struct LoggedIn {
     _slot: Option<Slot>,
+    /// Counted against `max_db_client_connections` / `max_user_client_connections`.
+    _admitted: crate::pool::registry::ClientAdmission,
     _gauge: ClientGauge,
     pool: Arc<crate::pool::Pool>,
     mode: PoolMode,
@@ -417,6 +420,10 @@ async fn login(
     if shared.pools.controls().database(&db.name).is_disabled() {
         return Err(SessionError::DatabaseDisabled(db.name.to_string()));
     }
+    let _admitted = shared
+        .pools
+        .admit_client(cfg, &db, &user)
+        .map_err(SessionError::ClientLimit)?;
     let settings = params::requested_settings(&startup)?;
 
     let pool = shared.pools.pool_for(&db, &user, secret, passthrough);
@@ -497,6 +504,7 @@ async fn login(
     };
     Ok(Some(Login::Pooled(Box::new(LoggedIn {
         _slot,
+        _admitted,
         _gauge,
         epoch: shared.pools.epoch_for(&db.name),
         pool,

@@ -161,13 +161,13 @@ pub(super) fn databases(shared: &Shared) -> Table {
             db.user.clone().into(),
             db.pool_size.into(),
             db.min_pool_size.into(),
-            0i64.into(),
+            db.limits.reserve_pool_size.into(),
             lifetime.into(),
             mode_name(db.pool_mode).into(),
             Value::Null,
-            0i64.into(),
+            db.limits.max_db_connections.into(),
             connections.into(),
-            0i64.into(),
+            db.limits.max_db_client_connections.into(),
             client_count.into(),
             control.as_ref().is_some_and(|c| c.is_paused()).into(),
             control.as_ref().is_some_and(|c| c.is_disabled()).into(),
@@ -216,6 +216,7 @@ pub(super) fn users(shared: &Shared) -> Table {
     let clients = shared.clients.all();
     for name in user_names(&cfg) {
         let settings = cfg.user_settings.get(name);
+        let limits = cfg.user_limits(name);
         let servers: usize = pools
             .iter()
             .filter(|p| p.key.user == name)
@@ -228,14 +229,17 @@ pub(super) fn users(shared: &Shared) -> Table {
                 .and_then(|s| s.pool_size)
                 .map_or_else(String::new, |n| format!("{n:9}"))
                 .into(),
-            String::new().into(),
+            settings
+                .and_then(|s| s.reserve_pool_size)
+                .map_or_else(String::new, |n| format!("{n:9}"))
+                .into(),
             settings
                 .and_then(|s| s.pool_mode)
                 .map(|m| mode_name(m).to_owned())
                 .into(),
-            0i64.into(),
+            limits.max_user_connections.into(),
             servers.into(),
-            0i64.into(),
+            limits.max_user_client_connections.into(),
             clients.iter().filter(|c| c.user == name).count().into(),
         ]);
     }
