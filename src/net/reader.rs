@@ -1,4 +1,8 @@
 //! Reading frames from a socket into a reusable buffer.
+//!
+//! The buffer is allocated when there is something to read, not when the connection opens:
+//! a client that has not logged in holds only what its startup packet and authentication
+//! messages need (a few hundred bytes; at most PostgreSQL's caps), not a relay-sized buffer.
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -21,7 +25,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_len: usize) -> Self {
         FrameReader {
             inner,
-            buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+            buf: BytesMut::new(),
             max_len,
         }
     }
@@ -87,6 +91,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(p) = split_startup(&mut self.buf)? {
                 return Ok(Some(p));
             }
+            // Room for the length word, then for the packet it announces (already checked
+            // against the startup packet cap by `split_startup`).
+            let want = match self.buf.get(..4) {
+                Some(l) => i32::from_be_bytes([l[0], l[1], l[2], l[3]]).max(8) as usize,
+                None => 8,
+            };
+            self.buf.reserve(want.saturating_sub(self.buf.len()));
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -122,5 +133,35 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that has not logged in holds about what it sent, not a relay buffer.
+    #[tokio::test]
+    async fn a_startup_packet_costs_about_its_own_size() {
+        let startup =
+            crate::protocol::encode::startup_message(&[("user", "app"), ("database", "db")]);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut r = FrameReader::new(server, 1 << 20);
+        assert_eq!(
+            r.buf.capacity(),
+            0,
+            "nothing allocated before anything arrives"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut client, &startup)
+            .await
+            .unwrap();
+        let p = r.read_startup().await.unwrap();
+        assert!(matches!(p, Some(StartupPacket::Startup(_))));
+        assert!(
+            r.buf.capacity() <= 1024,
+            "a {}-byte startup packet left a {}-byte buffer",
+            startup.len(),
+            r.buf.capacity()
+        );
     }
 }
