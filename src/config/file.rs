@@ -79,6 +79,13 @@ pub struct General {
     /// Seconds a client has to log in (TLS handshake, startup packet, authentication); 0 = no
     /// limit.
     pub client_login_timeout: Option<f64>,
+    /// Session timeouts in seconds, 0 = off (see [`super::timeouts`]).
+    pub client_idle_timeout: Option<f64>,
+    pub query_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub transaction_timeout: Option<f64>,
+    pub query_wait_notify: Option<f64>,
+    pub cancel_wait_timeout: Option<f64>,
     pub threads: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,

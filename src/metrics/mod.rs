@@ -44,6 +44,10 @@ pub struct Metrics {
     pub clients_refused: IntCounterVec,
     /// `pgheal_cancel_requests_total{result}`: forwarded, unknown.
     pub cancel_requests: IntCounterVec,
+    /// `pgheal_timeouts_total{database,user,timeout}`: sessions closed by a session timeout
+    /// (`client_idle_timeout`, `query_timeout`, `idle_transaction_timeout`,
+    /// `transaction_timeout`).
+    pub timeouts: IntCounterVec,
     /// `pgheal_savepoint_guards_total`: Binds bracketed by the savepoint guard (each one a
     /// subtransaction on the server).
     pub savepoint_guards: IntCounter,
@@ -114,6 +118,14 @@ impl Metrics {
         let cancel_requests = IntCounterVec::new(
             Opts::new("pgheal_cancel_requests_total", "Cancel requests, by result"),
             &["result"],
+        )
+        .expect("valid metric");
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "pgheal_timeouts_total",
+                "Client sessions closed by a session timeout, by database, user and timeout",
+            ),
+            &["database", "user", "timeout"],
         )
         .expect("valid metric");
         let savepoint_guards = IntCounter::new(
@@ -198,7 +210,7 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        for c in [&heal_events, &clients_refused, &cancel_requests] {
+        for c in [&heal_events, &clients_refused, &cancel_requests, &timeouts] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -217,6 +229,7 @@ impl Metrics {
             server_connections,
             clients_refused,
             cancel_requests,
+            timeouts,
             savepoint_guards,
             savepoint_guard_heals,
             event_loop_sessions,

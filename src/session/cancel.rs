@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use rand::Rng;
@@ -46,18 +47,38 @@ impl CancelRegistry {
         self.map.get(&(pid, key)).and_then(|t| *t)
     }
 
-    /// Forward a client's CancelRequest. Returns whether the key was known.
-    pub async fn cancel(&self, pid: i32, key: i32) -> bool {
+    /// Forward a client's CancelRequest, within `limit` (`cancel_wait_timeout`). Returns
+    /// whether the key was known.
+    pub async fn cancel(&self, pid: i32, key: i32, limit: Option<Duration>) -> bool {
         let Some(t) = self.target(pid, key) else {
             return false;
         };
-        match tokio::net::TcpStream::connect(t.addr).await {
-            Ok(mut s) => {
-                let _ = s.write_all(&encode::cancel_request(t.pid, t.key)).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot reach the server to cancel a query"),
-        }
+        send_cancel(t, limit).await;
         true
+    }
+}
+
+/// Send a CancelRequest to a server over a new connection, connect and send within `limit`
+/// (`cancel_wait_timeout`, `None` = no limit). Failures are logged, not returned: a cancel is
+/// best effort, for PostgreSQL as for pgheal.
+pub async fn send_cancel(t: CancelTarget, limit: Option<Duration>) {
+    let send = async {
+        let mut s = tokio::net::TcpStream::connect(t.addr).await?;
+        s.write_all(&encode::cancel_request(t.pid, t.key)).await?;
+        s.flush().await
+    };
+    let sent = match limit {
+        Some(d) => tokio::time::timeout(d, send).await,
+        None => Ok(send.await),
+    };
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the server to cancel a query"),
+        Err(_) => tracing::warn!(
+            server = %t.addr,
+            timeout = ?limit.unwrap_or_default(),
+            "closing because: cancel_wait_timeout (the cancel request could not be forwarded in time)"
+        ),
     }
 }
 

@@ -124,11 +124,14 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
         if let (Some(frame), Some(writer)) = (e.client_error(), writer.as_mut()) {
             let _ = writer.write_frame(&frame).await;
         }
-        shared
-            .metrics
-            .clients_refused
-            .with_label_values(&[e.refusal_reason()])
-            .inc();
+        // A session timeout is counted by pgheal_timeouts_total, not as a refusal.
+        if !matches!(e, SessionError::Timeout(_)) {
+            shared
+                .metrics
+                .clients_refused
+                .with_label_values(&[e.refusal_reason()])
+                .inc();
+        }
         match &e {
             SessionError::Net(_) => {
                 tracing::debug!(parent: &span, error = %e, "client connection ended")
@@ -233,6 +236,8 @@ async fn session(
         activity: Default::default(),
         query_start: None,
         xact_start: None,
+        timers: super::timeouts::Watch::new(shared.config.clone()),
+        cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
     };
     let mut force = registered.track.killed();
     let end = conversation.relay(reader, writer, &mut force).await;
@@ -286,7 +291,10 @@ async fn login(
     let startup = match client.opening {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
-            let known = shared.cancels.cancel(pid, key).await;
+            let known = shared
+                .cancels
+                .cancel(pid, key, cfg.timeouts.cancel_wait_timeout)
+                .await;
             let result = if known { "forwarded" } else { "unknown" };
             shared
                 .metrics
