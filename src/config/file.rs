@@ -46,6 +46,12 @@ pub struct PgBouncerExtras {
 pub struct FileUserSettings {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<usize>,
+    /// This user's session timeouts in seconds, winning over the global ones; 0 = the global
+    /// value (see [`super::timeouts::UserTimeouts`]).
+    pub client_idle_timeout: Option<f64>,
+    pub query_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub transaction_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -215,6 +215,9 @@ pub struct FallbackDatabase {
 pub struct UserSettings {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<usize>,
+    /// `client_idle_timeout`, `query_timeout`, `idle_transaction_timeout`,
+    /// `transaction_timeout` of this user (see [`timeouts::UserTimeouts`]).
+    pub timeouts: timeouts::UserTimeouts,
 }
 
 /// One `[peers]` entry of a pgbouncer.ini. Parsed and kept; peering is not implemented yet.

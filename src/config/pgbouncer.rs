@@ -11,7 +11,9 @@
 //! - `[databases]`: connection strings ([`super::connstr`]); `*` is the fallback database;
 //!   `pgbouncer` is reserved; a parameter PgBouncer does not know is an error, one pgheal does
 //!   not implement yet is a warning naming it.
-//! - `[users]`: `pool_mode` and `pool_size` per user; the other PgBouncer keys warn.
+//! - `[users]`: `pool_mode`, `pool_size` and the session timeouts (`client_idle_timeout`,
+//!   `query_timeout`, `idle_transaction_timeout`, `transaction_timeout`) per user; the other
+//!   PgBouncer keys warn.
 //! - `[peers]`: parsed and checked (for the fleet work); a warning says peering is not
 //!   implemented.
 //!
@@ -70,11 +72,7 @@ const USER_NOT_YET: &[&str] = &[
     "reserve_pool_size",
     "max_user_connections",
     "max_user_client_connections",
-    "query_timeout",
     "query_wait_timeout",
-    "idle_transaction_timeout",
-    "transaction_timeout",
-    "client_idle_timeout",
 ];
 
 fn bad(key: impl Into<String>, at: &Location, reason: impl Display) -> ConfigError {
@@ -583,6 +581,17 @@ fn user(e: &Entry, warnings: &mut Vec<String>) -> Result<FileUserSettings, Confi
                 u.pool_mode = Some(pool_mode(v));
             }
             "pool_size" => u.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
+            // Whole seconds, as PgBouncer reads them (`atoi`); 0 = the global value.
+            "client_idle_timeout" => {
+                u.client_idle_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64)
+            }
+            "query_timeout" => u.query_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64),
+            "idle_transaction_timeout" => {
+                u.idle_transaction_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64)
+            }
+            "transaction_timeout" => {
+                u.transaction_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64)
+            }
             _ if USER_NOT_YET.contains(&k) => {
                 cs_int(&key(k), v, &e.at, i64::MIN)?;
                 if !not_yet.contains(&k) {

@@ -47,6 +47,58 @@ impl Default for Timeouts {
     }
 }
 
+/// Per-user timeouts (pgbouncer.ini `[users]`, TOML `[user_settings.NAME]`): a value set
+/// wins over the global one, as in PgBouncer (where a user's 0 means "the global value").
+/// `client_idle_timeout` is the client's login user's; the others are the server user's (the
+/// database's `user=`, else the client's), as PgBouncer reads them from the server connection's
+/// login user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserTimeouts {
+    pub client_idle_timeout: Option<Duration>,
+    pub query_timeout: Option<Duration>,
+    pub idle_transaction_timeout: Option<Duration>,
+    pub transaction_timeout: Option<Duration>,
+}
+
+impl UserTimeouts {
+    /// From seconds (`None` or 0: not set). `user` names the entry in errors.
+    pub fn build(
+        user: &str,
+        client_idle: Option<f64>,
+        query: Option<f64>,
+        idle_transaction: Option<f64>,
+        transaction: Option<f64>,
+    ) -> Result<UserTimeouts, ConfigError> {
+        let key = |k: &str| format!("user_settings.{user}.{k}");
+        Ok(UserTimeouts {
+            client_idle_timeout: secs(&key("client_idle_timeout"), client_idle, 0.0)?,
+            query_timeout: secs(&key("query_timeout"), query, 0.0)?,
+            idle_transaction_timeout: secs(
+                &key("idle_transaction_timeout"),
+                idle_transaction,
+                0.0,
+            )?,
+            transaction_timeout: secs(&key("transaction_timeout"), transaction, 0.0)?,
+        })
+    }
+}
+
+/// The timeouts of a session of `client_user` whose pool logs in as `server_user`: the global
+/// ones, with the users' own where they set one.
+pub fn for_session(cfg: &super::Config, client_user: &str, server_user: &str) -> Timeouts {
+    let mut t = cfg.timeouts;
+    let own = |u: &str| cfg.user_settings.get(u).map(|s| s.timeouts);
+    if let Some(d) = own(client_user).and_then(|u| u.client_idle_timeout) {
+        t.client_idle_timeout = Some(d);
+    }
+    if let Some(u) = own(server_user) {
+        t.query_timeout = u.query_timeout.or(t.query_timeout);
+        t.idle_transaction_timeout = u.idle_transaction_timeout.or(t.idle_transaction_timeout);
+        t.transaction_timeout = u.transaction_timeout.or(t.transaction_timeout);
+    }
+    t
+}
+
 /// The raw values as the TOML file or pgbouncer.ini gave them (seconds; `None` = not set).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RawTimeouts {

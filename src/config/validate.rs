@@ -397,10 +397,17 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             ));
         }
         user_settings.insert(
-            name,
+            name.clone(),
             UserSettings {
                 pool_mode: u.pool_mode,
                 pool_size: u.pool_size,
+                timeouts: super::timeouts::UserTimeouts::build(
+                    &name,
+                    u.client_idle_timeout,
+                    u.query_timeout,
+                    u.idle_transaction_timeout,
+                    u.transaction_timeout,
+                )?,
             },
         );
     }

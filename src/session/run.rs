@@ -216,6 +216,11 @@ async fn session(
         registered.track.linked(c.conn_ref().id);
         c.link_to(registered.track.id);
     }
+    let timers = super::timeouts::Watch::new(
+        shared.config.clone(),
+        &registered.track.user,
+        &pool.key.user,
+    );
     let mut conversation = Conversation {
         engine: Relay::new(cfg.heal.clone(), naming)
             .with_epoch(epoch)
@@ -236,7 +241,7 @@ async fn session(
         activity: Default::default(),
         query_start: None,
         xact_start: None,
-        timers: super::timeouts::Watch::new(shared.config.clone()),
+        timers,
         cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
     };
     let mut force = registered.track.killed();

@@ -45,7 +45,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::live::LiveConfig;
-use crate::config::timeouts::Timeouts;
+use crate::config::timeouts::{self, Timeouts};
 
 /// A timeout that closed a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +96,23 @@ pub enum Phase {
     InFlight,
 }
 
+/// Whose timeouts a session has.
+struct Users {
+    client: Box<str>,
+    server: Box<str>,
+}
+
+impl Users {
+    fn timeouts(&self, live: &LiveConfig) -> Timeouts {
+        timeouts::for_session(&live.current(), &self.client, &self.server)
+    }
+}
+
 /// One session's timeouts and its timer.
 pub struct Watch {
-    /// Where the timeouts come from (`None`: fixed, for unit tests).
-    live: Option<Arc<LiveConfig>>,
+    /// Where the timeouts come from (`None`: fixed, for unit tests), and for whom: the
+    /// client's user and its pool's server user (see [`timeouts::for_session`]).
+    live: Option<(Arc<LiveConfig>, Users)>,
     generation: u64,
     timeouts: Timeouts,
     phase: Phase,
@@ -115,13 +128,17 @@ pub struct Watch {
 
 impl Watch {
     /// A session's watch, from its login on (idle, outside a transaction).
-    pub fn new(live: Arc<LiveConfig>) -> Watch {
+    pub fn new(live: Arc<LiveConfig>, client_user: &str, server_user: &str) -> Watch {
         let generation = live.generation();
-        let timeouts = live.current().timeouts;
-        Watch::start(Some(live), generation, timeouts)
+        let users = Users {
+            client: client_user.into(),
+            server: server_user.into(),
+        };
+        let timeouts = users.timeouts(&live);
+        Watch::start(Some((live, users)), generation, timeouts)
     }
 
-    fn start(live: Option<Arc<LiveConfig>>, generation: u64, timeouts: Timeouts) -> Watch {
+    fn start(live: Option<(Arc<LiveConfig>, Users)>, generation: u64, timeouts: Timeouts) -> Watch {
         let mut w = Watch {
             live,
             generation,
@@ -155,11 +172,11 @@ impl Watch {
     fn change(&mut self, phase: Phase, now: impl FnOnce() -> Instant) {
         let was = self.phase;
         self.phase = phase;
-        if let Some(live) = &self.live {
+        if let Some((live, users)) = &self.live {
             let generation = live.generation();
             if generation != self.generation {
                 self.generation = generation;
-                self.timeouts = live.current().timeouts;
+                self.timeouts = users.timeouts(live);
             }
         }
         if !self.timeouts.watches_relay() {
