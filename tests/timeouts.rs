@@ -474,3 +474,28 @@ async fn a_users_own_timeout_wins_over_the_global_one() {
     assert_servers_clean(&admin).await;
     assert_eq!(fired(&p, "idle_transaction_timeout"), 1);
 }
+
+/// `query_timeout` also bounds a query that waits for a server connection (transaction
+/// pooling, the pool busy): PgBouncer's `FATAL 08P01 query_timeout`, and the client holding the
+/// connection is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_bounds_the_wait_for_a_server_connection() {
+    let pg = start_pg();
+    let p = proxy(&pg, "transaction", 1, |g| {
+        g.query_timeout = Some(1.0);
+        g.query_wait_timeout = Some(60.0);
+    })
+    .await;
+    let holder = connect(&proxy_url(&p)).await;
+    holder.batch_execute("BEGIN").await.expect("BEGIN");
+    let (waiter, mut seen) = client(&proxy_url(&p)).await;
+    let waited = tokio::time::timeout(Duration::from_secs(15), waiter.batch_execute("SELECT 1"))
+        .await
+        .expect("the queued query ends within 15 s");
+    assert_pgbouncer_fatal(&fatal_of(Some(waited), &mut seen).await, "query_timeout");
+    assert_eq!(fired(&p, "query_timeout"), 1);
+    holder
+        .batch_execute("SELECT 1; COMMIT")
+        .await
+        .expect("the holder's transaction goes on");
+}

@@ -107,14 +107,33 @@ impl Conversation<'_> {
         let span = &self.engine.span;
         let mut attempt = 1;
         let notify = self.timers.timeouts().query_wait_notify;
+        let limit = self.timers.timeouts().query_timeout;
         let mut checkout = loop {
             self.client.start_waiting();
-            let got = checkout_notified(&self.pool, notify, client_w, to_client).await;
+            let wait = checkout_notified(&self.pool, notify, client_w, to_client);
+            // PgBouncer's query_timeout also bounds a query waiting for a server connection.
+            let got = match limit {
+                None => wait.await.map_err(SessionError::from),
+                Some(d) => match tokio::time::timeout(d, wait).await {
+                    Ok(r) => r.map_err(SessionError::from),
+                    Err(_) => {
+                        self.metrics
+                            .timeouts
+                            .with_label_values(&[
+                                &self.pool.key.database,
+                                &self.pool.key.user,
+                                Timeout::QueryWait.key(),
+                            ])
+                            .inc();
+                        Err(SessionError::Timeout(Timeout::QueryWait))
+                    }
+                },
+            };
             let mut checkout = match got {
                 Ok(c) => c,
                 Err(e) => {
                     self.client.linked(0);
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             self.client.linked(checkout.conn_ref().id);

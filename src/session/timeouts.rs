@@ -25,7 +25,10 @@
 //!   too (a client there holds its server connection from the login on), and gives the server
 //!   connection, which is at rest, back to the pool;
 //! - idle inside a transaction: `idle_transaction_timeout`, from the last ReadyForQuery;
-//! - a query in flight: `query_timeout`, from the query's first message;
+//! - a query in flight: `query_timeout`, from the query's first message. A query still
+//!   waiting for a server connection (transaction pooling) is bounded by the same value in
+//!   `Conversation::attach`, which does not return to the loop while it waits
+//!   ([`Timeout::QueryWait`]);
 //! - in a transaction (idle or not) and during any query: `transaction_timeout`, from the
 //!   transaction's first message.
 //!
@@ -52,6 +55,9 @@ use crate::config::timeouts::{self, Timeouts};
 pub enum Timeout {
     ClientIdle,
     Query,
+    /// `query_timeout` passed while the query waited for a server connection (PgBouncer's
+    /// `janitor.c` says `query_timeout` there, `query timeout` for a running query).
+    QueryWait,
     IdleTransaction,
     Transaction,
 }
@@ -63,6 +69,7 @@ impl Timeout {
         match self {
             Timeout::ClientIdle => "client_idle_timeout",
             Timeout::Query => "query timeout",
+            Timeout::QueryWait => "query_timeout",
             Timeout::IdleTransaction => "idle transaction timeout",
             Timeout::Transaction => "transaction timeout",
         }
@@ -72,7 +79,7 @@ impl Timeout {
     pub fn key(self) -> &'static str {
         match self {
             Timeout::ClientIdle => "client_idle_timeout",
-            Timeout::Query => "query_timeout",
+            Timeout::Query | Timeout::QueryWait => "query_timeout",
             Timeout::IdleTransaction => "idle_transaction_timeout",
             Timeout::Transaction => "transaction_timeout",
         }
