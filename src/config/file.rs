@@ -62,6 +62,12 @@ pub struct FileUserSettings {
     pub reserve_pool_size: Option<usize>,
     pub max_user_connections: Option<usize>,
     pub max_user_client_connections: Option<usize>,
+    /// This user's session timeouts in seconds, winning over the global ones; 0 = the global
+    /// value (see [`super::timeouts::UserTimeouts`]).
+    pub client_idle_timeout: Option<f64>,
+    pub query_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub transaction_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +116,13 @@ pub struct General {
     /// Seconds a client has to log in (TLS handshake, startup packet, authentication); 0 = no
     /// limit.
     pub client_login_timeout: Option<f64>,
+    /// Session timeouts in seconds, 0 = off (see [`super::timeouts`]).
+    pub client_idle_timeout: Option<f64>,
+    pub query_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub transaction_timeout: Option<f64>,
+    pub query_wait_notify: Option<f64>,
+    pub cancel_wait_timeout: Option<f64>,
     pub threads: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<String>,

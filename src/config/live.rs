@@ -15,6 +15,7 @@
 //! pid file and log file, the event loops): a reload that changes them logs that they take
 //! effect at the next start ([`restart_only_changes`]); `SET` refuses them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::cli::RunArgs;
@@ -62,6 +63,9 @@ pub struct Override {
 /// The configuration in force and how to build the next one.
 pub struct LiveConfig {
     current: RwLock<Arc<Config>>,
+    /// Counts the configurations installed: a session compares it with the one it read its
+    /// timeouts at (one atomic load) to know whether to read them again.
+    generation: AtomicU64,
     /// The command line and environment pgheal started with (they still win over the file);
     /// `None` for a configuration built in-process, which has nothing to read again.
     args: Option<RunArgs>,
@@ -96,6 +100,7 @@ impl LiveConfig {
     pub fn new(cfg: Config, args: RunArgs) -> LiveConfig {
         LiveConfig {
             current: RwLock::new(Arc::new(cfg)),
+            generation: AtomicU64::new(0),
             args: Some(args),
             overrides: Mutex::new(Vec::new()),
             reloading: Mutex::new(()),
@@ -139,6 +144,11 @@ impl LiveConfig {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Changes each time a new configuration is installed (RELOAD, SIGHUP, `SET`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Read the file again (with the `SET` values the file does not override) and, if it is
@@ -214,6 +224,7 @@ impl LiveConfig {
         let new = Arc::new(new);
         let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
         let old = std::mem::replace(&mut *slot, new.clone());
+        self.generation.fetch_add(1, Ordering::Release);
         Reloaded {
             old,
             new,

@@ -29,6 +29,7 @@ pub mod live;
 pub mod load;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
+pub mod timeouts;
 pub mod tls;
 pub mod unix_socket;
 pub mod upstream;
@@ -224,6 +225,9 @@ pub struct UserSettings {
     pub max_user_connections: Option<usize>,
     /// Client connections logged in as this user (see [`limits`]).
     pub max_user_client_connections: Option<usize>,
+    /// `client_idle_timeout`, `query_timeout`, `idle_transaction_timeout`,
+    /// `transaction_timeout` of this user (see [`timeouts::UserTimeouts`]).
+    pub timeouts: timeouts::UserTimeouts,
 }
 
 /// One `[peers]` entry: another instance of the fleet, where cancel requests carrying its
@@ -326,6 +330,9 @@ pub struct Config {
     /// `client_login_timeout`: the opening (TLS handshake, startup packet) and authentication
     /// of a client must be over within this time.
     pub client_login_timeout: Duration,
+    /// The session-side timeouts (`client_idle_timeout`, `query_timeout`, ...; see
+    /// [`timeouts`]).
+    pub timeouts: timeouts::Timeouts,
     /// Users who may run every admin console command (`admin_users`).
     pub admin_users: Vec<String>,
     /// Users who may run the admin console's `SHOW` commands (`stats_users`).

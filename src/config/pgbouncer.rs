@@ -11,8 +11,10 @@
 //! - `[databases]`: connection strings ([`super::connstr`]); `*` is the fallback database;
 //!   `pgbouncer` is reserved; a parameter PgBouncer does not know is an error, one pgheal does
 //!   not implement yet is a warning naming it.
-//! - `[users]`: `pool_mode`, `pool_size`, `reserve_pool_size`, `max_user_connections` and
-//!   `max_user_client_connections` per user; the other PgBouncer keys warn.
+//! - `[users]`: `pool_mode`, `pool_size`, `reserve_pool_size`, `max_user_connections`,
+//!   `max_user_client_connections` and the session timeouts (`client_idle_timeout`,
+//!   `query_timeout`, `idle_transaction_timeout`, `transaction_timeout`) per user; the other
+//!   PgBouncer keys warn.
 //! - `[peers]`: where cancel requests carrying another instance's `peer_id` are forwarded
 //!   (see `session::cancel`).
 //!
@@ -56,13 +58,7 @@ const DB_NOT_YET: &[&str] = &[
 ];
 /// Of those, the ones PgBouncer reads as integers.
 const DB_INTS: &[&str] = &["query_wait_timeout", "server_lifetime"];
-const USER_NOT_YET: &[&str] = &[
-    "query_timeout",
-    "query_wait_timeout",
-    "idle_transaction_timeout",
-    "transaction_timeout",
-    "client_idle_timeout",
-];
+const USER_NOT_YET: &[&str] = &["query_wait_timeout"];
 
 fn bad(key: impl Into<String>, at: &Location, reason: impl Display) -> ConfigError {
     ConfigError::new(key, format!("{at}: {reason}"))
@@ -370,6 +366,14 @@ fn general(
         max_pool_statements: None,
         shutdown_timeout: None,
         client_login_timeout: Some(secs_or("client_login_timeout", 60.0)?),
+        client_idle_timeout: Some(secs_or("client_idle_timeout", 0.0)?),
+        query_timeout: Some(secs_or("query_timeout", 0.0)?),
+        idle_transaction_timeout: Some(secs_or("idle_transaction_timeout", 0.0)?),
+        transaction_timeout: Some(secs_or("transaction_timeout", 0.0)?),
+        query_wait_notify: Some(
+            at_least("query_wait_notify", int_or("query_wait_notify", 5)?, 0)? as f64,
+        ),
+        cancel_wait_timeout: Some(secs_or("cancel_wait_timeout", 10.0)?),
         threads: None,
         log_format: None,
         metrics_listen: None,
@@ -607,6 +611,17 @@ fn user(e: &Entry, warnings: &mut Vec<String>) -> Result<FileUserSettings, Confi
             }
             "max_user_client_connections" => {
                 u.max_user_client_connections = Some(cs_int(&key(k), v, &e.at, 0)? as usize)
+            }
+            // Whole seconds, as PgBouncer reads them (`atoi`); 0 = the global value.
+            "client_idle_timeout" => {
+                u.client_idle_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64)
+            }
+            "query_timeout" => u.query_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64),
+            "idle_transaction_timeout" => {
+                u.idle_transaction_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64)
+            }
+            "transaction_timeout" => {
+                u.transaction_timeout = Some(cs_int(&key(k), v, &e.at, 0)? as f64)
             }
             _ if USER_NOT_YET.contains(&k) => {
                 cs_int(&key(k), v, &e.at, i64::MIN)?;

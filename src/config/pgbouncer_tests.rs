@@ -771,3 +771,50 @@ fn client_tls_keys_are_supported() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The session timeouts, global and per `[users]` entry (whole seconds there, as PgBouncer's
+/// `atoi`), and who gets which: a user's value wins; 0 is the global one.
+#[test]
+fn session_timeouts_global_and_per_user() {
+    let c = load(
+        "[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nquery_timeout = 2.5\n\
+         client_idle_timeout = 60\nidle_transaction_timeout = 0\nquery_wait_notify = 0\n\
+         cancel_wait_timeout = 3\n[databases]\nd = host=h\n\
+         [users]\nbob = query_timeout=7 idle_transaction_timeout=4 client_idle_timeout=0\n",
+    );
+    let t = c.timeouts;
+    assert_eq!(t.query_timeout, Some(Duration::from_millis(2500)));
+    assert_eq!(t.client_idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(t.idle_transaction_timeout, None);
+    assert_eq!(t.transaction_timeout, None);
+    assert_eq!(t.query_wait_notify, None);
+    assert_eq!(t.cancel_wait_timeout, Some(Duration::from_secs(3)));
+    let bob = crate::config::timeouts::for_session(&c, "bob", "bob");
+    assert_eq!(bob.query_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(bob.idle_transaction_timeout, Some(Duration::from_secs(4)));
+    assert_eq!(bob.client_idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(
+        crate::config::timeouts::for_session(&c, "carol", "carol"),
+        t
+    );
+    // The server user's query_timeout, the client user's client_idle_timeout.
+    let via_bob = crate::config::timeouts::for_session(&c, "carol", "bob");
+    assert_eq!(via_bob.query_timeout, Some(Duration::from_secs(7)));
+    let defaults =
+        load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\n[databases]\nd = host=h\n");
+    assert_eq!(
+        defaults.timeouts,
+        crate::config::timeouts::Timeouts::default()
+    );
+    for bad in ["query_timeout = -1", "query_wait_notify = 1.5"] {
+        let text = format!("[pgbouncer]\nlisten_addr=127.0.0.1\n{bad}\n[databases]\nd = host=h\n");
+        assert!(
+            map(&text)
+                .and_then(|f| build(f, &RunArgs::default()))
+                .is_err(),
+            "{bad}"
+        );
+    }
+    let bad_user = "[pgbouncer]\nlisten_addr=127.0.0.1\n[databases]\nd = host=h\n[users]\nbob = query_timeout=1.5\n";
+    assert!(map(bad_user).is_err(), "whole seconds in [users]");
+}

@@ -411,13 +411,20 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             ));
         }
         user_settings.insert(
-            name,
+            name.clone(),
             UserSettings {
                 pool_mode: u.pool_mode,
                 pool_size: u.pool_size,
                 reserve_pool_size: u.reserve_pool_size,
                 max_user_connections: u.max_user_connections,
                 max_user_client_connections: u.max_user_client_connections,
+                timeouts: super::timeouts::UserTimeouts::build(
+                    &name,
+                    u.client_idle_timeout,
+                    u.query_timeout,
+                    u.idle_transaction_timeout,
+                    u.transaction_timeout,
+                )?,
             },
         );
     }
@@ -535,6 +542,14 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             d if d.is_zero() => Duration::from_secs(365 * 24 * 3600),
             d => d,
         },
+        timeouts: super::timeouts::Timeouts::build(&super::timeouts::RawTimeouts {
+            client_idle_timeout: g.client_idle_timeout,
+            query_timeout: g.query_timeout,
+            idle_transaction_timeout: g.idle_transaction_timeout,
+            transaction_timeout: g.transaction_timeout,
+            query_wait_notify: g.query_wait_notify,
+            cancel_wait_timeout: g.cancel_wait_timeout,
+        })?,
         shutdown_timeout: seconds(
             "shutdown_timeout",
             args.shutdown_timeout.or(g.shutdown_timeout),

@@ -46,6 +46,10 @@ pub struct Metrics {
     /// `pgheal_cancel_requests_total{result}`: forwarded, to_peer, unknown, unknown_peer,
     /// ttl_exhausted (see `session::cancel::CancelOutcome`).
     pub cancel_requests: IntCounterVec,
+    /// `pgheal_timeouts_total{database,user,timeout}`: sessions closed by a session timeout
+    /// (`client_idle_timeout`, `query_timeout`, `idle_transaction_timeout`,
+    /// `transaction_timeout`).
+    pub timeouts: IntCounterVec,
     /// `pgheal_savepoint_guards_total`: Binds bracketed by the savepoint guard (each one a
     /// subtransaction on the server).
     pub savepoint_guards: IntCounter,
@@ -119,6 +123,14 @@ impl Metrics {
                 "Cancel requests, by result: forwarded (to the server), to_peer, unknown, unknown_peer, ttl_exhausted",
             ),
             &["result"],
+        )
+        .expect("valid metric");
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "pgheal_timeouts_total",
+                "Client sessions closed by a session timeout, by database, user and timeout",
+            ),
+            &["database", "user", "timeout"],
         )
         .expect("valid metric");
         let savepoint_guards = IntCounter::new(
@@ -203,7 +215,7 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        for c in [&heal_events, &clients_refused, &cancel_requests] {
+        for c in [&heal_events, &clients_refused, &cancel_requests, &timeouts] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -222,6 +234,7 @@ impl Metrics {
             server_connections,
             clients_refused,
             cancel_requests,
+            timeouts,
             savepoint_guards,
             savepoint_guard_heals,
             event_loop_sessions,

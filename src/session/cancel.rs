@@ -30,9 +30,6 @@ use crate::protocol::encode;
 /// forwarded between peers (PgBouncer's CANCELLATION_TTL_MASK).
 const TTL_MASK: u8 = 0x03;
 
-/// How long forwarding one cancel request may take (connect and send).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The peer id a cancel request's process id carries (bytes 1 and 2, low byte first).
 fn peer_of(pid: i32) -> u16 {
     let b = pid.to_be_bytes();
@@ -176,24 +173,23 @@ impl CancelRegistry {
     }
 
     /// Handle a client's CancelRequest: send it to the server running the query of the
-    /// client holding the key, or on to the peer instance the key names.
-    pub async fn cancel(&self, pid: i32, key: &[u8], peers: &BTreeMap<u16, Peer>) -> CancelOutcome {
+    /// client holding the key, or on to the peer instance the key names; either within
+    /// `limit` (`cancel_wait_timeout`, `None` = no limit).
+    pub async fn cancel(
+        &self,
+        pid: i32,
+        key: &[u8],
+        peers: &BTreeMap<u16, Peer>,
+        limit: Option<Duration>,
+    ) -> CancelOutcome {
         let owner = peer_of(pid);
         if self.peer_id != 0 && owner != self.peer_id {
-            return forward_to_peer(owner, pid, key, peers).await;
+            return forward_to_peer(owner, pid, key, peers, limit).await;
         }
         let Some(t) = self.target(pid, key) else {
             return CancelOutcome::Unknown;
         };
-        let send = async {
-            let mut s = tokio::net::TcpStream::connect(t.addr).await?;
-            s.write_all(&encode::cancel_request(t.pid, t.key)).await
-        };
-        match tokio::time::timeout(FORWARD_TIMEOUT, send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the server to cancel a query"),
-            Err(_) => tracing::warn!("the server took too long to take a cancel request"),
-        }
+        send_cancel(t, limit).await;
         CancelOutcome::Forwarded
     }
 }
@@ -204,6 +200,7 @@ async fn forward_to_peer(
     pid: i32,
     key: &[u8],
     peers: &BTreeMap<u16, Peer>,
+    limit: Option<Duration>,
 ) -> CancelOutcome {
     let Some(last) = key.last() else {
         return CancelOutcome::Unknown;
@@ -240,14 +237,45 @@ async fn forward_to_peer(
             s.write_all(&packet).await
         }
     };
-    match tokio::time::timeout(FORWARD_TIMEOUT, send).await {
+    let sent = match limit {
+        Some(d) => tokio::time::timeout(d, send).await,
+        None => Ok(send.await),
+    };
+    match sent {
         Ok(Ok(())) => tracing::debug!(peer = id, "cancel request forwarded to a peer"),
         Ok(Err(e)) => {
             tracing::warn!(peer = id, error = %e, "cannot reach a peer to forward a cancel request")
         }
-        Err(_) => tracing::warn!(peer = id, "a peer took too long to take a cancel request"),
+        Err(_) => tracing::warn!(
+            peer = id,
+            "closing because: cancel_wait_timeout (the cancel request could not be forwarded to the peer in time)"
+        ),
     }
     CancelOutcome::ToPeer(id)
+}
+
+/// Send a CancelRequest to a server over a new connection, connect and send within `limit`
+/// (`cancel_wait_timeout`, `None` = no limit). Failures are logged, not returned: a cancel is
+/// best effort, for PostgreSQL as for pgheal.
+pub async fn send_cancel(t: CancelTarget, limit: Option<Duration>) {
+    let send = async {
+        let mut s = tokio::net::TcpStream::connect(t.addr).await?;
+        s.write_all(&encode::cancel_request(t.pid, t.key)).await?;
+        s.flush().await
+    };
+    let sent = match limit {
+        Some(d) => tokio::time::timeout(d, send).await,
+        None => Ok(send.await),
+    };
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the server to cancel a query"),
+        Err(_) => tracing::warn!(
+            server = %t.addr,
+            timeout = ?limit.unwrap_or_default(),
+            "closing because: cancel_wait_timeout (the cancel request could not be forwarded in time)"
+        ),
+    }
 }
 
 /// A client's registered cancel key; unregistered on drop.
@@ -349,7 +377,7 @@ mod tests {
         let pid = with_peer(0x0011_2233, 2);
         let key = [9, 9, 9, 0x13];
         assert_eq!(
-            reg.cancel(pid, &key, &peers).await,
+            reg.cancel(pid, &key, &peers, None).await,
             CancelOutcome::ToPeer(2)
         );
         let (mut s, _) = l.accept().await.unwrap();
@@ -361,16 +389,16 @@ mod tests {
         assert_eq!(&got[12..], &[9, 9, 9, 0x12], "one TTL step lower");
         // TTL 0: dropped; an id with no [peers] entry: dropped.
         assert_eq!(
-            reg.cancel(pid, &[9, 9, 9, 0x10], &peers).await,
+            reg.cancel(pid, &[9, 9, 9, 0x10], &peers, None).await,
             CancelOutcome::TtlExhausted
         );
         assert_eq!(
-            reg.cancel(with_peer(pid, 7), &key, &peers).await,
+            reg.cancel(with_peer(pid, 7), &key, &peers, None).await,
             CancelOutcome::UnknownPeer(7)
         );
         // Its own id: looked up here (and unknown).
         assert_eq!(
-            reg.cancel(with_peer(pid, 1), &key, &peers).await,
+            reg.cancel(with_peer(pid, 1), &key, &peers, None).await,
             CancelOutcome::Unknown
         );
     }

@@ -65,6 +65,9 @@ pub enum SessionError {
         user: String,
         database: String,
     },
+    /// A session timeout fired in the relay (`query_timeout`, ...): PgBouncer's reason.
+    #[error("{0}")]
+    Timeout(crate::session::timeouts::Timeout),
     /// The client's session settings could not be read from or restored on a server
     /// connection (transaction pooling).
     #[error("session settings: {0}")]
@@ -95,6 +98,7 @@ impl SessionError {
             SessionError::Pool(_) => "server_unavailable",
             SessionError::Protocol(_) => "protocol",
             SessionError::LoginTimeout => "login_timeout",
+            SessionError::Timeout(_) => "timeout",
             SessionError::Tls(_) | SessionError::TlsRequired { .. } => "tls",
             _ => "other",
         }
@@ -217,6 +221,8 @@ impl SessionError {
             SessionError::LoginTimeout => {
                 fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout".into())
             }
+            // PgBouncer's words and code (`disconnect_client`/`disconnect_server` reasons).
+            SessionError::Timeout(t) => fatal(sqlstate::PROTOCOL_VIOLATION, t.reason().into()),
             SessionError::Settings(_) => fatal(
                 sqlstate::CONNECTION_FAILURE,
                 "pgheal: the session's settings could not be carried to a server connection; connection closed".into(),

@@ -16,6 +16,8 @@
 //!   [`between`], where the relay loop calls into them.
 //! - [`clients`]: every logged-in client, for the admin console (`SHOW CLIENTS`, `KILL`).
 //! - [`error`]: [`SessionError`], and the deliberate choice of what a client is told.
+//! - [`timeouts`]: `client_idle_timeout`, `query_timeout`, `idle_transaction_timeout` and
+//!   `transaction_timeout` in the relay loop.
 
 mod between;
 pub mod cancel;
@@ -33,6 +35,7 @@ pub mod settings;
 pub mod settings_sql;
 pub mod settings_watch;
 pub mod startup;
+pub mod timeouts;
 
 pub use error::SessionError;
 pub use run::{run_client, Shared};

@@ -30,6 +30,7 @@ use super::listen::ClientListen;
 use super::pin::Pin;
 use super::settings::{self, ClientSettings, Reported};
 use super::settings_watch::{self, SettingsWatch};
+use super::timeouts::{Phase, Timeout, Watch};
 use super::SessionError;
 
 /// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
@@ -79,6 +80,11 @@ pub struct Conversation<'a> {
     /// ReadyForQuery, and after ReadyForQuery `I`).
     pub query_start: Option<std::time::Instant>,
     pub xact_start: Option<std::time::Instant>,
+    /// `client_idle_timeout`, `query_timeout`, `idle_transaction_timeout`,
+    /// `transaction_timeout` (see [`super::timeouts`]).
+    pub timers: Watch,
+    /// `cancel_wait_timeout`, for the cancel sent when a timeout closes a busy connection.
+    pub cancel_wait_timeout: Option<std::time::Duration>,
 }
 
 /// Server connections tried for one transaction when restoring the client's settings fails.
@@ -93,17 +99,41 @@ impl Conversation<'_> {
     /// Runs once per transaction in transaction pooling, so it does not enter the client span
     /// (the relay loop runs outside it, see `session::run`): its own lines name the span as
     /// their parent; the pool's lines are about server connections and carry their ids.
-    async fn attach(&mut self, to_client: &mut Vec<bytes::Bytes>) -> Result<(), SessionError> {
+    async fn attach(
+        &mut self,
+        to_client: &mut Vec<bytes::Bytes>,
+        client_w: &mut ClientWriter,
+    ) -> Result<(), SessionError> {
         let span = &self.engine.span;
         let mut attempt = 1;
+        let notify = self.timers.timeouts().query_wait_notify;
+        let limit = self.timers.timeouts().query_timeout;
         let mut checkout = loop {
             self.client.start_waiting();
-            let got = self.pool.checkout().await;
+            let wait = checkout_notified(&self.pool, notify, client_w, to_client);
+            // PgBouncer's query_timeout also bounds a query waiting for a server connection.
+            let got = match limit {
+                None => wait.await.map_err(SessionError::from),
+                Some(d) => match tokio::time::timeout(d, wait).await {
+                    Ok(r) => r.map_err(SessionError::from),
+                    Err(_) => {
+                        self.metrics
+                            .timeouts
+                            .with_label_values(&[
+                                &self.pool.key.database,
+                                &self.pool.key.user,
+                                Timeout::QueryWait.key(),
+                            ])
+                            .inc();
+                        Err(SessionError::Timeout(Timeout::QueryWait))
+                    }
+                },
+            };
             let mut checkout = match got {
                 Ok(c) => c,
                 Err(e) => {
                     self.client.linked(0);
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             self.client.linked(checkout.conn_ref().id);
@@ -179,7 +209,16 @@ impl Conversation<'_> {
         let Some(mut c) = self.attached.take() else {
             return;
         };
-        if !matches!(end, Ok(End::ClientGone) | Ok(End::Terminated)) {
+        if let Err(SessionError::Timeout(t)) = end {
+            if *t != Timeout::ClientIdle || self.timers.phase() != Phase::Idle {
+                // Closed, as PgBouncer does (a query in flight was cancelled by `relay`): an
+                // open transaction rolls back with the backend's exit.
+                tracing::info!(parent: &self.engine.span, server = c.conn_ref().id, reason = t.reason(), "closing the server connection of a client closed by a timeout");
+                c.discard();
+                return;
+            }
+            // client_idle_timeout: the connection is at rest; it goes back to the pool.
+        } else if !matches!(end, Ok(End::ClientGone) | Ok(End::Terminated)) {
             c.discard();
             return;
         }
@@ -255,6 +294,19 @@ impl Conversation<'_> {
         force: &mut watch::Receiver<bool>,
     ) -> Result<End, SessionError> {
         let end = self.relay_frames(client_r, client_w, force).await;
+        if let (Err(SessionError::Timeout(_)), Some(c)) = (&end, &self.attached) {
+            // A query in flight is cancelled before its connection is closed: a backend busy
+            // in a long query notices a closed socket only when it writes, and would run on.
+            if self.timers.phase() == Phase::InFlight {
+                let conn = c.conn_ref();
+                let target = CancelTarget {
+                    addr: conn.addr,
+                    pid: conn.backend_pid,
+                    key: conn.backend_key,
+                };
+                super::cancel::send_cancel(target, self.cancel_wait_timeout).await;
+            }
+        }
         // A connection that may hold the client's session state is never pooled.
         self.pin.release(&mut self.attached);
         end
@@ -345,6 +397,9 @@ impl Conversation<'_> {
                 if read_mail && self.listen.poll_mail(cx).is_ready() {
                     return Poll::Ready(Woke::Mail);
                 }
+                if self.timers.poll_fired(cx).is_ready() {
+                    return Poll::Ready(Woke::Timer);
+                }
                 Poll::Pending
             })
             .await;
@@ -409,6 +464,19 @@ impl Conversation<'_> {
                 },
                 // Written below, once this step is done.
                 Woke::Mail => {}
+                Woke::Timer => {
+                    if let Some(t) = self.timers.expired() {
+                        self.metrics
+                            .timeouts
+                            .with_label_values(&[
+                                &self.pool.key.database,
+                                &self.pool.key.user,
+                                t.key(),
+                            ])
+                            .inc();
+                        return Err(SessionError::Timeout(t));
+                    }
+                }
             }
             for f in cframes.drain(..) {
                 if f.tag == frontend::TERMINATE {
@@ -427,7 +495,7 @@ impl Conversation<'_> {
                     if self.engine.try_local(&f, &mut out)? {
                         continue;
                     }
-                    self.attach(&mut out.to_client).await?;
+                    self.attach(&mut out.to_client, client_w).await?;
                 }
                 if let Some(c) = self.attached.as_mut() {
                     self.engine.on_client(f, &mut c.conn().prepared, &mut out)?;
@@ -492,6 +560,59 @@ impl Conversation<'_> {
                     self.detach().await?;
                 }
             }
+            self.timers.step(self.phase());
+        }
+    }
+
+    /// Where the session stands for its timeouts.
+    fn phase(&self) -> Phase {
+        if self.engine.at_transaction_boundary() {
+            Phase::Idle
+        } else if self.engine.is_quiet() && self.engine.status() != TxStatus::Idle {
+            Phase::IdleInTransaction
+        } else {
+            Phase::InFlight
+        }
+    }
+}
+
+/// The NOTICE PgBouncer sends a client that waits `query_wait_notify` for a server connection
+/// (`janitor.c`).
+const QUERY_WAIT_NOTICE: &str =
+    "No server connection available in postgres backend, client being queued";
+
+/// A connection from the pool; a client that waits longer than `notify` (`query_wait_notify`)
+/// is sent PgBouncer's NOTICE once, at once (the answers already prepared for it in `to_client`
+/// go first, keeping their order).
+async fn checkout_notified(
+    pool: &Arc<Pool>,
+    notify: Option<std::time::Duration>,
+    client_w: &mut ClientWriter,
+    to_client: &mut Vec<bytes::Bytes>,
+) -> Result<Checkout, crate::pool::PoolError> {
+    let got = pool.checkout();
+    let Some(after) = notify else {
+        return got.await;
+    };
+    tokio::pin!(got);
+    match tokio::time::timeout(after, &mut got).await {
+        Ok(r) => r,
+        Err(_) => {
+            to_client.push(
+                encode::error_fields(
+                    b'N',
+                    &[
+                        (b'S', b"NOTICE"),
+                        (b'C', b"00000"),
+                        (b'M', QUERY_WAIT_NOTICE.as_bytes()),
+                    ],
+                )
+                .bytes,
+            );
+            // A client that stopped reading does not hold up the wait.
+            let _ = client_w.write_parts(to_client).await;
+            to_client.clear();
+            got.await
         }
     }
 }
@@ -578,6 +699,8 @@ enum Woke {
     Client(Result<bool, NetError>),
     /// Notifications are waiting for the client.
     Mail,
+    /// The session's timeout timer fired.
+    Timer,
 }
 
 /// A waker of one socket: records that this socket is ready, then wakes the session's task.

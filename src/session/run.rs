@@ -124,11 +124,14 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
         if let (Some(frame), Some(writer)) = (e.client_error(), writer.as_mut()) {
             let _ = writer.write_frame(&frame).await;
         }
-        shared
-            .metrics
-            .clients_refused
-            .with_label_values(&[e.refusal_reason()])
-            .inc();
+        // A session timeout is counted by pgheal_timeouts_total, not as a refusal.
+        if !matches!(e, SessionError::Timeout(_)) {
+            shared
+                .metrics
+                .clients_refused
+                .with_label_values(&[e.refusal_reason()])
+                .inc();
+        }
         match &e {
             SessionError::Net(_) => {
                 tracing::debug!(parent: &span, error = %e, "client connection ended")
@@ -214,6 +217,11 @@ async fn session(
         registered.track.linked(c.conn_ref().id);
         c.link_to(registered.track.id);
     }
+    let timers = super::timeouts::Watch::new(
+        shared.config.clone(),
+        &registered.track.user,
+        &pool.key.user,
+    );
     let mut conversation = Conversation {
         engine: Relay::new(cfg.heal.clone(), naming)
             .with_epoch(epoch)
@@ -234,6 +242,8 @@ async fn session(
         activity: Default::default(),
         query_start: None,
         xact_start: None,
+        timers,
+        cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
     };
     let mut force = registered.track.killed();
     let end = conversation.relay(reader, writer, &mut force).await;
@@ -289,7 +299,10 @@ async fn login(
     let startup = match client.opening {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
-            let outcome = shared.cancels.cancel(pid, &key, &cfg.peers).await;
+            let outcome = shared
+                .cancels
+                .cancel(pid, &key, &cfg.peers, cfg.timeouts.cancel_wait_timeout)
+                .await;
             let result = outcome.label();
             shared
                 .metrics

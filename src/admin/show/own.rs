@@ -41,6 +41,7 @@ pub(super) fn config(shared: &Shared) -> Table {
 pub(super) fn config_value(cfg: &crate::config::Config, key: &str) -> Option<String> {
     let secs = |d: Duration| format!("{}", d.as_secs_f64());
     let list = |v: &[String]| v.join(",");
+    let opt_secs = |d: Option<Duration>| d.map_or_else(|| "0".to_owned(), secs);
     Some(match key {
         "listen_addr" => cfg.listen.ip().to_string(),
         "listen_port" => cfg.listen.port().to_string(),
@@ -52,6 +53,16 @@ pub(super) fn config_value(cfg: &crate::config::Config, key: &str) -> Option<Str
         "query_wait_timeout" => secs(cfg.query_wait_timeout),
         "server_connect_timeout" => secs(cfg.server_connect_timeout),
         "client_login_timeout" => secs(cfg.client_login_timeout),
+        "client_idle_timeout" => opt_secs(cfg.timeouts.client_idle_timeout),
+        "query_timeout" => opt_secs(cfg.timeouts.query_timeout),
+        "idle_transaction_timeout" => opt_secs(cfg.timeouts.idle_transaction_timeout),
+        "transaction_timeout" => opt_secs(cfg.timeouts.transaction_timeout),
+        "query_wait_notify" => cfg
+            .timeouts
+            .query_wait_notify
+            .map_or(0, |d| d.as_secs())
+            .to_string(),
+        "cancel_wait_timeout" => opt_secs(cfg.timeouts.cancel_wait_timeout),
         "server_lifetime" => secs(cfg.server_lifetime),
         "server_idle_timeout" => secs(cfg.server_idle_timeout),
         "server_reset_query" => cfg.server_reset_query.clone(),
