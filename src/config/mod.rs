@@ -28,6 +28,7 @@ pub mod live;
 pub mod load;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
+pub mod servers;
 pub mod tls;
 pub mod unix_socket;
 pub mod upstream;
@@ -156,6 +157,8 @@ pub enum LogFormat {
 pub struct Database {
     /// The name clients connect to.
     pub name: String,
+    /// The server's host, or several separated by commas (`load_balance_hosts` chooses; see
+    /// [`crate::pool::hosts`]). Every host uses `port`.
     pub host: String,
     pub port: u16,
     /// The database name on the server.
@@ -175,6 +178,8 @@ pub struct Database {
     pub auth_query: String,
     /// The database the query runs in (default: this entry's server database).
     pub auth_dbname: Option<String>,
+    /// Host choice, startup parameters and `connect_query` of new server connections.
+    pub connect: servers::DbConnect,
 }
 
 /// PgBouncer's classic default `auth_query`.
@@ -194,6 +199,7 @@ impl std::fmt::Debug for Database {
             .field("tls", &self.tls)
             .field("auth_user", &self.auth_user)
             .field("auth_dbname", &self.auth_dbname)
+            .field("connect", &self.connect)
             .finish()
     }
 }
@@ -333,6 +339,8 @@ pub struct Config {
     /// The Unix socket listener (`unix_socket_dir`, `unix_socket_mode`, `unix_socket_group`);
     /// `None`: no Unix socket (see [`unix_socket`]).
     pub unix_socket: Option<unix_socket::UnixSocket>,
+    /// Login retry, idle checks, reuse order, `application_name_add_host` (see [`servers`]).
+    pub servers: servers::ServerSettings,
 }
 
 impl Config {

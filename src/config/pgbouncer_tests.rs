@@ -241,7 +241,16 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     assert_eq!((app.pool_size, app.min_pool_size), (5, 2));
     assert_eq!(app.pool_mode, PoolMode::Transaction);
     let reports = c.database("reports").unwrap();
-    assert_eq!(reports.host, "db2.internal");
+    assert_eq!(reports.host, "db2.internal,db3.internal");
+    assert_eq!(reports.connect.connect_query.as_deref(), Some("SELECT 1"));
+    assert_eq!(
+        reports.connect.startup_params,
+        [("application_name".to_owned(), "rep".to_owned())]
+    );
+    assert_eq!(
+        c.servers.check_query,
+        crate::config::servers::CheckQuery::Query("select 1".into())
+    );
     assert_eq!((reports.pool_size, reports.min_pool_size), (30, 30));
     assert_eq!(reports.pool_mode, PoolMode::Session);
 
@@ -287,16 +296,13 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     let inc = "/etc/pgbouncer/conf.d/databases.ini";
     let expected = [
         format!("{INI}:29: unknown key `frobnicate` in [pgbouncer] ignored (not a PgBouncer 1.25 setting)"),
-        format!("{INI}:28: `server_check_query` has no effect in pgheal: pgheal checks an idle connection's socket before reusing it and never sends a check query"),
         format!("{INI}:26: `tcp_keepalive` is not implemented by pgheal yet; ignored (no keepalive is set on sockets)"),
     ];
     let w = &c.warnings;
-    assert_eq!(&w[..3], &expected[..], "{w:#?}");
+    assert_eq!(&w[..2], &expected[..], "{w:#?}");
     assert_eq!(
-        &w[3..],
+        &w[2..],
         [
-            format!("{inc}:3: database `reports`: host lists several servers; pgheal connects to the first (db2.internal) only"),
-            format!("{inc}:3: database `reports`: connect_query, application_name not implemented by pgheal yet; ignored"),
             format!("{inc}:6: user `bob`: max_user_connections not implemented by pgheal yet; ignored"),
             format!("{inc}:8: [peers] is read but peering is not implemented by pgheal yet; cancel requests are not forwarded"),
             "auth_file: cannot read /nonexistent/pgheal-test-userlist.txt: No such file or directory (os error 2); no users loaded from it".to_owned(),

@@ -6,6 +6,8 @@
 //!   connections hold none. The [`bounded::Checkout`] guard gives the connection back on
 //!   [`bounded::Checkout::checkin`]; dropped without it, the connection is closed (its state is
 //!   unknown, so it is never reused).
+//! - [`hosts`]: which host of a database's list a new connection goes to, and failover.
+//! - [`check`]: `server_check_query` on a connection idle longer than `server_check_delay`.
 //! - [`reset`]: ROLLBACK of an open transaction and `server_reset_query` before re-use.
 //! - [`registry`]: the pools of every (database, user), created on first use.
 //! - [`listen`]: one listening connection per database, outside the pools, that holds the
@@ -14,7 +16,9 @@
 pub mod auth_query;
 pub mod bounded;
 pub mod capacity;
+pub mod check;
 pub mod control;
+pub mod hosts;
 pub mod listen;
 pub mod mailbox;
 pub mod registry;

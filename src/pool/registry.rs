@@ -52,6 +52,15 @@ fn login_for(cfg: &Config, db: &Database, user: String, password: Option<String>
         },
         tls: db.tls.clone(),
         passthrough: Default::default(),
+        extras: super::hosts::LoginExtras {
+            choice: super::hosts::HostChoice::new(
+                db.connect.load_balance_hosts,
+                cfg.servers.login_retry,
+            ),
+            ports: db.connect.ports.clone(),
+            startup_params: db.connect.startup_params.clone(),
+            connect_query: db.connect.connect_query.clone(),
+        },
     }
 }
 
@@ -66,6 +75,7 @@ fn settings_for(cfg: &Config, db: &Database) -> PoolSettings {
         server_idle_timeout: cfg.server_idle_timeout,
         reset_query: cfg.server_reset_query.clone(),
         reset_query_always: cfg.server_reset_query_always,
+        servers: cfg.servers.clone(),
     }
 }
 

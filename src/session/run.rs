@@ -407,7 +407,13 @@ async fn login(
     if shared.pools.controls().database(&db.name).is_disabled() {
         return Err(SessionError::DatabaseDisabled(db.name.to_string()));
     }
-    let settings = params::requested_settings(&startup)?;
+    let mut settings = params::requested_settings(&startup)?;
+    if cfg.servers.application_name_add_host {
+        crate::config::servers::add_host_to_application_name(
+            &mut settings,
+            &client.peer.to_string(),
+        );
+    }
 
     let pool = shared.pools.pool_for(&db, &user, secret, passthrough);
     let in_pool = pool.stats.client();
