@@ -260,3 +260,83 @@ async fn idle_connections_are_checked_after_server_check_delay() {
     let (runs, failed) = pools[0].stats.check_counts();
     assert!(runs >= 1, "checks counted: {runs} runs, {failed} failed");
 }
+
+/// Give back `c` (session pooling: its server connection is reset, then idle) and wait until
+/// the pool holds `idle` idle connections.
+async fn give_back(p: &ProxyHandle, c: tokio_postgres::Client, idle: usize) {
+    drop(c);
+    let ok = eventually(LIMIT, || async {
+        p.pools
+            .all()
+            .iter()
+            .map(|pool| pool.idle_count())
+            .sum::<usize>()
+            == idle
+    })
+    .await;
+    assert!(ok, "{idle} idle server connections within {LIMIT:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_round_robin_reuses_the_oldest_idle_connection() {
+    let pg = start_pg();
+    let port = pg.port();
+    // One event loop: pgheal prefers an idle connection of the client's own event loop first,
+    // whatever the order.
+    for (round_robin, expect_first) in [(false, false), (true, true)] {
+        let p = proxy(&format!(
+            "[pgheal]\nserver_round_robin = {round_robin}\nthreads = 1\n\
+             [databases.{DB}]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\npool_mode = \"session\"\n"
+        ))
+        .await;
+        let first = client(&p, DB).await.expect("login");
+        let second = client(&p, DB).await.expect("login");
+        let (pid1, pid2) = (backend_pid(&first).await, backend_pid(&second).await);
+        give_back(&p, first, 1).await;
+        give_back(&p, second, 2).await;
+        let next = client(&p, DB).await.expect("login");
+        let want = if expect_first { pid1 } else { pid2 };
+        assert_eq!(
+            backend_pid(&next).await,
+            want,
+            "server_round_robin = {round_robin}: the {} idle connection",
+            if expect_first {
+                "oldest"
+            } else {
+                "most recent"
+            }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_host_list_moves_new_connections() {
+    let a = start_pg();
+    let b = start_pg();
+    let entry = |ports: &str| {
+        format!(
+            "[users]\napp = \"secret\"\n[databases.db]\nhost = \"127.0.0.1\"\nports = [{ports}]\ndbname = \"{DB}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\npool_mode = \"session\"\n"
+        )
+    };
+    let args = RunArgs {
+        listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let old_toml = entry(&a.port().to_string());
+    let new_toml = entry(&b.port().to_string());
+    let load = |t: &str| {
+        let file: FileConfig = toml::from_str(t).expect("test TOML");
+        pgheal::config::validate::build(file, &args).expect("valid config")
+    };
+    let p = start_proxy_with(toml::from_str(&old_toml).expect("test TOML"), &args).await;
+    let c = client(&p, "db").await.expect("login");
+    assert_eq!(server_port(&c).await, i32::from(a.port()));
+    give_back(&p, c, 1).await;
+    p.pools.reconfigure(&load(&old_toml), &load(&new_toml));
+    let c = client(&p, "db").await.expect("login after the reload");
+    assert_eq!(
+        server_port(&c).await,
+        i32::from(b.port()),
+        "a new host: the idle connection to the old one is not reused"
+    );
+}
