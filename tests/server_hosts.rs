@@ -277,12 +277,12 @@ async fn give_back(p: &ProxyHandle, c: tokio_postgres::Client, idle: usize) {
     assert!(ok, "{idle} idle server connections within {LIMIT:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: pgheal prefers an idle connection of the client's own event loop whatever the
+// order, and loop 0 is the test's runtime (`threads = 1` and a current-thread runtime).
+#[tokio::test]
 async fn server_round_robin_reuses_the_oldest_idle_connection() {
     let pg = start_pg();
     let port = pg.port();
-    // One event loop: pgheal prefers an idle connection of the client's own event loop first,
-    // whatever the order.
     for (round_robin, expect_first) in [(false, false), (true, true)] {
         let p = proxy(&format!(
             "[pgheal]\nserver_round_robin = {round_robin}\nthreads = 1\n\
