@@ -771,3 +771,54 @@ fn client_tls_keys_are_supported() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Host lists, one port per host, load_balance_hosts and the server-connection keys.
+#[test]
+fn host_lists_and_server_connection_keys() {
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_login_retry=3\nserver_check_delay=0\nserver_check_query=\nserver_round_robin=1\napplication_name_add_host=1\n[databases]\nd = host=a,b port=5432,5433 load_balance_hosts=Disable timezone=UTC datestyle=ISO client_encoding=LATIN1\ne = host=a,b\n");
+    let d = c.database("d").unwrap();
+    assert_eq!((d.host.as_str(), d.port), ("a,b", 5432));
+    assert_eq!(d.connect.ports, [5432, 5433]);
+    assert_eq!(
+        d.connect.load_balance_hosts,
+        crate::config::servers::LoadBalanceHosts::Disable
+    );
+    assert_eq!(
+        d.connect.startup_params,
+        [
+            ("client_encoding".to_owned(), "LATIN1".to_owned()),
+            ("datestyle".into(), "ISO".into()),
+            ("timezone".into(), "UTC".into())
+        ]
+    );
+    let e = c.database("e").unwrap();
+    assert!(e.connect.ports.is_empty());
+    assert_eq!(
+        e.connect.load_balance_hosts,
+        crate::config::servers::LoadBalanceHosts::RoundRobin
+    );
+    let s = &c.servers;
+    assert_eq!(s.login_retry, std::time::Duration::from_secs(3));
+    assert_eq!(s.check_delay, std::time::Duration::ZERO);
+    assert_eq!(s.check_query, crate::config::servers::CheckQuery::Off);
+    assert!(s.round_robin && s.application_name_add_host);
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| !w.contains("server_") && !w.contains("host")),
+        "{:#?}",
+        c.warnings
+    );
+
+    for bad in [
+        "d = host=a,,b",
+        "d = host=a,b,c port=1,2",
+        "d = host=a,b load_balance_hosts=random",
+        "d = host=a,/tmp",
+    ] {
+        let text =
+            format!("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\n[databases]\n{bad}\n");
+        let err = map(&text).and_then(|f| build(f, &RunArgs::default()));
+        assert!(err.is_err(), "{bad} must be refused");
+    }
+}
