@@ -177,6 +177,18 @@ pub struct General {
     pub unix_socket_mode: Option<super::unix_socket::SocketMode>,
     /// The socket file's group.
     pub unix_socket_group: Option<String>,
+    /// Seconds a server whose connect or login failed is left alone (PgBouncer's
+    /// `server_login_retry`, default 15).
+    pub server_login_retry: Option<f64>,
+    /// Seconds an idle server connection may sit unused before it is checked with
+    /// `server_check_query` on its next use (default 30).
+    pub server_check_delay: Option<f64>,
+    /// The check: `"<empty>"` (default) sends an empty query, `""` turns checks off.
+    pub server_check_query: Option<String>,
+    /// Reuse idle server connections oldest first instead of most recent first.
+    pub server_round_robin: Option<bool>,
+    /// Append ` - host:port` of the client to its `application_name`.
+    pub application_name_add_host: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +225,17 @@ pub struct FileDatabase {
     pub auth_user: Option<String>,
     pub auth_query: Option<String>,
     pub auth_dbname: Option<String>,
+    /// One port per host of `host` (instead of `port`), as libpq's `port=5432,5433`.
+    pub ports: Option<Vec<u16>>,
+    /// With several hosts in `host` (`"a,b"`): `round-robin` (default) or `disable`.
+    pub load_balance_hosts: Option<String>,
+    /// Run on each new server connection after login.
+    pub connect_query: Option<String>,
+    /// Startup parameters of new server connections.
+    pub client_encoding: Option<String>,
+    pub datestyle: Option<String>,
+    pub timezone: Option<String>,
+    pub application_name: Option<String>,
 }
 
 impl std::fmt::Debug for FileDatabase {

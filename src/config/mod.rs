@@ -29,6 +29,7 @@ pub mod live;
 pub mod load;
 pub mod pgbouncer;
 pub mod pgbouncer_keys;
+pub mod servers;
 pub mod timeouts;
 pub mod tls;
 pub mod unix_socket;
@@ -158,6 +159,8 @@ pub enum LogFormat {
 pub struct Database {
     /// The name clients connect to.
     pub name: String,
+    /// The server's host, or several separated by commas (`load_balance_hosts` chooses; see
+    /// [`crate::pool::hosts`]). Every host uses `port`.
     pub host: String,
     pub port: u16,
     /// The database name on the server.
@@ -180,6 +183,8 @@ pub struct Database {
     /// `reserve_pool_size`, `max_db_connections`, `max_db_client_connections` (this entry's,
     /// else the global ones; a `[users]` `reserve_pool_size` wins in [`Config::database_for`]).
     pub limits: limits::DbLimits,
+    /// Host choice, startup parameters and `connect_query` of new server connections.
+    pub connect: servers::DbConnect,
 }
 
 /// PgBouncer's classic default `auth_query`.
@@ -200,6 +205,7 @@ impl std::fmt::Debug for Database {
             .field("auth_user", &self.auth_user)
             .field("auth_dbname", &self.auth_dbname)
             .field("limits", &self.limits)
+            .field("connect", &self.connect)
             .finish()
     }
 }
@@ -358,6 +364,8 @@ pub struct Config {
     /// The Unix socket listener (`unix_socket_dir`, `unix_socket_mode`, `unix_socket_group`);
     /// `None`: no Unix socket (see [`unix_socket`]).
     pub unix_socket: Option<unix_socket::UnixSocket>,
+    /// Login retry, idle checks, reuse order, `application_name_add_host` (see [`servers`]).
+    pub servers: servers::ServerSettings,
 }
 
 impl Config {

@@ -46,16 +46,7 @@ const SECTIONS: &[&str] = &["pgbouncer", "databases", "users", "peers"];
 const FOREVER_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Database connection-string keys pgheal reads but does not implement yet.
-const DB_NOT_YET: &[&str] = &[
-    "connect_query",
-    "client_encoding",
-    "datestyle",
-    "timezone",
-    "application_name",
-    "query_wait_timeout",
-    "server_lifetime",
-    "load_balance_hosts",
-];
+const DB_NOT_YET: &[&str] = &["query_wait_timeout", "server_lifetime"];
 /// Of those, the ones PgBouncer reads as integers.
 const DB_INTS: &[&str] = &["query_wait_timeout", "server_lifetime"];
 const USER_NOT_YET: &[&str] = &["query_wait_timeout"];
@@ -389,6 +380,13 @@ fn general(
         log_disconnections: Some(int_or("log_disconnections", 1)? != 0),
         log_pooler_errors: Some(int_or("log_pooler_errors", 1)? != 0),
         log_stats: Some(int_or("log_stats", 1)? != 0),
+        server_login_retry: Some(secs_or("server_login_retry", 15.0)?),
+        server_check_delay: Some(secs_or("server_check_delay", 30.0)?),
+        server_check_query: Some(
+            get("server_check_query").map_or_else(|| "<empty>".to_owned(), |e| e.value.clone()),
+        ),
+        server_round_robin: Some(int_or("server_round_robin", 0)? != 0),
+        application_name_add_host: Some(int_or("application_name_add_host", 0)? != 0),
     })
 }
 
@@ -504,6 +502,12 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
         let (k, v) = (p.key.as_str(), p.value.as_str());
         match k {
             "host" => d.host = Some(v.to_owned()),
+            "port" if v.contains(',') => {
+                d.ports = Some(
+                    super::servers::port_list(&key(k), v)
+                        .map_err(|err| bad(key(k), &e.at, err.reason))?,
+                );
+            }
             "port" => {
                 let port = cs_int(&key(k), v, &e.at, 1)?;
                 d.port = Some(
@@ -516,6 +520,16 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
             "auth_user" => d.auth_user = Some(v.to_owned()),
             "auth_query" => d.auth_query = Some(v.to_owned()),
             "auth_dbname" => d.auth_dbname = Some(v.to_owned()),
+            "connect_query" => d.connect_query = Some(v.to_owned()),
+            "client_encoding" => d.client_encoding = Some(v.to_owned()),
+            "datestyle" => d.datestyle = Some(v.to_owned()),
+            "timezone" => d.timezone = Some(v.to_owned()),
+            "application_name" => d.application_name = Some(v.to_owned()),
+            "load_balance_hosts" => {
+                super::servers::LoadBalanceHosts::parse(&key(k), v)
+                    .map_err(|err| bad(key(k), &e.at, err.reason))?;
+                d.load_balance_hosts = Some(v.to_ascii_lowercase());
+            }
             "pool_size" => d.pool_size = Some(cs_int(&key(k), v, &e.at, 1)? as usize),
             "min_pool_size" => d.min_pool_size = Some(cs_int(&key(k), v, &e.at, 0)? as usize),
             // `reserve_pool` is PgBouncer's older spelling, still read.
@@ -535,13 +549,6 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
             _ if DB_NOT_YET.contains(&k) => {
                 if DB_INTS.contains(&k) {
                     cs_int(&key(k), v, &e.at, i64::MIN)?;
-                }
-                if k == "load_balance_hosts"
-                    && !["disable", "round-robin"]
-                        .iter()
-                        .any(|w| w.eq_ignore_ascii_case(v))
-                {
-                    return Err(bad(key(k), &e.at, "expected disable or round-robin"));
                 }
                 if !not_yet.contains(&k) {
                     not_yet.push(k);
@@ -569,12 +576,16 @@ fn database(e: &Entry, warnings: &mut Vec<String>) -> Result<FileDatabase, Confi
             d.host = None;
         }
         Some(h) if h.contains(',') => {
-            let first = h.split(',').map(str::trim).find(|s| !s.is_empty()).unwrap_or("").to_owned();
-            warnings.push(format!(
-                "{}: database `{name}`: host lists several servers; pgheal connects to the first ({first}) only",
-                e.at
-            ));
-            d.host = Some(first);
+            let hosts = super::servers::host_list(&key("host"), h)
+                .map_err(|err| bad(key("host"), &e.at, err.reason))?;
+            if hosts.iter().any(|h| h.starts_with('/') || h.starts_with('@')) {
+                return Err(bad(
+                    key("host"),
+                    &e.at,
+                    "a Unix socket in a host list: pgheal does not implement Unix sockets to servers yet",
+                ));
+            }
+            d.host = Some(hosts.join(","));
         }
         Some(_) => {}
     }

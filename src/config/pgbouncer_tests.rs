@@ -241,7 +241,16 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     assert_eq!((app.pool_size, app.min_pool_size), (5, 2));
     assert_eq!(app.pool_mode, PoolMode::Transaction);
     let reports = c.database("reports").unwrap();
-    assert_eq!(reports.host, "db2.internal");
+    assert_eq!(reports.host, "db2.internal,db3.internal");
+    assert_eq!(reports.connect.connect_query.as_deref(), Some("SELECT 1"));
+    assert_eq!(
+        reports.connect.startup_params,
+        [("application_name".to_owned(), "rep".to_owned())]
+    );
+    assert_eq!(
+        c.servers.check_query,
+        crate::config::servers::CheckQuery::Query("select 1".into())
+    );
     assert_eq!((reports.pool_size, reports.min_pool_size), (30, 30));
     assert_eq!(reports.pool_mode, PoolMode::Session);
 
@@ -292,19 +301,15 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     assert_eq!(c.user_limits("alice").max_user_connections, 0);
     assert_eq!(c.limits.reserve_pool_timeout, Duration::from_secs(5));
 
-    let inc = "/etc/pgbouncer/conf.d/databases.ini";
     let expected = [
         format!("{INI}:29: unknown key `frobnicate` in [pgbouncer] ignored (not a PgBouncer 1.25 setting)"),
-        format!("{INI}:28: `server_check_query` has no effect in pgheal: pgheal checks an idle connection's socket before reusing it and never sends a check query"),
         format!("{INI}:26: `tcp_keepalive` is not implemented by pgheal yet; ignored (no keepalive is set on sockets)"),
     ];
     let w = &c.warnings;
-    assert_eq!(&w[..3], &expected[..], "{w:#?}");
+    assert_eq!(&w[..2], &expected[..], "{w:#?}");
     assert_eq!(
-        &w[3..],
+        &w[2..],
         [
-            format!("{inc}:3: database `reports`: host lists several servers; pgheal connects to the first (db2.internal) only"),
-            format!("{inc}:3: database `reports`: connect_query, application_name not implemented by pgheal yet; ignored"),
             "auth_file: cannot read /nonexistent/pgheal-test-userlist.txt: No such file or directory (os error 2); no users loaded from it".to_owned(),
             "auth_type is scram-sha-256 but no users are configured ([users], auth_file, or a password in --upstream); every login will fail".to_owned(),
         ],
@@ -817,4 +822,55 @@ fn session_timeouts_global_and_per_user() {
     }
     let bad_user = "[pgbouncer]\nlisten_addr=127.0.0.1\n[databases]\nd = host=h\n[users]\nbob = query_timeout=1.5\n";
     assert!(map(bad_user).is_err(), "whole seconds in [users]");
+}
+
+/// Host lists, one port per host, load_balance_hosts and the server-connection keys.
+#[test]
+fn host_lists_and_server_connection_keys() {
+    let c = load("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\nserver_login_retry=3\nserver_check_delay=0\nserver_check_query=\nserver_round_robin=1\napplication_name_add_host=1\n[databases]\nd = host=a,b port=5432,5433 load_balance_hosts=Disable timezone=UTC datestyle=ISO client_encoding=LATIN1\ne = host=a,b\n");
+    let d = c.database("d").unwrap();
+    assert_eq!((d.host.as_str(), d.port), ("a,b", 5432));
+    assert_eq!(d.connect.ports, [5432, 5433]);
+    assert_eq!(
+        d.connect.load_balance_hosts,
+        crate::config::servers::LoadBalanceHosts::Disable
+    );
+    assert_eq!(
+        d.connect.startup_params,
+        [
+            ("client_encoding".to_owned(), "LATIN1".to_owned()),
+            ("datestyle".into(), "ISO".into()),
+            ("timezone".into(), "UTC".into())
+        ]
+    );
+    let e = c.database("e").unwrap();
+    assert!(e.connect.ports.is_empty());
+    assert_eq!(
+        e.connect.load_balance_hosts,
+        crate::config::servers::LoadBalanceHosts::RoundRobin
+    );
+    let s = &c.servers;
+    assert_eq!(s.login_retry, std::time::Duration::from_secs(3));
+    assert_eq!(s.check_delay, std::time::Duration::ZERO);
+    assert_eq!(s.check_query, crate::config::servers::CheckQuery::Off);
+    assert!(s.round_robin && s.application_name_add_host);
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| !w.contains("server_") && !w.contains("host")),
+        "{:#?}",
+        c.warnings
+    );
+
+    for bad in [
+        "d = host=a,,b",
+        "d = host=a,b,c port=1,2",
+        "d = host=a,b load_balance_hosts=random",
+        "d = host=a,/tmp",
+    ] {
+        let text =
+            format!("[pgbouncer]\nlisten_addr=127.0.0.1\nauth_type=trust\n[databases]\n{bad}\n");
+        let err = map(&text).and_then(|f| build(f, &RunArgs::default()));
+        assert!(err.is_err(), "{bad} must be refused");
+    }
 }

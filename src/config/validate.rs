@@ -267,6 +267,34 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             return Err(ConfigError::new(key("pool_size"), "must be at least 1"));
         }
         let tls = tls_for(&key("url"), from_url.as_ref().map(|u| &u.tls))?;
+        let connect = super::servers::DbConnect::new(
+            d.load_balance_hosts
+                .as_deref()
+                .map(|v| super::servers::LoadBalanceHosts::parse(&key("load_balance_hosts"), v))
+                .transpose()?
+                .unwrap_or_default(),
+            d.connect_query.clone(),
+            d.client_encoding.clone(),
+            d.datestyle.clone(),
+            d.timezone.clone(),
+            d.application_name.clone(),
+        );
+        let mut connect = connect;
+        if let Some(h) = &d.host {
+            let hosts = super::servers::host_list(&key("host"), h)?;
+            if let Some(ports) = &d.ports {
+                super::servers::check_ports(&key("ports"), hosts.len(), ports)?;
+                if d.port.is_some() {
+                    return Err(ConfigError::new(
+                        key("ports"),
+                        "give port or ports, not both",
+                    ));
+                }
+                if ports.len() > 1 {
+                    connect.ports = ports.clone();
+                }
+            }
+        }
         Ok(Database {
             name: name.to_owned(),
             host: d
@@ -274,7 +302,11 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
                 .clone()
                 .or(from_url.as_ref().map(|u| u.host.clone()))
                 .unwrap_or_else(|| "127.0.0.1".into()),
-            port: d.port.or(from_url.as_ref().map(|u| u.port)).unwrap_or(5432),
+            port: d
+                .port
+                .or(d.ports.as_ref().and_then(|p| p.first().copied()))
+                .or(from_url.as_ref().map(|u| u.port))
+                .unwrap_or(5432),
             dbname: d
                 .dbname
                 .clone()
@@ -298,6 +330,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
                 d.max_db_connections,
                 d.max_db_client_connections,
             ),
+            connect,
         })
     };
     let mut fallback = None;
@@ -337,6 +370,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
                 .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
             auth_dbname: g.auth_dbname.clone(),
             limits: limits.for_database(None, None, None),
+            connect: Default::default(),
         };
         databases.insert(up.dbname.clone(), db);
         // With no users configured, clients log in with the upstream's credentials.
@@ -556,6 +590,16 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             30.0,
         )?,
         listen_also: listen_all,
+        servers: super::servers::ServerSettings {
+            login_retry: seconds("server_login_retry", g.server_login_retry, 15.0)?,
+            check_delay: seconds("server_check_delay", g.server_check_delay, 30.0)?,
+            check_query: g.server_check_query.as_deref().map_or(
+                super::servers::CheckQuery::Empty,
+                super::servers::CheckQuery::parse,
+            ),
+            round_robin: g.server_round_robin.unwrap_or(false),
+            application_name_add_host: g.application_name_add_host.unwrap_or(false),
+        },
         so_reuseport: g.so_reuseport.unwrap_or(false),
         admin_users: g.admin_users.unwrap_or_default(),
         stats_users: g.stats_users.unwrap_or_default(),

@@ -76,18 +76,33 @@ impl Health {
             if connected {
                 continue;
             }
-            let (name, host, port) = (db.name.clone(), db.host.clone(), db.port);
+            // A host list (`host=a,b`) is reachable when one of its hosts is.
+            let targets: Vec<(String, u16)> = crate::pool::hosts::split(&db.host)
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    (
+                        h.to_owned(),
+                        db.connect.ports.get(i).copied().unwrap_or(db.port),
+                    )
+                })
+                .collect();
+            let name = db.name.clone();
             probes.push(async move {
-                let probe = tokio::net::TcpStream::connect((host.as_str(), port));
-                match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some(format!(
-                        "database {name} unreachable ({host}:{port}: {e})"
-                    )),
-                    Err(_) => Some(format!(
-                        "database {name} unreachable ({host}:{port}: no answer within {PROBE_TIMEOUT:?})"
-                    )),
+                let mut failures = Vec::new();
+                for (host, port) in targets {
+                    let probe = tokio::net::TcpStream::connect((host.as_str(), port));
+                    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                        Ok(Ok(_)) => return None,
+                        Ok(Err(e)) => failures.push(format!("{host}:{port}: {e}")),
+                        Err(_) => failures
+                            .push(format!("{host}:{port}: no answer within {PROBE_TIMEOUT:?}")),
+                    }
                 }
+                Some(format!(
+                    "database {name} unreachable ({})",
+                    failures.join("; ")
+                ))
             });
         }
         // Probe every database at once, so one slow host does not add up.

@@ -56,6 +56,9 @@ struct Figures {
     sv_idle: u64,
     sv_used: u64,
     sv_login: u64,
+    sv_tested: u64,
+    checks: u64,
+    check_failures: u64,
     maxwait: Duration,
     pool_size: u64,
     reserve_size: u64,
@@ -104,6 +107,10 @@ impl Figures {
         self.sv_idle += pool.idle_count() as u64;
         self.sv_used += s.resetting_count() as u64;
         self.sv_login += s.logging_in() as u64;
+        self.sv_tested += s.testing_count() as u64;
+        let (checks, failed) = s.check_counts();
+        self.checks += checks;
+        self.check_failures += failed;
         self.pool_size += pool.settings().size as u64;
         self.reserve_size += pool.settings().reserve_size as u64;
         self.reserve_active += pool.reserve_in_use() as u64;
@@ -162,7 +169,7 @@ const FAMILIES: &[Family] = &[
     fam!("pgheal_pool_server_active_connections", Gauge, POOL, "Server connections linked to a client (SHOW POOLS sv_active)"),
     fam!("pgheal_pool_server_idle_connections", Gauge, POOL, "Server connections idle and ready (SHOW POOLS sv_idle)"),
     fam!("pgheal_pool_server_used_connections", Gauge, POOL, "Server connections given back and being reset (SHOW POOLS sv_used)"),
-    fam!("pgheal_pool_server_testing_connections", Gauge, POOL, "Server connections running a check query (SHOW POOLS sv_tested; pgheal runs none)"),
+    fam!("pgheal_pool_server_testing_connections", Gauge, POOL, "Idle server connections running server_check_query before reuse (SHOW POOLS sv_tested)"),
     fam!("pgheal_pool_server_login_connections", Gauge, POOL, "Server connections logging in (SHOW POOLS sv_login)"),
     fam!("pgheal_pool_size", Gauge, POOL, "Largest number of server connections of the pool (pool_size)"),
     fam!("pgheal_pool_reserve_size", Gauge, POOL, "Connections the pool may open beyond pool_size for clients that waited reserve_pool_timeout (reserve_pool_size)"),
@@ -172,6 +179,8 @@ const FAMILIES: &[Family] = &[
     fam!("pgheal_pool_server_prepared_statements_max", Gauge, POOL, "Prepared statements held by the pool's server connection that holds the most"),
     fam!("pgheal_pool_statements", Gauge, POOL, "Statement texts the pool's registry remembers (transaction pooling; bounded by max_pool_statements)"),
     fam!("pgheal_pool_statements_evicted_total", Counter, POOL, "Statement texts forgotten because no client and no server connection held them"),
+    fam!("pgheal_pool_server_checks_total", Counter, POOL, "server_check_query runs on server connections idle longer than server_check_delay"),
+    fam!("pgheal_pool_server_check_failures_total", Counter, POOL, "server_check_query runs that failed (the connection was closed)"),
     fam!("pgheal_pool_server_assignments_total", Counter, POOL, "Server connections assigned to clients"),
     fam!("pgheal_pool_transactions_total", Counter, POOL, "Transactions pooled (SHOW STATS total_xact_count)"),
     fam!("pgheal_pool_queries_total", Counter, POOL, "Queries pooled (SHOW STATS total_query_count)"),
@@ -349,7 +358,9 @@ impl Collector for PoolCollector {
                             "pgheal_pool_server_active_connections" => g(x.sv_active),
                             "pgheal_pool_server_idle_connections" => g(x.sv_idle),
                             "pgheal_pool_server_used_connections" => g(x.sv_used),
-                            "pgheal_pool_server_testing_connections" => g(0),
+                            "pgheal_pool_server_testing_connections" => g(x.sv_tested),
+                            "pgheal_pool_server_checks_total" => c(x.checks),
+                            "pgheal_pool_server_check_failures_total" => c(x.check_failures),
                             "pgheal_pool_server_login_connections" => g(x.sv_login),
                             "pgheal_pool_size" => g(x.pool_size),
                             "pgheal_pool_reserve_size" => g(x.reserve_size),

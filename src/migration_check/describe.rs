@@ -51,6 +51,7 @@ pub(super) fn login(up: &Upstream, dbname: &str) -> Result<ServerLogin, CheckErr
         max_prepared: usize::MAX,
         tls,
         passthrough: Default::default(),
+        extras: Default::default(),
     })
 }
 

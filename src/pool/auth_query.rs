@@ -108,6 +108,7 @@ fn lookup_login(cfg: &Config, db: &Database, auth_user: &str) -> ServerLogin {
         max_prepared: 0,
         tls: db.tls.clone(),
         passthrough: Default::default(),
+        extras: Default::default(),
     }
 }
 

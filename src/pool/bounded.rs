@@ -47,6 +47,8 @@ pub struct PoolSettings {
     pub reserve_size: usize,
     /// `reserve_pool_timeout` (zero disables the reserve, as in PgBouncer).
     pub reserve_timeout: Duration,
+    /// `server_check_*`, `server_round_robin` (see [`super::check`]).
+    pub servers: crate::config::servers::ServerSettings,
 }
 
 /// The caps a pool shares with the other pools of its database and of its server user.
@@ -279,13 +281,18 @@ impl Pool {
         self.stats.assigned(start.elapsed());
         let now = Instant::now();
         loop {
-            // The most recently used idle connection of this event loop, else any.
+            // The most recently used idle connection of this event loop, else any; with
+            // server_round_robin, the least recently used.
             let here = std::thread::current().id();
+            let fifo = self.settings().servers.round_robin;
             let candidate = self.idle.lock().ok().and_then(|mut v| {
-                match v.iter().rposition(|c| c.conn.home() == here) {
-                    Some(i) => Some(v.remove(i)),
-                    None => v.pop(),
-                }
+                let mine = |c: &Pooled| c.conn.home() == here;
+                let i = if fifo {
+                    v.iter().position(mine).or((!v.is_empty()).then_some(0))
+                } else {
+                    v.iter().rposition(mine).or(v.len().checked_sub(1))
+                };
+                i.map(|i| v.remove(i))
             });
             match candidate {
                 Some(c) if self.retire(&c, now) || c.conn.is_broken_while_idle() => {
@@ -305,14 +312,20 @@ impl Pool {
                         if moved {
                             self.metrics.server_connection_moves.inc();
                         }
-                        return Ok(self.guard(
-                            Pooled {
-                                conn,
-                                track,
-                                _shared,
-                            },
-                            permit,
-                        ));
+                        let Some(c) = self
+                            .check_if_due(
+                                Pooled {
+                                    conn,
+                                    track,
+                                    _shared,
+                                },
+                                now,
+                            )
+                            .await
+                        else {
+                            continue;
+                        };
+                        return Ok(self.guard(c, permit));
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "closing a server connection that could not move to this event loop");
@@ -376,6 +389,40 @@ impl Pool {
             }
             if !evicted {
                 tokio::time::sleep(SHARED_LIMIT_TICK).await;
+            }
+        }
+    }
+
+    /// `server_check_query` on a connection idle past `server_check_delay` (see
+    /// [`super::check`]); `None` when the check failed and the connection was closed.
+    /// Cancel-safe: a cancelled check closes the connection.
+    async fn check_if_due(&self, c: Pooled, now: Instant) -> Option<Pooled> {
+        let s = self.settings();
+        let Some(sql) = super::check::due(&s.servers, c.conn.idle_since, now) else {
+            return Some(c);
+        };
+        let sql = sql.to_owned();
+        struct CloseOnDrop<'a>(&'a Pool, Option<Pooled>);
+        impl Drop for CloseOnDrop<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = self.1.take() {
+                    self.0.close(c);
+                }
+            }
+        }
+        let mut g = CloseOnDrop(self, Some(c));
+        let c = g.1.as_mut()?;
+        c.track.set_state(ServerState::Tested);
+        let result = {
+            let _testing = self.stats.testing();
+            super::check::run(&mut c.conn, &sql).await
+        };
+        self.stats.checked(result.is_ok());
+        match result {
+            Ok(()) => g.1.take(),
+            Err(why) => {
+                tracing::info!(server = c.conn.id, pid = c.conn.backend_pid, reason = %why, "closing an idle server connection that failed server_check_query");
+                None
             }
         }
     }

@@ -8,6 +8,8 @@
 //!   unknown, so it is never reused).
 //! - [`shared_limit`]: `max_db_connections` / `max_user_connections`, caps on the open
 //!   connections of several pools, each held by the connection for its life.
+//! - [`hosts`]: which host of a database's list a new connection goes to, and failover.
+//! - [`check`]: `server_check_query` on a connection idle longer than `server_check_delay`.
 //! - [`reset`]: ROLLBACK of an open transaction and `server_reset_query` before re-use.
 //! - [`registry`]: the pools of every (database, user), created on first use.
 //! - [`listen`]: one listening connection per database, outside the pools, that holds the
@@ -16,7 +18,9 @@
 pub mod auth_query;
 pub mod bounded;
 pub mod capacity;
+pub mod check;
 pub mod control;
+pub mod hosts;
 pub mod listen;
 pub mod mailbox;
 pub mod registry;

@@ -94,6 +94,15 @@ fn login_for(cfg: &Config, db: &Database, user: String, password: Option<String>
         },
         tls: db.tls.clone(),
         passthrough: Default::default(),
+        extras: super::hosts::LoginExtras {
+            choice: super::hosts::HostChoice::new(
+                db.connect.load_balance_hosts,
+                cfg.servers.login_retry,
+            ),
+            ports: db.connect.ports.clone(),
+            startup_params: db.connect.startup_params.clone(),
+            connect_query: db.connect.connect_query.clone(),
+        },
     }
 }
 
@@ -110,6 +119,7 @@ fn settings_for(cfg: &Config, db: &Database) -> PoolSettings {
         reset_query_always: cfg.server_reset_query_always,
         reserve_size: db.limits.reserve_pool_size,
         reserve_timeout: cfg.limits.reserve_pool_timeout,
+        servers: cfg.servers.clone(),
     }
 }
 

@@ -43,6 +43,9 @@ pub struct ServerLogin {
     /// this server user against a SCRAM verifier (shared by every clone of the login, that is
     /// by the pool). Used when the server asks for SCRAM and no password is configured.
     pub passthrough: PassthroughSlot,
+    /// Several hosts in `host`, startup parameters and `connect_query` of the database (see
+    /// [`super::hosts`]).
+    pub extras: super::hosts::LoginExtras,
 }
 
 impl ServerLogin {
@@ -59,6 +62,7 @@ impl ServerLogin {
             && self.max_message_len == other.max_message_len
             && self.max_prepared == other.max_prepared
             && self.tls == other.tls
+            && self.extras == other.extras
     }
 }
 
@@ -168,6 +172,30 @@ pub enum ServerError {
     Tls(std::io::Error),
     #[error("the server answered SSLRequest with {0:?} (expected S or N)")]
     TlsBadAnswer(u8),
+    /// Every host of the database failed within `server_login_retry`: the latest error.
+    #[error("server login has been failing, cached error: {0} (server_login_retry)")]
+    LoginFailing(String),
+    /// The database's `connect_query` failed on a new connection (the server's message).
+    #[error("connect_query failed: {0}")]
+    ConnectQuery(String),
+}
+
+impl ServerError {
+    /// Whether the error says something about the host (it is down, refuses, is not what TLS
+    /// expects, or refuses the login), rather than about pgheal's configuration of the login
+    /// everywhere: a host list moves on to the next host then.
+    pub fn host_failed(&self) -> bool {
+        matches!(
+            self,
+            ServerError::Connect(_)
+                | ServerError::Timeout
+                | ServerError::Rejected { .. }
+                | ServerError::Net(_)
+                | ServerError::Tls(_)
+                | ServerError::TlsRefused(_)
+                | ServerError::TlsBadAnswer(_)
+        )
+    }
 }
 
 /// A logged-in server connection, ready for queries.
@@ -202,23 +230,76 @@ impl std::fmt::Debug for ServerConn {
 
 impl ServerConn {
     /// Connect and log in. Not cancel-safe (a half-open connection is dropped).
+    ///
+    /// With several hosts (`host=a,b`), tries them in the order [`super::hosts::HostChoice`]
+    /// gives, each within `connect_timeout`, skipping hosts that failed lately.
     pub async fn connect(login: &ServerLogin) -> Result<ServerConn, ServerError> {
-        tokio::time::timeout(login.connect_timeout, Self::connect_inner(login))
-            .await
-            .map_err(|_| ServerError::Timeout)?
+        let hosts = super::hosts::split(&login.host);
+        if hosts.len() <= 1 {
+            return Self::connect_host(login, login.host.trim(), login.port).await;
+        }
+        let choice = &login.extras.choice;
+        let order = choice
+            .plan(hosts.len(), Instant::now())
+            .map_err(|e| ServerError::LoginFailing(e.0))?;
+        let mut last = None;
+        for i in order {
+            let port = login.extras.ports.get(i).copied().unwrap_or(login.port);
+            match Self::connect_host(login, hosts[i], port).await {
+                Ok(c) => {
+                    choice.succeeded(hosts.len(), i);
+                    return Ok(c);
+                }
+                Err(e) if e.host_failed() => {
+                    tracing::warn!(host = hosts[i], port, error = %e, retry_after = ?choice.login_retry, "server host failed; trying the next host of the list");
+                    choice.failed(hosts.len(), i, e.to_string(), Instant::now());
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(ServerError::Timeout))
     }
 
-    async fn connect_inner(login: &ServerLogin) -> Result<ServerConn, ServerError> {
-        let stream = TcpStream::connect((login.host.as_str(), login.port))
+    /// Connect to one host and log in, within `connect_timeout`.
+    async fn connect_host(
+        login: &ServerLogin,
+        host: &str,
+        port: u16,
+    ) -> Result<ServerConn, ServerError> {
+        tokio::time::timeout(
+            login.connect_timeout,
+            Self::connect_inner(login, host, port),
+        )
+        .await
+        .map_err(|_| ServerError::Timeout)?
+    }
+
+    async fn connect_inner(
+        login: &ServerLogin,
+        host: &str,
+        port: u16,
+    ) -> Result<ServerConn, ServerError> {
+        let stream = TcpStream::connect((host, port))
             .await
             .map_err(ServerError::Connect)?;
         stream.set_nodelay(true).map_err(ServerError::Connect)?;
         let addr = stream.peer_addr().map_err(ServerError::Connect)?;
-        let (r, w, end_point) = negotiate_tls(login, stream).await?;
+        let (r, w, end_point) = negotiate_tls(login, host, stream).await?;
         let mut reader = FrameReader::new(r, login.max_message_len);
         let mut writer = FrameWriter::new(w);
-        let startup =
-            encode::startup_message(&[("user", &login.user), ("database", &login.dbname)]);
+        let mut params = vec![
+            ("user", login.user.as_str()),
+            ("database", login.dbname.as_str()),
+        ];
+        params.extend(
+            login
+                .extras
+                .startup_params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let startup = encode::startup_message(&params);
         writer.write_raw(&startup).await.map_err(NetError::from)?;
         authenticate(login, end_point, &mut reader, &mut writer).await?;
         let mut conn = ServerConn {
@@ -246,11 +327,19 @@ impl ServerConn {
                     conn.backend_pid = pid;
                     conn.backend_key = key;
                 }
-                backend::READY_FOR_QUERY => return Ok(conn),
+                backend::READY_FOR_QUERY => break,
                 backend::ERROR_RESPONSE => return Err(rejected(f)),
                 _ => {}
             }
         }
+        if let Some(q) = &login.extras.connect_query {
+            if let Err(f) = conn.query_rows_unbounded(q).await? {
+                let message = error_message(&f);
+                tracing::warn!(server = conn.id, pid = conn.backend_pid, error = %message, "connect_query failed; closing the new server connection");
+                return Err(ServerError::ConnectQuery(message));
+            }
+        }
+        Ok(conn)
     }
 
     /// Record a ParameterStatus message. A value that is not UTF-8 (the client's encoding is
@@ -404,11 +493,16 @@ fn data_row(f: &Frame) -> Result<Vec<Option<Vec<u8>>>, crate::protocol::Protocol
     Ok(row)
 }
 
-fn rejected(f: Frame) -> ServerError {
-    let message = ErrorFields::decode(&f)
+/// The message of an ErrorResponse (empty if it has none).
+fn error_message(f: &Frame) -> String {
+    ErrorFields::decode(f)
         .ok()
         .and_then(|e| e.message().map(|m| String::from_utf8_lossy(m).into_owned()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn rejected(f: Frame) -> ServerError {
+    let message = error_message(&f);
     ServerError::Rejected { frame: f, message }
 }
 
@@ -546,6 +640,7 @@ const SSL_REQUEST_CODE: i32 = 80877103;
 /// certificate.
 async fn negotiate_tls(
     login: &ServerLogin,
+    host: &str,
     mut tcp: TcpStream,
 ) -> Result<(ServerRead, ServerWrite, Option<Vec<u8>>), ServerError> {
     let plain = |tcp| {
@@ -567,10 +662,9 @@ async fn negotiate_tls(
         b'N' => return Ok(plain(tcp)),
         other => return Err(ServerError::TlsBadAnswer(other)),
     }
-    let name = rustls::pki_types::ServerName::try_from(login.host.clone()).map_err(|_| {
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| {
         ServerError::Tls(std::io::Error::other(format!(
-            "{:?} is not a valid host name for TLS",
-            login.host
+            "{host:?} is not a valid host name for TLS"
         )))
     })?;
     let tls = tokio_rustls::TlsConnector::from(config)

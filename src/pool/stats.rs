@@ -168,6 +168,11 @@ pub struct PoolStats {
     active: AtomicI64,
     /// Server connections given back and being reset before they are idle.
     resetting: AtomicI64,
+    /// Idle server connections running `server_check_query` (`sv_tested`).
+    testing: AtomicI64,
+    /// `server_check_query` runs, and those that failed.
+    checks: AtomicU64,
+    check_failures: AtomicU64,
     periods: Mutex<Periods>,
     /// Query durations.
     pub query_hist: Buckets,
@@ -231,6 +236,9 @@ impl Default for PoolStats {
             logging_in: AtomicI64::new(0),
             active: AtomicI64::new(0),
             resetting: AtomicI64::new(0),
+            testing: AtomicI64::new(0),
+            checks: AtomicU64::new(0),
+            check_failures: AtomicU64::new(0),
             // PgBouncer starts with the older stamp one second back.
             periods: Mutex::new(Periods {
                 older: (now - Duration::from_secs(1), Totals::default()),
@@ -403,6 +411,30 @@ impl PoolStats {
         GaugeGuard(&self.resetting)
     }
 
+    /// A connection running `server_check_query`, while the guard lives.
+    pub(super) fn testing(&self) -> GaugeGuard<'_> {
+        self.testing.fetch_add(1, Relaxed);
+        GaugeGuard(&self.testing)
+    }
+
+    /// A `server_check_query` ran; `ok`: it passed.
+    pub(super) fn checked(&self, ok: bool) {
+        self.checks.fetch_add(1, Relaxed);
+        if !ok {
+            self.check_failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `sv_tested`.
+    pub fn testing_count(&self) -> usize {
+        self.testing.load(Relaxed).max(0) as usize
+    }
+
+    /// `server_check_query` runs so far, and how many failed.
+    pub fn check_counts(&self) -> (u64, u64) {
+        (self.checks.load(Relaxed), self.check_failures.load(Relaxed))
+    }
+
     /// Clients logged in (`cl_active` + `cl_waiting`).
     pub fn clients(&self) -> usize {
         self.clients.load(Relaxed).max(0) as usize
@@ -442,6 +474,8 @@ pub enum ServerState {
     Idle = 2,
     /// Given back, being reset.
     Used = 3,
+    /// Idle, running `server_check_query` before a client gets it.
+    Tested = 4,
 }
 
 impl ServerState {
@@ -451,6 +485,7 @@ impl ServerState {
             ServerState::Active => "active",
             ServerState::Idle => "idle",
             ServerState::Used => "used",
+            ServerState::Tested => "tested",
         }
     }
 
@@ -459,6 +494,7 @@ impl ServerState {
             1 => ServerState::Active,
             2 => ServerState::Idle,
             3 => ServerState::Used,
+            4 => ServerState::Tested,
             _ => ServerState::New,
         }
     }

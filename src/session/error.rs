@@ -192,6 +192,14 @@ impl SessionError {
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 format!("pgheal: cannot connect to the database server: {e}"),
             ),
+            // PgBouncer's words and code.
+            SessionError::Pool(PoolError::Server(e @ ServerError::LoginFailing(_))) => {
+                fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string())
+            }
+            SessionError::Pool(PoolError::Server(e @ ServerError::ConnectQuery(_))) => fatal(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("pgheal: cannot connect to the database server: {e}"),
+            ),
             SessionError::Pool(PoolError::Server(_)) => fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 "pgheal: cannot connect to the database server".into(),

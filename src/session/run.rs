@@ -437,7 +437,13 @@ async fn login(
         .pools
         .admit_client(cfg, &db, &user)
         .map_err(SessionError::ClientLimit)?;
-    let settings = params::requested_settings(&startup)?;
+    let mut settings = params::requested_settings(&startup)?;
+    if cfg.servers.application_name_add_host {
+        crate::config::servers::add_host_to_application_name(
+            &mut settings,
+            &client.peer.to_string(),
+        );
+    }
 
     let pool = shared.pools.pool_for(&db, &user, secret, passthrough);
     let in_pool = pool.stats.client();

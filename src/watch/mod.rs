@@ -64,10 +64,17 @@ CREATE EVENT TRIGGER pgheal_schema_drop ON sql_drop
 
 fn pg_config(db: &Database) -> tokio_postgres::Config {
     let mut c = tokio_postgres::Config::new();
-    c.host(&db.host)
-        .port(db.port)
-        .dbname(&db.dbname)
-        .application_name("pgheal schema watch");
+    // A host list: tokio-postgres tries the hosts in order, with one port each (or one for all).
+    for h in crate::pool::hosts::split(&db.host) {
+        c.host(h);
+    }
+    if db.connect.ports.is_empty() {
+        c.port(db.port);
+    }
+    for p in &db.connect.ports {
+        c.port(*p);
+    }
+    c.dbname(&db.dbname).application_name("pgheal schema watch");
     if let Some(u) = &db.user {
         c.user(u);
     }

@@ -77,7 +77,7 @@ pub(super) fn pools(shared: &Shared) -> Table {
             0usize.into(),
             pool.idle_count().into(),
             s.resetting_count().into(),
-            0usize.into(),
+            s.testing_count().into(),
             s.logging_in().into(),
             (maxwait.as_secs() as i64).into(),
             i64::from(maxwait.subsec_micros()).into(),
@@ -164,7 +164,11 @@ pub(super) fn databases(shared: &Shared) -> Table {
             db.limits.reserve_pool_size.into(),
             lifetime.into(),
             mode_name(db.pool_mode).into(),
-            Value::Null,
+            // As PgBouncer: only for a host list.
+            match db.host.contains(',') {
+                true => db.connect.load_balance_hosts.as_str().into(),
+                false => Value::Null,
+            },
             db.limits.max_db_connections.into(),
             connections.into(),
             db.limits.max_db_client_connections.into(),
