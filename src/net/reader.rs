@@ -15,6 +15,9 @@ use super::NetError;
 
 const INITIAL_CAPACITY: usize = 16 * 1024;
 
+/// The least a read of a startup packet asks for (see [`FrameReader::read_startup`]).
+const STARTUP_READ: usize = 1024;
+
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
@@ -91,13 +94,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(p) = split_startup(&mut self.buf)? {
                 return Ok(Some(p));
             }
-            // Room for the length word, then for the packet it announces (already checked
-            // against the startup packet cap by `split_startup`).
+            // Room for the packet the length word announces (already checked against the
+            // startup packet cap by `split_startup`), and at least 1 KiB: bytes a client sends
+            // right behind an SSLRequest must land in the buffer, where the opening sees and
+            // refuses them (CVE-2021-23222), as PostgreSQL's own buffer does.
             let want = match self.buf.get(..4) {
                 Some(l) => i32::from_be_bytes([l[0], l[1], l[2], l[3]]).max(8) as usize,
                 None => 8,
             };
-            self.buf.reserve(want.saturating_sub(self.buf.len()));
+            self.buf
+                .reserve(want.max(STARTUP_READ).saturating_sub(self.buf.len()));
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
