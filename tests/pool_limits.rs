@@ -159,7 +159,7 @@ async fn the_users_pool_size_wins_over_the_databases() {
     let e = try_connect(&proxy_url(&p))
         .await
         .expect_err("the pool of 1 is taken");
-    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("08P01"), "{e}");
     assert_eq!(backends(&su, &[USER]).await, 1);
     drop(first);
     let again = eventually(Duration::from_secs(10), || async {
@@ -280,7 +280,7 @@ async fn the_reserve_pool_is_used_only_after_reserve_pool_timeout() {
     let e = try_connect(&proxy_url(&p))
         .await
         .expect_err("no connection left in pool or reserve");
-    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("08P01"), "{e}");
     assert!(
         stop_watch(watch).await <= 2,
         "never more than pool_size + reserve_pool_size"
@@ -498,7 +498,7 @@ async fn max_user_connections_caps_a_users_pools_of_every_database() {
     let e = try_connect(&proxy_url_as(&p, USER, PASSWORD, "second"))
         .await
         .expect_err("app's one server connection is taken");
-    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("08P01"), "{e}");
     assert_eq!(backends(&su, &[USER]).await, 1);
     assert_eq!(
         figure(&p, "SHOW USERS", ("name", USER), "max_user_connections").await,
@@ -637,17 +637,55 @@ async fn a_reload_changes_the_limits_under_load() {
     drop(first);
 }
 
+/// The longest any backend of `user` has been idle inside a transaction, until stopped.
+fn watch_idle_in_transaction(
+    su: tokio_postgres::Client,
+    user: &'static str,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<f64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut max: f64 = 0.0;
+        while !s.load(Ordering::SeqCst) {
+            let age: f64 = su
+                .query_one(
+                    "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0)::float8 \
+                     FROM pg_stat_activity WHERE usename = $1 AND state = 'idle in transaction'",
+                    &[&user],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            max = max.max(age);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        max
+    });
+    (stop, task)
+}
+
+/// How an admitted client of the flood ended.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Admitted {
+    /// Its query ran.
+    Finished,
+    /// It idled inside a transaction and was closed with this error.
+    ClosedIdleInTransaction(String, String),
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_2000_clients_against_a_pool_of_10() {
     let pg = start_pg();
     let p = proxy(
         &pg,
         "auth_type = \"trust\"\npool_mode = \"transaction\"\npool_size = 10\n\
-         max_client_conn = 1000\nreserve_pool_size = 2\nreserve_pool_timeout = 1\n",
+         max_client_conn = 1000\nreserve_pool_size = 2\nreserve_pool_timeout = 1\n\
+         idle_transaction_timeout = 1\n",
         true,
     )
     .await;
     let watch = watch_backends(admin_client(&pg).await, &[USER]);
+    let idle_watch = watch_idle_in_transaction(admin_client(&pg).await, USER);
     const CLIENTS: usize = 2000;
     // Every admitted client stays connected until every client has tried: exactly
     // max_client_conn are admitted, the rest refused.
@@ -665,6 +703,24 @@ async fn a_flood_of_2000_clients_against_a_pool_of_10() {
             }
             match attempt {
                 Err(e) => Err(error_of(&e)),
+                // One client in 50 opens a transaction and goes idle inside it, holding a
+                // server connection: idle_transaction_timeout must take it back.
+                Ok(c) if i % 50 == 0 => {
+                    c.batch_execute("BEGIN; SELECT 1")
+                        .await
+                        .expect("an idler's transaction starts");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    let e = c
+                        .batch_execute("COMMIT")
+                        .await
+                        .expect_err("the idler was closed by idle_transaction_timeout");
+                    let (code, msg) = match e.as_db_error() {
+                        Some(db) => (db.code().code().to_owned(), db.message().to_owned()),
+                        // The FATAL came while the client was idle; its connection reported it.
+                        None => ("closed".to_owned(), e.to_string()),
+                    };
+                    Ok(Admitted::ClosedIdleInTransaction(code, msg))
+                }
                 Ok(c) => {
                     let wait = all_tried.notified();
                     let n: i64 = c
@@ -678,12 +734,12 @@ async fn a_flood_of_2000_clients_against_a_pool_of_10() {
                             .await
                             .expect("every client tries within 50 s");
                     }
-                    Ok(())
+                    Ok(Admitted::Finished)
                 }
             }
         }));
     }
-    let mut finished = 0;
+    let mut admitted: HashMap<Admitted, usize> = HashMap::new();
     let mut refused: HashMap<(String, String), usize> = HashMap::new();
     for t in tasks {
         match tokio::time::timeout(Duration::from_secs(55), t)
@@ -691,23 +747,48 @@ async fn a_flood_of_2000_clients_against_a_pool_of_10() {
             .expect("every client ends within 55 s")
             .expect("client task")
         {
-            Ok(()) => finished += 1,
+            Ok(a) => *admitted.entry(a).or_default() += 1,
             Err(e) => *refused.entry(e).or_default() += 1,
         }
     }
     let max = stop_watch(watch).await;
-    assert_eq!(
-        finished, 1000,
+    idle_watch.0.store(true, Ordering::SeqCst);
+    let longest_idle = tokio::time::timeout(Duration::from_secs(10), idle_watch.1)
+        .await
+        .expect("the idle watcher stops")
+        .expect("idle watcher");
+    // At least max_client_conn are admitted (the others stay until every client has tried;
+    // an idler closed by the timeout frees its slot for a latecomer), the rest refused.
+    let n_admitted: usize = admitted.values().sum();
+    assert!(
+        n_admitted >= 1000,
         "max_client_conn clients admitted, refused: {refused:?}"
+    );
+    // Every idler that got in was closed with PgBouncer's words; every other client finished.
+    for (how, n) in &admitted {
+        match how {
+            Admitted::Finished => {}
+            Admitted::ClosedIdleInTransaction(code, msg) => assert!(
+                (code == "08P01" && msg == "idle transaction timeout") || code == "closed",
+                "{n} idlers ended with {code} {msg}"
+            ),
+        }
+    }
+    assert!(admitted.contains_key(&Admitted::Finished), "{admitted:?}");
+    // No server connection stays idle in a transaction past the timeout (1 s), give or take
+    // the watcher's and the timer's resolution.
+    assert!(
+        longest_idle < 2.0,
+        "a backend stayed idle in a transaction for {longest_idle:.2} s"
     );
     assert_eq!(
         refused,
         HashMap::from([(
             (
-                "53300".to_owned(),
-                "sorry, too many clients already (pgheal max_client_conn)".to_owned()
+                "08P01".to_owned(),
+                "no more connections allowed (max_client_conn)".to_owned()
             ),
-            1000
+            CLIENTS - n_admitted
         )])
     );
     assert!(
@@ -721,6 +802,16 @@ async fn a_flood_of_2000_clients_against_a_pool_of_10() {
             "pgheal_clients_refused_total",
             "reason=\"max_client_conn\""
         ),
-        Some(1000.0)
+        Some((CLIENTS - n_admitted) as f64)
+    );
+    assert!(
+        sample(
+            &m,
+            "pgheal_timeouts_total",
+            &format!("database=\"{DB}\",user=\"{USER}\",timeout=\"idle_transaction_timeout\"")
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "the idlers' closes are counted"
     );
 }

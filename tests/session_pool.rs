@@ -220,7 +220,7 @@ async fn client_leaving_inside_a_transaction_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_wait_timeout_refuses_with_53300() {
+async fn query_wait_timeout_refuses_with_pgbouncers_error() {
     let pg = start_pg();
     let proxy = start_proxy(&pg, |a| {
         a.pool_size = Some(1);
@@ -234,7 +234,7 @@ async fn query_wait_timeout_refuses_with_53300() {
     let err = try_connect(&url)
         .await
         .expect_err("no server connection for a second client");
-    assert_eq!(sqlstate(&err).as_deref(), Some("53300"));
+    assert_eq!(sqlstate(&err).as_deref(), Some("08P01"));
     let msg = err.as_db_error().expect("db error").message().to_owned();
     assert!(msg.contains("query_wait_timeout"), "message: {msg}");
 
@@ -255,7 +255,7 @@ async fn max_client_conn_refuses_the_third_client() {
     let err = try_connect(&url)
         .await
         .expect_err("third client is refused");
-    assert_eq!(sqlstate(&err).as_deref(), Some("53300"));
+    assert_eq!(sqlstate(&err).as_deref(), Some("08P01"));
     let msg = err.as_db_error().expect("db error").message().to_owned();
     assert!(msg.contains("max_client_conn"), "message: {msg}");
 
@@ -266,7 +266,7 @@ async fn max_client_conn_refuses_the_third_client() {
         match try_connect(&url).await {
             Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
             Err(e) => {
-                assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+                assert_eq!(sqlstate(&e).as_deref(), Some("08P01"), "{e}");
                 false
             }
         }

@@ -72,7 +72,7 @@ async fn pinned_connection_is_not_handed_out(proxy: &ProxyHandle) {
     // The FATAL error is the last message: pgheal closes the connection after it.
     let m = third.recv().await;
     assert!(
-        matches!(&m, Msg::Error { code, .. } if code == "53300"),
+        matches!(&m, Msg::Error { code, .. } if code == "08P01"),
         "a third client got a server connection: {m:?}"
     );
 }

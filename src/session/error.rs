@@ -162,17 +162,15 @@ impl SessionError {
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("client connections exceeded ({})", l.key()),
             ),
+            // PgBouncer's SQLSTATE (08P01, as for every error it sends itself) and words, so
+            // apps and alerts that match PgBouncer's refusals keep working.
             SessionError::TooManyClients => fatal(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                "sorry, too many clients already (pgheal max_client_conn)".into(),
+                sqlstate::PROTOCOL_VIOLATION,
+                "no more connections allowed (max_client_conn)".into(),
             ),
-            SessionError::Pool(PoolError::WaitTimeout(d)) => fatal(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                format!(
-                    "pgheal: no server connection became available within query_wait_timeout ({}s)",
-                    d.as_secs_f64()
-                ),
-            ),
+            SessionError::Pool(PoolError::WaitTimeout(_)) => {
+                fatal(sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into())
+            }
             SessionError::Pool(PoolError::Server(ServerError::Rejected { frame, .. })) => {
                 Some(frame.clone())
             }
