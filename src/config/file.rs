@@ -189,6 +189,9 @@ pub struct General {
     pub server_round_robin: Option<bool>,
     /// Append ` - host:port` of the client to its `application_name`.
     pub application_name_add_host: Option<bool>,
+    /// Session pooling: end a session whose server connection RECONNECT made stale at its next
+    /// transaction boundary instead of at its end.
+    pub server_fast_close: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -386,6 +386,7 @@ fn general(
             get("server_check_query").map_or_else(|| "<empty>".to_owned(), |e| e.value.clone()),
         ),
         server_round_robin: Some(int_or("server_round_robin", 0)? != 0),
+        server_fast_close: Some(int_or("server_fast_close", 0)? != 0),
         application_name_add_host: Some(int_or("application_name_add_host", 0)? != 0),
     })
 }

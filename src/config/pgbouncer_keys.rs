@@ -195,7 +195,7 @@ pub const KEYS: &[Key] = &[
     yes("server_check_delay", Time, "30", "`server_check_delay`: an idle server connection unused for longer is checked with `server_check_query` before a client gets it (SHOW POOLS `sv_tested` while it is); a failed check closes it and the client gets another"),
     yes("server_check_query", Str, "<empty>", "`server_check_query`: `<empty>` (the default) sends an empty query, an empty value turns the check off; the socket is also checked before every reuse"),
     yes("server_connect_timeout", Time, "15", "`server_connect_timeout`"),
-    not_yet("server_fast_close", Int, "0", &["0"], ""),
+    yes("server_fast_close", Int, "0", "`server_fast_close`: session pooling; a session whose server connection RECONNECT or a reload made stale is closed at its next transaction boundary (checked every second) with `FATAL 08P01 database configuration changed`"),
     yes("server_idle_timeout", Time, "600", "`server_idle_timeout`; 0 = never"),
     yes("server_lifetime", Time, "3600", "`server_lifetime`; 0 = each connection is used once, as in PgBouncer"),
     yes("server_login_retry", Time, "15", "`server_login_retry`: in a database with several hosts, a host whose connect or login failed is skipped for this long, and while every host is so marked clients get `server login has been failing, cached error: ... (server_login_retry)` at once; a database with one host is tried again by each new server connection"),

@@ -63,6 +63,11 @@ pub struct ServerSettings {
     /// `application_name_add_host`: append ` - host:port` of the client to its
     /// `application_name` (`app` when it sent none).
     pub application_name_add_host: bool,
+    /// `server_fast_close`: in session pooling, a session whose server connection a RECONNECT
+    /// (or a reload that changes the login) made stale ends at its next transaction boundary
+    /// (FATAL 08P01 "database configuration changed") instead of keeping the old connection
+    /// to the session's end.
+    pub fast_close: bool,
 }
 
 impl Default for ServerSettings {
@@ -73,6 +78,7 @@ impl Default for ServerSettings {
             check_query: CheckQuery::Empty,
             round_robin: false,
             application_name_add_host: false,
+            fast_close: false,
         }
     }
 }

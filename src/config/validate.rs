@@ -599,6 +599,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             ),
             round_robin: g.server_round_robin.unwrap_or(false),
             application_name_add_host: g.application_name_add_host.unwrap_or(false),
+            fast_close: g.server_fast_close.unwrap_or(false),
         },
         so_reuseport: g.so_reuseport.unwrap_or(false),
         admin_users: g.admin_users.unwrap_or_default(),

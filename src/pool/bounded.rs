@@ -585,6 +585,14 @@ pub struct Checkout {
 }
 
 impl Checkout {
+    /// Whether a RECONNECT (or a reload that changed the login) made this connection stale:
+    /// it will be closed rather than pooled when it comes back.
+    pub fn is_stale(&self) -> bool {
+        self.track
+            .as_ref()
+            .is_some_and(|t| self.pool.control.is_stale(t.generation))
+    }
+
     pub fn conn(&mut self) -> &mut ServerConn {
         self.conn
             .as_mut()

@@ -29,6 +29,10 @@ pub enum SessionError {
     /// Statement pooling: the client opened a transaction block.
     #[error("transaction blocks not allowed in statement pooling mode")]
     TransactionBlockInStatementMode,
+    /// `server_fast_close`: the session's server connection was made stale (RECONNECT, a
+    /// reload that changed the login) and the session reached a transaction boundary.
+    #[error("database configuration changed")]
+    ConfigurationChanged,
     /// `DISABLE db` in the admin console.
     #[error("database {0:?} is disabled")]
     DatabaseDisabled(String),
@@ -154,6 +158,11 @@ impl SessionError {
             SessionError::TransactionBlockInStatementMode => fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 "transaction blocks not allowed in statement pooling mode".into(),
+            ),
+            // PgBouncer's words when server_fast_close closes the server and its client.
+            SessionError::ConfigurationChanged => fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "database configuration changed".into(),
             ),
             SessionError::ConsoleNotAllowed(_) => {
                 fatal(sqlstate::PROTOCOL_VIOLATION, "not allowed".into())

@@ -85,6 +85,18 @@ pub struct Conversation<'a> {
     pub timers: Watch,
     /// `cancel_wait_timeout`, for the cancel sent when a timeout closes a busy connection.
     pub cancel_wait_timeout: Option<std::time::Duration>,
+    /// `server_fast_close` in session pooling: a once-a-second look (PgBouncer's janitor
+    /// period) at whether RECONNECT made the session's connection stale; `None` otherwise.
+    pub fast_close: Option<tokio::time::Interval>,
+}
+
+/// The `fast_close` ticker of a session: `Some` in session pooling with `server_fast_close`.
+pub fn fast_close_ticker(mode: PoolMode, enabled: bool) -> Option<tokio::time::Interval> {
+    (mode == PoolMode::Session && enabled).then(|| {
+        let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    })
 }
 
 /// Server connections tried for one transaction when restoring the client's settings fails.
@@ -400,6 +412,11 @@ impl Conversation<'_> {
                 if self.timers.poll_fired(cx).is_ready() {
                     return Poll::Ready(Woke::Timer);
                 }
+                if let Some(t) = &mut self.fast_close {
+                    if t.poll_tick(cx).is_ready() {
+                        return Poll::Ready(Woke::FastClose);
+                    }
+                }
                 Poll::Pending
             })
             .await;
@@ -464,6 +481,15 @@ impl Conversation<'_> {
                 },
                 // Written below, once this step is done.
                 Woke::Mail => {}
+                Woke::FastClose => {
+                    // PgBouncer closes such a server connection once it has no outstanding
+                    // request, and its client with it, so the client notices.
+                    if self.engine.at_transaction_boundary()
+                        && self.attached.as_ref().is_some_and(|c| c.is_stale())
+                    {
+                        return Err(SessionError::ConfigurationChanged);
+                    }
+                }
                 Woke::Timer => {
                     if let Some(t) = self.timers.expired() {
                         self.metrics
@@ -701,6 +727,8 @@ enum Woke {
     Mail,
     /// The session's timeout timer fired.
     Timer,
+    /// Time to look whether `server_fast_close` applies.
+    FastClose,
 }
 
 /// A waker of one socket: records that this socket is ready, then wakes the session's task.

@@ -244,6 +244,7 @@ async fn session(
         xact_start: None,
         timers,
         cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
+        fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
     };
     let mut force = registered.track.killed();
     let end = conversation.relay(reader, writer, &mut force).await;
