@@ -108,7 +108,8 @@ async fn reconnect_closes_idle_sessions_and_lets_open_transactions_finish() {
     // New sessions get new connections and work.
     let fresh = connect(&proxy_url(&p)).await;
     assert_ne!(backend_pid(&fresh).await, idle_pid);
-    drop((idle, busy));
+    // Every client gone first, so the graceful stop does not wait out shutdown_timeout.
+    drop((idle, busy, fresh));
     p.shutdown().await;
 }
 
@@ -125,5 +126,6 @@ async fn without_server_fast_close_a_session_keeps_its_connection() {
         pid,
         "same connection after RECONNECT"
     );
+    drop(c);
     p.shutdown().await;
 }
