@@ -20,7 +20,6 @@ use common::*;
 use pgheal::config::cli::RunArgs;
 use pgheal::config::file::FileConfig;
 use pgheal::proxy::ProxyHandle;
-use tokio_postgres::SimpleQueryMessage;
 
 const ADMIN_PW: &str = "admin-pw";
 const OTHER: &str = "other";
@@ -67,17 +66,9 @@ async fn backends(su: &tokio_postgres::Client, users: &[&str]) -> i64 {
 async fn show(p: &ProxyHandle, what: &str) -> Vec<HashMap<String, Option<String>>> {
     let c = connect(&proxy_url_as(p, "admin", ADMIN_PW, "pgbouncer")).await;
     let msgs = c.simple_query(what).await.expect(what);
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, col)| (col.name().to_owned(), r.get(i).map(str::to_owned)))
-                    .collect(),
-            ),
-            _ => None,
-        })
+    common::console::named_rows(&msgs)
+        .into_iter()
+        .map(|row| row.into_iter().collect())
         .collect()
 }
 
