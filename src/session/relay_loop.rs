@@ -128,17 +128,7 @@ impl Conversation<'_> {
                 None => wait.await.map_err(SessionError::from),
                 Some(d) => match tokio::time::timeout(d, wait).await {
                     Ok(r) => r.map_err(SessionError::from),
-                    Err(_) => {
-                        self.metrics
-                            .timeouts
-                            .with_label_values(&[
-                                &self.pool.key.database,
-                                &self.pool.key.user,
-                                Timeout::QueryWait.key(),
-                            ])
-                            .inc();
-                        Err(SessionError::Timeout(Timeout::QueryWait))
-                    }
+                    Err(_) => Err(self.timed_out(Timeout::QueryWait)),
                 },
             };
             let mut checkout = match got {
@@ -492,15 +482,7 @@ impl Conversation<'_> {
                 }
                 Woke::Timer => {
                     if let Some(t) = self.timers.expired() {
-                        self.metrics
-                            .timeouts
-                            .with_label_values(&[
-                                &self.pool.key.database,
-                                &self.pool.key.user,
-                                t.key(),
-                            ])
-                            .inc();
-                        return Err(SessionError::Timeout(t));
+                        return Err(self.timed_out(t));
                     }
                 }
             }
@@ -588,6 +570,16 @@ impl Conversation<'_> {
             }
             self.timers.step(self.phase());
         }
+    }
+
+    /// A session timeout fired: counted (`pgheal_timeouts_total`), and the error that ends the
+    /// session.
+    fn timed_out(&self, t: Timeout) -> SessionError {
+        self.metrics
+            .timeouts
+            .with_label_values(&[&self.pool.key.database, &self.pool.key.user, t.key()])
+            .inc();
+        SessionError::Timeout(t)
     }
 
     /// Where the session stands for its timeouts.
