@@ -50,6 +50,14 @@ fn database(pg: &pgheal::cluster::TempCluster, name: &str, extra: &str) -> Strin
     )
 }
 
+/// [`start_pg`] with a second login, `other`, allowed in `appdb`.
+fn start_pg_with_other_user() -> pgheal::cluster::TempCluster {
+    let pg = start_pg();
+    pg.create_user(OTHER, OTHER_PW).expect("create user");
+    admin(&pg, &format!("GRANT ALL ON DATABASE {DB} TO {OTHER}"));
+    pg
+}
+
 /// Server backends of `users`, seen by the superuser.
 async fn backends(su: &tokio_postgres::Client, users: &[&str]) -> i64 {
     let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
@@ -88,15 +96,20 @@ async fn figure(p: &ProxyHandle, what: &str, key: (&str, &str), col: &str) -> i6
 
 /// `SHOW POOLS` `col` of pool (`db`, `user`).
 async fn pool_figure(p: &ProxyHandle, db: &str, user: &str, col: &str) -> i64 {
+    pool_figure_if_any(p, db, user, col)
+        .await
+        .unwrap_or_else(|| panic!("no pool {db}/{user}"))
+}
+
+/// [`pool_figure`], `None` while the pool does not exist yet (its first client is still
+/// logging in).
+async fn pool_figure_if_any(p: &ProxyHandle, db: &str, user: &str, col: &str) -> Option<i64> {
     let rows = show(p, "SHOW POOLS").await;
-    let row = rows
-        .iter()
-        .find(|r| {
-            r.get("database").and_then(|v| v.as_deref()) == Some(db)
-                && r.get("user").and_then(|v| v.as_deref()) == Some(user)
-        })
-        .unwrap_or_else(|| panic!("no pool {db}/{user}: {rows:?}"));
-    row[col].as_deref().unwrap_or("").parse().expect(col)
+    let row = rows.iter().find(|r| {
+        r.get("database").and_then(|v| v.as_deref()) == Some(db)
+            && r.get("user").and_then(|v| v.as_deref()) == Some(user)
+    })?;
+    Some(row[col].as_deref().unwrap_or("").parse().expect(col))
 }
 
 /// The client's error: (SQLSTATE, message).
@@ -350,9 +363,7 @@ async fn max_db_client_connections_refuses_logins_with_pgbouncers_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_user_client_connections_of_a_user_refuses_its_logins() {
-    let pg = start_pg();
-    pg.create_user(OTHER, OTHER_PW).expect("create user");
-    admin(&pg, &format!("GRANT ALL ON DATABASE {DB} TO {OTHER}"));
+    let pg = start_pg_with_other_user();
     let p = proxy(
         &pg,
         &format!(
@@ -399,9 +410,7 @@ async fn max_user_client_connections_of_a_user_refuses_its_logins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_makes_clients_wait_and_closes_an_idle_connection_of_another_pool() {
-    let pg = start_pg();
-    pg.create_user(OTHER, OTHER_PW).expect("create user");
-    admin(&pg, &format!("GRANT ALL ON DATABASE {DB} TO {OTHER}"));
+    let pg = start_pg_with_other_user();
     let p = proxy(
         &pg,
         &format!(
@@ -423,7 +432,7 @@ async fn max_db_connections_makes_clients_wait_and_closes_an_idle_connection_of_
     let other = tokio::spawn(async move { connect(&url).await });
     // (Generous: the flood test of this file may load the machine at the same time.)
     let waiting = eventually(Duration::from_secs(20), || async {
-        pool_figure(&p, DB, OTHER, "cl_waiting").await == 1
+        pool_figure_if_any(&p, DB, OTHER, "cl_waiting").await == Some(1)
     })
     .await;
     assert!(waiting, "the other user's client waits");
