@@ -51,7 +51,7 @@ use pgheal::heal::Outcome;
 use tokio::sync::Barrier;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
-#[path = "../tests/common/load.rs"]
+#[path = "../tests/it/common/load.rs"]
 mod load;
 use load::{check_writes, env_or, runtime, ErrorTally, Mode, Rng, WriteCheck, WriteLog, SAMPLES};
 

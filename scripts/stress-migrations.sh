@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long run of the migration stress test (issue 5, point 6): tests/stress_migrations/ for
+# The long run of the migration stress test (issue 5, point 6): tests/it/stress_migrations/ for
 # 10 minutes instead of the ~15 s it runs in CI.
 #
 #   scripts/stress-migrations.sh                         # 600 s, 20 clients, guard after-schema-change
@@ -17,7 +17,7 @@
 # class, write checks; migrations by kind and way) and fails if a client saw an error, a row
 # was not in its contract shape or had wrong values, a write was lost, doubled or present
 # although it failed or was rolled back, no heal happened, or a migration failed. The module
-# comment of tests/stress_migrations/main.rs says more; docs/stress.md has the results of the last long run.
+# comment of tests/it/stress_migrations/mod.rs says more; docs/stress.md has the results of the last long run.
 #
 # Environment (all optional):
 #   STRESS_SECONDS           seconds of load (default here 600; the test's own default is 15).
@@ -41,4 +41,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export STRESS_SECONDS="${STRESS_SECONDS:-600}"
 echo "stress-migrations: STRESS_SECONDS=$STRESS_SECONDS STRESS_CLIENTS=${STRESS_CLIENTS:-20}" \
      "STRESS_GUARD=${STRESS_GUARD:-after-schema-change} (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
-exec cargo test --release --test stress_migrations -- --nocapture
+exec cargo test --release --test it stress_migrations:: -- --nocapture

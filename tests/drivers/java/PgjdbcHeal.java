@@ -1,4 +1,4 @@
-// pgjdbc driver scenario for tests/drivers_heal.rs. Run as a single-file program:
+// pgjdbc driver scenario for tests/it/drivers_heal.rs. Run as a single-file program:
 //   java -cp /usr/share/java/postgresql.jar tests/drivers/java/PgjdbcHeal.java
 //
 // Connects to PGHOST/PGPORT/PGDATABASE as PGUSER/PGPASSWORD (from the environment, never the
@@ -11,7 +11,7 @@
 // pgjdbc re-prepares and retries once by itself on "cached plan must not change result type"
 // (and then returns the new shape); inside a transaction it cannot, and raises the error.
 //
-// Prints a transcript (see tests/drivers_heal.rs for the format), then "READY" and waits for a
+// Prints a transcript (see tests/it/drivers_heal.rs for the format), then "READY" and waits for a
 // line "go" on stdin while the test migrates the table straight on the server, then runs the
 // prepared statements again and reports rows or the error. The Rust test judges the transcript.
 

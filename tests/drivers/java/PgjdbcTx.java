@@ -1,4 +1,4 @@
-// pgjdbc scenario for tests/drivers_in_transaction.rs: cached statements inside a transaction.
+// pgjdbc scenario for tests/it/drivers_in_transaction.rs: cached statements inside a transaction.
 // Run as a single-file program:
 //   java -cp /usr/share/java/postgresql.jar tests/drivers/java/PgjdbcTx.java
 //
@@ -14,7 +14,7 @@
 // 3. one transaction: select id 1 and insert id 4 with the same PreparedStatements, commit.
 //
 // A statement that fails prints its error and the transaction is rolled back. Prints the
-// transcript described in tests/drivers_in_transaction.rs; the Rust test judges it.
+// transcript described in tests/it/drivers_in_transaction.rs; the Rust test judges it.
 
 import java.io.BufferedReader;
 import java.io.InputStreamReader;

@@ -1,11 +1,11 @@
-// node-postgres driver scenario for tests/drivers_heal.rs.
+// node-postgres driver scenario for tests/it/drivers_heal.rs.
 //
 // Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) and runs
 // named queries ({name, text, values}): node-postgres parses them once per connection and later
 // sends Bind/Describe/Execute/Sync for the name. It does not retry on "cached plan must not change
 // result type".
 //
-// Prints a transcript (see tests/drivers_heal.rs for the format), then "READY" and waits for a
+// Prints a transcript (see tests/it/drivers_heal.rs for the format), then "READY" and waits for a
 // line "go" on stdin while the test migrates the table straight on the server, then runs the
 // named queries again and reports rows or the error. The Rust test judges the transcript.
 'use strict';

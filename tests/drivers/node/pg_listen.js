@@ -1,4 +1,4 @@
-// node-postgres LISTEN/NOTIFY scenario for tests/txn_listen.rs.
+// node-postgres LISTEN/NOTIFY scenario for tests/it/txn_listen.rs.
 //
 // Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE), listens
 // on two channels with client.on('notification'), prints READY and waits for "go" on stdin while

@@ -1,10 +1,10 @@
-"""asyncpg driver scenario for tests/drivers_heal.rs.
+"""asyncpg driver scenario for tests/it/drivers_heal.rs.
 
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) and uses
 explicit prepared statements (conn.prepare()): asyncpg never retries those on "cached plan must
 not change result type" and decodes rows (binary) with the description it got at prepare time.
 
-Prints a transcript (see tests/drivers_heal.rs for the format), then "READY" and waits for a
+Prints a transcript (see tests/it/drivers_heal.rs for the format), then "READY" and waits for a
 line "go" on stdin while the test migrates the table straight on the server, then runs the
 prepared statements again and reports rows or the error. The Rust test judges the transcript.
 """

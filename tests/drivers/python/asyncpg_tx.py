@@ -1,4 +1,4 @@
-"""asyncpg scenario for tests/drivers_in_transaction.rs: prepared statements inside
+"""asyncpg scenario for tests/it/drivers_in_transaction.rs: prepared statements inside
 `async with conn.transaction()`.
 
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) and uses
@@ -11,7 +11,7 @@ a transaction it could not anyway.
 3. `async with conn.transaction()`: select id 1 and insert id 4, commit.
 
 A statement that fails prints its error; the exception leaves the `async with` block, which
-rolls the transaction back. Prints the transcript described in tests/drivers_in_transaction.rs;
+rolls the transaction back. Prints the transcript described in tests/it/drivers_in_transaction.rs;
 the Rust test judges it.
 """
 import asyncio

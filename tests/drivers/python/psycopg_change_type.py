@@ -1,6 +1,6 @@
 """psycopg 3's own prepared-statement scenarios around a type that is dropped and created again
 inside one transaction (tests/test_prepared.py: test_change_type, test_change_type_execute,
-test_change_type_executemany), for tests/txn_change_type.rs.
+test_change_type_executemany), for tests/it/txn_change_type.rs.
 
 With prepare_threshold=0 every statement is prepared. After `DROP ...` psycopg sends
 `DEALLOCATE ALL` and prepares the INSERT again with a fresh Parse; straight to PostgreSQL the

@@ -1,10 +1,10 @@
-"""psycopg 3 driver scenario for tests/drivers_heal.rs.
+"""psycopg 3 driver scenario for tests/it/drivers_heal.rs.
 
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE), in
 autocommit with prepare_threshold=0, so every statement is prepared server-side on its first
 execution and later executions send Bind/Describe/Execute/Sync for the cached name.
 
-Prints a transcript (see tests/drivers_heal.rs for the format), then "READY" and waits for a
+Prints a transcript (see tests/it/drivers_heal.rs for the format), then "READY" and waits for a
 line "go" on stdin while the test migrates the table straight on the server, then runs the
 cached statements again and reports rows or the error. The Rust test judges the transcript.
 """

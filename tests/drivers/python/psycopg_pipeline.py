@@ -1,4 +1,4 @@
-"""psycopg 3 pipeline mode (libpq pipeline mode) with errors, for tests/drivers_pipeline.rs.
+"""psycopg 3 pipeline mode (libpq pipeline mode) with errors, for tests/it/drivers_pipeline.rs.
 
 In pipeline mode psycopg sends Parse/Bind/Describe/Execute and a Flush when it needs a result,
 and a Sync only at the end of the pipeline or at commit. An error therefore arrives in a segment

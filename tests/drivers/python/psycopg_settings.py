@@ -1,4 +1,4 @@
-"""psycopg 3 scenario for tests/txn_settings_status.rs: libpq escapes strings for the
+"""psycopg 3 scenario for tests/it/txn_settings_status.rs: libpq escapes strings for the
 standard_conforming_strings it was told about, so that value must be the server's.
 
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) WITHOUT

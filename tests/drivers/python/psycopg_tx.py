@@ -1,4 +1,4 @@
-"""psycopg 3 scenario for tests/drivers_in_transaction.rs: cached statements inside a transaction.
+"""psycopg 3 scenario for tests/it/drivers_in_transaction.rs: cached statements inside a transaction.
 
 Connects with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) WITHOUT
 autocommit (psycopg 3's default: the first statement of a transaction is preceded by BEGIN, a
@@ -11,7 +11,7 @@ its first execution and later executions send Bind/Describe P/Execute/Sync for t
 
 A statement that fails prints its error and aborts the transaction, which is rolled back (as an
 application's `try: ... except: conn.rollback()` would). Prints the transcript described in
-tests/drivers_in_transaction.rs; the Rust test judges it.
+tests/it/drivers_in_transaction.rs; the Rust test judges it.
 """
 import sys
 from decimal import Decimal

@@ -1,4 +1,4 @@
-# ActiveRecord scenario for tests/drivers_in_transaction.rs: Rails' PreparedStatementCacheExpired.
+# ActiveRecord scenario for tests/it/drivers_in_transaction.rs: Rails' PreparedStatementCacheExpired.
 #
 #   ruby tests/drivers/ruby/activerecord_tx.rb
 #
@@ -19,7 +19,7 @@
 # Columns are reported as the driver received them (field names and type OIDs of the PG::Result
 # that PQexecPrepared returned, recorded by a wrapper around PG::Connection#exec_prepared); the
 # select's row is the model's attributes (a fourth column would show up there as a fourth
-# attribute). Prints the transcript described in tests/drivers_in_transaction.rs; the Rust test
+# attribute). Prints the transcript described in tests/it/drivers_in_transaction.rs; the Rust test
 # judges it.
 
 require "bigdecimal"
