@@ -144,6 +144,13 @@ pub struct General {
     pub server_tls_protocols: Option<String>,
     /// Listen with SO_REUSEPORT (PgBouncer's `so_reuseport`).
     pub so_reuseport: Option<bool>,
+    /// TCP keepalive on client and server sockets (PgBouncer's keys and units: seconds,
+    /// seconds, a count, milliseconds; 0 = the OS default).
+    pub tcp_keepalive: Option<bool>,
+    pub tcp_keepidle: Option<u64>,
+    pub tcp_keepintvl: Option<u64>,
+    pub tcp_keepcnt: Option<u64>,
+    pub tcp_user_timeout: Option<u64>,
     /// Users who may run every admin console command.
     pub admin_users: Option<Vec<String>>,
     /// Users who may run the admin console's SHOW commands.

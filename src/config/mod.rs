@@ -24,6 +24,7 @@ pub mod cli;
 pub mod connstr;
 pub mod file;
 pub mod ini;
+pub mod keepalive;
 pub mod limits;
 pub mod live;
 pub mod load;
@@ -301,6 +302,8 @@ pub struct Config {
     /// `so_reuseport`: listen with SO_REUSEPORT, so a new pgheal can listen on the same port
     /// while the old one drains (a rolling restart).
     pub so_reuseport: bool,
+    /// TCP keepalive and user timeout on client and server sockets (see [`keepalive`]).
+    pub keepalive: keepalive::TcpKeepalive,
     pub databases: BTreeMap<String, Database>,
     /// The `*` database, for names not in `databases`.
     pub fallback_database: Option<FallbackDatabase>,

@@ -373,6 +373,13 @@ fn general(
         pidfile: non_empty(set.get("pidfile")),
         user: non_empty(set.get("user")),
         so_reuseport: Some(int_or("so_reuseport", 0)? != 0),
+        tcp_keepalive: Some(int_or("tcp_keepalive", 1)? != 0),
+        tcp_keepidle: Some(at_least("tcp_keepidle", int_or("tcp_keepidle", 0)?, 0)? as u64),
+        tcp_keepintvl: Some(at_least("tcp_keepintvl", int_or("tcp_keepintvl", 0)?, 0)? as u64),
+        tcp_keepcnt: Some(at_least("tcp_keepcnt", int_or("tcp_keepcnt", 0)?, 0)? as u64),
+        tcp_user_timeout: Some(
+            at_least("tcp_user_timeout", int_or("tcp_user_timeout", 0)?, 0)? as u64,
+        ),
         admin_users: set.get("admin_users").map(|e| name_list(&e.value)),
         stats_users: set.get("stats_users").map(|e| name_list(&e.value)),
         stats_period: Some(at_least("stats_period", int_or("stats_period", 60)?, 1)? as f64),

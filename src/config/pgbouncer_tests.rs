@@ -185,7 +185,7 @@ verbose = 2
 ; implemented by PgBouncer, not (yet) by pgheal:
 admin_users = admin
 syslog = 0
-tcp_keepalive = 1
+tcp_defer_accept = 1
 ignore_startup_parameters = extra_float_digits
 server_check_query = select 1
 frobnicate = 3
@@ -300,10 +300,15 @@ bob = pool_mode=session pool_size=3 max_user_connections=10
     assert_eq!(c.user_limits("bob").max_user_connections, 10);
     assert_eq!(c.user_limits("alice").max_user_connections, 0);
     assert_eq!(c.limits.reserve_pool_timeout, Duration::from_secs(5));
+    // Keepalive: on, with the OS timings, as PgBouncer's defaults.
+    assert_eq!(
+        c.keepalive,
+        crate::config::keepalive::TcpKeepalive::default()
+    );
 
     let expected = [
         format!("{INI}:29: unknown key `frobnicate` in [pgbouncer] ignored (not a PgBouncer 1.25 setting)"),
-        format!("{INI}:26: `tcp_keepalive` is not implemented by pgheal yet; ignored (no keepalive is set on sockets)"),
+        format!("{INI}:26: `tcp_defer_accept` is not implemented by pgheal yet; ignored"),
     ];
     let w = &c.warnings;
     assert_eq!(&w[..2], &expected[..], "{w:#?}");

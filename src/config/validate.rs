@@ -602,6 +602,13 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
             fast_close: g.server_fast_close.unwrap_or(false),
         },
         so_reuseport: g.so_reuseport.unwrap_or(false),
+        keepalive: super::keepalive::TcpKeepalive::from_keys(super::keepalive::KeepaliveKeys {
+            tcp_keepalive: g.tcp_keepalive,
+            tcp_keepidle: g.tcp_keepidle,
+            tcp_keepintvl: g.tcp_keepintvl,
+            tcp_keepcnt: g.tcp_keepcnt,
+            tcp_user_timeout: g.tcp_user_timeout,
+        })?,
         admin_users: g.admin_users.unwrap_or_default(),
         stats_users: g.stats_users.unwrap_or_default(),
         stats_period: seconds("stats_period", g.stats_period, 60.0)?,

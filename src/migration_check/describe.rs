@@ -47,6 +47,7 @@ pub(super) fn login(up: &Upstream, dbname: &str) -> Result<ServerLogin, CheckErr
         user: up.user.clone(),
         password: up.password.clone(),
         connect_timeout: Duration::from_secs(15),
+        keepalive: Default::default(),
         max_message_len: 256 << 20,
         max_prepared: usize::MAX,
         tls,

@@ -6,9 +6,10 @@
 //! Neither implements `AsyncRead`/`AsyncWrite`: nothing can bypass framing by accident.
 //! [`stream`] is what a client or server connection reads and writes (plain TCP, TLS, or the
 //! Unix socket for clients), [`tls`] builds the rustls configurations, [`accept`] is what a
-//! listener hands a session, [`unix`] makes the Unix socket.
+//! listener hands a session, [`unix`] makes the Unix socket, [`keepalive`] sets TCP keepalive.
 
 pub mod accept;
+pub mod keepalive;
 pub mod reader;
 pub mod stream;
 pub mod tls;

@@ -104,6 +104,7 @@ fn lookup_login(cfg: &Config, db: &Database, auth_user: &str) -> ServerLogin {
         user: auth_user.to_owned(),
         password,
         connect_timeout: cfg.server_connect_timeout,
+        keepalive: cfg.keepalive,
         max_message_len: cfg.max_message_len,
         max_prepared: 0,
         tls: db.tls.clone(),

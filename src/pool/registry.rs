@@ -87,6 +87,7 @@ fn login_for(cfg: &Config, db: &Database, user: String, password: Option<String>
         user,
         password,
         connect_timeout: cfg.server_connect_timeout,
+        keepalive: cfg.keepalive,
         max_message_len: cfg.max_message_len,
         max_prepared: match db.pool_mode {
             PoolMode::Session => usize::MAX,

@@ -34,6 +34,8 @@ pub struct ServerLogin {
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// TCP keepalive and user timeout on the socket (`tcp_*`).
+    pub keepalive: crate::config::keepalive::TcpKeepalive,
     pub max_message_len: usize,
     /// Cap of statements pgheal keeps prepared per connection (transaction pooling).
     pub max_prepared: usize,
@@ -59,6 +61,7 @@ impl ServerLogin {
             && self.user == other.user
             && self.password == other.password
             && self.connect_timeout == other.connect_timeout
+            && self.keepalive == other.keepalive
             && self.max_message_len == other.max_message_len
             && self.max_prepared == other.max_prepared
             && self.tls == other.tls
@@ -284,6 +287,9 @@ impl ServerConn {
             .await
             .map_err(ServerError::Connect)?;
         stream.set_nodelay(true).map_err(ServerError::Connect)?;
+        if let Err(e) = crate::net::keepalive::apply(&stream, &login.keepalive) {
+            tracing::warn!(error = %e, "cannot set TCP keepalive on a server socket");
+        }
         let addr = stream.peer_addr().map_err(ServerError::Connect)?;
         let (r, w, end_point) = negotiate_tls(login, host, stream).await?;
         let mut reader = FrameReader::new(r, login.max_message_len);

@@ -146,6 +146,10 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
                 let value = c.cstr_utf8()?;
                 if key.starts_with("_pq_.") {
                     protocol_options.push(key.to_owned());
+                } else if let Some(kept) = params.iter_mut().find(|(k, _)| k == key) {
+                    // PostgreSQL applies the parameters in order: a repeated key's last
+                    // value wins.
+                    kept.1 = value.to_owned();
                 } else {
                     params.push((key.to_owned(), value.to_owned()));
                 }
@@ -186,6 +190,20 @@ mod tests {
         assert_eq!(p.user(), Some("app"));
         assert_eq!(p.database(), Some("shop"));
         assert_eq!(p.get("application_name"), Some("web"));
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value() {
+        let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
+        body.extend_from_slice(
+            b"user\0a\0application_name\0one\0user\0b\0application_name\0two\0\0",
+        );
+        let Some(StartupPacket::Startup(p)) = split_startup(&mut packet(&body)).unwrap() else {
+            panic!("not a startup message")
+        };
+        assert_eq!(p.user(), Some("b"));
+        assert_eq!(p.get("application_name"), Some("two"));
+        assert_eq!(p.params.len(), 2, "one entry per key");
     }
 
     #[test]

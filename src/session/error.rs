@@ -180,6 +180,18 @@ impl SessionError {
             SessionError::Pool(PoolError::WaitTimeout(_)) => {
                 fatal(sqlstate::PROTOCOL_VIOLATION, "query_wait_timeout".into())
             }
+            // The server refused pgheal's own login (its configured password, auth_user,
+            // or pass-through keys): that is the pooler's failure, not the client's, whose
+            // own password pgheal has checked already. A 28xxx passed on would tell the
+            // client its password was wrong.
+            SessionError::Pool(PoolError::Server(ServerError::Rejected { frame, message }))
+                if is_auth_failure(frame) =>
+            {
+                fatal(
+                    sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                    format!("pgheal could not log in to the server: {message}"),
+                )
+            }
             SessionError::Pool(PoolError::Server(ServerError::Rejected { frame, .. })) => {
                 Some(frame.clone())
             }
@@ -255,4 +267,12 @@ impl SessionError {
             SessionError::Net(_) | SessionError::Tls(_) => None,
         }
     }
+}
+
+/// Whether a server's ErrorResponse is an authentication failure (SQLSTATE class 28).
+fn is_auth_failure(frame: &Frame) -> bool {
+    crate::protocol::backend::ErrorFields::decode(frame)
+        .ok()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c.starts_with("28"))
 }

@@ -421,9 +421,16 @@ impl Conversation<'_> {
                     return Ok(End::Shutdown);
                 }
                 Woke::Server(r) => {
+                    let mut lost = None;
                     match r {
                         Ok(true) => {}
-                        Ok(false) | Err(NetError::Io(_)) | Err(NetError::Closed) => {
+                        Ok(false) | Err(NetError::Closed) => end = Some(End::ServerGone),
+                        // Not a close the server chose (it sends FATAL first): a reset, or a
+                        // dead peer found by keepalive or tcp_user_timeout. The client is
+                        // told, after whatever the server sent before.
+                        Err(NetError::Io(e)) => {
+                            tracing::info!(parent: &self.engine.span, error = %e, "server connection lost");
+                            lost = Some(e);
                             end = Some(End::ServerGone)
                         }
                         Err(e) => return Err(e.into()),
@@ -460,6 +467,14 @@ impl Conversation<'_> {
                             }
                             self.engine.on_server(f, &mut conn.prepared, &mut out)?;
                         }
+                    }
+                    if let Some(e) = lost {
+                        let f = encode::error_response(
+                            "FATAL",
+                            sqlstate::CONNECTION_FAILURE,
+                            format!("pgheal: the server connection was lost: {e}"),
+                        );
+                        out.to_client.push(f.bytes);
                     }
                 }
                 Woke::Client(r) => match r {

@@ -63,6 +63,9 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
     let (peer, local, os_uid) = match &stream {
         Accepted::Tcp(s, peer) => {
             let _ = s.set_nodelay(true);
+            if let Err(e) = crate::net::keepalive::apply(s, &shared.cfg().keepalive) {
+                tracing::debug!(error = %e, "cannot set TCP keepalive on a client socket");
+            }
             (
                 PeerAddr::Tcp(*peer),
                 s.local_addr().ok().map(PeerAddr::Tcp),

@@ -11,6 +11,7 @@ use crate::txn_support;
 use std::str::FromStr;
 
 use common::drivers::{run_script, Driver};
+use common::login::options_error;
 use common::wire::*;
 use common::*;
 use pgheal::protocol::{backend, encode};
@@ -158,31 +159,6 @@ async fn a_client_moved_to_a_connection_that_reports_other_values_is_told_first(
     router.release().await;
 }
 
-/// The error a tokio-postgres login with these `options` gets: (severity, SQLSTATE, message).
-async fn login_error(url: &str, options: &str) -> Option<(String, String, String)> {
-    let mut cfg = tokio_postgres::Config::from_str(url).unwrap();
-    cfg.options(options);
-    let connected = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        cfg.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .expect("login answered within 20 s");
-    match connected {
-        Ok(_) => None,
-        Err(e) => {
-            let db = e
-                .as_db_error()
-                .unwrap_or_else(|| panic!("not a server error: {e}"));
-            Some((
-                db.severity().to_owned(),
-                db.code().code().to_owned(),
-                db.message().to_owned(),
-            ))
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_startup_parameter_the_server_rejects_refuses_the_login() {
     let pg = start_pg();
@@ -198,13 +174,13 @@ async fn a_startup_parameter_the_server_rejects_refuses_the_login() {
     ));
     let bad = "-c statement_timeout=abc";
     assert_eq!(
-        login_error(&direct_url(&pg), bad).await,
+        options_error(&direct_url(&pg), bad).await,
         expected,
         "PostgreSQL"
     );
     for attempt in 0..2 {
         assert_eq!(
-            login_error(&proxy_url(&proxy), bad).await,
+            options_error(&proxy_url(&proxy), bad).await,
             expected,
             "pgheal, attempt {attempt}"
         );

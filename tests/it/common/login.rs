@@ -22,3 +22,27 @@ pub async fn login_error(url: &str) -> (String, String) {
         .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e}"));
     (db.code().code().to_owned(), db.message().to_owned())
 }
+
+/// Log in with `url` and startup `options` (`-c key=value`): None if it worked, else the
+/// refusal's (severity, SQLSTATE, message). Bounded: pgheal must answer.
+pub async fn options_error(url: &str, options: &str) -> Option<(String, String, String)> {
+    let mut cfg: tokio_postgres::Config = url.parse().unwrap();
+    cfg.options(options);
+    let connected =
+        tokio::time::timeout(Duration::from_secs(20), cfg.connect(tokio_postgres::NoTls))
+            .await
+            .expect("login answered within 20 s");
+    match connected {
+        Ok(_) => None,
+        Err(e) => {
+            let db = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("not a server error: {e}"));
+            Some((
+                db.severity().to_owned(),
+                db.code().code().to_owned(),
+                db.message().to_owned(),
+            ))
+        }
+    }
+}

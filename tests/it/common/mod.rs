@@ -10,6 +10,7 @@ pub mod drivers;
 pub mod load;
 pub mod login;
 pub mod metrics;
+pub mod netns;
 pub mod pgbench;
 pub mod wire;
 
