@@ -27,6 +27,7 @@ export AFL_NO_AFFINITY=1 AFL_SKIP_CRASHES=1
 
 stat() { awk -F' *: *' -v k="$2" '$1 == k { print $2 }' "$1"; }
 
+mkdir -p out
 rows=()
 for t in "${targets[@]}"; do
     out=out/$t
