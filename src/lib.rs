@@ -27,6 +27,8 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod event_loops;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heal;
 pub mod metrics;
 pub mod migration_check;

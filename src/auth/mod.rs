@@ -32,7 +32,7 @@ pub mod md5;
 mod saslprep;
 pub mod scram;
 pub mod scram_client;
-mod scram_messages;
+pub(crate) mod scram_messages;
 pub mod secret;
 pub mod userlist;
 

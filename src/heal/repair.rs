@@ -21,7 +21,7 @@ use crate::statements::{ProjectionError, ServerPrepared, StmtId};
 
 use super::event::{truncate_sql, HealEvent, Outcome};
 use super::outbox::Outbox;
-use super::pending::{Expect, Pending};
+use super::pending::Expect;
 use super::relay::{Relay, RelayError};
 
 /// The scratch statement name used to learn a statement's new shape.
@@ -94,7 +94,11 @@ impl Relay {
                 out.to_client.push(h.bytes);
             }
         }
-        let sync_pending = self.pending.iter().any(Pending::is_sync_point);
+        // A simple Query (or FunctionCall) after the failed message is skipped by the server
+        // like the rest: only a Sync ends the skipping (found by fuzzing).
+        let sync_pending = self.pending.iter().any(|p| {
+            p.is_sync_point() && !matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall)
+        });
         self.pending.clear();
         self.risky_in_flight = 0;
         if !sync_pending {

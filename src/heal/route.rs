@@ -532,8 +532,13 @@ impl Relay {
         self.input = ServerInput::Normal;
         if !ends_at_ready {
             self.pop_pending();
-            // The server skips every message up to Sync: a Parse among them creates nothing.
-            while self.pending.front().is_some_and(|p| !p.is_sync_point()) {
+            // The server skips every message up to Sync: a Parse among them creates nothing,
+            // and a simple Query or FunctionCall among them is not answered (found by fuzzing:
+            // waiting for their ReadyForQuery held the client's Sync for ever).
+            while self.pending.front().is_some_and(|p| {
+                !p.is_sync_point()
+                    || matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall)
+            }) {
                 if let Some(Pending {
                     expect:
                         Expect::ServerParse {

@@ -188,7 +188,9 @@ pub enum AuthRequest<'a> {
 pub fn decode_auth_request(frame: &Frame) -> Result<AuthRequest<'_>, ProtocolError> {
     let mut c = Cursor::new(frame.body());
     let code = c.i32("authentication code")?;
-    Ok(match code {
+    // Fixed-size requests carry nothing after their fields: trailing bytes are refused, as
+    // libpq refuses a message whose contents do not agree with its length (found by fuzzing).
+    let request = match code {
         0 => AuthRequest::Ok,
         3 => AuthRequest::Cleartext,
         5 => {
@@ -208,10 +210,12 @@ pub fn decode_auth_request(frame: &Frame) -> Result<AuthRequest<'_>, ProtocolErr
             }
             AuthRequest::Sasl { mechanisms }
         }
-        11 => AuthRequest::SaslContinue(c.remaining()),
-        12 => AuthRequest::SaslFinal(c.remaining()),
-        other => AuthRequest::Other(other),
-    })
+        11 => return Ok(AuthRequest::SaslContinue(c.remaining())),
+        12 => return Ok(AuthRequest::SaslFinal(c.remaining())),
+        other => return Ok(AuthRequest::Other(other)),
+    };
+    c.finish("AuthenticationRequest")?;
+    Ok(request)
 }
 
 /// BackendKeyData: process id and secret key.
@@ -255,6 +259,28 @@ pub fn decode_notification(frame: &Frame) -> Result<(i32, &[u8], &[u8]), Protoco
 mod tests {
     use super::*;
     use crate::protocol::encode;
+
+    #[test]
+    fn auth_requests_with_trailing_bytes_are_refused() {
+        for body in [
+            &b"\0\0\0\0x"[..],
+            b"\0\0\0\x03x",
+            b"\0\0\0\x05saltx",
+            b"\0\0\0\x0aSCRAM-SHA-256\0\0x",
+        ] {
+            let f = encode::raw(b'R', body);
+            assert_eq!(
+                decode_auth_request(&f),
+                Err(ProtocolError::TrailingBytes("AuthenticationRequest")),
+                "{body:?}"
+            );
+        }
+        let f = encode::auth_md5(*b"salt");
+        assert_eq!(
+            decode_auth_request(&f),
+            Ok(AuthRequest::Md5 { salt: *b"salt" })
+        );
+    }
 
     #[test]
     fn error_fields() {

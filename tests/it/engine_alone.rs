@@ -299,3 +299,23 @@ fn leaving_with_answers_in_flight_waits_for_them() {
         (Rest::Ready(TxStatus::InTransaction), String::new())
     );
 }
+
+#[test]
+fn a_query_pipelined_after_a_failing_message_is_skipped_with_it() {
+    // Found by the engine fuzz target (fuzz/corpus/engine/query-after-error): the server skips
+    // a simple Query that follows a failed extended-protocol message before the Sync, so the
+    // engine must not wait for its ReadyForQuery (the client's Sync would wait for ever).
+    let mut k = Kit::session();
+    assert_eq!(
+        k.client(&[
+            encode::describe(Target::Portal(b"p1")),
+            encode::close(Target::Statement(b"s1")),
+            encode::query("BEGIN"),
+        ]),
+        "DCQ"
+    );
+    assert_eq!(k.server(&[error("34000")]), "E");
+    assert_eq!(k.client(&[sync()]), "S");
+    assert_eq!(k.server(&[ready(TxStatus::Idle)]), "Z");
+    assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
+}

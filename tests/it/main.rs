@@ -28,6 +28,7 @@ mod drivers_startup;
 mod encodings;
 mod engine_alone;
 mod fleet_epoch;
+mod fuzz_targets;
 mod heal_tokio_postgres;
 mod heal_wire;
 mod in_transaction;
