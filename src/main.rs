@@ -102,10 +102,6 @@ fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if cli.reboot {
-        eprintln!("pgheal: online restart (-R/--reboot) is not supported yet: stop the running process, then start pgheal without -R");
-        return ExitCode::FAILURE;
-    }
     match cli.command.take() {
         Some(command) => subcommand(command),
         None => serve(cli),
@@ -270,7 +266,8 @@ fn serve(mut cli: Cli) -> ExitCode {
         eprintln!("pgheal: invalid setting `pidfile`: -d/--daemon needs a pidfile in the configuration (as PgBouncer)");
         return ExitCode::from(2);
     }
-    if let Some(p) = &process.pidfile {
+    // With -R the pidfile names the process being taken over.
+    if let Some(p) = process.pidfile.as_ref().filter(|_| !cli.reboot) {
         if let Err(e) = pidfile::check(p) {
             eprintln!("pgheal: {e}");
             return ExitCode::FAILURE;
@@ -322,13 +319,44 @@ fn serve(mut cli: Cli) -> ExitCode {
             return code;
         }
     };
-    runtime.block_on(run(std::sync::Arc::new(live), readiness, logfile))
+    runtime.block_on(run(
+        std::sync::Arc::new(live),
+        readiness,
+        logfile,
+        cli.reboot,
+    ))
+}
+
+/// `-R`: take the sockets and idle clients of the pgheal running with this configuration (see
+/// `pgheal::takeover`). `Ok(None)`: none runs, boot normally.
+async fn take_over(cfg: &config::Config) -> Result<Option<pgheal::takeover::Inherited>, String> {
+    let Some(u) = &cfg.unix_socket else {
+        tracing::warn!(
+            "-R/--reboot: no unix_socket_dir, so no running pgheal can be found; booting normally"
+        );
+        return Ok(None);
+    };
+    let (dir, port) = (u.dir.clone(), cfg.listen.port());
+    let asked = tokio::task::spawn_blocking(move || pgheal::takeover::request(&dir, port))
+        .await
+        .map_err(|e| format!("online restart: {e}"))?;
+    match asked {
+        Ok(None) => {
+            tracing::info!(
+                "-R/--reboot: no pgheal is running with this configuration; booting normally"
+            );
+            Ok(None)
+        }
+        Ok(Some(i)) => Ok(Some(i)),
+        Err(e) => Err(format!("online restart failed: {e}")),
+    }
 }
 
 async fn run(
     config: std::sync::Arc<config::live::LiveConfig>,
     readiness: Option<daemon::Readiness>,
     logfile: Option<LogFile>,
+    reboot: bool,
 ) -> ExitCode {
     let process = config.current().process.clone();
     // Handlers first: a SIGHUP right after READY=1 must not find the default action (exit).
@@ -350,7 +378,15 @@ async fn run(
         }
         ExitCode::FAILURE
     };
-    let handle = match pgheal::proxy::start_live(config).await {
+    let inherited = if reboot {
+        match take_over(&config.current()).await {
+            Ok(i) => i,
+            Err(e) => return fail(readiness, e),
+        }
+    } else {
+        None
+    };
+    let handle = match pgheal::proxy::start_with(config, inherited).await {
         Ok(h) => h,
         Err(e) => return fail(readiness, format!("cannot start: {e}")),
     };
@@ -423,6 +459,8 @@ impl Signals {
         use pgheal::proxy::Stop;
         loop {
             let stop = tokio::select! {
+                // Asked from inside: the console's SHUTDOWN, or a new process took over (-R).
+                _ = handle.stopping() => return,
                 _ = self.term.recv() => Some(("SIGTERM", Stop::Graceful)),
                 _ = self.int.recv() => Some(("SIGINT", Stop::WaitForServers)),
                 _ = self.quit.recv() => Some(("SIGQUIT", Stop::Immediate)),
