@@ -3,7 +3,9 @@
 //! The order of a start follows PgBouncer's: load and check the configuration (exit 2 on an
 //! invalid setting), refuse a pidfile of a running instance, detach with `-d` (before any thread
 //! exists), bind the listener, switch to the `-u`/`user` OS user, write the pidfile, tell systemd
-//! and the waiting `-d` parent that pgheal is ready. SIGTERM and SIGINT shut down gracefully;
+//! and the waiting `-d` parent that pgheal is ready. With `-R` the listeners and idle clients
+//! of the running pgheal are taken over instead of binding (see `pgheal::takeover`); without
+//! one, pgheal boots normally. SIGTERM and SIGINT shut down gracefully;
 //! SIGHUP reopens the logfile and reloads the configuration (PgBouncer's `RELOAD`).
 
 use std::process::ExitCode;
@@ -386,6 +388,7 @@ async fn run(
     } else {
         None
     };
+    let took_over = inherited.is_some();
     let handle = match pgheal::proxy::start_with(config, inherited).await {
         Ok(h) => h,
         Err(e) => return fail(readiness, format!("cannot start: {e}")),
@@ -402,7 +405,15 @@ async fn run(
         tracing::info!(user = %name, "running as OS user");
     }
     if let Some(p) = &process.pidfile {
-        if let Err(e) = pidfile::write(p) {
+        let written = if took_over {
+            pidfile::replace(p)
+        } else if reboot {
+            // -R found nobody to take over: the start's check, skipped for -R, is due now.
+            pidfile::check(p).and_then(|()| pidfile::write(p))
+        } else {
+            pidfile::write(p)
+        };
+        if let Err(e) = written {
             handle.shutdown().await;
             return fail(readiness, e.to_string());
         }
@@ -410,11 +421,21 @@ async fn run(
     if let Some(r) = readiness {
         r.ready();
     }
-    if let Err(e) = notify::notify("READY=1") {
+    // After a takeover this process is the service's main process from now on (a unit with
+    // `NotifyAccess=all` follows it; see the README's systemd recipe for -R).
+    let ready = if took_over {
+        format!("MAINPID={}\nREADY=1", std::process::id())
+    } else {
+        "READY=1".to_owned()
+    };
+    if let Err(e) = notify::notify(&ready) {
         tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
     }
     signals.serve(&handle, logfile.as_ref()).await;
-    let _ = notify::notify("STOPPING=1");
+    // A process whose sockets a new one took over is not the service stopping.
+    if !handle.was_taken_over() {
+        let _ = notify::notify("STOPPING=1");
+    }
     handle.wait().await;
     if let Some(p) = &process.pidfile {
         pidfile::remove(p);
@@ -458,9 +479,13 @@ impl Signals {
     async fn serve(mut self, handle: &pgheal::proxy::ProxyHandle, logfile: Option<&LogFile>) {
         use pgheal::proxy::Stop;
         loop {
+            let mut from_inside = false;
             let stop = tokio::select! {
                 // Asked from inside: the console's SHUTDOWN, or a new process took over (-R).
-                _ = handle.stopping() => return,
+                _ = handle.stopping() => {
+                    from_inside = true;
+                    None
+                }
                 _ = self.term.recv() => Some(("SIGTERM", Stop::Graceful)),
                 _ = self.int.recv() => Some(("SIGINT", Stop::WaitForServers)),
                 _ = self.quit.recv() => Some(("SIGQUIT", Stop::Immediate)),
@@ -487,6 +512,20 @@ impl Signals {
                     None
                 }
             };
+            if from_inside {
+                // A stop signal still hurries the stop.
+                let hurry = handle.clone_stopper();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = self.term.recv() => {}
+                        _ = self.int.recv() => {}
+                        _ = self.quit.recv() => {}
+                    }
+                    tracing::info!("shutdown signal while stopping: ending every session now");
+                    hurry.hurry();
+                });
+                return;
+            }
             let Some((name, how)) = stop else { continue };
             if handle.is_stopping() || how == Stop::Immediate {
                 tracing::info!("{name}: ending every session now");

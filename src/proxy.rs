@@ -62,6 +62,8 @@ pub struct ProxyHandle {
     stop: Arc<watch::Sender<Option<Stop>>>,
     done: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
+    /// A new process took the listeners over (`-R`).
+    taken_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ProxyHandle {
@@ -140,6 +142,11 @@ impl ProxyHandle {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.shared.cfg()
+    }
+
+    /// Whether a new process took this one's listeners over (`-R`).
+    pub fn was_taken_over(&self) -> bool {
+        self.taken_over.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Returns once a stop was asked for (by a signal, the console, or an online restart
@@ -374,6 +381,8 @@ pub async fn start_with(
     let clients = Arc::new(ClientList::default());
     let stop = Arc::new(watch::channel(None).0);
     let stop_inner = stop.clone();
+    let taken_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let taken_over_inner = taken_over.clone();
     let mut stop_rx = stop.subscribe();
     metrics.register_pools(&pools, clients.clone(), config.clone());
     if let Some(l) = metrics_listener {
@@ -478,6 +487,7 @@ pub async fn start_with(
                 if let Some(f) = socket_file {
                     f.keep();
                 }
+                taken_over_inner.store(true, std::sync::atomic::Ordering::Relaxed);
                 request_stop(&stop_inner, Stop::Graceful);
                 let conn = Arc::new(conn);
                 match takeover::send_listeners(conn.clone(), handover_fds).await {
@@ -573,6 +583,7 @@ pub async fn start_with(
         stop,
         done,
         shared: handle_shared,
+        taken_over,
     })
 }
 

@@ -441,6 +441,11 @@ async fn converse(
         fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
     };
     let mut force = registered.track.killed();
+    if *force.borrow() {
+        // Killed (or asked to move, an online restart) before the relay began: the relay must
+        // see it as a change.
+        force.mark_changed();
+    }
     let end = conversation.relay(reader, writer, &mut force).await;
     let moving = match &end {
         Ok(super::relay_loop::End::HandedOver) => {

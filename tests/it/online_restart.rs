@@ -329,3 +329,94 @@ async fn a_session_pooled_transaction_finishes_on_the_old_process() {
         .get(0);
     assert_eq!(n, 2, "both rows committed");
 }
+
+/// The systemd recipe of the README: `Type=notify`, `NotifyAccess=all`, `ExecReload=pgheal -R
+/// -d <ini>` (the unit's pidfile). The new process, detached, tells systemd it is the main
+/// process now (`MAINPID=` with `READY=1`); the old one exits without `STOPPING=1`, which would
+/// tell systemd the service is going away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_reload_by_reboot_hands_the_main_pid_over() {
+    use std::os::unix::net::UnixDatagram;
+    let pg = start_pg();
+    let dir = Dir::new("restart-systemd");
+    let port = free_port();
+    let ini = ini(&pg, &dir, port);
+    let pidfile = dir.0.join("pgheal.pid");
+    let text = std::fs::read_to_string(&ini).unwrap();
+    let ini = dir.write(
+        "pgbouncer.ini",
+        &text.replace(
+            "[pgbouncer]\n",
+            &format!("[pgbouncer]\npidfile = {}\n", pidfile.display()),
+        ),
+    );
+    let sock_path = dir.0.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let sock = Arc::new(sock);
+    let recv = |sock: Arc<UnixDatagram>| async move {
+        tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 256];
+            sock.recv(&mut buf)
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .await
+        .expect("join")
+    };
+    let mut c = pgheal_cmd();
+    c.arg(&ini).env("NOTIFY_SOCKET", &sock_path);
+    let (mut old, _old_log) = spawn_logging(c);
+    assert_eq!(recv(sock.clone()).await.expect("READY=1"), "READY=1");
+    let client = connect(&tcp_url(port, DB)).await;
+    client.simple_query("SELECT 1").await.unwrap();
+
+    let mut c = pgheal_cmd();
+    c.args(["-R", "-d"])
+        .arg(&ini)
+        .env("NOTIFY_SOCKET", &sock_path);
+    let (mut reload, reload_log) = spawn_logging(c);
+    let status = tokio::time::timeout(Duration::from_secs(30), reload.wait())
+        .await
+        .expect("ExecReload returns once the new process is ready")
+        .unwrap();
+    if status.code() != Some(0) {
+        let log = reload_log.await.unwrap_or_default();
+        panic!("pgheal -R -d failed ({status}):\n{log}");
+    }
+    let new_pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the new process's pidfile")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _kill = KillPid(new_pid);
+    assert_eq!(
+        recv(sock.clone()).await.expect("the new process notifies"),
+        format!("MAINPID={new_pid}\nREADY=1")
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), old.wait())
+        .await
+        .expect("the old process exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the client goes on through the new process");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    if let Ok(m) = recv(sock).await {
+        panic!("nothing more is sent to systemd, got {m:?}");
+    }
+}
+
+/// Ends a detached pgheal when the test ends.
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-QUIT", &self.0.to_string()])
+            .status();
+    }
+}
