@@ -473,8 +473,10 @@ pub async fn start_with(
         for a in acceptors {
             let _ = a.await;
         }
-        if let Some(t) = &takeover_task {
+        // The takeover socket file goes with its task.
+        if let Some(t) = takeover_task {
             t.abort();
+            let _ = t.await;
         }
         match taken {
             Some(conn) => {
@@ -511,8 +513,13 @@ pub async fn start_with(
                     }
                 }
             }
-            // The socket file goes with the listener (unless another process took it over).
-            None => drop(socket_file),
+            None => {
+                // The copies kept for a takeover would keep the sockets listening (connections
+                // queued that nobody accepts): closed with the listeners.
+                drop(handover_fds);
+                // The socket file goes with the listener (unless another process took it over).
+                drop(socket_file);
+            }
         }
         drop(accepted_rx);
         let how = (*stop_rx.borrow()).unwrap_or(Stop::Graceful);

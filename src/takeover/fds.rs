@@ -145,21 +145,25 @@ mod tests {
     fn messages_carry_their_descriptor_and_only_theirs() {
         let (a, b) = UnixStream::pair().expect("pair");
         let (x, mut y) = UnixStream::pair().expect("pair");
-        send(&a, b"first", Some(x.as_raw_fd())).expect("send");
-        send(&a, b"second", None).expect("send");
-        send(&a, &vec![7u8; 300_000], Some(x.as_raw_fd())).expect("send");
-        drop(a);
+        let x_fd = x.as_raw_fd();
+        // A sender of its own: the big message does not fit in the socket buffer at once.
+        let sender = std::thread::spawn(move || {
+            send(&a, b"first", Some(x_fd)).expect("send");
+            send(&a, b"second", None).expect("send");
+            send(&a, &vec![7u8; 300_000], Some(x_fd)).expect("send");
+        });
         let (body, fd) = recv(&b).expect("recv").expect("a message");
         assert_eq!(body, b"first");
         let passed = UnixStream::from(fd.expect("a descriptor"));
         (&passed).write_all(b"via the passed fd").expect("write");
         drop(passed);
-        drop(x);
         let (body, fd) = recv(&b).expect("recv").expect("a message");
         assert_eq!((body.as_slice(), fd.is_none()), (&b"second"[..], true));
         let (body, fd) = recv(&b).expect("recv").expect("a message");
         assert_eq!((body.len(), fd.is_some()), (300_000, true));
         drop(fd);
+        sender.join().expect("the sender");
+        drop(x);
         assert!(recv(&b).expect("eof").is_none());
         let mut s = String::new();
         y.read_to_string(&mut s).expect("read");
