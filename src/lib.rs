@@ -40,4 +40,5 @@ pub mod proxy;
 pub mod reload;
 pub mod session;
 pub mod statements;
+pub mod takeover;
 pub mod watch;

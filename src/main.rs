@@ -3,7 +3,9 @@
 //! The order of a start follows PgBouncer's: load and check the configuration (exit 2 on an
 //! invalid setting), refuse a pidfile of a running instance, detach with `-d` (before any thread
 //! exists), bind the listener, switch to the `-u`/`user` OS user, write the pidfile, tell systemd
-//! and the waiting `-d` parent that pgheal is ready. SIGTERM and SIGINT shut down gracefully;
+//! and the waiting `-d` parent that pgheal is ready. With `-R` the listeners and idle clients
+//! of the running pgheal are taken over instead of binding (see `pgheal::takeover`); without
+//! one, pgheal boots normally. SIGTERM and SIGINT shut down gracefully;
 //! SIGHUP reopens the logfile and reloads the configuration (PgBouncer's `RELOAD`).
 
 use std::process::ExitCode;
@@ -102,10 +104,6 @@ fn init_logs(format: LogFormat, spec: &str, quiet: bool, logfile: Option<LogFile
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if cli.reboot {
-        eprintln!("pgheal: online restart (-R/--reboot) is not supported yet: stop the running process, then start pgheal without -R");
-        return ExitCode::FAILURE;
-    }
     match cli.command.take() {
         Some(command) => subcommand(command),
         None => serve(cli),
@@ -270,7 +268,8 @@ fn serve(mut cli: Cli) -> ExitCode {
         eprintln!("pgheal: invalid setting `pidfile`: -d/--daemon needs a pidfile in the configuration (as PgBouncer)");
         return ExitCode::from(2);
     }
-    if let Some(p) = &process.pidfile {
+    // With -R the pidfile names the process being taken over.
+    if let Some(p) = process.pidfile.as_ref().filter(|_| !cli.reboot) {
         if let Err(e) = pidfile::check(p) {
             eprintln!("pgheal: {e}");
             return ExitCode::FAILURE;
@@ -322,13 +321,44 @@ fn serve(mut cli: Cli) -> ExitCode {
             return code;
         }
     };
-    runtime.block_on(run(std::sync::Arc::new(live), readiness, logfile))
+    runtime.block_on(run(
+        std::sync::Arc::new(live),
+        readiness,
+        logfile,
+        cli.reboot,
+    ))
+}
+
+/// `-R`: take the sockets and idle clients of the pgheal running with this configuration (see
+/// `pgheal::takeover`). `Ok(None)`: none runs, boot normally.
+async fn take_over(cfg: &config::Config) -> Result<Option<pgheal::takeover::Inherited>, String> {
+    let Some(u) = &cfg.unix_socket else {
+        tracing::warn!(
+            "-R/--reboot: no unix_socket_dir, so no running pgheal can be found; booting normally"
+        );
+        return Ok(None);
+    };
+    let (dir, port) = (u.dir.clone(), cfg.listen.port());
+    let asked = tokio::task::spawn_blocking(move || pgheal::takeover::request(&dir, port))
+        .await
+        .map_err(|e| format!("online restart: {e}"))?;
+    match asked {
+        Ok(None) => {
+            tracing::info!(
+                "-R/--reboot: no pgheal is running with this configuration; booting normally"
+            );
+            Ok(None)
+        }
+        Ok(Some(i)) => Ok(Some(i)),
+        Err(e) => Err(format!("online restart failed: {e}")),
+    }
 }
 
 async fn run(
     config: std::sync::Arc<config::live::LiveConfig>,
     readiness: Option<daemon::Readiness>,
     logfile: Option<LogFile>,
+    reboot: bool,
 ) -> ExitCode {
     let process = config.current().process.clone();
     // Handlers first: a SIGHUP right after READY=1 must not find the default action (exit).
@@ -350,7 +380,16 @@ async fn run(
         }
         ExitCode::FAILURE
     };
-    let handle = match pgheal::proxy::start_live(config).await {
+    let inherited = if reboot {
+        match take_over(&config.current()).await {
+            Ok(i) => i,
+            Err(e) => return fail(readiness, e),
+        }
+    } else {
+        None
+    };
+    let took_over = inherited.is_some();
+    let handle = match pgheal::proxy::start_with(config, inherited).await {
         Ok(h) => h,
         Err(e) => return fail(readiness, format!("cannot start: {e}")),
     };
@@ -366,7 +405,15 @@ async fn run(
         tracing::info!(user = %name, "running as OS user");
     }
     if let Some(p) = &process.pidfile {
-        if let Err(e) = pidfile::write(p) {
+        let written = if took_over {
+            pidfile::replace(p)
+        } else if reboot {
+            // -R found nobody to take over: the start's check, skipped for -R, is due now.
+            pidfile::check(p).and_then(|()| pidfile::write(p))
+        } else {
+            pidfile::write(p)
+        };
+        if let Err(e) = written {
             handle.shutdown().await;
             return fail(readiness, e.to_string());
         }
@@ -374,11 +421,21 @@ async fn run(
     if let Some(r) = readiness {
         r.ready();
     }
-    if let Err(e) = notify::notify("READY=1") {
+    // After a takeover this process is the service's main process from now on (a unit with
+    // `NotifyAccess=all` follows it; see the README's systemd recipe for -R).
+    let ready = if took_over {
+        format!("MAINPID={}\nREADY=1", std::process::id())
+    } else {
+        "READY=1".to_owned()
+    };
+    if let Err(e) = notify::notify(&ready) {
         tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
     }
     signals.serve(&handle, logfile.as_ref()).await;
-    let _ = notify::notify("STOPPING=1");
+    // A process whose sockets a new one took over is not the service stopping.
+    if !handle.was_taken_over() {
+        let _ = notify::notify("STOPPING=1");
+    }
     handle.wait().await;
     if let Some(p) = &process.pidfile {
         pidfile::remove(p);
@@ -422,7 +479,13 @@ impl Signals {
     async fn serve(mut self, handle: &pgheal::proxy::ProxyHandle, logfile: Option<&LogFile>) {
         use pgheal::proxy::Stop;
         loop {
+            let mut from_inside = false;
             let stop = tokio::select! {
+                // Asked from inside: the console's SHUTDOWN, or a new process took over (-R).
+                _ = handle.stopping() => {
+                    from_inside = true;
+                    None
+                }
                 _ = self.term.recv() => Some(("SIGTERM", Stop::Graceful)),
                 _ = self.int.recv() => Some(("SIGINT", Stop::WaitForServers)),
                 _ = self.quit.recv() => Some(("SIGQUIT", Stop::Immediate)),
@@ -449,6 +512,20 @@ impl Signals {
                     None
                 }
             };
+            if from_inside {
+                // A stop signal still hurries the stop.
+                let hurry = handle.clone_stopper();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = self.term.recv() => {}
+                        _ = self.int.recv() => {}
+                        _ = self.quit.recv() => {}
+                    }
+                    tracing::info!("shutdown signal while stopping: ending every session now");
+                    hurry.hurry();
+                });
+                return;
+            }
             let Some((name, how)) = stop else { continue };
             if handle.is_stopping() || how == Stop::Immediate {
                 tracing::info!("{name}: ending every session now");

@@ -22,13 +22,16 @@ use crate::config::live::LiveConfig;
 use crate::config::{Config, SchemaWatch};
 use crate::event_loops::EventLoops;
 use crate::metrics::{self, Metrics};
+use crate::net::accept::MoveToLoop;
 use crate::net::tls::{log_reload, reload_server_files, watch_tls_files};
 use crate::net::Accepted;
 use crate::pool::capacity::Capacity;
 use crate::pool::Pools;
 use crate::session::cancel::CancelRegistry;
 use crate::session::clients::ClientList;
-use crate::session::{run_client, Shared};
+use crate::session::{run_adopted, run_client, Shared};
+use crate::takeover::{self, Adopted, Hub, Inherited, ListenerFd};
+use std::os::fd::AsFd;
 
 /// How pgheal is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct ProxyHandle {
     stop: Arc<watch::Sender<Option<Stop>>>,
     done: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
+    /// A new process took the listeners over (`-R`).
+    taken_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ProxyHandle {
@@ -137,6 +142,18 @@ impl ProxyHandle {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.shared.cfg()
+    }
+
+    /// Whether a new process took this one's listeners over (`-R`).
+    pub fn was_taken_over(&self) -> bool {
+        self.taken_over.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Returns once a stop was asked for (by a signal, the console, or an online restart
+    /// that took this process's sockets over).
+    pub async fn stopping(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| s.is_some()).await;
     }
 
     /// Wait until the proxy stops (after a shutdown was triggered).
@@ -229,16 +246,46 @@ pub async fn start(cfg: Config) -> std::io::Result<ProxyHandle> {
 
 /// Bind the listeners and start serving in the background.
 pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle> {
+    start_with(config, None).await
+}
+
+/// Start serving in the background: on the listeners an old pgheal handed over (`-R`, see
+/// [`crate::takeover`]), adopting the clients it sends, or on listeners bound here.
+pub async fn start_with(
+    config: Arc<LiveConfig>,
+    inherited: Option<Inherited>,
+) -> std::io::Result<ProxyHandle> {
     let cfg = config.current();
     let mut listeners = Vec::new();
-    let all: Vec<SocketAddr> = std::iter::once(cfg.listen)
-        .chain(cfg.listen_also.iter().copied())
-        .collect();
-    let any_v4 = all.iter().any(SocketAddr::is_ipv4);
-    for a in &all {
-        let l = bind(*a, cfg.so_reuseport, any_v4)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
-        listeners.push(l);
+    let (inherited_unix, adopted) = match inherited {
+        Some(i) => {
+            tracing::info!(
+                old_pid = i.old_pid,
+                listeners = i.tcp.len(),
+                unix = i.unix.is_some(),
+                "online restart: listening on the sockets of the old process"
+            );
+            for l in i.tcp {
+                listeners.push(TcpListener::from_std(l)?);
+            }
+            (i.unix, Some(i.adopted))
+        }
+        None => {
+            let all: Vec<SocketAddr> = std::iter::once(cfg.listen)
+                .chain(cfg.listen_also.iter().copied())
+                .collect();
+            let any_v4 = all.iter().any(SocketAddr::is_ipv4);
+            for a in &all {
+                let l = bind(*a, cfg.so_reuseport, any_v4).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"))
+                })?;
+                listeners.push(l);
+            }
+            (None, None)
+        }
+    };
+    if listeners.is_empty() {
+        return Err(std::io::Error::other("no TCP listener"));
     }
     let addrs = listeners
         .iter()
@@ -246,12 +293,61 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         .collect::<std::io::Result<Vec<_>>>()?;
     let addr = addrs[0];
     // The Unix socket is named after the first listener's port (the bound one for port 0).
-    let (unix_listener, socket_file) = match &cfg.unix_socket {
-        Some(u) => {
+    let (unix_listener, socket_file) = match (inherited_unix, &cfg.unix_socket) {
+        (Some((l, port, path)), _) => {
+            let l = UnixListener::from_std(l)?;
+            let f = crate::net::unix::SocketFile::adopt(path)?;
+            (Some(Listener::Unix(l, port)), Some(f))
+        }
+        (None, Some(u)) => {
             let (l, f) = crate::net::unix::bind(u, addr.port(), cfg.so_reuseport)?;
             (Some(Listener::Unix(l, addr.port())), Some(f))
         }
-        None => (None, None),
+        (None, None) => (None, None),
+    };
+    // Copies of the listening sockets, for a takeover by a new process.
+    let mut handover_fds = Vec::new();
+    for l in &listeners {
+        handover_fds.push(ListenerFd::Tcp(
+            l.local_addr()?,
+            l.as_fd().try_clone_to_owned()?,
+        ));
+    }
+    if let (Some(Listener::Unix(l, port)), Some(f)) = (&unix_listener, &socket_file) {
+        handover_fds.push(ListenerFd::Unix(
+            *port,
+            f.path().to_owned(),
+            l.as_fd().try_clone_to_owned()?,
+        ));
+    }
+    // The takeover socket, next to the Unix socket.
+    let (takeover_tx, mut takeover_rx) = tokio::sync::mpsc::channel(1);
+    let takeover_task = match &cfg.unix_socket {
+        Some(u) => match takeover::bind(&u.dir, addr.port()) {
+            Ok(sock) => Some(tokio::spawn(async move {
+                loop {
+                    match takeover::accept_request(&sock).await {
+                        Ok(Ok(conn)) => {
+                            if takeover_tx.send(conn).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Err(reason)) => {
+                            tracing::warn!(reason, "online restart request refused")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "takeover socket: accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen on the takeover socket: online restart (-R) cannot take over this process");
+                None
+            }
+        },
+        None => None,
     };
     let unix_socket = socket_file.as_ref().map(|f| f.path().to_owned());
     let metrics = Metrics::new();
@@ -284,6 +380,9 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
     }
     let clients = Arc::new(ClientList::default());
     let stop = Arc::new(watch::channel(None).0);
+    let stop_inner = stop.clone();
+    let taken_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let taken_over_inner = taken_over.clone();
     let mut stop_rx = stop.subscribe();
     metrics.register_pools(&pools, clients.clone(), config.clone());
     if let Some(l) = metrics_listener {
@@ -338,6 +437,11 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
     drop(accepted_tx);
     let done = tokio::spawn(async move {
         let mut sessions = JoinSet::new();
+        let (mut adopted_rx, mut adopting) = match adopted {
+            Some(rx) => (rx, true),
+            None => (tokio::sync::mpsc::unbounded_channel().1, false),
+        };
+        let mut taken = None;
         loop {
             tokio::select! {
                 _ = stop_rx.changed() => break,
@@ -345,6 +449,20 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
                 Some(stream) = accepted_rx.recv() => {
                     let shared = shared.clone();
                     loops.spawn_session(&mut sessions, stream, move |s| run_client(s, shared));
+                }
+                a = adopted_rx.recv(), if adopting => match a {
+                    Some(a) => match Adopted::from_std(a) {
+                        Ok(a) => {
+                            let shared = shared.clone();
+                            loops.spawn_session(&mut sessions, a, move |a| run_adopted(a, shared));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "online restart: cannot adopt a client"),
+                    },
+                    None => adopting = false,
+                },
+                Some(conn) = takeover_rx.recv() => {
+                    taken = Some(conn);
+                    break;
                 }
             }
         }
@@ -355,8 +473,54 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         for a in acceptors {
             let _ = a.await;
         }
-        // The socket file goes with the listener (unless another process took it over).
-        drop(socket_file);
+        // The takeover socket file goes with its task.
+        if let Some(t) = takeover_task {
+            t.abort();
+            let _ = t.await;
+        }
+        match taken {
+            Some(conn) => {
+                // Connections accepted before the acceptors stopped are served (and moved once
+                // logged in); the new process owns the socket file from now on.
+                while let Ok(stream) = accepted_rx.try_recv() {
+                    let shared = shared.clone();
+                    loops.spawn_session(&mut sessions, stream, move |s| run_client(s, shared));
+                }
+                if let Some(f) = socket_file {
+                    f.keep();
+                }
+                taken_over_inner.store(true, std::sync::atomic::Ordering::Relaxed);
+                request_stop(&stop_inner, Stop::Graceful);
+                let conn = Arc::new(conn);
+                match takeover::send_listeners(conn.clone(), handover_fds).await {
+                    Ok(()) => {
+                        let (hub, rx) = Hub::new();
+                        clients.hand_over_all(hub.clone());
+                        let list = clients.clone();
+                        let list2 = clients.clone();
+                        tokio::spawn(async move {
+                            let none_left = move || list.all().iter().all(|c| c.admin);
+                            let staying = move || list2.all().iter().filter(|c| !c.admin).count();
+                            if let Err(e) =
+                                takeover::send_clients(conn, hub, rx, none_left, staying).await
+                            {
+                                tracing::warn!(error = %e, "online restart: the client hand-over failed");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "online restart: cannot hand the listening sockets over; stopping as on SIGTERM")
+                    }
+                }
+            }
+            None => {
+                // The copies kept for a takeover would keep the sockets listening (connections
+                // queued that nobody accepts): closed with the listeners.
+                drop(handover_fds);
+                // The socket file goes with the listener (unless another process took it over).
+                drop(socket_file);
+            }
+        }
         drop(accepted_rx);
         let how = (*stop_rx.borrow()).unwrap_or(Stop::Graceful);
         let cfg = config.current();
@@ -426,6 +590,7 @@ pub async fn start_live(config: Arc<LiveConfig>) -> std::io::Result<ProxyHandle>
         stop,
         done,
         shared: handle_shared,
+        taken_over,
     })
 }
 

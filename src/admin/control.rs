@@ -52,7 +52,7 @@ pub async fn execute(
             done("RELOAD")
         }
         Command::Suspend => Err(
-            "SUSPEND is not supported: pgheal's online restart does not hand sockets over (use so_reuseport, see the README)"
+            "SUSPEND is not supported: pgheal's online restart (pgheal -R) moves each client at its own transaction boundary instead of suspending every client (see the README)"
                 .into(),
         ),
         Command::Pause(None) => {

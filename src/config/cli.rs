@@ -2,8 +2,8 @@
 //! flag over environment, and [`super::validate`] puts both over the file.
 //!
 //! PgBouncer's command line works too, with PgBouncer's meanings:
-//! `pgheal [-d] [-q] [-v]... [-u USER] CONFIG_FILE`, plus `-R` (refused: online restart is not
-//! implemented yet), `-V` and `-h`. The configuration file may be a pgbouncer.ini or pgheal's
+//! `pgheal [-d] [-q] [-v]... [-u USER] CONFIG_FILE`, plus `-R` (online restart, see
+//! [`crate::takeover`]), `-V` and `-h`. The configuration file may be a pgbouncer.ini or pgheal's
 //! TOML, given as the argument or with `--config`.
 
 use std::path::PathBuf;
@@ -35,7 +35,9 @@ pub struct Cli {
     /// More detail in the log: -v debug, -vv trace (overrides PGHEAL_LOG and `verbose`).
     #[arg(short = 'v', long, action = ArgAction::Count)]
     pub verbose: u8,
-    /// PgBouncer's online restart: not supported yet (pgheal exits with an error).
+    /// Online restart, as PgBouncer's -R: take the listening sockets and idle clients over
+    /// from the pgheal running with the same configuration (found through unix_socket_dir);
+    /// boots normally when none runs.
     #[arg(short = 'R', long)]
     pub reboot: bool,
     #[command(flatten)]

@@ -213,7 +213,7 @@ pub const KEYS: &[Key] = &[
     yes("so_reuseport", Int, "0", "`so_reuseport`: a new pgheal can listen on the port while the old one drains (rolling restart); pgheal's event loops already use every CPU in one process"),
     yes("stats_period", Int, "60", "`stats_period`: the period of the averages in `SHOW STATS`, `SHOW STATS_AVERAGES` and `SHOW TOTALS`"),
     yes("stats_users", Str, "", "`stats_users`: users who may run the admin console's `SHOW` commands (but not `SHOW FDS`)"),
-    not_yet("suspend_timeout", Time, "10", &[], "online restart is not implemented yet"),
+    differs("suspend_timeout", Time, "10", true, "pgheal has no SUSPEND: in an online restart (`-R`) each client moves at its own transaction boundary, within 10 s; a client not at one by then finishes on the old process"),
     not_yet("syslog", Int, "0", &["0"], ""),
     not_yet("syslog_facility", Str, "daemon", &["daemon"], ""),
     not_yet("syslog_ident", Str, "pgbouncer", &["pgbouncer"], ""),

@@ -34,6 +34,22 @@ impl SocketFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The socket file of a listener handed over by an old process (online restart): this
+    /// process removes it when it stops, as if it had made it.
+    pub fn adopt(path: PathBuf) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(&path)?;
+        Ok(SocketFile {
+            path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Leave the file in place: a new process took the listener over (online restart).
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for SocketFile {

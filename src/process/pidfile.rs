@@ -46,6 +46,21 @@ pub fn write(path: &Path) -> Result<(), PidFileError> {
     writeln!(f, "{}", std::process::id()).map_err(io)
 }
 
+/// Writes our pid over the file of the process this one took over (`-R`): a new file renamed
+/// into place, so the path never names nobody, and the old process (which removes the file
+/// only if it still names it) leaves ours alone.
+pub fn replace(path: &Path) -> Result<(), PidFileError> {
+    let io = |e| PidFileError::Io(path.to_owned(), e);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.new", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{}\n", std::process::id())).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
 /// Removes the file if it still names this process.
 pub fn remove(path: &Path) {
     let ours =

@@ -163,6 +163,23 @@ impl CancelRegistry {
         }
     }
 
+    /// Register the key a client got from an old process (online restart), so the cancel
+    /// requests it sends with it keep working. `None` for a malformed or taken key.
+    pub fn adopt(self: &Arc<Self>, pid: i32, key: &[u8]) -> Option<CancelKey> {
+        let key = Secret::from_request(key)?;
+        match self.map.entry((pid, key)) {
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(None);
+                Some(CancelKey {
+                    pid,
+                    key,
+                    registry: self.clone(),
+                })
+            }
+            dashmap::mapref::entry::Entry::Occupied(_) => None,
+        }
+    }
+
     pub fn target(&self, pid: i32, key: &[u8]) -> Option<CancelTarget> {
         let mut key = Secret::from_request(key)?;
         if self.peer_id != 0 {

@@ -47,6 +47,19 @@ pub struct ClientTrack {
     link: AtomicU64,
     prepared: AtomicU64,
     kill: watch::Sender<bool>,
+    /// An online restart asked this session to move (see [`crate::takeover`]).
+    handover: Mutex<Handover>,
+}
+
+/// Where a session stands in an online restart.
+#[derive(Debug, Default)]
+enum Handover {
+    #[default]
+    None,
+    /// Asked to move at its next transaction boundary.
+    Requested(Arc<crate::takeover::Hub>),
+    /// Leaving its relay loop with a place to go.
+    Claimed(crate::takeover::Claim),
 }
 
 impl ClientTrack {
@@ -106,9 +119,63 @@ impl ClientTrack {
         self.prepared.load(Relaxed)
     }
 
-    /// End the session now (`KILL_CLIENT`, `KILL db`, shutdown).
+    /// End the session now (`KILL_CLIENT`, `KILL db`, shutdown). A pending hand-over request
+    /// is withdrawn: the session ends where it is.
     pub fn kill(&self) {
+        if let Ok(mut h) = self.handover.lock() {
+            if matches!(*h, Handover::Requested(_)) {
+                *h = Handover::None;
+            }
+        }
         self.kill.send_replace(true);
+    }
+
+    /// Online restart: move at the next transaction boundary. The session is woken as by a
+    /// kill and finds the request (see [`Self::handover_requested`]).
+    pub fn request_handover(&self, hub: Arc<crate::takeover::Hub>) {
+        if let Ok(mut h) = self.handover.lock() {
+            if matches!(*h, Handover::None) {
+                *h = Handover::Requested(hub);
+            }
+        }
+        self.kill.send_replace(true);
+    }
+
+    /// Whether an online restart asked this session to move.
+    pub fn handover_requested(&self) -> bool {
+        self.handover
+            .lock()
+            .is_ok_and(|h| matches!(*h, Handover::Requested(_)))
+    }
+
+    /// The session is at a point where it can move: claim a place. False when the hand-over
+    /// is over (the session stays).
+    pub fn claim_handover(&self) -> bool {
+        let Ok(mut h) = self.handover.lock() else {
+            return false;
+        };
+        let Handover::Requested(hub) = &*h else {
+            return false;
+        };
+        match hub.claim() {
+            Some(c) => {
+                *h = Handover::Claimed(c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The place claimed by [`Self::claim_handover`].
+    pub fn take_claim(&self) -> Option<crate::takeover::Claim> {
+        let mut h = self.handover.lock().ok()?;
+        match std::mem::take(&mut *h) {
+            Handover::Claimed(c) => Some(c),
+            other => {
+                *h = other;
+                None
+            }
+        }
     }
 
     /// Flips to true when the session must end; the relay watches it.
@@ -136,6 +203,8 @@ pub struct ClientList {
     clients: Mutex<BTreeMap<u64, Arc<ClientTrack>>>,
     /// Set once shutdown closes every session: clients registering later start killed.
     closing: AtomicBool,
+    /// An online restart in progress: clients registering later are asked to move too.
+    handover: Mutex<Option<Arc<crate::takeover::Hub>>>,
 }
 
 /// A client's place in the list; dropping it removes the client.
@@ -176,7 +245,13 @@ impl ClientList {
             link: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
             kill: watch::channel(self.closing.load(Relaxed)).0,
+            handover: Mutex::new(Handover::None),
         });
+        if !track.admin {
+            if let Some(hub) = self.handover.lock().ok().and_then(|h| h.clone()) {
+                track.request_handover(hub);
+            }
+        }
         if let Ok(mut m) = self.clients.lock() {
             m.insert(id, track.clone());
         }
@@ -211,6 +286,17 @@ impl ClientList {
     pub fn kill_all(&self) {
         self.closing.store(true, Relaxed);
         self.kill_where(|_| true);
+    }
+
+    /// Online restart: ask every client session (not the console's) to move, now and as they
+    /// log in.
+    pub fn hand_over_all(&self, hub: Arc<crate::takeover::Hub>) {
+        if let Ok(mut h) = self.handover.lock() {
+            *h = Some(hub.clone());
+        }
+        for c in self.all().into_iter().filter(|c| !c.admin) {
+            c.request_handover(hub.clone());
+        }
     }
 
     pub fn len(&self) -> usize {

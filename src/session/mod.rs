@@ -16,6 +16,8 @@
 //!   [`between`], where the relay loop calls into them.
 //! - [`clients`]: every logged-in client, for the admin console (`SHOW CLIENTS`, `KILL`).
 //! - [`error`]: [`SessionError`], and the deliberate choice of what a client is told.
+//! - [`handover`]: when a session may move to a new process in an online restart, and what
+//!   it takes along (see [`crate::takeover`]).
 //! - [`timeouts`]: `client_idle_timeout`, `query_timeout`, `idle_transaction_timeout` and
 //!   `transaction_timeout` in the relay loop.
 
@@ -24,6 +26,7 @@ pub mod cancel;
 pub mod client_auth;
 pub mod clients;
 pub mod error;
+mod handover;
 pub mod hba_check;
 pub mod listen;
 pub mod listen_sql;
@@ -38,4 +41,4 @@ pub mod startup;
 pub mod timeouts;
 
 pub use error::SessionError;
-pub use run::{run_client, Shared};
+pub use run::{run_adopted, run_client, Shared};

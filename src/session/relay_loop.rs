@@ -50,6 +50,8 @@ pub enum End {
     Shutdown,
     /// Notifications could not keep reaching the client (it was told why).
     NotificationsLost,
+    /// An online restart: the client moves to the new process (see `session::handover`).
+    HandedOver,
 }
 
 /// One client's conversation with its server connection(s).
@@ -347,6 +349,10 @@ impl Conversation<'_> {
         // its last Ready): such a socket is read again only once its own waker fired.
         let mut server_armed = false;
         let mut client_armed = false;
+        // Online restart: asked to move, waiting for a boundary; `rekill` then watches for a
+        // real kill (the first wake-up of `changed` was the request).
+        let mut handover_pending = false;
+        let mut rekill: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         loop {
             let mut end = None;
             let read_client = self.engine.backlog() < MAX_BACKLOG;
@@ -355,7 +361,11 @@ impl Conversation<'_> {
                 && self.listen.has_mailbox()
                 && self.engine.at_transaction_boundary();
             let woke = std::future::poll_fn(|cx| {
-                if !shutdown_armed || probe.has_changed().unwrap_or(true) {
+                if let Some(r) = &mut rekill {
+                    if r.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Shutdown);
+                    }
+                } else if !shutdown_armed || probe.has_changed().unwrap_or(true) {
                     shutdown_armed = true;
                     if changed.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Woke::Shutdown);
@@ -411,6 +421,10 @@ impl Conversation<'_> {
             })
             .await;
             match woke {
+                Woke::Shutdown if rekill.is_none() && self.client.handover_requested() => {
+                    rekill = Some(super::handover::rekill_watch(&probe));
+                    handover_pending = true;
+                }
                 Woke::Shutdown => {
                     let f = encode::error_response(
                         "FATAL",
@@ -582,6 +596,9 @@ impl Conversation<'_> {
                 } else if self.attached.is_some() && self.engine.at_transaction_boundary() {
                     self.detach().await?;
                 }
+            }
+            if handover_pending && self.movable(client_r) && self.client.claim_handover() {
+                return Ok(End::HandedOver);
             }
             self.timers.step(self.phase());
         }

@@ -60,35 +60,12 @@ impl Shared {
 /// Serve one client until it leaves. Never panics on client input; errors are reported to the
 /// client when they may be, and logged.
 pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
-    let (peer, local, os_uid) = match &stream {
-        Accepted::Tcp(s, peer) => {
-            let _ = s.set_nodelay(true);
-            if let Err(e) = crate::net::keepalive::apply(s, &shared.cfg().keepalive) {
-                tracing::debug!(error = %e, "cannot set TCP keepalive on a client socket");
-            }
-            (
-                PeerAddr::Tcp(*peer),
-                s.local_addr().ok().map(PeerAddr::Tcp),
-                None,
-            )
+    let (peer, local, os_uid) = addresses(&stream);
+    if let Accepted::Tcp(s, _) = &stream {
+        if let Err(e) = crate::net::keepalive::apply(s, &shared.cfg().keepalive) {
+            tracing::debug!(error = %e, "cannot set TCP keepalive on a client socket");
         }
-        Accepted::Unix(s, port) => {
-            let cred = s.peer_cred();
-            if let Err(e) = &cred {
-                tracing::warn!(error = %e, "cannot read the credentials of a Unix socket client");
-            }
-            let cred = cred.ok();
-            let peer = PeerAddr::Unix {
-                port: *port,
-                pid: cred.as_ref().and_then(|c| c.pid()),
-            };
-            let local = PeerAddr::Unix {
-                port: *port,
-                pid: Some(std::process::id() as i32),
-            };
-            (peer, Some(local), cred.map(|c| c.uid()))
-        }
-    };
+    }
     let span = tracing::info_span!("client", %peer, db = tracing::field::Empty, user = tracing::field::Empty);
     let cfg = shared.config.current();
     let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
@@ -118,13 +95,216 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
                 end_point,
                 client_cert_name,
             };
-            let r = session(client, &mut reader, &mut writer, &shared, &cfg, &span).await;
-            (Some(writer), r)
+            match session(client, &mut reader, &mut writer, &shared, &cfg, &span).await {
+                Ok(Some(moving)) => {
+                    hand_off(reader, writer, *moving, &span);
+                    return;
+                }
+                r => (Some(writer), r.map(|_| ())),
+            }
         }
         Err((writer, e)) => (writer, Err(e)),
     };
+    end_session(&shared, &cfg, &span, opened_at, writer.as_mut(), result).await;
+    if let Some(mut writer) = writer {
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// Where a client is, where it connected, and its OS user (Unix socket).
+fn addresses(stream: &Accepted) -> (PeerAddr, Option<PeerAddr>, Option<u32>) {
+    match stream {
+        Accepted::Tcp(s, peer) => {
+            let _ = s.set_nodelay(true);
+            (
+                PeerAddr::Tcp(*peer),
+                s.local_addr().ok().map(PeerAddr::Tcp),
+                None,
+            )
+        }
+        Accepted::Unix(s, port) => {
+            let cred = s.peer_cred();
+            if let Err(e) = &cred {
+                tracing::warn!(error = %e, "cannot read the credentials of a Unix socket client");
+            }
+            let cred = cred.ok();
+            let peer = PeerAddr::Unix {
+                port: *port,
+                pid: cred.as_ref().and_then(|c| c.pid()),
+            };
+            let local = PeerAddr::Unix {
+                port: *port,
+                pid: Some(std::process::id() as i32),
+            };
+            (peer, Some(local), cred.map(|c| c.uid()))
+        }
+    }
+}
+
+/// A moving client leaves: its socket goes to the new process with its state. Nothing more is
+/// written to it, and the socket is closed here without a shutdown.
+fn hand_off(reader: ClientReader, writer: ClientWriter, moving: Moving, span: &tracing::Span) {
+    let (state, claim) = moving;
+    let (r, unread) = reader.into_parts();
+    if !unread.is_empty() {
+        // `movable` rules this out; a client must never lose bytes.
+        tracing::warn!(parent: span, "a moving client had unread bytes; closing it");
+        return;
+    }
+    match super::handover::into_fd(r, writer.into_inner()) {
+        Ok(fd) => {
+            tracing::debug!(parent: span, "client moved to the new process");
+            claim.send(crate::takeover::Handed { state, fd });
+        }
+        Err(e) => tracing::warn!(parent: span, error = %e, "cannot hand a client over"),
+    }
+}
+
+/// A client the old process handed over in an online restart: it is logged in already and
+/// between transactions; its session goes on here as if it had never left.
+pub async fn run_adopted(adopted: crate::takeover::Adopted, shared: Arc<Shared>) {
+    let crate::takeover::Adopted { stream, state } = adopted;
+    let (peer, local, _) = addresses(&stream);
+    let span = tracing::info_span!("client", %peer, db = %state.database, user = %state.user);
+    let cfg = shared.config.current();
+    let opened_at = std::time::Instant::now();
+    let (r, w) = match stream {
+        Accepted::Tcp(s, _) => {
+            let _ = s.set_nodelay(true);
+            crate::net::stream::split_client_plain(s)
+        }
+        Accepted::Unix(s, _) => crate::net::stream::split_client_unix(s),
+    };
+    let mut reader = crate::net::FrameReader::new(r, cfg.max_message_len);
+    let mut writer = crate::net::FrameWriter::new(w);
+    let result = match adopt(&state, peer, local, &shared, &cfg)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(login) => {
+            tracing::debug!(parent: &span, "client adopted from the old process");
+            match converse(*login, &mut reader, &mut writer, &shared, &cfg, &span).await {
+                Ok(Some(moving)) => {
+                    hand_off(reader, writer, *moving, &span);
+                    return;
+                }
+                r => r.map(|_| ()),
+            }
+        }
+        Err(e) => {
+            tracing::info!(parent: &span, error = %e, "cannot adopt a client from the old process");
+            Err(e)
+        }
+    };
+    end_session(&shared, &cfg, &span, opened_at, Some(&mut writer), result).await;
+    let _ = writer.shutdown().await;
+}
+
+/// Rebuild a moved client's login: limits, pool, cancel key, settings and statements.
+async fn adopt(
+    state: &crate::takeover::ClientState,
+    peer: PeerAddr,
+    local: Option<PeerAddr>,
+    shared: &Arc<Shared>,
+    cfg: &Config,
+) -> Result<Box<LoggedIn>, SessionError> {
+    let user = state.user.clone();
+    let db = cfg
+        .database_for(&state.database, &user)
+        .ok_or_else(|| SessionError::UnknownDatabase(state.database.clone()))?;
+    let _slot = Some(
+        shared
+            .client_slots
+            .try_acquire()
+            .ok_or(SessionError::TooManyClients)?,
+    );
+    let _admitted = shared
+        .pools
+        .admit_client(cfg, &db, &user)
+        .map_err(SessionError::ClientLimit)?;
+    let looked_up;
+    let secret = match cfg.users.get(&user) {
+        Some(s) => Some(s),
+        None if db.auth_user.is_some() => {
+            looked_up = shared
+                .pools
+                .auth_query_secret(&db, &user)
+                .await
+                .map_err(|e| SessionError::Pool(crate::pool::PoolError::Server(e)))?;
+            looked_up.as_ref()
+        }
+        None => None,
+    };
+    let pool = shared.pools.pool_for(&db, &user, secret, None);
+    let in_pool = pool.stats.client();
+    let registered = shared.clients.register(ClientInfo {
+        user: user.clone(),
+        database: state.database.clone(),
+        addr: peer,
+        local_addr: local,
+        application_name: state.application_name.clone(),
+        tls: false,
+        admin: false,
+    });
+    let cancel_key = shared
+        .cancels
+        .adopt(state.cancel_pid, &state.cancel_key)
+        .unwrap_or_else(|| shared.cancels.register(0));
+    let settings = ClientSettings::new(
+        state
+            .settings
+            .iter()
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect(),
+        state.session_authorization.clone(),
+        state.role.clone(),
+        None,
+    );
+    let names: Vec<(String, String)> = state
+        .custom_names
+        .iter()
+        .map(|n| (n.clone(), String::new()))
+        .collect();
+    pool.stats.login();
+    shared.metrics.client_connections.inc();
+    let _gauge = ClientGauge(shared.metrics.clone());
+    let naming = Naming::Pooled {
+        names: shared.pools.names_for(&pool.key),
+        search_path: settings.statement_key(),
+    };
+    Ok(Box::new(LoggedIn {
+        _slot,
+        _admitted,
+        _gauge,
+        epoch: shared.pools.epoch_for(&db.name),
+        pool,
+        mode: PoolMode::Transaction,
+        naming,
+        attached: None,
+        cancel_key,
+        settings,
+        watch: SettingsWatch::with_startup(&names),
+        reported: Reported::new(state.reported.clone()),
+        registered,
+        _in_pool: in_pool,
+        statements: state.statements.clone(),
+    }))
+}
+
+/// A client moving to a new process: its state, and its place in the hand-over.
+type Moving = (crate::takeover::ClientState, crate::takeover::Claim);
+
+/// Report how a session ended: to the client when it may be told, in the log and the metrics.
+async fn end_session(
+    shared: &Shared,
+    cfg: &Config,
+    span: &tracing::Span,
+    opened_at: std::time::Instant,
+    writer: Option<&mut ClientWriter>,
+    result: Result<(), SessionError>,
+) {
     if let Err(e) = result {
-        if let (Some(frame), Some(writer)) = (e.client_error(), writer.as_mut()) {
+        if let (Some(frame), Some(writer)) = (e.client_error(), writer) {
             let _ = writer.write_frame(&frame).await;
         }
         // A session timeout is counted by pgheal_timeouts_total, not as a refusal.
@@ -137,23 +317,20 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
         }
         match &e {
             SessionError::Net(_) => {
-                tracing::debug!(parent: &span, error = %e, "client connection ended")
+                tracing::debug!(parent: span, error = %e, "client connection ended")
             }
-            _ => tracing::debug!(parent: &span, error = %e, "client session failed"),
+            _ => tracing::debug!(parent: span, error = %e, "client session failed"),
         }
         let to_client = e.client_error().is_some();
         crate::metrics::oplog::session_end(
             &cfg.log,
-            &span,
+            span,
             Some(&e),
             to_client,
             opened_at.elapsed(),
         );
     } else {
-        crate::metrics::oplog::session_end(&cfg.log, &span, None, false, opened_at.elapsed());
-    }
-    if let Some(mut writer) = writer {
-        let _ = writer.shutdown().await;
+        crate::metrics::oplog::session_end(&cfg.log, span, None, false, opened_at.elapsed());
     }
 }
 
@@ -187,19 +364,32 @@ async fn session(
     shared: &Arc<Shared>,
     cfg: &Config,
     span: &tracing::Span,
-) -> Result<(), SessionError> {
+) -> Result<Option<Box<Moving>>, SessionError> {
     let login = match login(client, reader, writer, shared, cfg)
         .instrument(span.clone())
         .await?
     {
-        None => return Ok(()),
+        None => return Ok(None),
         Some(Login::Console(c)) => {
             return crate::admin::serve(reader, writer, shared, c.role, &c.registered.track)
                 .instrument(span.clone())
-                .await;
+                .await
+                .map(|()| None);
         }
         Some(Login::Pooled(l)) => *l,
     };
+    converse(login, reader, writer, shared, cfg, span).await
+}
+
+/// The relay of a logged-in client, until it leaves or moves (an online restart).
+async fn converse(
+    login: LoggedIn,
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    span: &tracing::Span,
+) -> Result<Option<Box<Moving>>, SessionError> {
     let LoggedIn {
         _slot,
         _admitted,
@@ -215,6 +405,7 @@ async fn session(
         epoch,
         registered,
         _in_pool,
+        statements,
     } = login;
     if let Some(c) = &attached {
         registered.track.linked(c.conn_ref().id);
@@ -225,11 +416,16 @@ async fn session(
         &registered.track.user,
         &pool.key.user,
     );
+    let mut engine = Relay::new(cfg.heal.clone(), naming)
+        .with_epoch(epoch)
+        .with_span(span.clone())
+        .with_database(&pool.key.database);
+    for s in &statements {
+        engine.adopt_statement(s);
+    }
+    registered.track.set_prepared(statements.len());
     let mut conversation = Conversation {
-        engine: Relay::new(cfg.heal.clone(), naming)
-            .with_epoch(epoch)
-            .with_span(span.clone())
-            .with_database(&pool.key.database),
+        engine,
         attached,
         pool,
         mode,
@@ -250,9 +446,28 @@ async fn session(
         fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
     };
     let mut force = registered.track.killed();
+    if *force.borrow() {
+        // Killed (or asked to move, an online restart) before the relay began: the relay must
+        // see it as a change.
+        force.mark_changed();
+    }
     let end = conversation.relay(reader, writer, &mut force).await;
+    let moving = match &end {
+        Ok(super::relay_loop::End::HandedOver) => {
+            let unix_port = match registered.track.addr {
+                PeerAddr::Unix { port, .. } => Some(port),
+                PeerAddr::Tcp(_) => None,
+            };
+            let state = conversation.export(&registered.track.application_name, unix_port);
+            registered.track.take_claim().map(|c| Box::new((state, c)))
+        }
+        _ => None,
+    };
     conversation.finish(&end).instrument(span.clone()).await;
-    end.map(|_| ())
+    match moving {
+        Some(m) => Ok(Some(m)),
+        None => end.map(|_| None),
+    }
 }
 
 /// What a successful login leads to.
@@ -288,6 +503,8 @@ struct LoggedIn {
     registered: Registered,
     /// The client counted in its pool's figures.
     _in_pool: crate::pool::stats::ClientCount,
+    /// Named statements a client moved from an old process had prepared.
+    statements: Vec<crate::takeover::state::Statement>,
 }
 
 /// Opening, authentication and server assignment. `Ok(None)`: the client left or sent a
@@ -540,6 +757,7 @@ async fn login(
         reported: Reported::new(server_params),
         registered,
         _in_pool: in_pool,
+        statements: Vec::new(),
     }))))
 }
 

@@ -240,6 +240,11 @@ impl Reported {
         Reported { told, synced: 0 }
     }
 
+    /// What the client was told (an online restart takes it along).
+    pub fn told(&self) -> &BTreeMap<String, String> {
+        &self.told
+    }
+
     /// A ParameterStatus forwarded to the client.
     pub fn forwarded(&mut self, f: &Frame) {
         // Values that are not UTF-8 (a non-ASCII value in a client encoding that is not) are

@@ -186,6 +186,11 @@ impl StatementRegistry {
         self.stmts.clear();
     }
 
+    /// Every statement, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Statement> {
+        self.stmts.values()
+    }
+
     pub fn len(&self) -> usize {
         self.stmts.len()
     }

@@ -260,7 +260,7 @@ async fn invalid_values_fail_the_start_with_file_and_line() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
-/// PgBouncer's options: -V, -R (refused), -d without a pidfile, an unknown option.
+/// PgBouncer's options: -V, -d without a pidfile, an unknown option (-R: tests/it/online_restart.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbouncer_options() {
     let mut c = pgheal();
@@ -277,15 +277,6 @@ async fn pgbouncer_options() {
         "pgbouncer.ini",
         "[pgbouncer]\nlisten_addr = 127.0.0.1\nauth_type = trust\n[databases]\nd = host=127.0.0.1\n",
     );
-    let mut c = pgheal();
-    c.arg("-R").arg(&ini);
-    let (code, _, stderr) = run(c).await;
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("online restart (-R/--reboot) is not supported yet"),
-        "{stderr}"
-    );
-
     let mut c = pgheal();
     c.arg("-d").arg(&ini);
     let (code, _, stderr) = run(c).await;

@@ -38,6 +38,7 @@ mod listeners;
 mod login_limits;
 mod metrics_pools;
 mod migration_check;
+mod online_restart;
 mod operator_logs;
 mod ops_files;
 mod peers;
