@@ -5,6 +5,9 @@
 //! messages need (a few hundred bytes; at most PostgreSQL's caps), not a relay-sized buffer.
 
 use bytes::BytesMut;
+use std::future::Future;
+use std::task::{Context, Poll};
+
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::frame::{needed, split_frame, split_frames};
@@ -22,6 +25,18 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max_len: usize,
+    /// See [`FrameReader::release_when_idle`].
+    release_idle: bool,
+}
+
+/// One read into the spare capacity of `buf` (which has some): `Ok(0)` at the end of stream.
+/// `read_buf`'s future polled once (it holds nothing across polls).
+fn read_some<R: AsyncRead + Unpin>(
+    inner: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    std::pin::pin!(inner.read_buf(buf)).poll(cx)
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -30,6 +45,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: BytesMut::new(),
             max_len,
+            release_idle: false,
         }
     }
 
@@ -46,31 +62,67 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// more. Returns `Ok(false)` on a clean end of stream with nothing buffered.
     ///
     /// Cancel-safe: bytes read are kept in the buffer, and frames are only split off after a
-    /// read completes.
+    /// read completes. With [`Self::release_when_idle`], a read that finds nothing to read
+    /// with nothing buffered gives the buffer back (see there).
     pub async fn read_frames(&mut self, out: &mut Vec<Frame>) -> Result<bool, NetError> {
+        std::future::poll_fn(|cx| self.poll_read_frames(cx, out)).await
+    }
+
+    fn poll_read_frames(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Frame>,
+    ) -> Poll<Result<bool, NetError>> {
         loop {
             // An empty buffer (the usual case: the last read ended on a message boundary)
             // holds no frame and needs no header peeked at.
             if !self.buf.is_empty() {
                 if split_frames(&mut self.buf, self.max_len, out)? > 0 || !out.is_empty() {
-                    return Ok(true);
+                    return Poll::Ready(Ok(true));
                 }
             } else if !out.is_empty() {
-                return Ok(true);
+                return Poll::Ready(Ok(true));
             }
             let want = needed(&self.buf, self.max_len);
             self.buf.reserve(
                 want.saturating_sub(self.buf.len())
                     .max(INITIAL_CAPACITY / 2),
             );
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(false)
-                } else {
-                    Err(NetError::Closed)
-                };
+            match read_some(&mut self.inner, &mut self.buf, cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(if self.buf.is_empty() {
+                        Ok(false)
+                    } else {
+                        Err(NetError::Closed)
+                    });
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {
+                    if self.release_idle && self.buf.is_empty() {
+                        // Nothing buffered and nothing to read: the peer is idle (between
+                        // transactions, usually). Its buffer goes back to the allocator and
+                        // the next read takes a new one.
+                        self.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
+    }
+
+    /// Give the buffer back whenever a read finds the peer idle with nothing buffered: an idle
+    /// client then holds no buffer at all (issue 14: memory per idle client). The trade: one
+    /// allocation and one free per read that waits (once per transaction for a client that
+    /// pauses between transactions), never per message. Client connections only: the few
+    /// server connections keep theirs.
+    pub fn release_when_idle(&mut self) {
+        self.release_idle = true;
+    }
+
+    /// The buffer's capacity (what the reader holds while idle).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Read exactly one frame.
@@ -134,6 +186,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf,
             max_len,
+            release_idle: false,
         }
     }
 

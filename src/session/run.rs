@@ -90,13 +90,15 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
     let cfg = shared.config.current();
     let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
     let opened_at = std::time::Instant::now();
-    let opened = open(
-        stream,
-        cfg.client_tls.state.as_ref(),
-        cfg.max_message_len,
-        deadline,
+    let opened = Box::pin(
+        open(
+            stream,
+            cfg.client_tls.state.as_ref(),
+            cfg.max_message_len,
+            deadline,
+        )
+        .instrument(span.clone()),
     )
-    .instrument(span.clone())
     .await;
     let (mut writer, result) = match opened {
         Ok(Opened {
@@ -185,71 +187,99 @@ async fn session(
     cfg: &Config,
     span: &tracing::Span,
 ) -> Result<(), SessionError> {
-    let login = match login(client, reader, writer, shared, cfg)
-        .instrument(span.clone())
+    let login = match Box::pin(login(client, reader, writer, shared, cfg).instrument(span.clone()))
         .await?
     {
         None => return Ok(()),
         Some(Login::Console(c)) => {
-            return crate::admin::serve(reader, writer, shared, c.role, &c.registered.track)
-                .instrument(span.clone())
-                .await;
+            return Box::pin(
+                crate::admin::serve(reader, writer, shared, c.role, &c.registered.track)
+                    .instrument(span.clone()),
+            )
+            .await;
         }
-        Some(Login::Pooled(l)) => *l,
+        Some(Login::Pooled(l)) => l,
     };
-    let LoggedIn {
-        _slot,
-        _admitted,
-        _gauge,
-        pool,
-        mode,
-        naming,
-        attached,
-        cancel_key,
-        settings,
-        watch,
-        reported,
-        epoch,
-        registered,
-        _in_pool,
-    } = login;
-    if let Some(c) = &attached {
-        registered.track.linked(c.conn_ref().id);
-        c.link_to(registered.track.id);
-    }
-    let timers = super::timeouts::Watch::new(
-        shared.config.clone(),
-        &registered.track.user,
-        &pool.key.user,
-    );
-    let mut conversation = Conversation {
-        engine: Relay::new(cfg.heal.clone(), naming)
-            .with_epoch(epoch)
-            .with_span(span.clone())
-            .with_database(&pool.key.database),
-        attached,
-        pool,
-        mode,
-        settings,
-        listen: ClientListen::new(shared.pools.listeners().clone(), shared.metrics.clone()),
-        pin: Pin::new(shared.metrics.clone()),
-        watch,
-        reported,
-        discard_pending: false,
-        cancel: &cancel_key,
-        metrics: shared.metrics.clone(),
-        client: registered.track.clone(),
-        activity: Default::default(),
-        query_start: None,
-        xact_start: None,
-        timers,
-        cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
-        fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
+    // What the session holds while its client is idle is this future: the login's values are
+    // unpacked inside a block, so that each is stored once (in `keep` or in the conversation)
+    // and not a second time as a moved-from local of this future (issue 14).
+    let keep;
+    let mut conversation = {
+        // Moved in here, its box is freed at the end of the block, not of the session.
+        let login = login;
+        let LoggedIn {
+            _slot,
+            _admitted,
+            _gauge,
+            pool,
+            mode,
+            naming,
+            attached,
+            cancel_key,
+            settings,
+            watch,
+            reported,
+            epoch,
+            registered,
+            _in_pool,
+        } = *login;
+        if let Some(c) = &attached {
+            registered.track.linked(c.conn_ref().id);
+            c.link_to(registered.track.id);
+        }
+        let timers = super::timeouts::Watch::new(
+            shared.config.clone(),
+            &registered.track.user,
+            &pool.key.user,
+        );
+        keep = Keep {
+            _in_pool,
+            registered,
+            cancel_key,
+            _gauge,
+            _admitted,
+            _slot,
+        };
+        Conversation {
+            engine: Relay::new(cfg.heal.clone(), naming)
+                .with_epoch(epoch)
+                .with_span(span.clone())
+                .with_database(&pool.key.database),
+            attached,
+            pool,
+            mode,
+            settings,
+            listen: ClientListen::new(shared.pools.listeners().clone(), shared.metrics.clone()),
+            pin: Pin::new(shared.metrics.clone()),
+            watch,
+            reported,
+            discard_pending: false,
+            cancel: &keep.cancel_key,
+            metrics: shared.metrics.clone(),
+            client: keep.registered.track.clone(),
+            activity: Default::default(),
+            query_start: None,
+            xact_start: None,
+            timers,
+            cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
+            fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
+        }
     };
-    let mut force = registered.track.killed();
+    let mut force = keep.registered.track.killed();
     let end = conversation.relay(reader, writer, &mut force).await;
-    conversation.finish(&end).instrument(span.clone()).await;
+    Box::pin(conversation.finish(&end).instrument(span.clone())).await;
     end.map(|_| ())
+}
+
+/// What a session keeps beside its conversation, dropped after it in this order (the order
+/// in which the unpacked login values were dropped).
+struct Keep {
+    _in_pool: crate::pool::stats::ClientCount,
+    registered: Registered,
+    cancel_key: super::cancel::CancelKey,
+    _gauge: ClientGauge,
+    _admitted: crate::pool::registry::ClientAdmission,
+    _slot: Option<Slot>,
 }
 
 /// What a successful login leads to.
@@ -465,7 +495,7 @@ async fn login(
                 }
                 return Err(e);
             }
-            let p = checkout.conn_ref().params.clone();
+            let p = Arc::new(checkout.conn_ref().params.clone());
             (Some(checkout), ClientSettings::default(), p)
         }
         PoolMode::Transaction | PoolMode::Statement => {
@@ -504,7 +534,7 @@ async fn login(
     }
     writer.write_frame(&encode::auth_ok()).await?;
     let mut hello = Vec::new();
-    for (k, v) in &server_params {
+    for (k, v) in server_params.iter() {
         hello.push(encode::parameter_status(k, v).bytes);
     }
     hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key.as_bytes()).bytes);
