@@ -107,6 +107,13 @@ if [ "$(id -u)" -eq 0 ]; then
   AS=(runuser -u postgres --)
 fi
 run_as() { "${AS[@]}" "$@"; }
+# The poolers run as `postgres` through setpriv, not runuser: runuser opens a PAM session whose
+# limits (often 1024 descriptors) would replace the raised one of this shell.
+POOLER_AS=()
+if [ "${#AS[@]}" -ne 0 ]; then
+  command -v setpriv >/dev/null || die "running as root needs setpriv (util-linux)"
+  POOLER_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+fi
 
 # --- temp dir and cleanup -------------------------------------------------------------------------
 TMP="$(mktemp -d /tmp/pgheal-bench.XXXXXX)"
@@ -230,16 +237,21 @@ write_ini pgbouncer "$BOUNCER_PORT"
 write_ini pgheal "$PGHEAL_PORT"
 [ "${#AS[@]}" -eq 0 ] || chown postgres: "$TMP/userlist.txt"
 log "PgBouncer $BOUNCER_VERSION on port $BOUNCER_PORT (pool_mode=$MODE, default_pool_size=$POOL_SIZE)"
-run_as "$PGBOUNCER" -d "$TMP/pgbouncer.ini" >/dev/null 2>&1 ||
+"${POOLER_AS[@]}" "$PGBOUNCER" -d "$TMP/pgbouncer.ini" >/dev/null 2>&1 ||
   die "PgBouncer did not start (see $TMP/pgbouncer.log)"
 wait_ready PgBouncer "$BOUNCER_PORT"
 log "pgheal $("$PGHEAL_BIN" --version | awk '{print $2}') on port $PGHEAL_PORT (the same pgbouncer.ini)"
-PGHEAL_LOG="${PGHEAL_LOG:-info}" run_as "$PGHEAL_BIN" -q "$TMP/pgheal.ini" >"$TMP/pgheal.out" 2>&1 &
+PGHEAL_LOG="${PGHEAL_LOG:-info}" "${POOLER_AS[@]}" "$PGHEAL_BIN" -q "$TMP/pgheal.ini" >"$TMP/pgheal.out" 2>&1 &
 PGHEAL_PID=$!
 wait_ready pgheal "$PGHEAL_PORT"
 PGHEAL_REAL="$(cat "$TMP/pgheal.pid" 2>/dev/null || true)"
 [ -n "$PGHEAL_REAL" ] || die "pgheal wrote no pidfile ($TMP/pgheal.pid)"
 BOUNCER_REAL="$(cat "$TMP/pgbouncer.pid")"
+for pid in "$BOUNCER_REAL" "$PGHEAL_REAL"; do
+  lim="$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")"
+  [ "$lim" = unlimited ] || [ "$lim" -ge $((CLIENTS + 100)) ] ||
+    die "process $pid may open $lim files: too few for $CLIENTS clients"
+done
 
 # --- probes -----------------------------------------------------------------------------------------
 declare -A PID=([pgbouncer]=$BOUNCER_REAL [pgheal]=$PGHEAL_REAL)

@@ -223,4 +223,35 @@ mod tests {
             r.buf.capacity()
         );
     }
+
+    /// Issue 14: a client reader that has relayed a message and found nothing more to read
+    /// holds no buffer (it held 8 KiB or more per idle client).
+    #[tokio::test]
+    async fn an_idle_client_reader_gives_its_buffer_back() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut r = FrameReader::new(server, 1 << 20);
+        r.release_when_idle();
+        let query = crate::protocol::encode::query("SELECT 1");
+        tokio::io::AsyncWriteExt::write_all(&mut client, &query.bytes[..])
+            .await
+            .unwrap();
+        let mut frames = Vec::new();
+        assert!(r.read_frames(&mut frames).await.unwrap());
+        assert_eq!(frames.len(), 1);
+        frames.clear();
+        assert!(r.capacity() > 0, "the read had a buffer");
+        // Nothing more to read: the read waits, and the buffer is gone meanwhile.
+        {
+            let mut read = std::pin::pin!(r.read_frames(&mut frames));
+            let once = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            assert!(once.is_pending(), "nothing was sent, nothing was read");
+        }
+        assert_eq!(r.capacity(), 0, "an idle reader holds no buffer");
+        // The next message is read as usual.
+        tokio::io::AsyncWriteExt::write_all(&mut client, &query.bytes[..])
+            .await
+            .unwrap();
+        assert!(r.read_frames(&mut frames).await.unwrap());
+        assert_eq!(frames.len(), 1);
+    }
 }

@@ -602,3 +602,23 @@ impl Drop for ClientGauge {
         self.0.client_connections.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn of two arguments returns (not polled, not built).
+    fn future_size<A, B, F: std::future::Future>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Issue 14: the session task (the future `run_client` returns, allocated once per client
+    /// for its whole life) holds what an idle client needs, not the login's or a
+    /// transaction's working state, which are boxed and freed when done. It was about 18 KiB;
+    /// the bound leaves room for a field or two, not for an unboxed login or relay step.
+    #[test]
+    fn the_session_task_of_an_idle_client_stays_small() {
+        let size = future_size(run_client);
+        assert!(size <= 8 * 1024, "the session future is {size} bytes");
+    }
+}
