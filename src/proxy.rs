@@ -364,6 +364,9 @@ pub async fn start_with(
     let handle_pools = pools.clone();
     pools.prewarm();
     let maintenance = tokio::spawn(pools.clone().maintain_forever());
+    let trimmer = tokio::spawn(crate::process::trim::trim_after_waves(
+        metrics.client_connections.clone(),
+    ));
     let mut watchers = Vec::new();
     if cfg.schema_watch == SchemaWatch::Listen {
         for db in cfg.databases.values() {
@@ -571,6 +574,7 @@ pub async fn start_with(
         // Let background resets finish before closing idle connections.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         maintenance.abort();
+        trimmer.abort();
         tls_watch.abort();
         for w in &watchers {
             w.abort();

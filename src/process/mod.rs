@@ -11,10 +11,12 @@
 //! - [`user`]: `-u USER` / `user =` — switch to that OS user once the listener is bound (so a
 //!   privileged port can be bound first).
 //! - [`logfile`]: `logfile =` — append log lines to a file, reopened on SIGHUP for rotation.
+//! - [`trim`]: free memory given back to the system after a wave of clients leaves.
 //! - [`notify`]: systemd's `sd_notify` (`READY=1`, `STOPPING=1`) when `NOTIFY_SOCKET` is set.
 
 pub mod daemon;
 pub mod logfile;
 pub mod notify;
 pub mod pidfile;
+pub mod trim;
 pub mod user;

@@ -91,7 +91,8 @@ pub async fn apply(
 #[derive(Debug)]
 pub struct Accepted {
     pub settings: ClientSettings,
-    pub reported: BTreeMap<String, String>,
+    /// Shared by every client that logs in with these settings (see [`Reported`]).
+    pub reported: Arc<BTreeMap<String, String>>,
 }
 
 /// Transaction pooling: check the client's startup settings on a server connection, as
@@ -117,7 +118,7 @@ pub async fn validate(
     let settings = settings::snapshot(conn, &watch, login_user).await?;
     Ok(Ok(Accepted {
         settings,
-        reported: conn.params.clone(),
+        reported: Arc::new(conn.params.clone()),
     }))
 }
 

@@ -308,7 +308,7 @@ impl Conversation<'_> {
                     pid: conn.backend_pid,
                     key: conn.backend_key,
                 };
-                super::cancel::send_cancel(target, self.cancel_wait_timeout).await;
+                Box::pin(super::cancel::send_cancel(target, self.cancel_wait_timeout)).await;
             }
         }
         // A connection that may hold the client's session state is never pooled.
@@ -322,8 +322,10 @@ impl Conversation<'_> {
         client_w: &mut ClientWriter,
         force: &mut watch::Receiver<bool>,
     ) -> Result<End, SessionError> {
-        let mut cframes = Vec::with_capacity(64);
-        let mut sframes = Vec::with_capacity(64);
+        // No capacity up front: they grow to the batches this client sends, and an idle client
+        // does not pay for a relay-sized batch it may never send (issue 14).
+        let mut cframes = Vec::new();
+        let mut sframes = Vec::new();
         let mut out = Outbox::default();
         // Shutdown: one future for the whole session (creating `changed()` anew on every
         // wake-up would register and unregister a waiter on the watch channel each time). Once
@@ -522,7 +524,8 @@ impl Conversation<'_> {
                 }
                 self.account_client(&f);
                 if self.mode.per_transaction() {
-                    if f.tag == frontend::QUERY && self.answer_listen(&f, &mut out).await {
+                    if f.tag == frontend::QUERY && Box::pin(self.answer_listen(&f, &mut out)).await
+                    {
                         continue;
                     }
                     self.inspect_client(&f);
@@ -532,7 +535,7 @@ impl Conversation<'_> {
                     if self.engine.try_local(&f, &mut out)? {
                         continue;
                     }
-                    self.attach(&mut out.to_client, client_w).await?;
+                    Box::pin(self.attach(&mut out.to_client, client_w)).await?;
                 }
                 if let Some(c) = self.attached.as_mut() {
                     self.engine.on_client(f, &mut c.conn().prepared, &mut out)?;
@@ -590,11 +593,13 @@ impl Conversation<'_> {
                     // It may read the server socket itself (the session-state check), which
                     // takes the socket's registered waker: poll the socket afresh next time.
                     server_armed = false;
-                    if let Some(end) = self.between_transactions(client_w, &mut out).await? {
+                    if let Some(end) =
+                        Box::pin(self.between_transactions(client_w, &mut out)).await?
+                    {
                         return Ok(end);
                     }
                 } else if self.attached.is_some() && self.engine.at_transaction_boundary() {
-                    self.detach().await?;
+                    Box::pin(self.detach()).await?;
                 }
             }
             if handover_pending && self.movable(client_r) && self.client.claim_handover() {

@@ -70,13 +70,15 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
     let cfg = shared.config.current();
     let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
     let opened_at = std::time::Instant::now();
-    let opened = open(
-        stream,
-        cfg.client_tls.state.as_ref(),
-        cfg.max_message_len,
-        deadline,
+    let opened = Box::pin(
+        open(
+            stream,
+            cfg.client_tls.state.as_ref(),
+            cfg.max_message_len,
+            deadline,
+        )
+        .instrument(span.clone()),
     )
-    .instrument(span.clone())
     .await;
     let (mut writer, result) = match opened {
         Ok(Opened {
@@ -176,6 +178,8 @@ pub async fn run_adopted(adopted: crate::takeover::Adopted, shared: Arc<Shared>)
         Accepted::Unix(s, _) => crate::net::stream::split_client_unix(s),
     };
     let mut reader = crate::net::FrameReader::new(r, cfg.max_message_len);
+    // As for a client that logged in here: idle, it holds no read buffer.
+    reader.release_when_idle();
     let mut writer = crate::net::FrameWriter::new(w);
     let result = match adopt(&state, peer, local, &shared, &cfg)
         .instrument(span.clone())
@@ -183,7 +187,7 @@ pub async fn run_adopted(adopted: crate::takeover::Adopted, shared: Arc<Shared>)
     {
         Ok(login) => {
             tracing::debug!(parent: &span, "client adopted from the old process");
-            match converse(*login, &mut reader, &mut writer, &shared, &cfg, &span).await {
+            match converse(login, &mut reader, &mut writer, &shared, &cfg, &span).await {
                 Ok(Some(moving)) => {
                     hand_off(reader, writer, *moving, &span);
                     return;
@@ -284,7 +288,7 @@ async fn adopt(
         cancel_key,
         settings,
         watch: SettingsWatch::with_startup(&names),
-        reported: Reported::new(state.reported.clone()),
+        reported: Reported::new(Arc::new(state.reported.clone())),
         registered,
         _in_pool: in_pool,
         statements: state.statements.clone(),
@@ -365,87 +369,104 @@ async fn session(
     cfg: &Config,
     span: &tracing::Span,
 ) -> Result<Option<Box<Moving>>, SessionError> {
-    let login = match login(client, reader, writer, shared, cfg)
-        .instrument(span.clone())
+    let login = match Box::pin(login(client, reader, writer, shared, cfg).instrument(span.clone()))
         .await?
     {
         None => return Ok(None),
         Some(Login::Console(c)) => {
-            return crate::admin::serve(reader, writer, shared, c.role, &c.registered.track)
-                .instrument(span.clone())
-                .await
-                .map(|()| None);
+            return Box::pin(
+                crate::admin::serve(reader, writer, shared, c.role, &c.registered.track)
+                    .instrument(span.clone()),
+            )
+            .await
+            .map(|()| None);
         }
-        Some(Login::Pooled(l)) => *l,
+        Some(Login::Pooled(l)) => l,
     };
     converse(login, reader, writer, shared, cfg, span).await
 }
 
 /// The relay of a logged-in client, until it leaves or moves (an online restart).
 async fn converse(
-    login: LoggedIn,
+    login: Box<LoggedIn>,
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
     shared: &Arc<Shared>,
     cfg: &Config,
     span: &tracing::Span,
 ) -> Result<Option<Box<Moving>>, SessionError> {
-    let LoggedIn {
-        _slot,
-        _admitted,
-        _gauge,
-        pool,
-        mode,
-        naming,
-        attached,
-        cancel_key,
-        settings,
-        watch,
-        reported,
-        epoch,
-        registered,
-        _in_pool,
-        statements,
-    } = login;
-    if let Some(c) = &attached {
-        registered.track.linked(c.conn_ref().id);
-        c.link_to(registered.track.id);
-    }
-    let timers = super::timeouts::Watch::new(
-        shared.config.clone(),
-        &registered.track.user,
-        &pool.key.user,
-    );
-    let mut engine = Relay::new(cfg.heal.clone(), naming)
-        .with_epoch(epoch)
-        .with_span(span.clone())
-        .with_database(&pool.key.database);
-    for s in &statements {
-        engine.adopt_statement(s);
-    }
-    registered.track.set_prepared(statements.len());
-    let mut conversation = Conversation {
-        engine,
-        attached,
-        pool,
-        mode,
-        settings,
-        listen: ClientListen::new(shared.pools.listeners().clone(), shared.metrics.clone()),
-        pin: Pin::new(shared.metrics.clone()),
-        watch,
-        reported,
-        discard_pending: false,
-        cancel: &cancel_key,
-        metrics: shared.metrics.clone(),
-        client: registered.track.clone(),
-        activity: Default::default(),
-        query_start: None,
-        xact_start: None,
-        timers,
-        cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
-        fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
+    // What the session holds while its client is idle is this future: the login's values are
+    // unpacked inside a block, so that each is stored once (in `keep` or in the conversation)
+    // and not a second time as a moved-from local of this future (issue 14).
+    let keep;
+    let mut conversation = {
+        // Moved in here, its box is freed at the end of the block, not of the session.
+        let login = login;
+        let LoggedIn {
+            _slot,
+            _admitted,
+            _gauge,
+            pool,
+            mode,
+            naming,
+            attached,
+            cancel_key,
+            settings,
+            watch,
+            reported,
+            epoch,
+            registered,
+            _in_pool,
+            statements,
+        } = *login;
+        if let Some(c) = &attached {
+            registered.track.linked(c.conn_ref().id);
+            c.link_to(registered.track.id);
+        }
+        let timers = super::timeouts::Watch::new(
+            shared.config.clone(),
+            &registered.track.user,
+            &pool.key.user,
+        );
+        let mut engine = Relay::new(cfg.heal.clone(), naming)
+            .with_epoch(epoch)
+            .with_span(span.clone())
+            .with_database(&pool.key.database);
+        for s in &statements {
+            engine.adopt_statement(s);
+        }
+        registered.track.set_prepared(statements.len());
+        keep = Keep {
+            _in_pool,
+            registered,
+            cancel_key,
+            _gauge,
+            _admitted,
+            _slot,
+        };
+        Conversation {
+            engine,
+            attached,
+            pool,
+            mode,
+            settings,
+            listen: ClientListen::new(shared.pools.listeners().clone(), shared.metrics.clone()),
+            pin: Pin::new(shared.metrics.clone()),
+            watch,
+            reported,
+            discard_pending: false,
+            cancel: &keep.cancel_key,
+            metrics: shared.metrics.clone(),
+            client: keep.registered.track.clone(),
+            activity: Default::default(),
+            query_start: None,
+            xact_start: None,
+            timers,
+            cancel_wait_timeout: cfg.timeouts.cancel_wait_timeout,
+            fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
+        }
     };
-    let mut force = registered.track.killed();
+    let mut force = keep.registered.track.killed();
     if *force.borrow() {
         // Killed (or asked to move, an online restart) before the relay began: the relay must
         // see it as a change.
@@ -454,20 +475,34 @@ async fn converse(
     let end = conversation.relay(reader, writer, &mut force).await;
     let moving = match &end {
         Ok(super::relay_loop::End::HandedOver) => {
-            let unix_port = match registered.track.addr {
+            let unix_port = match keep.registered.track.addr {
                 PeerAddr::Unix { port, .. } => Some(port),
                 PeerAddr::Tcp(_) => None,
             };
-            let state = conversation.export(&registered.track.application_name, unix_port);
-            registered.track.take_claim().map(|c| Box::new((state, c)))
+            let state = conversation.export(&keep.registered.track.application_name, unix_port);
+            keep.registered
+                .track
+                .take_claim()
+                .map(|c| Box::new((state, c)))
         }
         _ => None,
     };
-    conversation.finish(&end).instrument(span.clone()).await;
+    Box::pin(conversation.finish(&end).instrument(span.clone())).await;
     match moving {
         Some(m) => Ok(Some(m)),
         None => end.map(|_| None),
     }
+}
+
+/// What a session keeps beside its conversation, dropped after it in this order (the order
+/// in which the unpacked login values were dropped).
+struct Keep {
+    _in_pool: crate::pool::stats::ClientCount,
+    registered: Registered,
+    cancel_key: super::cancel::CancelKey,
+    _gauge: ClientGauge,
+    _admitted: crate::pool::registry::ClientAdmission,
+    _slot: Option<Slot>,
 }
 
 /// What a successful login leads to.
@@ -685,7 +720,7 @@ async fn login(
                 }
                 return Err(e);
             }
-            let p = checkout.conn_ref().params.clone();
+            let p = Arc::new(checkout.conn_ref().params.clone());
             (Some(checkout), ClientSettings::default(), p)
         }
         PoolMode::Transaction | PoolMode::Statement => {
@@ -724,7 +759,7 @@ async fn login(
     }
     writer.write_frame(&encode::auth_ok()).await?;
     let mut hello = Vec::new();
-    for (k, v) in &server_params {
+    for (k, v) in server_params.iter() {
         hello.push(encode::parameter_status(k, v).bytes);
     }
     hello.push(encode::backend_key_data(cancel_key.pid, cancel_key.key.as_bytes()).bytes);
@@ -791,5 +826,25 @@ struct ClientGauge(Arc<Metrics>);
 impl Drop for ClientGauge {
     fn drop(&mut self) {
         self.0.client_connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn of two arguments returns (not polled, not built).
+    fn future_size<A, B, F: std::future::Future>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Issue 14: the session task (the future `run_client` returns, allocated once per client
+    /// for its whole life) holds what an idle client needs, not the login's or a
+    /// transaction's working state, which are boxed and freed when done. It was about 18 KiB;
+    /// the bound leaves room for a field or two, not for an unboxed login or relay step.
+    #[test]
+    fn the_session_task_of_an_idle_client_stays_small() {
+        let size = future_size(run_client);
+        assert!(size <= 8 * 1024, "the session future is {size} bytes");
     }
 }

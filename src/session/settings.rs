@@ -227,16 +227,20 @@ pub async fn snapshot(
 
 /// The ParameterStatus values a client was told, to tell it what changes when pgheal moves it
 /// to another server connection.
+///
+/// Shared until it differs: every client of a pool starts from the same values (an `Arc` of
+/// the pool's map, not a copy of about 1.4 KiB per client), and a client's own copy is made
+/// at its first ParameterStatus that changes one.
 #[derive(Debug, Default)]
 pub struct Reported {
-    told: BTreeMap<String, String>,
+    told: Arc<BTreeMap<String, String>>,
     /// The `params_gen` of the connection last compared with `told`.
     synced: u64,
 }
 
 impl Reported {
     /// What the client was sent at login.
-    pub fn new(told: BTreeMap<String, String>) -> Self {
+    pub fn new(told: Arc<BTreeMap<String, String>>) -> Self {
         Reported { told, synced: 0 }
     }
 
@@ -254,7 +258,7 @@ impl Reported {
         };
         if let (Ok(k), Ok(v)) = (std::str::from_utf8(k), std::str::from_utf8(v)) {
             if self.told.get(k).map(String::as_str) != Some(v) {
-                self.told.insert(k.to_owned(), v.to_owned());
+                Arc::make_mut(&mut self.told).insert(k.to_owned(), v.to_owned());
             }
         }
     }
@@ -269,7 +273,7 @@ impl Reported {
         for (k, v) in &conn.params {
             if self.told.get(k) != Some(v) {
                 to_client.push(encode::parameter_status(k, v).bytes);
-                self.told.insert(k.clone(), v.clone());
+                Arc::make_mut(&mut self.told).insert(k.clone(), v.clone());
             }
         }
         self.synced = conn.params_gen;

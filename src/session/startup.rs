@@ -202,6 +202,8 @@ async fn read_opening(
             },
             (Some(StartupPacket::Startup(p)), _) => Opening::Startup(p),
         };
+        // Logged in or not, from here on an idle client holds no read buffer.
+        reader.release_when_idle();
         return Ok(Opened {
             reader,
             writer,
