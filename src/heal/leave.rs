@@ -7,7 +7,7 @@
 //! serves anyone else:
 //!
 //! 1. The messages already sent, and those still deferred, run to their answers as usual (the
-//!    answers go nowhere).
+//!    answers go nowhere); a Flush makes the server send answers it still buffers.
 //! 2. COPY FROM STDIN in progress is failed with CopyFail.
 //! 3. A segment without Sync is made to fail (a Parse that cannot succeed) before pgheal's own
 //!    Sync, so the server rolls its implicit transaction back as a closed session would — a
@@ -52,6 +52,12 @@ impl Relay {
             return Ok(Rest::Waiting);
         }
         if !self.is_quiet() {
+            // The server keeps the answers of a batch the client ended with neither Flush nor
+            // Sync in its output buffer: without a Flush they would never come, and the
+            // connection would be closed at the drain timeout (found by tests/it/chaos.rs).
+            // A Flush has no answer of its own, so it changes nothing the engine expects.
+            out.to_server
+                .push(encode::raw(crate::protocol::frontend::FLUSH, b"").bytes);
             return Ok(Rest::Waiting);
         }
         if self.at_ready {

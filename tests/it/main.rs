@@ -15,6 +15,7 @@ mod admin_console;
 mod auth_hba;
 mod auth_query;
 mod cancel_wait_timeout;
+mod chaos;
 mod client_tls;
 mod cluster_smoke;
 mod config_example;

@@ -103,6 +103,11 @@ impl Wire {
         }
     }
 
+    /// The socket, for tests that write raw (even malformed) bytes after logging in.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     pub async fn send(&mut self, frames: &[Frame]) {
         let mut b = BytesMut::new();
         for f in frames {
