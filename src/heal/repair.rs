@@ -94,10 +94,14 @@ impl Relay {
                 out.to_client.push(h.bytes);
             }
         }
-        // A simple Query (or FunctionCall) after the failed message is skipped by the server
-        // like the rest: only a Sync ends the skipping (found by fuzzing).
+        // After a failed extended-protocol message, a simple Query (or FunctionCall) is
+        // skipped by the server like the rest: only a Sync ends the skipping (found by
+        // fuzzing). When the failed message is itself a simple Query (SQL-level EXECUTE), its
+        // own ReadyForQuery ends it.
+        let extended = !matches!(target, HealTarget::Sql(_));
         let sync_pending = self.pending.iter().any(|p| {
-            p.is_sync_point() && !matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall)
+            p.is_sync_point()
+                && !(extended && matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall))
         });
         self.pending.clear();
         self.risky_in_flight = 0;

@@ -441,14 +441,15 @@ impl Conversation<'_> {
                     match r {
                         Ok(true) => {}
                         Ok(false) | Err(NetError::Closed) => end = Some(End::ServerGone),
-                        // Not a close the server chose (it sends FATAL first): a reset, or a
-                        // dead peer found by keepalive or tcp_user_timeout. The client is
-                        // told, after whatever the server sent before.
-                        Err(NetError::Io(e)) => {
+                        // A dead peer found by keepalive or tcp_user_timeout (not a close the
+                        // server chose, which sends FATAL first, nor a reset after one): the
+                        // client is told, after whatever the server sent before.
+                        Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                             tracing::info!(parent: &self.engine.span, error = %e, "server connection lost");
                             lost = Some(e);
                             end = Some(End::ServerGone)
                         }
+                        Err(NetError::Io(_)) => end = Some(End::ServerGone),
                         Err(e) => return Err(e.into()),
                     }
                     if let Some(c) = self.attached.as_mut() {

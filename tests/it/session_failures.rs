@@ -362,11 +362,13 @@ async fn server_refusing_pgheals_login_is_reported_to_the_client() {
     let err = try_connect(&proxy_url_as(&proxy, USER, "not-the-password", DB))
         .await
         .expect_err("the server refuses pgheal");
-    let db = err.as_db_error().expect("the server's own error");
-    assert_eq!(db.code().code(), "28P01");
+    // The pooler's failure (08001, issue 14 point 7), with the server's reason, not a 28P01
+    // that would blame the client's own password.
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "08001");
     assert_eq!(
         db.message(),
-        "password authentication failed for user \"app\""
+        "pgheal could not log in to the server: password authentication failed for user \"app\""
     );
     // A database the server does not have (pgheal knows it, the server does not).
     let proxy = start_proxy(&pg, |a| a.upstream = Some(pg.url(USER, PASSWORD, "gone"))).await;

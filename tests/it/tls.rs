@@ -156,11 +156,15 @@ async fn server_connections_use_tls_per_sslmode() {
     assert!(msg.contains("UnknownIssuer"), "{msg}");
     proxy.shutdown().await;
 
-    // sslmode=disable: the hostssl-only server refuses the plain-text login, and the client
-    // gets PostgreSQL's own error.
+    // sslmode=disable: the hostssl-only server refuses the plain-text login; the client is
+    // told pgheal could not log in, with PostgreSQL's reason.
     let proxy = proxy_for(upstream(&pg, "127.0.0.1", "?sslmode=disable"), |_| {}).await;
     let (code, msg) = connect_error(&proxy_url(&proxy)).await;
-    assert_eq!(code, "28000", "{msg}");
+    assert_eq!(code, "08001", "{msg}");
+    assert!(
+        msg.starts_with("pgheal could not log in to the server: "),
+        "{msg}"
+    );
     assert!(msg.contains("no encryption"), "{msg}");
     proxy.shutdown().await;
 }
