@@ -452,39 +452,7 @@ impl Conversation<'_> {
                         Err(NetError::Io(_)) => end = Some(End::ServerGone),
                         Err(e) => return Err(e.into()),
                     }
-                    if let Some(c) = self.attached.as_mut() {
-                        let conn = c.conn();
-                        for f in sframes.drain(..) {
-                            self.activity.server_bytes += f.len() as u64;
-                            if f.tag == backend::READY_FOR_QUERY {
-                                if self.mode == PoolMode::Statement
-                                    && f.body().first() != Some(&TxStatus::Idle.byte())
-                                {
-                                    return Err(SessionError::TransactionBlockInStatementMode);
-                                }
-                                account_ready(
-                                    &mut self.activity,
-                                    &mut self.query_start,
-                                    &mut self.xact_start,
-                                    &f,
-                                    &self.pool,
-                                );
-                            }
-                            if self.mode.per_transaction() {
-                                self.watch.server_frame(&f);
-                                if f.tag == backend::PARAMETER_STATUS {
-                                    self.reported.forwarded(&f);
-                                }
-                            }
-                            if f.tag == backend::PARAMETER_STATUS {
-                                conn.note_parameter(&f);
-                            }
-                            if self.listen.watches_server() {
-                                self.listen.observe_server(&f);
-                            }
-                            self.engine.on_server(f, &mut conn.prepared, &mut out)?;
-                        }
-                    }
+                    self.take_server_frames(&mut sframes, &mut out)?;
                     if let Some(e) = lost {
                         let f = encode::error_response(
                             "FATAL",
@@ -547,6 +515,7 @@ impl Conversation<'_> {
                     if let Err(e) = c.conn().writer.write_parts(&mut out.to_server).await {
                         tracing::info!(parent: &self.engine.span, error = %e, "server connection lost while writing");
                         end = Some(End::ServerGone);
+                        self.read_last_words(&mut sframes, &mut out).await?;
                     }
                 }
             }
@@ -610,6 +579,68 @@ impl Conversation<'_> {
         }
     }
 
+    /// Server frames just read: accounted, observed and passed through the heal engine.
+    fn take_server_frames(
+        &mut self,
+        sframes: &mut Vec<Frame>,
+        out: &mut Outbox,
+    ) -> Result<(), SessionError> {
+        if let Some(c) = self.attached.as_mut() {
+            let conn = c.conn();
+            for f in sframes.drain(..) {
+                self.activity.server_bytes += f.len() as u64;
+                if f.tag == backend::READY_FOR_QUERY {
+                    if self.mode == PoolMode::Statement
+                        && f.body().first() != Some(&TxStatus::Idle.byte())
+                    {
+                        return Err(SessionError::TransactionBlockInStatementMode);
+                    }
+                    account_ready(
+                        &mut self.activity,
+                        &mut self.query_start,
+                        &mut self.xact_start,
+                        &f,
+                        &self.pool,
+                    );
+                }
+                if self.mode.per_transaction() {
+                    self.watch.server_frame(&f);
+                    if f.tag == backend::PARAMETER_STATUS {
+                        self.reported.forwarded(&f);
+                    }
+                }
+                if f.tag == backend::PARAMETER_STATUS {
+                    conn.note_parameter(&f);
+                }
+                if self.listen.watches_server() {
+                    self.listen.observe_server(&f);
+                }
+                self.engine.on_server(f, &mut conn.prepared, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed write to the server: what the server sent before it reset the
+    /// connection, passed on. PostgreSQL resets a connection it closes with unread input (a
+    /// backend terminated while the client's next messages were on their way), and its FATAL
+    /// then waits in the socket behind a write that fails; without this read the client would
+    /// see a bare close instead of, say, `57P01`. The socket is dead, so the read ends at once;
+    /// the bound only guards against a kernel that says otherwise.
+    async fn read_last_words(
+        &mut self,
+        sframes: &mut Vec<Frame>,
+        out: &mut Outbox,
+    ) -> Result<(), SessionError> {
+        let Some(c) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        let read = c.conn().reader.read_frames(sframes);
+        // Only the frames matter: the error or close that follows them is already known.
+        let _ = tokio::time::timeout(LAST_WORDS_WAIT, read).await;
+        self.take_server_frames(sframes, out)
+    }
+
     /// A session timeout fired: counted (`pgheal_timeouts_total`), and the error that ends the
     /// session.
     fn timed_out(&self, t: Timeout) -> SessionError {
@@ -631,6 +662,9 @@ impl Conversation<'_> {
         }
     }
 }
+
+/// How long [`Conversation::read_last_words`] may wait for a dead socket to say so.
+const LAST_WORDS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The NOTICE PgBouncer sends a client that waits `query_wait_notify` for a server connection
 /// (`janitor.c`).

@@ -104,6 +104,56 @@ fn rand_i32() -> i32 {
     h.finish() as i32
 }
 
+/// A backend terminated while the client's messages stream towards it closes with unread
+/// input, so PostgreSQL resets the connection after its FATAL; pgheal may then fail a write
+/// before it reads the FATAL. The client must still get the server's `57P01`, not a bare
+/// close. Timing decides which of the two pgheal meets first, so the race is run many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_mid_stream_still_passes_the_servers_fatal() {
+    let pg = start_pg();
+    let proxy = start_proxy(&pg, |a| a.pool_size = Some(4)).await;
+    let su = admin_client(&pg).await;
+    let url = proxy_url(&proxy);
+    for round in 0..25 {
+        let (c, conn) = connect_watched(&url).await;
+        let c = std::sync::Arc::new(c);
+        let pid = backend_pid(&c).await;
+        // Four queries in flight at all times until the connection fails.
+        let stream = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                loop {
+                    let batch = (0..4).map(|_| c.simple_query("SELECT 1"));
+                    for r in futures_util::future::join_all(batch).await {
+                        if let Err(e) = r {
+                            return e;
+                        }
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20 + 7 * round)).await;
+        su.query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminate");
+        let first = tokio::time::timeout(Duration::from_secs(15), stream)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the client's queries never failed"))
+            .expect("task");
+        let ended = tokio::time::timeout(Duration::from_secs(15), conn)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the client's connection never ended"))
+            .expect("task");
+        // The FATAL reaches either a query in flight or the connection task.
+        let codes = [sqlstate(&first), ended.err().as_ref().and_then(sqlstate)];
+        assert!(
+            codes.iter().any(|c| c.as_deref() == Some("57P01")),
+            "round {round}: the client never saw the server's 57P01 (query: {first}; \
+             connection: {codes:?})"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_server_connection_ends_the_client_cleanly() {
     let pg = start_pg();
@@ -113,6 +163,10 @@ async fn terminated_server_connection_ends_the_client_cleanly() {
 
     let (a, a_conn) = connect_watched(&url).await;
     let a_pid = backend_pid(&a).await;
+    // tokio-postgres closes the statement behind `backend_pid` after the call returns; a FATAL
+    // that met that Close would go to its (abandoned) answer instead of ending the connection
+    // with an error, with or without pgheal. A simple query behind it waits for that answer.
+    a.simple_query("SELECT 1").await.expect("A is idle");
     su.query_one("SELECT pg_terminate_backend($1)", &[&a_pid])
         .await
         .expect("terminate");
