@@ -18,6 +18,12 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// Give back the lists' memory (they are empty between steps).
+    pub fn shed(&mut self) {
+        debug_assert!(self.is_empty());
+        *self = Outbox::default();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.to_server.is_empty() && self.to_client.is_empty() && self.events.is_empty()
     }

@@ -244,6 +244,29 @@ impl Relay {
         self.is_quiet() && self.at_ready && self.status == TxStatus::Idle
     }
 
+    /// Between transactions, with nothing in flight: the queues and the replay window give
+    /// their memory back, so an idle client holds only what outlives a transaction (its
+    /// statements and settings; issue 14). Costs a few small allocations in the next
+    /// transaction; does nothing while anything is in flight.
+    pub fn shed(&mut self) {
+        if !self.at_transaction_boundary() {
+            return;
+        }
+        if self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
+        if self.deferred.capacity() > 0 {
+            self.deferred = VecDeque::new();
+        }
+        if self.scratch.capacity() > 0 {
+            self.scratch = Vec::new();
+        }
+        if self.portals.is_empty() && self.portals.capacity() > 0 {
+            self.portals = HashMap::new();
+        }
+        self.window.shed();
+    }
+
     /// A one-line summary of the engine's state, for trace logs.
     pub fn debug_state(&self) -> String {
         format!(

@@ -84,6 +84,14 @@ impl Window {
         self.held_bytes = 0;
     }
 
+    /// Give back the memory of a finished window (the engine is between transactions).
+    pub fn shed(&mut self) {
+        self.entries = Vec::new();
+        self.held = Vec::new();
+        self.bytes = 0;
+        self.held_bytes = 0;
+    }
+
     /// Keep a client message for replay; `None` when the window no longer keeps messages.
     pub fn push(&mut self, frame: &Frame, max_bytes: usize) -> Option<u32> {
         if self.irrevocable || !(self.start == TxStatus::Idle || self.savepoint) {

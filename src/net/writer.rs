@@ -93,16 +93,7 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
             return Ok(());
         }
         while first < parts.len() {
-            let batch = &parts[first..];
-            let written = if batch.len() <= SMALL_SLICES {
-                let mut slices = [IoSlice::new(&[]); SMALL_SLICES];
-                let n = fill(&mut slices, batch, offset);
-                self.write_slices(&slices[..n]).await?
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let n = fill(&mut slices, batch, offset);
-                self.write_slices(&slices[..n]).await?
-            };
+            let written = self.write_batch(&parts[first..], offset).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -113,12 +104,27 @@ impl<W: AsyncWrite + TcpSocket + Unpin> FrameWriter<W> {
         self.inner.flush().await
     }
 
-    /// One write: a plain `send` for a single slice, `writev` for several.
-    async fn write_slices(&mut self, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        match slices {
-            [one] => self.inner.write(one).await,
-            _ => self.inner.write_vectored(slices).await,
-        }
+    /// One write of `batch` (its first part from `offset` on): a plain `send` for a single
+    /// slice, `writev` for several. The slices are built inside each poll, so no array of them
+    /// lives in the future across a wait: the relay's future, which a session holds while its
+    /// client is idle, stays small (issue 14).
+    async fn write_batch(&mut self, batch: &[Bytes], offset: usize) -> std::io::Result<usize> {
+        let inner = &mut self.inner;
+        std::future::poll_fn(|cx| {
+            let inner = std::pin::Pin::new(&mut *inner);
+            if batch.len() <= SMALL_SLICES {
+                let mut slices = [IoSlice::new(&[]); SMALL_SLICES];
+                match fill(&mut slices, batch, offset) {
+                    1 => inner.poll_write(cx, &slices[0]),
+                    n => inner.poll_write_vectored(cx, &slices[..n]),
+                }
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let n = fill(&mut slices, batch, offset);
+                inner.poll_write_vectored(cx, &slices[..n])
+            }
+        })
+        .await
     }
 
     /// Write one frame (handshake and error paths).

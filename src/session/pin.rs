@@ -283,7 +283,7 @@ impl Pin {
 
     /// The session ended: a connection that may carry the client's state is closed, never
     /// pooled.
-    pub fn release(&mut self, attached: &mut Option<Checkout>) {
+    pub fn release(&mut self, attached: &mut Option<Box<Checkout>>) {
         if self.state == PinState::Free {
             return;
         }

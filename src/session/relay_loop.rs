@@ -57,7 +57,9 @@ pub enum End {
 /// One client's conversation with its server connection(s).
 pub struct Conversation<'a> {
     pub engine: Relay,
-    pub attached: Option<Checkout>,
+    /// Boxed: a transaction-pooled client is idle most of the time, and the session then
+    /// holds only the pointer (issue 14).
+    pub attached: Option<Box<Checkout>>,
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
     /// The client's session settings (transaction pooling), as last read from the server.
@@ -166,7 +168,7 @@ impl Conversation<'_> {
             pid: conn.backend_pid,
             key: conn.backend_key,
         }));
-        self.attached = Some(checkout);
+        self.attached = Some(Box::new(checkout));
         Ok(())
     }
 
@@ -570,6 +572,12 @@ impl Conversation<'_> {
                     }
                 } else if self.attached.is_some() && self.engine.at_transaction_boundary() {
                     Box::pin(self.detach()).await?;
+                    // Idle until the client's next transaction: what this one grew goes back
+                    // to the allocator (issue 14: memory per idle client).
+                    self.engine.shed();
+                    cframes = Vec::new();
+                    sframes = Vec::new();
+                    out.shed();
                 }
             }
             if handover_pending && self.movable(client_r) && self.client.claim_handover() {

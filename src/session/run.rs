@@ -70,6 +70,8 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
     let cfg = shared.config.current();
     let deadline = tokio::time::Instant::now() + cfg.client_login_timeout;
     let opened_at = std::time::Instant::now();
+    // Boxed, like the client below: this future is what a session holds for its whole life,
+    // and the opening's values would otherwise keep their place in it (issue 14).
     let opened = Box::pin(
         open(
             stream,
@@ -79,16 +81,18 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
         )
         .instrument(span.clone()),
     )
-    .await;
+    .await
+    .map(Box::new);
     let (mut writer, result) = match opened {
-        Ok(Opened {
-            mut reader,
-            mut writer,
-            opening,
-            end_point,
-            client_cert_name,
-        }) => {
-            let client = Client {
+        Ok(opened) => {
+            let Opened {
+                mut reader,
+                mut writer,
+                opening,
+                end_point,
+                client_cert_name,
+            } = *opened;
+            let client = Box::new(Client {
                 deadline,
                 peer,
                 local,
@@ -96,7 +100,7 @@ pub async fn run_client(stream: Accepted, shared: Arc<Shared>) {
                 opening,
                 end_point,
                 client_cert_name,
-            };
+            });
             match session(client, &mut reader, &mut writer, &shared, &cfg, &span).await {
                 Ok(Some(moving)) => {
                     hand_off(reader, writer, *moving, &span);
@@ -362,7 +366,7 @@ struct Client {
 /// span on every poll of the session task costs as much as a tenth of a forwarded
 /// transaction), and its few log lines name the span as their parent instead.
 async fn session(
-    client: Client,
+    client: Box<Client>,
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
     shared: &Arc<Shared>,
@@ -528,7 +532,7 @@ struct LoggedIn {
     pool: Arc<crate::pool::Pool>,
     mode: PoolMode,
     naming: Naming,
-    attached: Option<crate::pool::Checkout>,
+    attached: Option<Box<crate::pool::Checkout>>,
     cancel_key: super::cancel::CancelKey,
     settings: ClientSettings,
     watch: SettingsWatch,
@@ -545,13 +549,15 @@ struct LoggedIn {
 /// Opening, authentication and server assignment. `Ok(None)`: the client left or sent a
 /// cancel request, and there is nothing to relay.
 async fn login(
-    client: Client,
+    client: Box<Client>,
     reader: &mut ClientReader,
     writer: &mut ClientWriter,
     shared: &Arc<Shared>,
     cfg: &Config,
 ) -> Result<Option<Login>, SessionError> {
     let _ = MAX_STARTUP_LEN;
+    // Moved out of its box: the opening is consumed below while other fields are still read.
+    let client = *client;
     let startup = match client.opening {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
@@ -785,7 +791,7 @@ async fn login(
         pool,
         mode: db.pool_mode,
         naming,
-        attached: checkout,
+        attached: checkout.map(Box::new),
         cancel_key,
         settings: client_settings,
         watch: SettingsWatch::with_startup(&settings),
