@@ -75,6 +75,40 @@ async fn start_pgheal(
     (child, log)
 }
 
+/// Starts `pgheal -R` with `ini` and waits for `old` to hand over and exit cleanly; the new
+/// process and its log.
+async fn reboot(
+    ini: &std::path::Path,
+    old: &mut tokio::process::Child,
+) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    let mut c = pgheal_cmd();
+    c.arg("-R").arg(ini);
+    let new = spawn_logging(c);
+    let status = tokio::time::timeout(Duration::from_secs(40), old.wait())
+        .await
+        .expect("the old process exits once its clients moved")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    new
+}
+
+/// Stops the new process; its log must say it took over from the old one.
+async fn stop_new_and_check_it_took_over(
+    mut new: tokio::process::Child,
+    new_log: tokio::task::JoinHandle<String>,
+) {
+    let _ = new.start_kill();
+    let log = tokio::time::timeout(Duration::from_secs(10), new_log)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    assert!(
+        log.contains("online restart"),
+        "the new process says it took over:\n{log}"
+    );
+}
+
 /// What the load's workers report.
 #[derive(Default)]
 struct Outcome {
@@ -157,16 +191,7 @@ async fn restart_under_load_moves_every_client_without_an_error() {
     .await;
     assert!(loaded, "the load runs: {:?}", out.lock().unwrap().errors);
 
-    let (mut new, new_log) = {
-        let mut c = pgheal_cmd();
-        c.arg("-R").arg(&ini);
-        spawn_logging(c)
-    };
-    let status = tokio::time::timeout(Duration::from_secs(40), old.wait())
-        .await
-        .expect("the old process exits once its clients moved")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    let (mut new, new_log) = reboot(&ini, &mut old).await;
     let at_exit = out.lock().unwrap().acked.len();
     // The old process is gone: whatever answers now is the new one.
     let more = eventually(Duration::from_secs(20), || async {
@@ -234,16 +259,7 @@ async fn restart_under_load_moves_every_client_without_an_error() {
         stored, acked,
         "every acknowledged row is stored, and nothing else"
     );
-    let _ = new.start_kill();
-    let log = tokio::time::timeout(Duration::from_secs(10), new_log)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    assert!(
-        log.contains("online restart"),
-        "the new process says it took over:\n{log}"
-    );
+    stop_new_and_check_it_took_over(new, new_log).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,4 +435,81 @@ impl Drop for KillPid {
             .args(["-QUIT", &self.0.to_string()])
             .status();
     }
+}
+
+/// The judging run: pgbench's write transactions (`-M prepared`, 8 clients) through
+/// pgheal while `pgheal -R` replaces the process. pgbench reports no failed transaction, every
+/// transaction it counted left exactly one row in `pgbench_history`, and the old process has
+/// handed over and exited before pgbench ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_through_a_reboot_without_a_failed_transaction() {
+    use common::pgbench::{assert_report, init, pgbench};
+
+    const CLIENTS: u32 = 8;
+    const PER_CLIENT: u32 = 1500;
+    let pg = start_pg();
+    init(&pg).await;
+    let direct = connect(&direct_url(&pg)).await;
+    let dir = Dir::new("restart-pgbench");
+    let port = free_port();
+    let ini = ini(&pg, &dir, port);
+    let (mut old, old_log) = start_pgheal(&[ini.as_os_str()], port).await;
+
+    let mut bench = pgbench(&pg, port);
+    bench.args([
+        "-M",
+        "prepared",
+        "-n",
+        "-c",
+        &CLIENTS.to_string(),
+        "-j",
+        "2",
+    ]);
+    bench.args(["-t", &PER_CLIENT.to_string(), DB]);
+    let bench = tokio::spawn(bench.output());
+
+    let history = || async {
+        direct
+            .query_one("SELECT count(*) FROM pgbench_history", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let running = eventually(Duration::from_secs(30), || async { history().await >= 500 }).await;
+    assert!(running, "pgbench runs through pgheal");
+
+    let (new, new_log) = reboot(&ini, &mut old).await;
+    let at_exit = history().await;
+    let total = i64::from(CLIENTS * PER_CLIENT);
+
+    let out = tokio::time::timeout(Duration::from_secs(120), bench)
+        .await
+        .expect("pgbench ends")
+        .unwrap()
+        .expect("pgbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        let log = old_log.await.unwrap_or_default();
+        panic!(
+            "pgbench failed ({}):\n{stdout}\n{stderr}\nold process log:\n{log}",
+            out.status
+        );
+    }
+    assert_report(
+        &stdout,
+        "prepared",
+        CLIENTS * PER_CLIENT,
+        "pgbench through a reboot",
+    );
+    assert!(
+        at_exit < total,
+        "the restart happened while pgbench ran ({at_exit} of {total} transactions done)"
+    );
+    assert_eq!(
+        history().await,
+        total,
+        "each counted transaction stored one history row, none lost or doubled"
+    );
+    stop_new_and_check_it_took_over(new, new_log).await;
 }
