@@ -229,11 +229,10 @@ fn close_idle_of(pools: Vec<std::sync::Arc<Pool>>, db: &str) {
 /// Wait until `done` holds; a console session that is killed (or pgheal stopping) stops
 /// waiting with an error.
 async fn wait_until(me: &ClientTrack, done: impl Fn() -> bool) -> Result<(), String> {
-    let mut killed = me.killed();
     while !done() {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = async { killed.wait_for(|k| *k).await.map(|_| ()) } => {
+            _ = me.wait_killed() => {
                 return Err("the console session is ending".into());
             }
         }

@@ -113,7 +113,6 @@ where
     W: AsyncWrite + TcpSocket + Unpin,
 {
     tracing::info!(user = %me.user, ?role, "admin console session");
-    let mut killed = me.killed();
     loop {
         let frame = tokio::select! {
             f = reader.read_frame() => match f {
@@ -121,7 +120,7 @@ where
                 Err(NetError::Closed) => return Ok(()),
                 Err(e) => return Err(e.into()),
             },
-            _ = async { killed.wait_for(|k| *k).await.map(|_| ()) } => {
+            _ = me.wait_killed() => {
                 let f = encode::error_response(
                     "FATAL",
                     sqlstate::ADMIN_SHUTDOWN,

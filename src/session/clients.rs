@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-
 use crate::net::PeerAddr;
 use crate::pool::stats::unix_micros;
+
+use super::kill::{HasKillSwitch, KillSwitch, KillWatch};
 
 /// What a client is doing, as `SHOW CLIENTS` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct ClientTrack {
     /// The server connection it is linked to, 0 for none.
     link: AtomicU64,
     prepared: AtomicU64,
-    kill: watch::Sender<bool>,
+    kill: KillSwitch,
     /// An online restart asked this session to move (see [`crate::takeover`]).
     handover: Mutex<Handover>,
 }
@@ -127,7 +127,7 @@ impl ClientTrack {
                 *h = Handover::None;
             }
         }
-        self.kill.send_replace(true);
+        self.kill.fire();
     }
 
     /// Online restart: move at the next transaction boundary. The session is woken as by a
@@ -138,7 +138,7 @@ impl ClientTrack {
                 *h = Handover::Requested(hub);
             }
         }
-        self.kill.send_replace(true);
+        self.kill.fire();
     }
 
     /// Whether an online restart asked this session to move.
@@ -178,9 +178,21 @@ impl ClientTrack {
         }
     }
 
-    /// Flips to true when the session must end; the relay watches it.
-    pub fn killed(&self) -> watch::Receiver<bool> {
-        self.kill.subscribe()
+    /// Completes once the session was told to end (or to move, which an admin console session
+    /// never is).
+    pub async fn wait_killed(&self) {
+        self.kill.wait_past(0).await;
+    }
+
+    /// Fires when the session must end or move; the relay watches it.
+    pub fn killed(self: &Arc<Self>) -> KillWatch<ClientTrack> {
+        KillWatch::new(self.clone())
+    }
+}
+
+impl HasKillSwitch for ClientTrack {
+    fn kill_switch(&self) -> &KillSwitch {
+        &self.kill
     }
 }
 
@@ -244,7 +256,7 @@ impl ClientList {
             since: AtomicU64::new(unix_micros(now)),
             link: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
-            kill: watch::channel(self.closing.load(Relaxed)).0,
+            kill: KillSwitch::new(self.closing.load(Relaxed)),
             handover: Mutex::new(Handover::None),
         });
         if !track.admin {
@@ -343,12 +355,12 @@ mod tests {
         let b = list.register(info("b"));
         let (ka, kb) = (a.track.killed(), b.track.killed());
         assert_eq!(list.kill_where(|c| c.database == "a"), 1);
-        assert!(*ka.borrow() && !*kb.borrow());
+        assert!(ka.fired() && !kb.fired());
         list.kill_all();
-        assert!(*kb.borrow());
+        assert!(kb.fired());
         let late = list.register(info("c"));
         assert!(
-            *late.track.killed().borrow(),
+            late.track.killed().fired(),
             "a login after shutdown starts killed"
         );
     }

@@ -11,30 +11,23 @@ use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 
-use tokio::sync::watch;
-
 use crate::config::PoolMode;
 use crate::net::stream::{ClientRead, ClientWrite};
 use crate::net::ClientReader;
 use crate::takeover::state::{ClientState, Setting};
 
+use super::clients::ClientTrack;
+use super::kill::KillWatch;
 use super::relay_loop::Conversation;
 
 /// A future that completes at the next kill of the session (a kill after the hand-over request
 /// that woke it): a session waiting for its boundary still ends when told to.
 pub(super) fn rekill_watch(
-    probe: &watch::Receiver<bool>,
+    probe: &KillWatch<ClientTrack>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let mut rx = probe.clone();
-    rx.borrow_and_update();
-    Box::pin(async move {
-        while rx.changed().await.is_ok() {
-            if *rx.borrow() {
-                return;
-            }
-        }
-        std::future::pending::<()>().await
-    })
+    rx.mark_seen();
+    Box::pin(async move { rx.changed().await })
 }
 
 impl Conversation<'_> {

@@ -28,6 +28,7 @@ pub mod clients;
 pub mod error;
 mod handover;
 pub mod hba_check;
+pub mod kill;
 pub mod listen;
 pub mod listen_sql;
 pub mod params;

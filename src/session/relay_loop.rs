@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use tokio::sync::watch;
-
 use crate::config::PoolMode;
 use crate::heal::{HealEvent, Outbox, Relay, Rest};
 use crate::metrics::Metrics;
@@ -26,6 +24,7 @@ use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::clients::ClientTrack;
+use super::kill::KillWatch;
 use super::listen::ClientListen;
 use super::pin::Pin;
 use super::settings::{self, ClientSettings, Reported};
@@ -297,7 +296,7 @@ impl Conversation<'_> {
         &mut self,
         client_r: &mut ClientReader,
         client_w: &mut ClientWriter,
-        force: &mut watch::Receiver<bool>,
+        force: &mut KillWatch<ClientTrack>,
     ) -> Result<End, SessionError> {
         let end = self.relay_frames(client_r, client_w, force).await;
         if let (Err(SessionError::Timeout(_)), Some(c)) = (&end, &self.attached) {
@@ -322,7 +321,7 @@ impl Conversation<'_> {
         &mut self,
         client_r: &mut ClientReader,
         client_w: &mut ClientWriter,
-        force: &mut watch::Receiver<bool>,
+        force: &mut KillWatch<ClientTrack>,
     ) -> Result<End, SessionError> {
         // No capacity up front: they grow to the batches this client sends, and an idle client
         // does not pay for a relay-sized batch it may never send (issue 14).
@@ -339,13 +338,7 @@ impl Conversation<'_> {
         // The two sockets are read with wakers of their own (see [`Wakers`]), so a wake-up
         // reads the socket it came from instead of polling both every time.
         let probe = force.clone();
-        let changed = tokio::task::unconstrained(async {
-            while force.changed().await.is_ok() {
-                if *force.borrow() {
-                    return;
-                }
-            }
-        });
+        let changed = tokio::task::unconstrained(force.changed());
         tokio::pin!(changed);
         let mut shutdown_armed = false;
         let mut wakers: Option<Wakers> = None;
@@ -369,7 +362,7 @@ impl Conversation<'_> {
                     if r.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Woke::Shutdown);
                     }
-                } else if !shutdown_armed || probe.has_changed().unwrap_or(true) {
+                } else if !shutdown_armed || probe.has_changed() {
                     shutdown_armed = true;
                     if changed.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Woke::Shutdown);

@@ -470,12 +470,9 @@ async fn converse(
             fast_close: super::relay_loop::fast_close_ticker(mode, cfg.servers.fast_close),
         }
     };
+    // A new watcher has seen nothing: a kill (or a request to move, an online restart) that
+    // came before the relay began wakes it at once.
     let mut force = keep.registered.track.killed();
-    if *force.borrow() {
-        // Killed (or asked to move, an online restart) before the relay began: the relay must
-        // see it as a change.
-        force.mark_changed();
-    }
     let end = conversation.relay(reader, writer, &mut force).await;
     let moving = match &end {
         Ok(super::relay_loop::End::HandedOver) => {
