@@ -164,9 +164,11 @@ impl Relay {
                 {
                     names.describe(
                         n,
+                        // Copies: kept in the pool's registry for as long as the text, they
+                        // must not keep the server connection's read buffer they came in.
                         Described {
-                            params: p.clone(),
-                            rows: frame.clone(),
+                            params: p.detached(),
+                            rows: frame.detached(),
                             shape: shape.clone(),
                             epoch: self.epoch.current(),
                         },

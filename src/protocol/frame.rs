@@ -58,6 +58,16 @@ impl Frame {
         Frame { tag, bytes }
     }
 
+    /// A copy with an allocation of its own, for a frame kept long after it was read: a frame
+    /// split off a read buffer shares that buffer, and keeping it keeps the whole buffer (a
+    /// read's worth of other messages) alive for as long.
+    pub fn detached(&self) -> Frame {
+        Frame {
+            tag: self.tag,
+            bytes: Bytes::copy_from_slice(&self.bytes),
+        }
+    }
+
     /// The message body after the header.
     pub fn body(&self) -> &[u8] {
         self.bytes.get(HEADER_LEN..).unwrap_or(&[])
@@ -147,6 +157,24 @@ mod tests {
         assert_eq!(f.body(), b"SELECT\0");
         assert_eq!(split_frame(&mut buf, 1024).unwrap(), None);
         assert_eq!(&buf[..], b"D");
+    }
+
+    #[test]
+    fn a_detached_frame_owns_its_bytes_apart_from_the_read_buffer() {
+        let mut buf = BytesMut::from(&b"Z\0\0\0\x05IC\0\0\0\x0bSELECT\0"[..]);
+        let base = buf.as_ptr() as usize;
+        let read = base..base + buf.len();
+        let f = split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert!(
+            read.contains(&(f.bytes.as_ptr() as usize)),
+            "a view, not a copy"
+        );
+        let kept = f.detached();
+        assert_eq!(kept, f);
+        assert!(
+            !read.contains(&(kept.bytes.as_ptr() as usize)),
+            "the copy does not point into the read buffer"
+        );
     }
 
     #[test]
