@@ -88,6 +88,12 @@ impl Relay {
         let id = self.stmts.id(name)?;
         let s = self.stmts.get(id)?;
         if s.contract.is_none() && self.pooled() {
+            if self.describing(&s.server_name) {
+                // Prepared in this pipeline (the client's Parse): its description is on its
+                // way and arrives before any answer to this message. Preparing it again would
+                // cost a round trip and count a heal that never was.
+                return None;
+            }
             // Parsed from the pool's cache: learn the real shape here before first use.
             return Some((id, srv.contains(&s.server_name)));
         }
@@ -107,6 +113,13 @@ impl Relay {
                 (!known).then_some((id, false))
             }
         }
+    }
+
+    /// Whether a Describe of server statement `name` is awaiting its answer.
+    fn describing(&self, name: &[u8]) -> bool {
+        self.pending.iter().any(|p| {
+            matches!(&p.expect, Expect::StatementDescription { server_name: Some(n), .. } if **n == *name)
+        })
     }
 
     /// Close (when `stale`) and prepare statement `id` on this connection, then Flush and hold

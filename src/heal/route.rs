@@ -582,9 +582,13 @@ impl Relay {
             Expect::FailWith(replacement) => replacement,
             _ => frame,
         };
+        // A replayed message whose first answers the client already has (`Suppress`) is still
+        // answered by the error: a forwarded error makes the window irrevocable, so it is never
+        // among those answers, and a replay can fail earlier than the original batch did (a
+        // refused heal replays a Bind that had succeeded before the migration; found by the
+        // engine property test).
         match head.action {
             Action::Swallow => {}
-            Action::Suppress(n) if n > 0 => {}
             Action::SwallowOk => self.emit(None, frame.tag, frame.bytes, false, out),
             _ => self.emit(head.idx, frame.tag, frame.bytes, true, out),
         }

@@ -1,160 +1,40 @@
 //! The relay engine alone, without PostgreSQL: scripted client and server frames go in, and the
 //! tests check what the engine sends to each side. The engine does no I/O, so these run in
 //! milliseconds; the same behaviours are tested against real PostgreSQL in
-//! tests/it/pipeline_errors.rs and tests/it/vanished_clients.rs.
+//! tests/it/pipeline_errors.rs and tests/it/vanished_clients.rs. The kit is
+//! tests/it/common/engine_kit.rs; the repair paths are tested in tests/it/engine_repairs.rs.
 //!
 //! Covered here: the model of the server's input loop (skip to Sync after an error, COPY IN
 //! ignoring Sync) and bringing a server connection to rest when its client leaves.
 
-use bytes::{BufMut, BytesMut};
-use pgheal::heal::relay::Naming;
-use pgheal::heal::{Outbox, Relay, RelayConfig, Rest};
+use pgheal::heal::Rest;
 use pgheal::protocol::backend::TxStatus;
-use pgheal::protocol::frame::split_frame;
 use pgheal::protocol::frontend::Target;
-use pgheal::protocol::{encode, sqlstate, Frame};
-use pgheal::statements::ServerPrepared;
+use pgheal::protocol::{encode, sqlstate};
 
-/// One engine, the prepared statements of its server connection, and its outbox.
-struct Kit {
-    relay: Relay,
-    srv: ServerPrepared,
-    out: Outbox,
-}
-
-/// Frames written as parts (a renamed Bind is several parts): joined and split again, as the
-/// other side reads them.
-fn tags(parts: &mut Vec<bytes::Bytes>) -> String {
-    let mut joined = BytesMut::new();
-    for p in parts.drain(..) {
-        joined.put_slice(&p);
-    }
-    let mut tags = String::new();
-    while let Some(f) = split_frame(&mut joined, 1 << 20).expect("well-framed output") {
-        tags.push(char::from(f.tag));
-    }
-    assert!(joined.is_empty(), "a partial frame in the output");
-    tags
-}
-
-impl Kit {
-    fn new(naming: Naming) -> Kit {
-        Kit {
-            relay: Relay::new(RelayConfig::default(), naming),
-            srv: ServerPrepared::new(100),
-            out: Outbox::default(),
-        }
-    }
-
-    fn session() -> Kit {
-        Kit::new(Naming::Session)
-    }
-
-    /// Client frames in; the tags of what went to the server out.
-    fn client(&mut self, frames: &[Frame]) -> String {
-        for f in frames {
-            self.relay
-                .on_client(f.clone(), &mut self.srv, &mut self.out)
-                .expect("client frame accepted");
-        }
-        self.out.to_client.clear();
-        tags(&mut self.out.to_server)
-    }
-
-    /// Server frames in; the tags of what went to the client out.
-    fn server(&mut self, frames: &[Frame]) -> String {
-        for f in frames {
-            self.relay
-                .on_server(f.clone(), &mut self.srv, &mut self.out)
-                .expect("server frame accepted");
-        }
-        assert_eq!(
-            tags(&mut self.out.to_server),
-            "",
-            "nothing sent to the server"
-        );
-        tags(&mut self.out.to_client)
-    }
-
-    /// One step of winding down; the tags it sent to the server.
-    fn wind_down(&mut self) -> (Rest, String) {
-        let rest = self
-            .relay
-            .wind_down(&mut self.srv, &mut self.out)
-            .expect("wind down");
-        self.out.to_client.clear();
-        (rest, tags(&mut self.out.to_server))
-    }
-
-    /// Server frames in while the client is gone; what the client would have got is dropped.
-    fn server_unheard(&mut self, frames: &[Frame]) {
-        for f in frames {
-            self.relay
-                .on_server(f.clone(), &mut self.srv, &mut self.out)
-                .expect("server frame accepted");
-        }
-        self.out.to_client.clear();
-    }
-}
-
-// Frontend messages.
-fn parse(name: &str, sql: &str) -> Frame {
-    encode::parse(name, sql, &[])
-}
-fn bind(stmt: &str) -> Frame {
-    encode::bind_no_params("", stmt)
-}
-fn execute() -> Frame {
-    encode::execute("", 0)
-}
-fn flush() -> Frame {
-    encode::raw(b'H', &[])
-}
-fn sync() -> Frame {
-    encode::sync()
-}
-
-// Backend messages.
-fn parse_complete() -> Frame {
-    encode::parse_complete()
-}
-fn bind_complete() -> Frame {
-    encode::raw(b'2', &[])
-}
-fn complete(tag: &str) -> Frame {
-    encode::command_complete(tag)
-}
-fn error(code: &str) -> Frame {
-    encode::error_response("ERROR", code, "scripted error")
-}
-fn ready(status: TxStatus) -> Frame {
-    encode::ready_for_query(status)
-}
-fn copy_in_response() -> Frame {
-    encode::raw(b'G', &[0, 0, 1, 0, 0])
-}
+use crate::common::engine_kit::*;
 
 #[test]
 fn after_an_error_in_a_flush_segment_the_server_skips_to_sync() {
     let mut k = Kit::session();
     assert_eq!(
-        k.client(&[parse("", "SELECT 1/x"), bind(""), execute(), flush()]),
+        k.client_tags(&[parse("", "SELECT 1/x"), bind(""), execute(), flush()]),
         "PBEH"
     );
     assert_eq!(
-        k.server(&[parse_complete(), bind_complete(), error("22012")]),
+        k.server_tags(&[parse_complete(), bind_complete(), error("22012")]),
         "12E"
     );
     // The rest of the batch: forwarded, answered by nothing but the Sync's ReadyForQuery.
     assert_eq!(
-        k.client(&[parse("s1", "SELECT 1"), bind("s1"), execute(), sync()]),
+        k.client_tags(&[parse("s1", "SELECT 1"), bind("s1"), execute(), sync()]),
         "PBES"
     );
-    assert_eq!(k.server(&[ready(TxStatus::Idle)]), "Z");
+    assert_eq!(k.server_tags(&[ready(TxStatus::Idle)]), "Z");
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
     // s1 was never created: a Parse of it is pgheal's to track, with its Describe.
     assert_eq!(
-        k.client(&[parse("s1", "SELECT 2"), bind("s1"), execute(), sync()]),
+        k.client_tags(&[parse("s1", "SELECT 2"), bind("s1"), execute(), sync()]),
         "PDBES"
     );
 }
@@ -162,22 +42,22 @@ fn after_an_error_in_a_flush_segment_the_server_skips_to_sync() {
 #[test]
 fn several_flush_segments_and_a_query_are_skipped_up_to_one_sync() {
     let mut k = Kit::session();
-    k.client(&[parse("", "SELECT 1/x"), bind(""), execute(), flush()]);
+    k.client_tags(&[parse("", "SELECT 1/x"), bind(""), execute(), flush()]);
     assert_eq!(
-        k.server(&[parse_complete(), bind_complete(), error("22012")]),
+        k.server_tags(&[parse_complete(), bind_complete(), error("22012")]),
         "12E"
     );
-    assert_eq!(k.client(&[parse("a", "SELECT 1"), flush()]), "PH");
-    assert_eq!(k.client(&[encode::query("SELECT 7"), flush()]), "QH");
+    assert_eq!(k.client_tags(&[parse("a", "SELECT 1"), flush()]), "PH");
+    assert_eq!(k.client_tags(&[encode::query("SELECT 7"), flush()]), "QH");
     assert_eq!(
-        k.client(&[encode::close(Target::Statement(b"a")), sync()]),
+        k.client_tags(&[encode::close(Target::Statement(b"a")), sync()]),
         "CS"
     );
-    assert_eq!(k.server(&[ready(TxStatus::Idle)]), "Z");
+    assert_eq!(k.server_tags(&[ready(TxStatus::Idle)]), "Z");
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
-    assert_eq!(k.client(&[encode::query("SELECT 3")]), "Q");
+    assert_eq!(k.client_tags(&[encode::query("SELECT 3")]), "Q");
     assert_eq!(
-        k.server(&[complete("SELECT 1"), ready(TxStatus::Idle)]),
+        k.server_tags(&[complete("SELECT 1"), ready(TxStatus::Idle)]),
         "CZ"
     );
 }
@@ -185,7 +65,7 @@ fn several_flush_segments_and_a_query_are_skipped_up_to_one_sync() {
 #[test]
 fn an_error_while_later_segments_are_in_flight_skips_them_all() {
     let mut k = Kit::session();
-    k.client(&[
+    k.client_tags(&[
         parse("", "SELECT 1/x"),
         bind(""),
         execute(),
@@ -197,7 +77,7 @@ fn an_error_while_later_segments_are_in_flight_skips_them_all() {
         sync(),
     ]);
     assert_eq!(
-        k.server(&[
+        k.server_tags(&[
             parse_complete(),
             bind_complete(),
             error("22012"),
@@ -206,9 +86,9 @@ fn an_error_while_later_segments_are_in_flight_skips_them_all() {
         "12EZ"
     );
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
-    assert_eq!(k.client(&[bind("c"), execute(), sync()]), "BES");
+    assert_eq!(k.client_tags(&[bind("c"), execute(), sync()]), "BES");
     assert_eq!(
-        k.server(&[
+        k.server_tags(&[
             error(sqlstate::UNDEFINED_PREPARED_STATEMENT),
             ready(TxStatus::Idle)
         ]),
@@ -219,23 +99,26 @@ fn an_error_while_later_segments_are_in_flight_skips_them_all() {
 #[test]
 fn a_sync_during_copy_in_is_not_answered() {
     let mut k = Kit::session();
-    k.client(&[parse("", "COPY t FROM STDIN"), bind(""), execute(), sync()]);
+    k.client_tags(&[parse("", "COPY t FROM STDIN"), bind(""), execute(), sync()]);
     assert_eq!(
-        k.server(&[parse_complete(), bind_complete(), copy_in_response()]),
+        k.server_tags(&[parse_complete(), bind_complete(), copy_in_response()]),
         "12G"
     );
     assert_eq!(
-        k.client(&[encode::raw(b'd', b"1\n"), encode::raw(b'c', &[]), sync()]),
+        k.client_tags(&[encode::raw(b'd', b"1\n"), encode::raw(b'c', &[]), sync()]),
         "dcS"
     );
-    assert_eq!(k.server(&[complete("COPY 1"), ready(TxStatus::Idle)]), "CZ");
+    assert_eq!(
+        k.server_tags(&[complete("COPY 1"), ready(TxStatus::Idle)]),
+        "CZ"
+    );
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
 }
 
 #[test]
 fn leaving_with_an_open_write_segment_rolls_it_back() {
     let mut k = Kit::session();
-    k.client(&[
+    k.client_tags(&[
         parse("", "INSERT INTO t VALUES (1)"),
         bind(""),
         execute(),
@@ -251,7 +134,7 @@ fn leaving_with_an_open_write_segment_rolls_it_back() {
 #[test]
 fn leaving_after_an_error_needs_only_a_sync() {
     let mut k = Kit::session();
-    k.client(&[parse("", "SELECT 1/x"), bind(""), execute(), flush()]);
+    k.client_tags(&[parse("", "SELECT 1/x"), bind(""), execute(), flush()]);
     k.server_unheard(&[parse_complete(), bind_complete(), error("22012")]);
     assert_eq!(k.wind_down(), (Rest::Waiting, "S".into()));
     k.server_unheard(&[ready(TxStatus::Idle)]);
@@ -262,9 +145,9 @@ fn leaving_after_an_error_needs_only_a_sync() {
 fn leaving_mid_copy_fails_the_copy() {
     // Extended protocol: the client's Sync was ignored during COPY; pgheal's own ends it.
     let mut k = Kit::session();
-    k.client(&[parse("", "COPY t FROM STDIN"), bind(""), execute(), sync()]);
+    k.client_tags(&[parse("", "COPY t FROM STDIN"), bind(""), execute(), sync()]);
     k.server_unheard(&[parse_complete(), bind_complete(), copy_in_response()]);
-    k.client(&[encode::raw(b'd', b"1\n")]);
+    k.client_tags(&[encode::raw(b'd', b"1\n")]);
     assert_eq!(k.wind_down(), (Rest::Waiting, "f".into()));
     k.server_unheard(&[error(sqlstate::QUERY_CANCELED)]);
     assert_eq!(k.wind_down(), (Rest::Waiting, "S".into()));
@@ -273,7 +156,7 @@ fn leaving_mid_copy_fails_the_copy() {
 
     // Simple protocol: the query's own ReadyForQuery follows the failed COPY.
     let mut k = Kit::session();
-    k.client(&[encode::query("COPY t FROM STDIN")]);
+    k.client_tags(&[encode::query("COPY t FROM STDIN")]);
     k.server_unheard(&[copy_in_response()]);
     assert_eq!(k.wind_down(), (Rest::Waiting, "f".into()));
     k.server_unheard(&[error(sqlstate::QUERY_CANCELED), ready(TxStatus::Idle)]);
@@ -286,7 +169,7 @@ fn leaving_with_answers_in_flight_waits_for_them() {
     // One implicit transaction in flight at a time: the second query waits for the first's
     // ReadyForQuery, and still runs after the client has gone (PostgreSQL had received it).
     assert_eq!(
-        k.client(&[encode::query("BEGIN"), encode::query("SELECT pg_sleep(1)")]),
+        k.client_tags(&[encode::query("BEGIN"), encode::query("SELECT pg_sleep(1)")]),
         "Q"
     );
     // While answers are due, a Flush makes the server send what it may still buffer (a
@@ -309,15 +192,15 @@ fn a_query_pipelined_after_a_failing_message_is_skipped_with_it() {
     // engine must not wait for its ReadyForQuery (the client's Sync would wait for ever).
     let mut k = Kit::session();
     assert_eq!(
-        k.client(&[
+        k.client_tags(&[
             encode::describe(Target::Portal(b"p1")),
             encode::close(Target::Statement(b"s1")),
             encode::query("BEGIN"),
         ]),
         "DCQ"
     );
-    assert_eq!(k.server(&[error("34000")]), "E");
-    assert_eq!(k.client(&[sync()]), "S");
-    assert_eq!(k.server(&[ready(TxStatus::Idle)]), "Z");
+    assert_eq!(k.server_tags(&[error("34000")]), "E");
+    assert_eq!(k.client_tags(&[sync()]), "S");
+    assert_eq!(k.server_tags(&[ready(TxStatus::Idle)]), "Z");
     assert!(k.relay.is_quiet(), "{}", k.relay.debug_state());
 }

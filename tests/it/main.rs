@@ -28,6 +28,8 @@ mod drivers_pipeline;
 mod drivers_startup;
 mod encodings;
 mod engine_alone;
+mod engine_property;
+mod engine_repairs;
 mod fleet_epoch;
 mod fuzz_targets;
 mod heal_tokio_postgres;

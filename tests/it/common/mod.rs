@@ -7,6 +7,7 @@ pub mod certs;
 pub mod client_tls;
 pub mod console;
 pub mod drivers;
+pub mod engine_kit;
 pub mod load;
 pub mod login;
 pub mod metrics;
