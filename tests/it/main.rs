@@ -62,6 +62,7 @@ mod session_protocol;
 mod session_queries;
 mod session_tools;
 mod signals;
+mod soak;
 mod startup_rules;
 mod statement_pooling;
 mod statement_registry;

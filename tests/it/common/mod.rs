@@ -13,6 +13,7 @@ pub mod login;
 pub mod metrics;
 pub mod netns;
 pub mod pgbench;
+pub mod soak;
 pub mod wire;
 
 use std::sync::Arc;

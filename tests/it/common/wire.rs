@@ -59,9 +59,33 @@ impl Wire {
         db: &str,
         params: &[(&str, &str)],
     ) -> Wire {
+        Wire::try_connect_with(port, user, password, db, params)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Wire::connect`] that says why it failed instead of panicking, for clients that expect
+    /// refusals (the server restarting, backends terminated during login).
+    pub async fn try_connect(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<Wire, String> {
+        Wire::try_connect_with(port, user, password, db, &[]).await
+    }
+
+    /// [`Wire::connect_with`] that says why it failed instead of panicking.
+    pub async fn try_connect_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Wire, String> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
-            .expect("connect");
+            .map_err(|e| format!("connect: {e}"))?;
         let mut w = Wire {
             stream,
             buf: BytesMut::new(),
@@ -69,35 +93,44 @@ impl Wire {
         let mut startup_params = vec![("user", user), ("database", db)];
         startup_params.extend_from_slice(params);
         let startup = encode::startup_message(&startup_params);
-        w.stream.write_all(&startup).await.unwrap();
+        w.stream
+            .write_all(&startup)
+            .await
+            .map_err(|e| format!("send the startup packet: {e}"))?;
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let f = w.frame().await;
+            let f = w.try_frame().await?;
             match f.tag {
-                backend::AUTHENTICATION => match backend::decode_auth_request(&f).unwrap() {
+                backend::AUTHENTICATION => match backend::decode_auth_request(&f)
+                    .map_err(|e| format!("authentication request: {e}"))?
+                {
                     AuthRequest::Ok => {}
                     AuthRequest::Cleartext => {
-                        w.send(&[encode::password(password.as_bytes())]).await
+                        w.try_send(&[encode::password(password.as_bytes())]).await?
                     }
-                    AuthRequest::Md5 { .. } => panic!("md5 not needed in tests"),
+                    AuthRequest::Md5 { .. } => return Err("md5 not needed in tests".into()),
                     AuthRequest::Sasl { .. } => {
                         let s =
                             ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                        w.send(&[encode::sasl_initial_response("SCRAM-SHA-256", s.message())])
-                            .await;
+                        w.try_send(&[encode::sasl_initial_response("SCRAM-SHA-256", s.message())])
+                            .await?;
                         scram = Some(s);
                     }
                     AuthRequest::SaslContinue(d) => {
-                        let s = scram.as_mut().unwrap();
-                        s.update(d).unwrap();
+                        let s = scram.as_mut().ok_or("SASLContinue before SASL")?;
+                        s.update(d).map_err(|e| format!("SCRAM: {e}"))?;
                         let m = s.message().to_vec();
-                        w.send(&[encode::sasl_response(&m)]).await;
+                        w.try_send(&[encode::sasl_response(&m)]).await?;
                     }
-                    AuthRequest::SaslFinal(d) => scram.take().unwrap().finish(d).unwrap(),
-                    AuthRequest::Other(c) => panic!("auth {c}"),
+                    AuthRequest::SaslFinal(d) => scram
+                        .take()
+                        .ok_or("SASLFinal before SASL")?
+                        .finish(d)
+                        .map_err(|e| format!("SCRAM: {e}"))?,
+                    AuthRequest::Other(c) => return Err(format!("auth {c}")),
                 },
-                backend::READY_FOR_QUERY => return w,
-                backend::ERROR_RESPONSE => panic!("login failed: {:?}", decode(&f)),
+                backend::READY_FOR_QUERY => return Ok(w),
+                backend::ERROR_RESPONSE => return Err(format!("login failed: {:?}", decode(&f))),
                 _ => {}
             }
         }
@@ -109,26 +142,43 @@ impl Wire {
     }
 
     pub async fn send(&mut self, frames: &[Frame]) {
+        self.try_send(frames).await.unwrap();
+    }
+
+    /// [`Wire::send`] that returns the write error.
+    pub async fn try_send(&mut self, frames: &[Frame]) -> Result<(), String> {
         let mut b = BytesMut::new();
         for f in frames {
             b.put_slice(&f.bytes);
         }
-        self.stream.write_all(&b).await.unwrap();
+        self.stream
+            .write_all(&b)
+            .await
+            .map_err(|e| format!("send: {e}"))
     }
 
     pub async fn frame(&mut self) -> Frame {
+        self.try_frame().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The next frame, or why none came: the connection closed or failed, or 20 s of silence.
+    pub async fn try_frame(&mut self) -> Result<Frame, String> {
         loop {
-            if let Some(f) = pgheal::protocol::frame::split_frame(&mut self.buf, 1 << 30).unwrap() {
-                return f;
+            if let Some(f) = pgheal::protocol::frame::split_frame(&mut self.buf, 1 << 30)
+                .map_err(|e| format!("bad frame: {e}"))?
+            {
+                return Ok(f);
             }
             let n = tokio::time::timeout(
                 std::time::Duration::from_secs(20),
                 self.stream.read_buf(&mut self.buf),
             )
             .await
-            .expect("server answered within 20 s")
-            .unwrap();
-            assert!(n > 0, "connection closed");
+            .map_err(|_| "the server did not answer within 20 s".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
         }
     }
 
