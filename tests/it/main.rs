@@ -70,6 +70,7 @@ mod stress_migrations;
 mod timeouts;
 mod tls;
 mod txn_change_type;
+mod txn_contracts;
 mod txn_heal;
 mod txn_listen;
 mod txn_pgbench;

@@ -30,24 +30,24 @@ async fn setup() -> (TempCluster, ProxyHandle) {
     (pg, proxy)
 }
 
-fn old_row(id: u32) -> Vec<Option<String>> {
+pub(crate) fn old_row(id: u32) -> Vec<Option<String>> {
     match id {
         1 => vec![s("1"), s("9.50"), s("first")],
         _ => vec![s("2"), s("20"), s("second")],
     }
 }
 
-fn new_row(id: u32) -> Vec<Option<String>> {
+pub(crate) fn new_row(id: u32) -> Vec<Option<String>> {
     let mut r = old_row(id);
     r.push(s(&format!("X{id}")));
     r
 }
 
-fn old_columns() -> Vec<String> {
+pub(crate) fn old_columns() -> Vec<String> {
     vec!["id".into(), "total".into(), "note".into()]
 }
 
-fn new_columns() -> Vec<String> {
+pub(crate) fn new_columns() -> Vec<String> {
     vec![
         "id".into(),
         "total".into(),
@@ -57,7 +57,7 @@ fn new_columns() -> Vec<String> {
 }
 
 /// Bind / Describe portal / Execute of `stmt` for order `id`.
-fn run(stmt: &str, id: u32) -> Vec<pgheal::protocol::Frame> {
+pub(crate) fn run(stmt: &str, id: u32) -> Vec<pgheal::protocol::Frame> {
     vec![
         bind("", stmt, &[&id.to_string()], &[]),
         describe_portal(""),
@@ -72,7 +72,7 @@ fn prepare_and_run(stmt: &str, id: u32) -> Vec<pgheal::protocol::Frame> {
     frames
 }
 
-fn expect_run(columns: Vec<String>, row: Vec<Option<String>>) -> Vec<Msg> {
+pub(crate) fn expect_run(columns: Vec<String>, row: Vec<Option<String>>) -> Vec<Msg> {
     vec![
         Msg::BindComplete,
         Msg::RowDescription(columns),
