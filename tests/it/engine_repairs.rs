@@ -83,6 +83,15 @@ fn reprepare_answers(cols: &[Field], status: TxStatus) -> Vec<Frame> {
     ]
 }
 
+/// The repair's exchange for statement s1 after the migration to [`new_cols`]: pgheal probes
+/// the shape, then prepares s1 again; the server answers each, in transaction state `status`.
+fn probe_and_reprepare(k: &mut Kit, status: TxStatus) {
+    assert_eq!(briefs(&k.server_received()), probe(SQL));
+    k.server(&probe_answers(&new_cols(), status));
+    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
+    k.server(&reprepare_answers(&new_cols(), status));
+}
+
 /// A driver prepares `name` (Parse, Describe 'S', Sync) in session pooling; `cols`: its
 /// columns (`None`: no rows).
 fn prepared(k: &mut Kit, name: &str, sql: &str, cols: Option<&[Field]>) {
@@ -184,10 +193,7 @@ fn a_pipelined_write_before_the_stale_statement_runs_exactly_once() {
         ]),
         lines(&[])
     );
-    assert_eq!(briefs(&k.server_received()), probe(SQL));
-    k.server(&probe_answers(&new_cols(), TxStatus::Idle));
-    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
-    k.server(&reprepare_answers(&new_cols(), TxStatus::Idle));
+    probe_and_reprepare(&mut k, TxStatus::Idle);
     let replay = briefs(&k.server_received());
     assert_eq!(replay, lines(&["B ins", "E", "B s1", "E", "S"]));
     assert_eq!(
@@ -246,10 +252,7 @@ fn a_stale_describe_statement_is_healed() {
         lines(&[]),
         "the ParameterDescription is held back: the replay sends it again"
     );
-    assert_eq!(briefs(&k.server_received()), probe(SQL));
-    k.server(&probe_answers(&new_cols(), TxStatus::Idle));
-    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
-    k.server(&reprepare_answers(&new_cols(), TxStatus::Idle));
+    probe_and_reprepare(&mut k, TxStatus::Idle);
     assert_eq!(briefs(&k.server_received()), lines(&["DS s1", "S"]));
     assert_eq!(
         k.server_briefs(&[param_desc(), row_desc(&new_cols()), ready_idle()]),
@@ -276,10 +279,7 @@ fn a_stale_bind_in_a_flush_segment_is_healed_before_any_sync() {
         "pgheal's own Sync"
     );
     k.server(&[ready_idle()]);
-    assert_eq!(briefs(&k.server_received()), probe(SQL));
-    k.server(&probe_answers(&new_cols(), TxStatus::Idle));
-    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
-    k.server(&reprepare_answers(&new_cols(), TxStatus::Idle));
+    probe_and_reprepare(&mut k, TxStatus::Idle);
     assert_eq!(briefs(&k.server_received()), lines(&["B s1", "E", "H"]));
     assert_eq!(
         k.server_briefs(&[bind_complete(), new_row(), complete("SELECT 1")]),
@@ -444,10 +444,7 @@ fn a_stale_bind_behind_the_savepoint_guard_is_healed_in_the_transaction() {
         lines(&["Q ROLLBACK TO SAVEPOINT pgheal_guard"])
     );
     k.server(&[complete("ROLLBACK"), ready_in_block()]);
-    assert_eq!(briefs(&k.server_received()), probe(SQL));
-    k.server(&probe_answers(&new_cols(), TxStatus::InTransaction));
-    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
-    k.server(&reprepare_answers(&new_cols(), TxStatus::InTransaction));
+    probe_and_reprepare(&mut k, TxStatus::InTransaction);
     let mut replay =
         lines(&["Q ROLLBACK TO SAVEPOINT pgheal_guard; RELEASE SAVEPOINT pgheal_guard"]);
     replay.extend(bracket("savepoint"));

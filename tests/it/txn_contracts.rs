@@ -11,26 +11,17 @@
 use crate::common;
 use crate::txn_support;
 
+use common::drivers::heal_counters;
 use common::wire::*;
 use common::*;
 use pgheal::heal::Outcome;
 use txn_support::*;
 // The orders table's rows, columns and statement runs, as the transaction-pooling heal tests have them.
-use crate::txn_heal::{expect_run, new_columns, new_row, old_columns, old_row, run};
+use crate::txn_heal::{expect_run, new_columns, new_row, old_columns, old_row, run, setup};
 
 const SQL: &str = "SELECT * FROM orders WHERE id = $1";
 const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50);
                          UPDATE orders SET discount_code = 'X' || id";
-
-fn counters(proxy: &pgheal::proxy::ProxyHandle) -> String {
-    format!(
-        "healed={} projected={} refused={} forwarded_in_transaction={}",
-        heal_count(proxy, Outcome::Healed),
-        heal_count(proxy, Outcome::Projected),
-        heal_count(proxy, Outcome::Refused),
-        heal_count(proxy, Outcome::ForwardedInTransaction),
-    )
-}
 
 /// A prepares (and runs) on connection 1 before the migration; B prepares the same text after
 /// it on connection 2, where it is new: B's contract has four columns. B then runs on
@@ -39,14 +30,7 @@ fn counters(proxy: &pgheal::proxy::ProxyHandle) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "open bug: the Bind is refused against the connection's stale shape (refuse_bind in src/heal/prepare.rs) instead of re-preparing there; README known gaps"]
 async fn a_contract_newer_than_the_connections_shape_is_kept() {
-    let pg = start_pg();
-    admin(
-        &pg,
-        "CREATE TABLE orders(id int PRIMARY KEY, total numeric, note text);
-         INSERT INTO orders VALUES (1, 9.50, 'first'), (2, 20, 'second');
-         ALTER TABLE orders OWNER TO app;",
-    );
-    let proxy = txn_proxy(&pg, 2).await;
+    let (pg, proxy) = setup().await;
     let mut router = Router::new(&proxy).await;
 
     let mut a = wire(&proxy).await;
@@ -82,7 +66,7 @@ async fn a_contract_newer_than_the_connections_shape_is_kept() {
         got,
         expect_run(new_columns(), new_row(2)),
         "B on the connection that has not seen the migration; {}",
-        counters(&proxy)
+        heal_counters(&proxy)
     );
     for (pid, id) in [(p1, 1), (p2, 2), (p1, 2), (p2, 1)] {
         router.route_to(pid).await;
@@ -95,7 +79,7 @@ async fn a_contract_newer_than_the_connections_shape_is_kept() {
             got,
             expect_run(old_columns(), old_row(id)),
             "A on {pid}; {}",
-            counters(&proxy)
+            heal_counters(&proxy)
         );
     }
     router.release().await;
@@ -103,6 +87,6 @@ async fn a_contract_newer_than_the_connections_shape_is_kept() {
         heal_count(&proxy, Outcome::Refused),
         0,
         "{}",
-        counters(&proxy)
+        heal_counters(&proxy)
     );
 }

@@ -18,7 +18,7 @@ const STALE_SQL: &str = "SELECT * FROM orders WHERE id = $1";
 const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50);
                          UPDATE orders SET discount_code = 'X' || id";
 
-async fn setup() -> (TempCluster, ProxyHandle) {
+pub(crate) async fn setup() -> (TempCluster, ProxyHandle) {
     let pg = start_pg();
     admin(
         &pg,
