@@ -10,7 +10,7 @@ use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::{self, Bind, Parse, Target};
 use crate::protocol::{encode, sqlstate, Frame};
 use crate::statements::sql_prepare::Dealloc;
-use crate::statements::{ServerPrepared, Shaping, StmtId};
+use crate::statements::{ServerPrepared, Shaping};
 
 use super::guard::{Bracket, SavepointGuard};
 use super::outbox::Outbox;
@@ -18,25 +18,6 @@ use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::relay::{Naming, Portal, Relay, RelayError, ServerInput};
 
 impl Relay {
-    /// Whether the batch of this Bind describes its statement or portal (the Bind itself is
-    /// being processed, so it is not in the window yet).
-    fn describes_pending_bind(&self, id: StmtId, bind: &Frame) -> bool {
-        if self.window_describes(id) {
-            return true;
-        }
-        let Ok(b) = Bind::decode(bind) else {
-            return false;
-        };
-        let portal = b.portal;
-        self.deferred
-            .iter()
-            .take_while(|f| f.tag != frontend::SYNC)
-            .any(|f| {
-                f.tag == frontend::DESCRIBE
-                    && frontend::decode_describe(f) == Ok(Target::Portal(portal))
-            })
-    }
-
     /// Track and send one client message. `replay` carries the window index and the number of
     /// responses the client already has when the message is replayed.
     pub(crate) fn client_message(
@@ -221,7 +202,7 @@ impl Relay {
                                         PortalShaping::Known(id, Shaping::Project { projection })
                                     }
                                     Some(Ok(Shaping::Same)) | None => PortalShaping::Plain,
-                                    Some(Err(_)) if self.describes_pending_bind(id, &frame) => {
+                                    Some(Err(_)) if self.batch_describes(id, Some(&frame)) => {
                                         // The client reads the new shape in this batch.
                                         self.stmts.adopt_shape(id, shape.clone());
                                         PortalShaping::Plain
@@ -334,26 +315,33 @@ impl Relay {
                 self.push_pending(pending(Expect::ExecuteResult { shaping }));
             }
             frontend::CLOSE => match frontend::decode_close(&frame).map_err(RelayError::Client)? {
+                // A statement's Close takes effect when it has run: a repair gives back the
+                // statements of the Closes it replays, so a replayed Close closes again.
                 Target::Statement(name) if !name.is_empty() && self.pooled() => {
-                    if !is_replay {
-                        self.stmts.close(name);
+                    match self.stmts.closing(name) {
+                        Some(id) => {
+                            self.push_pending(pending(Expect::LocalClose(id)));
+                            self.emit_locals(out);
+                        }
+                        None => self.local(encode::close_complete(), idx, out),
                     }
-                    self.local(encode::close_complete(), idx, out);
                 }
                 target => {
-                    if !is_replay {
-                        match target {
-                            Target::Statement(name) => {
-                                self.stmts.close(name);
-                                srv.closed(name);
-                            }
-                            Target::Portal(name) => {
-                                self.portals.remove(name);
-                            }
+                    let mut closes = None;
+                    match target {
+                        Target::Statement(name) => {
+                            closes = self.stmts.closing(name);
+                            // What the server holds is uncertain until the Close has run: the
+                            // next use prepares the statement again.
+                            srv.closed(name);
                         }
+                        Target::Portal(name) if !is_replay => {
+                            self.portals.remove(name);
+                        }
+                        Target::Portal(_) => {}
                     }
                     out.to_server.push(frame.bytes.clone());
-                    self.push_pending(pending(Expect::CloseComplete));
+                    self.push_pending(pending(Expect::CloseComplete { closes }));
                 }
             },
             frontend::SYNC if self.input == ServerInput::CopyIn => {
@@ -414,7 +402,11 @@ impl Relay {
                 self.window.make_irrevocable();
                 None
             }
-            _ => self.window.push(frame, self.cfg.replay_bytes),
+            _ => {
+                let stmts = &self.stmts;
+                self.window
+                    .push(frame, self.cfg.replay_bytes, |n| stmts.id(n).is_some())
+            }
         }
     }
 

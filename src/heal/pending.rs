@@ -59,8 +59,9 @@ pub enum Expect {
     /// Execute → DataRow*, then CommandComplete / EmptyQueryResponse / PortalSuspended
     /// (COPY sub-protocol messages in between).
     ExecuteResult { shaping: PortalShaping },
-    /// Close → CloseComplete.
-    CloseComplete,
+    /// Close → CloseComplete. `closes`: the client's statement this Close removes, kept until
+    /// the server has run it (undone if the server skips it after an earlier error).
+    CloseComplete { closes: Option<StmtId> },
     /// Sync → ReadyForQuery.
     Sync,
     /// Query (simple protocol) → anything, up to ReadyForQuery. `risky`: it EXECUTEs a tracked
@@ -70,6 +71,10 @@ pub enum Expect {
     FunctionCall,
     /// A response pgheal answers itself, sent when every earlier response has been.
     Local(Frame),
+    /// A Close of the client's statement answered by pgheal (transaction pooling): the
+    /// statement goes when the CloseComplete is sent; a server that skips to Sync first (an
+    /// earlier error) drops the answer and the statement stays.
+    LocalClose(StmtId),
     /// pgheal's own message that is bound to fail (so the server skips to Sync and rolls the
     /// implicit transaction back); the client receives this error instead of the server's.
     FailWith(Frame),

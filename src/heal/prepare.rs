@@ -37,14 +37,14 @@ impl Relay {
         if let Some(evicted) = srv.prepared(name.clone(), self.epoch.current()) {
             out.to_server
                 .push(encode::close(Target::Statement(&evicted)).bytes);
-            self.internal(Expect::CloseComplete);
+            self.internal(Expect::CloseComplete { closes: None });
         }
         // Close first (closing a missing statement is no error): an earlier Close or Parse of
         // this name may have been skipped by the server after an error, so what the server
         // holds can differ from the record, and a Parse of an existing name fails with 42P05.
         out.to_server
             .push(encode::close(Target::Statement(&name)).bytes);
-        self.internal(Expect::CloseComplete);
+        self.internal(Expect::CloseComplete { closes: None });
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
         self.push_pending(Pending {
             expect: Expect::ServerParse {
@@ -69,8 +69,15 @@ impl Relay {
     /// A Bind or Describe 'S' of a row-returning statement whose shape on this connection must be
     /// learned first: prepared before the current schema epoch (`stale`), or not prepared here
     /// and not known to the pool in the current epoch with the client's contract.
+    ///
+    /// Also a connection whose record cannot keep the contract in the current epoch: a schema
+    /// change pgheal did not see (made straight on the server) leaves each connection with the
+    /// shape it last described, and a contract learned on another connection after the change
+    /// is newer than that record. The record is stale, not the contract: the statement is
+    /// prepared here again (as PostgreSQL would re-plan it), once per batch, and only a shape
+    /// the server still reports after that refuses the Bind.
     pub(crate) fn needs_shape_first(
-        &self,
+        &mut self,
         frame: &Frame,
         srv: &ServerPrepared,
     ) -> Option<(StmtId, bool)> {
@@ -86,6 +93,7 @@ impl Relay {
             return None;
         }
         let id = self.stmts.id(name)?;
+        let just_learned = self.reprepared.is_some_and(|(done, _)| done == id);
         let s = self.stmts.get(id)?;
         if s.contract.is_none() && self.pooled() {
             if self.describing(&s.server_name) {
@@ -102,10 +110,21 @@ impl Relay {
         }
         let epoch = self.epoch.current();
         match srv.get(&s.server_name) {
-            Some(here) => (here.epoch < epoch).then_some((id, true)),
+            Some(here) if here.epoch < epoch => Some((id, true)),
+            Some(here) => {
+                let kept = match (&here.shape, self.stmts.get_mut(id)) {
+                    (Some(shape), Some(s)) => s.shaping_for(shape).is_ok(),
+                    _ => true,
+                };
+                (!kept && !just_learned).then_some((id, true))
+            }
             None => {
                 let Naming::Pooled { names, .. } = &self.naming else {
-                    return None;
+                    // Session pooling: the client's statement is missing from its own server
+                    // connection only after the server skipped its Parse (an error earlier in
+                    // that batch). Learn its shape before the Bind: prepared lazily, a shape
+                    // that broke the contract would only show once the answers flowed.
+                    return Some((id, false));
                 };
                 let known = names.described(&s.server_name).is_some_and(|d| {
                     d.epoch == epoch && s.contract.as_ref().is_some_and(|c| **c == *d.shape)

@@ -14,7 +14,7 @@
 //!   off, so the client receives PostgreSQL's own error with all fields intact.
 
 use crate::protocol::backend::{self, decode_row_description, Field, TxStatus};
-use crate::protocol::frontend::Target;
+use crate::protocol::frontend::{self, Target};
 use crate::protocol::{encode, Frame};
 use crate::statements::sql_prepare::quote_ident_bytes;
 use crate::statements::{ProjectionError, ServerPrepared, StmtId};
@@ -103,8 +103,19 @@ impl Relay {
             p.is_sync_point()
                 && !(extended && matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall))
         });
-        self.pending.clear();
+        // The server skipped the Closes still waiting for their answers: their statements are
+        // given back, and closed again when the replay sends the Closes again.
+        for p in std::mem::take(&mut self.pending) {
+            if let Expect::CloseComplete { closes: Some(id) } | Expect::LocalClose(id) = p.expect {
+                self.stmts.reopen(id);
+            }
+        }
         self.risky_in_flight = 0;
+        // A prepare that held the client's messages (awaiting their shape) was skipped by the
+        // server with the rest: they go again after the replay, and ask again if they must
+        // (found by the engine property test: the held Describe waited for ever).
+        self.awaiting_shape = 0;
+        self.reprepared = None;
         if !sync_pending {
             out.to_server.push(encode::sync().bytes);
         }
@@ -425,36 +436,67 @@ impl Relay {
         Ok(())
     }
 
-    /// Whether the client describes statement `id` (directly or through a portal) in this window.
     /// Whether the client describes statement `id` (directly or through a portal) in this
-    /// batch: in the window, or among the messages waiting to be sent.
+    /// batch: in the window, or among the messages waiting to be sent. Once the window's Sync
+    /// has gone, the waiting messages belong to the next batch: a Describe there is a question
+    /// the client has not asked yet, and must not let this batch's rows take a new shape.
     pub(crate) fn window_describes(&self, id: StmtId) -> bool {
+        self.batch_describes(id, None)
+    }
+
+    /// As [`Self::window_describes`], with `bind` (being processed, so in neither the window
+    /// nor the waiting messages) between the two.
+    pub(crate) fn batch_describes(&self, id: StmtId, bind: Option<&Frame>) -> bool {
         let Some(name) = self.stmts.get(id).map(|s| s.name.as_slice()) else {
             return false;
         };
-        let waiting = self.deferred.iter().take_while(|f| f.tag != b'S');
-        describes(
-            name,
-            self.window.entries.iter().map(|e| &e.frame).chain(waiting),
-        )
+        let this_batch = !self.window.sync_sent;
+        let waiting = self
+            .deferred
+            .iter()
+            .take_while(move |f| this_batch && f.tag != frontend::SYNC && f.tag != frontend::QUERY);
+        let window = self.window.entries.iter().map(|e| &e.frame);
+        describes(name, window.chain(bind).chain(waiting))
     }
 }
 
-/// Whether `frames` contain a Describe of statement `name`, or of a portal bound from it.
+/// Whether `frames` contain a Describe of statement `name`, or of a portal bound from it (and
+/// not bound again from another statement, or closed, before the Describe). A Parse or Close
+/// of `name` after a Bind of it ends the search: what is described after it is another
+/// statement of that name (one before any Bind defines the statement in question). So does an
+/// Execute of such a portal: its rows reach the client before the description.
 fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
     let mut portals: Vec<&[u8]> = Vec::new();
+    let mut bound = false;
     for f in frames {
         match f.tag {
-            b'B' => {
-                if let Ok(b) = crate::protocol::frontend::Bind::decode(f) {
+            frontend::EXECUTE => {
+                if frontend::decode_execute(f).is_ok_and(|(p, _)| portals.contains(&p)) {
+                    return false;
+                }
+            }
+            frontend::PARSE => {
+                if bound && f.body().split(|&b| b == 0).next() == Some(name) {
+                    return false;
+                }
+            }
+            frontend::BIND => {
+                if let Ok(b) = frontend::Bind::decode(f) {
+                    portals.retain(|p| *p != b.portal);
                     if b.statement == name {
                         portals.push(b.portal);
+                        bound = true;
                     }
                 }
             }
-            b'D' => match crate::protocol::frontend::decode_describe(f) {
+            frontend::DESCRIBE => match frontend::decode_describe(f) {
                 Ok(Target::Statement(n)) if n == name => return true,
                 Ok(Target::Portal(p)) if portals.contains(&p) => return true,
+                _ => {}
+            },
+            frontend::CLOSE => match frontend::decode_close(f) {
+                Ok(Target::Portal(p)) => portals.retain(|q| *q != p),
+                Ok(Target::Statement(n)) if bound && n == name => return false,
                 _ => {}
             },
             _ => {}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::protocol::backend::{self, decode_row_description, ErrorFields, Field, TxStatus};
-use crate::protocol::{sqlstate, Frame};
+use crate::protocol::{encode, sqlstate, Frame};
 use crate::statements::{Described, ServerPrepared, Shaping, StmtId};
 
 use super::epoch::is_ddl_tag;
@@ -69,7 +69,7 @@ impl Relay {
         let done = match (&head.expect, tag) {
             (Expect::ParseComplete | Expect::ServerParse { .. }, backend::PARSE_COMPLETE) => true,
             (Expect::BindComplete { .. }, backend::BIND_COMPLETE) => true,
-            (Expect::CloseComplete, backend::CLOSE_COMPLETE) => true,
+            (Expect::CloseComplete { .. }, backend::CLOSE_COMPLETE) => true,
             (Expect::StatementDescription { .. }, backend::PARAMETER_DESCRIPTION) => false,
             (Expect::StatementDescription { .. }, backend::ROW_DESCRIPTION | backend::NO_DATA) => {
                 true
@@ -136,6 +136,9 @@ impl Relay {
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
         let tag = frame.tag;
+        if let Expect::CloseComplete { closes: Some(id) } = head.expect {
+            self.stmts.remove_id(id);
+        }
         // A statement description is recorded whoever asked for it: pgheal's own Describe after
         // a Parse is swallowed, but it establishes the contract and the server-side shape.
         let mut described: Option<(StmtId, Arc<[Field]>)> = None;
@@ -348,7 +351,14 @@ impl Relay {
                 let contract = s.contract.clone()?;
                 Some(projection.describe(&contract, shape).bytes)
             }
-            _ => None,
+            Ok(Shaping::Same) => None,
+            Err(_) => {
+                // The contract cannot be kept, and the client is told the new shape now (as
+                // PostgreSQL, which re-plans on Describe, would tell it): it is the contract
+                // from here on (found by the engine property test).
+                self.stmts.adopt_shape(id, shape.clone());
+                None
+            }
         }
     }
 
@@ -366,6 +376,9 @@ impl Relay {
     /// A ReadyForQuery reached the client (from the server or answered locally).
     pub(crate) fn note_ready(&mut self, status: TxStatus) {
         self.status = status;
+        // A statement prepared again before use is "just learned" for its batch only: the next
+        // batch may run on a connection whose record is stale again.
+        self.reprepared = None;
         match status {
             TxStatus::Idle if self.ddl_pending => {
                 self.ddl_pending = false;
@@ -391,7 +404,7 @@ impl Relay {
         if matches!(
             self.pending.front(),
             Some(Pending {
-                expect: Expect::Local(_),
+                expect: Expect::Local(_) | Expect::LocalClose(_),
                 ..
             })
         ) {
@@ -401,17 +414,25 @@ impl Relay {
 
     fn emit_local_answers(&mut self, out: &mut Outbox) {
         while let Some(Pending {
-            expect: Expect::Local(_),
+            expect: Expect::Local(_) | Expect::LocalClose(_),
             ..
         }) = self.pending.front()
         {
-            let Some(Pending {
-                expect: Expect::Local(f),
-                idx,
-                action,
-            }) = self.pop_pending()
-            else {
-                break;
+            let (f, idx, action) = match self.pop_pending() {
+                Some(Pending {
+                    expect: Expect::Local(f),
+                    idx,
+                    action,
+                }) => (f, idx, action),
+                Some(Pending {
+                    expect: Expect::LocalClose(id),
+                    idx,
+                    action,
+                }) => {
+                    self.stmts.remove_id(id);
+                    (encode::close_complete(), idx, action)
+                }
+                _ => break,
             };
             if matches!(action, Action::Forward | Action::Suppress(0)) {
                 self.emit(idx, f.tag, f.bytes.clone(), true, out);
@@ -541,20 +562,22 @@ impl Relay {
                 !p.is_sync_point()
                     || matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall)
             }) {
-                if let Some(Pending {
-                    expect:
-                        Expect::ServerParse {
-                            server_name,
-                            stmt,
-                            client_parse,
-                        },
-                    ..
-                }) = self.pop_pending()
-                {
-                    srv.closed(&server_name);
-                    if let (true, Some(id)) = (client_parse, stmt) {
-                        self.stmts.remove_id(id);
+                match self.pop_pending().map(|p| p.expect) {
+                    Some(Expect::ServerParse {
+                        server_name,
+                        stmt,
+                        client_parse,
+                    }) => {
+                        srv.closed(&server_name);
+                        if let (true, Some(id)) = (client_parse, stmt) {
+                            self.stmts.remove_id(id);
+                        }
                     }
+                    // A skipped Close closes nothing: the client's statement stays.
+                    Some(Expect::CloseComplete { closes: Some(id) } | Expect::LocalClose(id)) => {
+                        self.stmts.reopen(id)
+                    }
+                    _ => {}
                 }
             }
             if self.pending.is_empty() {

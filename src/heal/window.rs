@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::protocol::backend::TxStatus;
+use crate::protocol::frontend::{self, Target};
 use crate::protocol::Frame;
 
 /// One client message of the window and how many of its responses reached the client.
@@ -48,6 +49,10 @@ pub struct Window {
     pub no_heal: bool,
     pub held: Vec<Held>,
     pub held_bytes: usize,
+    /// A kept Bind used the unnamed statement parsed before this window began.
+    unnamed_inherited: bool,
+    /// A kept Parse defined the unnamed statement.
+    unnamed_parsed: bool,
 }
 
 impl Window {
@@ -65,6 +70,8 @@ impl Window {
             no_heal: false,
             held: Vec::new(),
             held_bytes: 0,
+            unnamed_inherited: false,
+            unnamed_parsed: false,
         }
     }
 
@@ -82,6 +89,8 @@ impl Window {
         self.no_heal = false;
         self.held.clear();
         self.held_bytes = 0;
+        self.unnamed_inherited = false;
+        self.unnamed_parsed = false;
     }
 
     /// Give back the memory of a finished window (the engine is between transactions).
@@ -93,12 +102,19 @@ impl Window {
     }
 
     /// Keep a client message for replay; `None` when the window no longer keeps messages.
-    pub fn push(&mut self, frame: &Frame, max_bytes: usize) -> Option<u32> {
+    /// `known`: whether a statement name is one the client has prepared (only those can have
+    /// been used by a kept message).
+    pub fn push(
+        &mut self,
+        frame: &Frame,
+        max_bytes: usize,
+        known: impl FnOnce(&[u8]) -> bool,
+    ) -> Option<u32> {
         if self.irrevocable || !(self.start == TxStatus::Idle || self.savepoint) {
             return None;
         }
         self.bytes += frame.len();
-        if self.bytes > max_bytes {
+        if self.bytes > max_bytes || self.redefines_used_statement(frame, known) {
             self.make_irrevocable();
             return None;
         }
@@ -107,6 +123,40 @@ impl Window {
             forwarded: 0,
         });
         Some((self.entries.len() - 1) as u32)
+    }
+
+    /// Whether `frame` (a Parse or a Close) replaces or removes a statement that a kept message
+    /// used: a replay would run the kept message against the new statement, so a window with
+    /// one is not replayed (found by the engine property test: a Bind of the unnamed statement
+    /// of the previous batch, replayed after a Parse of a new one, returned the new one's rows).
+    /// The unnamed statement is followed by two flags, since a Parse of it is in nearly every
+    /// batch; a named one is looked for in the window only when it is `known` (closed or
+    /// parsed again, which is rare), so a pipeline of new statements costs no search.
+    fn redefines_used_statement(
+        &mut self,
+        frame: &Frame,
+        known: impl FnOnce(&[u8]) -> bool,
+    ) -> bool {
+        let name = match frame.tag {
+            frontend::PARSE => frame.body().split(|&b| b == 0).next().unwrap_or_default(),
+            frontend::CLOSE => match frontend::decode_close(frame) {
+                Ok(Target::Statement(n)) => n,
+                _ => return false,
+            },
+            frontend::BIND => {
+                if frontend::bind_statement(frame).is_ok_and(|n| n.is_empty()) {
+                    self.unnamed_inherited |= !self.unnamed_parsed;
+                }
+                return false;
+            }
+            _ => return false,
+        };
+        if name.is_empty() {
+            let used = self.unnamed_inherited;
+            self.unnamed_parsed |= frame.tag == frontend::PARSE;
+            return used;
+        }
+        known(name) && self.entries.iter().any(|e| uses_statement(&e.frame, name))
     }
 
     /// The first guarded Bind of a batch that began inside a transaction block: keep messages
@@ -151,6 +201,15 @@ impl Window {
 impl Default for Window {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Whether `frame` binds or describes statement `name`.
+fn uses_statement(frame: &Frame, name: &[u8]) -> bool {
+    match frame.tag {
+        frontend::BIND => frontend::bind_statement(frame).is_ok_and(|n| n == name),
+        frontend::DESCRIBE => frontend::decode_describe(frame) == Ok(Target::Statement(name)),
+        _ => false,
     }
 }
 

@@ -170,6 +170,32 @@ impl StatementRegistry {
         self.stmts.remove(&id)
     }
 
+    /// A Close of `name` is on its way: the name is free at once (a Parse after the Close in
+    /// the same pipeline defines a new statement), but the statement is kept by id until the
+    /// Close is known to have run ([`Self::remove_id`]) or to have been skipped by the server
+    /// after an earlier error ([`Self::reopen`]).
+    pub fn closing(&mut self, name: &[u8]) -> Option<StmtId> {
+        self.last.clear();
+        self.by_name.remove(name)
+    }
+
+    /// A Close was skipped: the statement still exists, under its name unless a newer
+    /// statement took it meanwhile.
+    pub fn reopen(&mut self, id: StmtId) {
+        self.last.clear();
+        let Some(name) = self.stmts.get(&id).map(|s| s.name.clone()) else {
+            return;
+        };
+        match self.by_name.entry(name) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.stmts.remove(&id);
+            }
+        }
+    }
+
     /// Forget a statement by id (its Parse failed).
     pub fn remove_id(&mut self, id: StmtId) {
         self.last.clear();
@@ -248,6 +274,22 @@ mod tests {
         assert_eq!(r.id(b"s1"), Some(a));
         r.remove_id(a);
         assert_eq!(r.id(b"s1"), None);
+        // A Close on its way frees the name; skipped, it gives the statement back, unless a
+        // newer one took the name.
+        let d = parse(&mut r, "s3");
+        assert_eq!(r.closing(b"s3"), Some(d));
+        assert_eq!(r.id(b"s3"), None);
+        assert!(r.get(d).is_some());
+        r.reopen(d);
+        assert_eq!(r.id(b"s3"), Some(d));
+        r.closing(b"s3");
+        let e = parse(&mut r, "s3");
+        r.reopen(d);
+        assert_eq!(r.id(b"s3"), Some(e));
+        assert!(r.get(d).is_none());
+        r.closing(b"s3");
+        r.remove_id(e);
+        assert!(r.get(e).is_none());
         let c = parse(&mut r, "s1");
         assert_eq!(r.id(b"s1"), Some(c));
         r.clear();

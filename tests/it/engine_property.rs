@@ -52,10 +52,6 @@ fn runner() -> TestRunner {
 }
 
 #[test]
-#[ignore = "finds an open engine bug (docs/fuzzing.md, engine property test, finding 2): a \
-            Describe 'S' of the next batch, deferred behind the Sync, is taken by the heal as \
-            this batch describing the statement, so rows of the new shape reach a client told the \
-            old one"]
 fn engine_keeps_every_answer_in_order_exactly_once() {
     let mut runner = runner();
     quiet_panics_here();

@@ -28,7 +28,7 @@ const MIGRATION: &str = "ALTER TABLE orders ADD COLUMN discount_code varchar(50)
 /// connection 1, which still records three: it must get its four columns, with or without
 /// Describe, and A keeps its three on both connections. Nothing is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: the Bind is refused against the connection's stale shape (refuse_bind in src/heal/prepare.rs) instead of re-preparing there; README known gaps"]
+
 async fn a_contract_newer_than_the_connections_shape_is_kept() {
     let (pg, proxy) = setup().await;
     let mut router = Router::new(&proxy).await;
