@@ -159,11 +159,13 @@ impl Relay {
                                 if self.stmts.described(id, &shape) {
                                     self.record_contract(id);
                                 }
-                                self.local(encode::parse_complete(), idx, out);
+                                self.push_pending(pending(Expect::LocalParse(id)));
+                                self.emit_locals(out);
                             }
                             None if !stale && srv.contains(&server_name) => {
                                 srv.touch(&server_name);
-                                self.local(encode::parse_complete(), idx, out);
+                                self.push_pending(pending(Expect::LocalParse(id)));
+                                self.emit_locals(out);
                             }
                             None => {
                                 self.prepare_on_server_for(id, true, srv, out);
@@ -204,8 +206,7 @@ impl Relay {
                                     Some(Ok(Shaping::Same)) | None => PortalShaping::Plain,
                                     Some(Err(_)) if self.batch_describes(id, Some(&frame)) => {
                                         // The client reads the new shape in this batch.
-                                        self.stmts.adopt_shape(id, shape.clone());
-                                        PortalShaping::Plain
+                                        PortalShaping::Adopt(id, shape.clone())
                                     }
                                     Some(Err(e)) => {
                                         // The statement now returns rows the client does not
@@ -217,6 +218,15 @@ impl Relay {
                             }
                         };
                         server_name = Some(name);
+                    }
+                }
+                if let (Some(id), PortalShaping::Unresolved(_)) = (stmt, &shaping) {
+                    if is_replay && self.window.refused == Some(id) {
+                        // The refused statement is prepared again in this replay (its Parse is
+                        // in the window), so the server would run it in a shape the client was
+                        // not told of: it fails as it did (found by the engine property test).
+                        self.fail_bind(idx, action, out);
+                        return Ok(());
                     }
                 }
                 if let (Some(id), Some((done, stale))) = (stmt, self.reprepared) {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::protocol::Frame;
+use crate::protocol::backend::Field;
 use crate::statements::{Shaping, StmtId};
 
 /// How the rows and descriptions of a portal are shaped for the client.
@@ -12,6 +13,11 @@ pub enum PortalShaping {
     Plain,
     /// Known when the Bind was sent.
     Known(StmtId, Shaping),
+    /// The statement's new shape cannot keep its contract, but the client describes this
+    /// portal before reading its rows: rows go untouched, and the shape becomes the contract
+    /// when the portal's description reaches the client (not before: a Describe the server
+    /// skips after an error tells the client nothing).
+    Adopt(StmtId, Arc<[Field]>),
     /// The statement was prepared lazily in the same pipeline: its shape is learned from the
     /// Describe that precedes the Bind's response, and resolved at the first response.
     Unresolved(StmtId),
@@ -75,6 +81,10 @@ pub enum Expect {
     /// statement goes when the CloseComplete is sent; a server that skips to Sync first (an
     /// earlier error) drops the answer and the statement stays.
     LocalClose(StmtId),
+    /// A Parse of the client's statement answered by pgheal (transaction pooling: the
+    /// statement is on the connection already); a server that skips to Sync first drops the
+    /// answer and the statement with it, as its Parse would have created nothing.
+    LocalParse(StmtId),
     /// pgheal's own message that is bound to fail (so the server skips to Sync and rolls the
     /// implicit transaction back); the client receives this error instead of the server's.
     FailWith(Frame),

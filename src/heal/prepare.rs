@@ -181,6 +181,19 @@ impl Relay {
         action: Action,
         out: &mut Outbox,
     ) {
+        self.fail_bind(idx, action, out);
+        let (statement, sql) = self.statement_label(id);
+        out.events.push(super::HealEvent {
+            outcome: super::Outcome::Refused,
+            statement,
+            sql,
+            detail: format!("contract cannot be kept: {why}"),
+        });
+    }
+
+    /// Send a Parse bound to fail in a Bind's place and answer the client with the cached-plan
+    /// error, counting nothing.
+    pub(crate) fn fail_bind(&mut self, idx: Option<u32>, action: Action, out: &mut Outbox) {
         let err = super::recognize::cached_plan_error();
         out.to_server
             .push(encode::parse("", "pgheal: contract cannot be kept", &[]).bytes);
@@ -188,13 +201,6 @@ impl Relay {
             expect: Expect::FailWith(err),
             idx,
             action,
-        });
-        let (statement, sql) = self.statement_label(id);
-        out.events.push(super::HealEvent {
-            outcome: super::Outcome::Refused,
-            statement,
-            sql,
-            detail: format!("contract cannot be kept: {why}"),
         });
     }
 

@@ -298,10 +298,11 @@ impl Relay {
             }
             Err(e) if self.window_describes(id) => {
                 heal.outcome = Outcome::Healed;
+                // The replayed Bind finds the new shape and that the batch describes it: the
+                // shape becomes the contract when the description reaches the client.
                 heal.detail = format!(
                     "{e}; the client describes the statement in this batch and reads the new shape"
                 );
-                self.stmts.adopt_shape(id, shape.clone().into());
             }
             Err(e) => return Ok(self.refuse_phase(heal, refusal_text(&e), srv, out)),
         }
@@ -373,6 +374,9 @@ impl Relay {
         let (outcome, detail) = match &heal.refusal {
             Some(why) => {
                 self.window.no_heal = true;
+                if let HealTarget::Statement(id) = heal.target {
+                    self.window.refused = Some(id);
+                }
                 (Outcome::Refused, why.clone())
             }
             None if self.window.savepoint => {
@@ -464,21 +468,20 @@ impl Relay {
 /// not bound again from another statement, or closed, before the Describe). A Parse or Close
 /// of `name` after a Bind of it ends the search: what is described after it is another
 /// statement of that name (one before any Bind defines the statement in question). So does an
-/// Execute of such a portal: its rows reach the client before the description.
+/// Execute of such a portal: its rows reach the client before the description. A Describe of
+/// the statement speaks for portals bound after it, not before.
 fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
     let mut portals: Vec<&[u8]> = Vec::new();
     let mut bound = false;
     for f in frames {
         match f.tag {
-            frontend::EXECUTE => {
-                if frontend::decode_execute(f).is_ok_and(|(p, _)| portals.contains(&p)) {
-                    return false;
-                }
+            frontend::EXECUTE
+                if frontend::decode_execute(f).is_ok_and(|(p, _)| portals.contains(&p)) =>
+            {
+                return false;
             }
-            frontend::PARSE => {
-                if bound && f.body().split(|&b| b == 0).next() == Some(name) {
-                    return false;
-                }
+            frontend::PARSE if bound && f.body().split(|&b| b == 0).next() == Some(name) => {
+                return false;
             }
             frontend::BIND => {
                 if let Ok(b) = frontend::Bind::decode(f) {
@@ -490,7 +493,9 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
                 }
             }
             frontend::DESCRIBE => match frontend::decode_describe(f) {
-                Ok(Target::Statement(n)) if n == name => return true,
+                // A portal bound before it keeps the shape it was bound with: its rows are in
+                // the shape the client knew at its Bind.
+                Ok(Target::Statement(n)) if n == name => return portals.is_empty(),
                 Ok(Target::Portal(p)) if portals.contains(&p) => return true,
                 _ => {}
             },

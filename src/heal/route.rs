@@ -231,6 +231,15 @@ impl Relay {
                 self.emit(head.idx, tag, bytes, true, out);
             }
             (
+                backend::ROW_DESCRIPTION,
+                Expect::PortalDescription {
+                    shaping: PortalShaping::Adopt(id, shape),
+                },
+            ) => {
+                self.stmts.adopt_shape(*id, shape.clone());
+                self.emit(head.idx, tag, frame.bytes, true, out);
+            }
+            (
                 backend::DATA_ROW,
                 Expect::ExecuteResult {
                     shaping: PortalShaping::Known(_, Shaping::Project { projection }),
@@ -404,7 +413,7 @@ impl Relay {
         if matches!(
             self.pending.front(),
             Some(Pending {
-                expect: Expect::Local(_) | Expect::LocalClose(_),
+                expect: Expect::Local(_) | Expect::LocalClose(_) | Expect::LocalParse(_),
                 ..
             })
         ) {
@@ -414,7 +423,7 @@ impl Relay {
 
     fn emit_local_answers(&mut self, out: &mut Outbox) {
         while let Some(Pending {
-            expect: Expect::Local(_) | Expect::LocalClose(_),
+            expect: Expect::Local(_) | Expect::LocalClose(_) | Expect::LocalParse(_),
             ..
         }) = self.pending.front()
         {
@@ -432,6 +441,11 @@ impl Relay {
                     self.stmts.remove_id(id);
                     (encode::close_complete(), idx, action)
                 }
+                Some(Pending {
+                    expect: Expect::LocalParse(_),
+                    idx,
+                    action,
+                }) => (encode::parse_complete(), idx, action),
                 _ => break,
             };
             if matches!(action, Action::Forward | Action::Suppress(0)) {
@@ -558,25 +572,34 @@ impl Relay {
             // The server skips every message up to Sync: a Parse among them creates nothing,
             // and a simple Query or FunctionCall among them is not answered (found by fuzzing:
             // waiting for their ReadyForQuery held the client's Sync for ever).
+            let mut skipped = Vec::new();
             while self.pending.front().is_some_and(|p| {
                 !p.is_sync_point()
                     || matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall)
             }) {
-                match self.pop_pending().map(|p| p.expect) {
-                    Some(Expect::ServerParse {
+                if let Some(p) = self.pop_pending() {
+                    skipped.push(p.expect);
+                }
+            }
+            // Undone last first: a Close skipped before a Parse of the same name gets its
+            // statement back only once that Parse is undone (found by the engine property test).
+            for expect in skipped.into_iter().rev() {
+                match expect {
+                    Expect::ServerParse {
                         server_name,
                         stmt,
                         client_parse,
-                    }) => {
+                    } => {
                         srv.closed(&server_name);
                         if let (true, Some(id)) = (client_parse, stmt) {
                             self.stmts.remove_id(id);
                         }
                     }
                     // A skipped Close closes nothing: the client's statement stays.
-                    Some(Expect::CloseComplete { closes: Some(id) } | Expect::LocalClose(id)) => {
+                    Expect::CloseComplete { closes: Some(id) } | Expect::LocalClose(id) => {
                         self.stmts.reopen(id)
                     }
+                    Expect::LocalParse(id) => self.stmts.remove_id(id),
                     _ => {}
                 }
             }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::{self, Target};
 use crate::protocol::Frame;
+use crate::statements::StmtId;
 
 /// One client message of the window and how many of its responses reached the client.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Window {
     pub heals: u8,
     /// This window is being replayed without healing (refusal): errors pass through.
     pub no_heal: bool,
+    /// The statement whose heal was refused, while this window is replayed for it.
+    pub refused: Option<StmtId>,
     pub held: Vec<Held>,
     pub held_bytes: usize,
     /// A kept Bind used the unnamed statement parsed before this window began.
@@ -68,6 +71,7 @@ impl Window {
             sync_sent: false,
             heals: 0,
             no_heal: false,
+            refused: None,
             held: Vec::new(),
             held_bytes: 0,
             unnamed_inherited: false,
@@ -87,6 +91,7 @@ impl Window {
         self.sync_sent = false;
         self.heals = 0;
         self.no_heal = false;
+        self.refused = None;
         self.held.clear();
         self.held_bytes = 0;
         self.unnamed_inherited = false;
