@@ -12,119 +12,12 @@
 use std::sync::Arc;
 
 use pgheal::heal::{Outcome, RelayConfig, SavepointGuard};
-use pgheal::protocol::backend::{Field, TxStatus};
-use pgheal::protocol::Frame;
+use pgheal::protocol::backend::TxStatus;
 use pgheal::statements::StatementNames;
 
 use crate::common::engine_kit::*;
 
-const SQL: &str = "SELECT * FROM orders WHERE id = 1";
 const INSERT: &str = "INSERT INTO audit(msg) VALUES ('x')";
-
-fn old_cols() -> Vec<Field> {
-    vec![
-        col("id", 1, INT4),
-        col("total", 2, NUMERIC),
-        col("note", 3, TEXT),
-    ]
-}
-
-/// After the migration: a column added at the end.
-fn new_cols() -> Vec<Field> {
-    let mut c = old_cols();
-    c.push(col("discount_code", 4, TEXT));
-    c
-}
-
-/// The row as the server sends it after the migration.
-fn new_row() -> Frame {
-    data_row(&[Some("1"), Some("9.50"), Some("first"), None])
-}
-
-/// The row in the client's contract.
-const OLD_ROW: &str = "D 1|9.50|first";
-
-fn probe(sql: &str) -> Vec<String> {
-    lines(&[
-        &format!("P pgheal_probe {sql}"),
-        "DS pgheal_probe",
-        "CS pgheal_probe",
-        "S",
-    ])
-}
-
-/// The server's answers to [`probe`] of a row-returning statement with columns `cols`.
-fn probe_answers(cols: &[Field], status: TxStatus) -> Vec<Frame> {
-    vec![
-        parse_complete(),
-        param_desc(),
-        row_desc(cols),
-        close_complete(),
-        ready(status),
-    ]
-}
-
-fn reprepare(name: &str, sql: &str) -> Vec<String> {
-    lines(&[
-        &format!("CS {name}"),
-        &format!("P {name} {sql}"),
-        &format!("DS {name}"),
-        "S",
-    ])
-}
-
-fn reprepare_answers(cols: &[Field], status: TxStatus) -> Vec<Frame> {
-    vec![
-        close_complete(),
-        parse_complete(),
-        param_desc(),
-        row_desc(cols),
-        ready(status),
-    ]
-}
-
-/// The repair's exchange for statement s1 after the migration to [`new_cols`]: pgheal probes
-/// the shape, then prepares s1 again; the server answers each, in transaction state `status`.
-fn probe_and_reprepare(k: &mut Kit, status: TxStatus) {
-    assert_eq!(briefs(&k.server_received()), probe(SQL));
-    k.server(&probe_answers(&new_cols(), status));
-    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
-    k.server(&reprepare_answers(&new_cols(), status));
-}
-
-/// A driver prepares `name` (Parse, Describe 'S', Sync) in session pooling; `cols`: its
-/// columns (`None`: no rows).
-fn prepared(k: &mut Kit, name: &str, sql: &str, cols: Option<&[Field]>) {
-    assert_eq!(
-        k.client_briefs(&[parse(name, sql), describe_stmt(name), sync()]),
-        lines(&[
-            &format!("P {name} {sql}"),
-            // pgheal's own Describe: the statement's contract.
-            &format!("DS {name}"),
-            &format!("DS {name}"),
-            "S",
-        ])
-    );
-    let desc = || match cols {
-        Some(c) => row_desc(c),
-        None => no_data(),
-    };
-    let got = k.server_briefs(&[
-        parse_complete(),
-        param_desc(),
-        desc(),
-        param_desc(),
-        desc(),
-        ready_idle(),
-    ]);
-    assert_eq!(got.len(), 4, "{got:?}");
-    assert_eq!((got[0].as_str(), got[3].as_str()), ("1", "Z I"));
-    k.assert_settled();
-}
-
-fn outcomes(k: &mut Kit) -> Vec<Outcome> {
-    k.events().into_iter().map(|e| e.outcome).collect()
-}
 
 /// The lone stale Bind: swallowed error, probe, re-prepare, replay; the client gets its rows in
 /// the old shape.
@@ -490,32 +383,7 @@ fn a_statement_from_an_older_schema_epoch_is_reprepared_before_its_bind() {
     k.server(&[complete("BEGIN"), ready_in_block()]);
     // E.g. DDL committed through pgheal, or the schema watch's NOTIFY.
     k.epoch.bump("migration");
-    assert_eq!(
-        k.client_briefs(&[bind("s1"), execute(), sync()]),
-        lines(&["CS s1", &format!("P s1 {SQL}"), "DS s1", "H"]),
-        "the client's Bind waits for the new shape"
-    );
-    assert_eq!(
-        k.server_briefs(&[
-            close_complete(),
-            parse_complete(),
-            param_desc(),
-            row_desc(&new_cols())
-        ]),
-        lines(&[])
-    );
-    assert_eq!(briefs(&k.server_received()), lines(&["B s1", "E", "S"]));
-    assert_eq!(
-        k.server_briefs(&[
-            bind_complete(),
-            new_row(),
-            complete("SELECT 1"),
-            ready_in_block()
-        ]),
-        lines(&["2", OLD_ROW, "C SELECT 1", "Z T"])
-    );
-    assert_eq!(outcomes(&mut k), vec![Outcome::Projected]);
-    k.assert_settled();
+    bind_after_reprepare(&mut k, TxStatus::InTransaction);
 }
 
 /// Transaction pooling, lazy prepare: the client's statement was prepared on one server
@@ -526,32 +394,7 @@ fn a_statement_from_an_older_schema_epoch_is_reprepared_before_its_bind() {
 fn a_lazy_prepare_on_another_server_connection_keeps_the_contract() {
     let names = Arc::new(StatementNames::default());
     let mut k = Kit::pooled(names);
-    let sent = k.client_briefs(&[parse("s1", SQL), describe_stmt("s1"), sync()]);
-    // The Parse under the pool-wide name, pgheal's own Describe (the contract), the client's.
-    assert_eq!(
-        sent,
-        lines(&[
-            "CS pgheal_1",
-            &format!("P pgheal_1 {SQL}"),
-            "DS pgheal_1",
-            "DS pgheal_1",
-            "S"
-        ])
-    );
-    assert_eq!(
-        k.server_briefs(&[
-            close_complete(),
-            parse_complete(),
-            param_desc(),
-            row_desc(&old_cols()),
-            param_desc(),
-            row_desc(&old_cols()),
-            ready_idle(),
-        ]),
-        lines(&["1", "t", "T id,total,note", "Z I"])
-    );
-    assert_eq!(outcomes(&mut k), vec![], "a first prepare is no heal");
-    k.assert_settled();
+    prepared_pooled(&mut k, &old_cols());
     // The migration, unseen by pgheal; the client's next transaction runs elsewhere.
     k.new_server_connection();
     assert_eq!(
@@ -590,25 +433,16 @@ fn an_error_before_a_stale_bind_skips_it_to_sync_without_a_heal() {
     let mut k = Kit::session();
     prepared(&mut k, "s1", SQL, Some(&old_cols()));
     assert_eq!(
-        k.client_briefs(&[
-            parse("", "SELECT 1/0"),
-            bind(""),
-            execute(),
-            bind("s1"),
-            execute(),
-            sync()
-        ]),
+        k.client_briefs(
+            &[
+                division_by_zero().as_slice(),
+                &[bind("s1"), execute(), sync()]
+            ]
+            .concat()
+        ),
         lines(&["P  SELECT 1/0", "B ", "E", "B s1", "E", "S"])
     );
-    assert_eq!(
-        k.server_briefs(&[
-            parse_complete(),
-            bind_complete(),
-            error("22012"),
-            ready_idle()
-        ]),
-        lines(&["1", "2", "E 22012", "Z I"])
-    );
+    division_by_zero_answers(&mut k);
     assert_eq!(outcomes(&mut k), vec![]);
     k.assert_settled();
     // The stale statement's own batch is healed as usual.

@@ -28,6 +28,7 @@ mod drivers_pipeline;
 mod drivers_startup;
 mod encodings;
 mod engine_alone;
+mod engine_findings;
 mod engine_property;
 mod engine_repairs;
 mod fleet_epoch;

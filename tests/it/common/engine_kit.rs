@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pgheal::heal::relay::Naming;
-use pgheal::heal::{HealEvent, Outbox, Relay, RelayConfig, Rest, SchemaEpoch};
+use pgheal::heal::{HealEvent, Outbox, Outcome, Relay, RelayConfig, Rest, SchemaEpoch};
 use pgheal::protocol::backend::{self, ErrorFields, Field, TxStatus};
 use pgheal::protocol::frame::split_frame;
 use pgheal::protocol::frontend::{self, Bind, Parse, Target};
@@ -348,12 +348,18 @@ impl Kit {
     /// The client moves to another server connection, one that has prepared nothing yet
     /// (transaction pooling between transactions).
     pub fn new_server_connection(&mut self) {
+        self.swap_server_connection(&mut ServerPrepared::new(100));
+    }
+
+    /// The client moves to server connection `srv` (transaction pooling between transactions),
+    /// and `srv` becomes the one it leaves, for another client to use.
+    pub fn swap_server_connection(&mut self, srv: &mut ServerPrepared) {
         assert!(
             self.relay.at_transaction_boundary(),
             "moved between server connections mid-transaction: {}",
             self.relay.debug_state()
         );
-        self.srv = ServerPrepared::new(100);
+        std::mem::swap(&mut self.srv, srv);
     }
 
     /// Collect what one engine step put in the outbox.
@@ -563,4 +569,211 @@ pub fn data_row(values: &[Option<&str>]) -> Frame {
 /// The brief lines of `lines` (for `assert_eq!` against [`Kit::client_briefs`] and friends).
 pub fn lines(lines: &[&str]) -> Vec<String> {
     lines.iter().map(|s| s.to_string()).collect()
+}
+
+// The orders schema of the repair tests (tests/it/engine_repairs.rs, engine_findings.rs): a
+// migration adds `discount_code text` at the end of `orders`.
+
+/// The statement of the scripted tests: a row of `orders`.
+pub const SQL: &str = "SELECT * FROM orders WHERE id = 1";
+
+/// `orders(id int4, total numeric, note text)`, the shape before the migration.
+pub fn old_cols() -> Vec<Field> {
+    vec![
+        col("id", 1, INT4),
+        col("total", 2, NUMERIC),
+        col("note", 3, TEXT),
+    ]
+}
+
+/// After the migration: a column added at the end.
+pub fn new_cols() -> Vec<Field> {
+    let mut c = old_cols();
+    c.push(col("discount_code", 4, TEXT));
+    c
+}
+
+/// The row as the server sends it after the migration.
+pub fn new_row() -> Frame {
+    data_row(&[Some("1"), Some("9.50"), Some("first"), None])
+}
+
+/// The row in the client's contract.
+pub const OLD_ROW: &str = "D 1|9.50|first";
+
+/// What the server receives when pgheal probes the new shape of `sql`.
+pub fn probe(sql: &str) -> Vec<String> {
+    lines(&[
+        &format!("P pgheal_probe {sql}"),
+        "DS pgheal_probe",
+        "CS pgheal_probe",
+        "S",
+    ])
+}
+
+/// The server's answers to [`probe`] of a row-returning statement with columns `cols`.
+pub fn probe_answers(cols: &[Field], status: TxStatus) -> Vec<Frame> {
+    vec![
+        parse_complete(),
+        param_desc(),
+        row_desc(cols),
+        close_complete(),
+        ready(status),
+    ]
+}
+
+/// What the server receives when pgheal prepares `name` again after a probe.
+pub fn reprepare(name: &str, sql: &str) -> Vec<String> {
+    lines(&[
+        &format!("CS {name}"),
+        &format!("P {name} {sql}"),
+        &format!("DS {name}"),
+        "S",
+    ])
+}
+
+/// The server's answers to [`reprepare`] of a statement with columns `cols`.
+pub fn reprepare_answers(cols: &[Field], status: TxStatus) -> Vec<Frame> {
+    vec![
+        close_complete(),
+        parse_complete(),
+        param_desc(),
+        row_desc(cols),
+        ready(status),
+    ]
+}
+
+/// The repair's exchange for statement s1 after the migration to [`new_cols`]: pgheal probes
+/// the shape, then prepares s1 again; the server answers each, in transaction state `status`.
+pub fn probe_and_reprepare(k: &mut Kit, status: TxStatus) {
+    assert_eq!(briefs(&k.server_received()), probe(SQL));
+    k.server(&probe_answers(&new_cols(), status));
+    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
+    k.server(&reprepare_answers(&new_cols(), status));
+}
+
+/// A driver prepares `name` (Parse, Describe 'S', Sync) in session pooling; `cols`: its
+/// columns (`None`: no rows).
+pub fn prepared(k: &mut Kit, name: &str, sql: &str, cols: Option<&[Field]>) {
+    assert_eq!(
+        k.client_briefs(&[parse(name, sql), describe_stmt(name), sync()]),
+        lines(&[
+            &format!("P {name} {sql}"),
+            // pgheal's own Describe: the statement's contract.
+            &format!("DS {name}"),
+            &format!("DS {name}"),
+            "S",
+        ])
+    );
+    let desc = || match cols {
+        Some(c) => row_desc(c),
+        None => no_data(),
+    };
+    let got = k.server_briefs(&[
+        parse_complete(),
+        param_desc(),
+        desc(),
+        param_desc(),
+        desc(),
+        ready_idle(),
+    ]);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!((got[0].as_str(), got[3].as_str()), ("1", "Z I"));
+    k.assert_settled();
+}
+
+/// The outcomes of the heal events reported since last read.
+pub fn outcomes(k: &mut Kit) -> Vec<Outcome> {
+    k.events().into_iter().map(|e| e.outcome).collect()
+}
+
+/// A driver prepares s1 ([`SQL`]: Parse, Describe 'S', Sync) in transaction pooling, on a server
+/// connection that has not prepared it: pgheal prepares it under the pool-wide name `pgheal_1`
+/// and describes it (the contract) before the client's Describe; the server answers with
+/// columns `cols`, which the client is told.
+pub fn prepared_pooled(k: &mut Kit, cols: &[Field]) {
+    assert_eq!(
+        k.client_briefs(&[parse("s1", SQL), describe_stmt("s1"), sync()]),
+        lines(&[
+            "CS pgheal_1",
+            &format!("P pgheal_1 {SQL}"),
+            "DS pgheal_1",
+            "DS pgheal_1",
+            "S"
+        ])
+    );
+    let names: Vec<&[u8]> = cols.iter().map(|c| c.name.as_slice()).collect();
+    let described = format!("T {}", String::from_utf8_lossy(&names.join(&b","[..])));
+    assert_eq!(
+        k.server_briefs(&[
+            close_complete(),
+            parse_complete(),
+            param_desc(),
+            row_desc(cols),
+            param_desc(),
+            row_desc(cols),
+            ready_idle(),
+        ]),
+        lines(&["1", "t", &described, "Z I"])
+    );
+    assert_eq!(outcomes(k), vec![], "a first prepare is no heal");
+    k.assert_settled();
+}
+
+/// The client runs s1 (Bind, Execute, Sync) while pgheal must learn its shape on this server
+/// connection first: s1 is prepared again (Close, Parse, Describe, Flush) and the Bind waits;
+/// the server describes the migration's [`new_cols`]; then the Bind goes, and the row reaches
+/// the client projected onto the contract's three columns, with the ReadyForQuery of `status`.
+pub fn bind_after_reprepare(k: &mut Kit, status: TxStatus) {
+    assert_eq!(
+        k.client_briefs(&[bind("s1"), execute(), sync()]),
+        lines(&["CS s1", &format!("P s1 {SQL}"), "DS s1", "H"]),
+        "the client's Bind waits for the new shape"
+    );
+    assert_eq!(
+        k.server_briefs(&[
+            close_complete(),
+            parse_complete(),
+            param_desc(),
+            row_desc(&new_cols())
+        ]),
+        lines(&[])
+    );
+    assert_eq!(briefs(&k.server_received()), lines(&["B s1", "E", "S"]));
+    assert_eq!(
+        k.server_briefs(&[
+            bind_complete(),
+            new_row(),
+            complete("SELECT 1"),
+            ready(status)
+        ]),
+        lines(&[
+            "2",
+            OLD_ROW,
+            "C SELECT 1",
+            &format!("Z {}", char::from(status.byte()))
+        ])
+    );
+    assert_eq!(outcomes(k), vec![Outcome::Projected]);
+    k.assert_settled();
+}
+
+/// The first messages of a batch that fails: an unnamed statement dividing by zero, bound and
+/// executed. See [`division_by_zero_answers`].
+pub fn division_by_zero() -> [Frame; 3] {
+    [parse("", "SELECT 1/0"), bind(""), execute()]
+}
+
+/// The server runs [`division_by_zero`]: it answers the Parse and the Bind, fails the Execute
+/// and skips the rest of the batch up to its Sync. The client gets each answer.
+pub fn division_by_zero_answers(k: &mut Kit) {
+    assert_eq!(
+        k.server_briefs(&[
+            parse_complete(),
+            bind_complete(),
+            error("22012"),
+            ready_idle()
+        ]),
+        lines(&["1", "2", "E 22012", "Z I"])
+    );
 }
