@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::protocol::Frame;
 use crate::protocol::backend::Field;
+use crate::protocol::Frame;
 use crate::statements::{Shaping, StmtId};
 
 /// How the rows and descriptions of a portal are shaped for the client.
