@@ -183,7 +183,11 @@ impl Relay {
                     self.stmts.id(b.statement)
                 };
                 let mut lazy = false;
-                let mut shaping = PortalShaping::Plain;
+                let mut shaping = if stmt.is_none() {
+                    PortalShaping::Untracked
+                } else {
+                    PortalShaping::Plain
+                };
                 let mut formats = None;
                 let mut server_name = None;
                 if let Some(id) = stmt {

@@ -9,8 +9,11 @@ use crate::statements::{Shaping, StmtId};
 /// How the rows and descriptions of a portal are shaped for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortalShaping {
-    /// Not a tracked statement, or the server shape is the contract.
+    /// The server shape is the contract.
     Plain,
+    /// Bound from a statement pgheal keeps no contract for (the unnamed one): rows go
+    /// untouched, and a description of it that reaches the client ends the window's replays.
+    Untracked,
     /// Known when the Bind was sent.
     Known(StmtId, Shaping),
     /// The statement's new shape cannot keep its contract, but the client describes this

@@ -17,7 +17,7 @@ use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::recognize::is_cached_plan_error;
 use super::relay::{Naming, Relay, RelayError, ServerInput};
 use super::repair::{HealTarget, Phase};
-use super::window::Held;
+use super::window::{replay_safe, Held};
 
 impl Relay {
     /// A backend message from the server.
@@ -211,6 +211,16 @@ impl Relay {
             return Ok(());
         }
         match (tag, &head.expect) {
+            (backend::ROW_DESCRIPTION, Expect::StatementDescription { stmt: None, .. })
+            | (
+                backend::ROW_DESCRIPTION,
+                Expect::PortalDescription {
+                    shaping: PortalShaping::Untracked,
+                },
+            ) => {
+                // No contract to project a replay's rows onto (finding 9 of docs/fuzzing.md).
+                self.emit_answer(head.idx, false, frame.bytes, true, out);
+            }
             (backend::ROW_DESCRIPTION, Expect::StatementDescription { .. }) => {
                 let bytes = described
                     .and_then(|(id, shape)| self.contract_description(id, &shape, &frame))
@@ -468,11 +478,23 @@ impl Relay {
         counts: bool,
         out: &mut Outbox,
     ) {
+        self.emit_answer(idx, replay_safe(tag), bytes, counts, out)
+    }
+
+    /// As [`Self::emit`]; `replayable`: a replay would reproduce the answer identically.
+    pub(crate) fn emit_answer(
+        &mut self,
+        idx: Option<u32>,
+        replayable: bool,
+        bytes: Bytes,
+        counts: bool,
+        out: &mut Outbox,
+    ) {
         if self.risky_in_flight > 0 && !self.window.overflowed {
             self.window.held_bytes += bytes.len();
             self.window.held.push(Held {
                 idx,
-                tag,
+                replayable,
                 counts,
                 bytes,
             });
@@ -487,7 +509,7 @@ impl Relay {
             self.flush_held(out);
         }
         if counts {
-            self.window.forwarded(idx, tag);
+            self.window.forwarded(idx, replayable);
         }
         out.to_client.push(bytes);
     }
@@ -497,7 +519,7 @@ impl Relay {
         self.window.held_bytes = 0;
         for h in &held {
             if h.counts {
-                self.window.forwarded(h.idx, h.tag);
+                self.window.forwarded(h.idx, h.replayable);
             }
         }
         out.to_client.extend(held.into_iter().map(|h| h.bytes));

@@ -19,7 +19,8 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Held {
     pub idx: Option<u32>,
-    pub tag: u8,
+    /// A replay reproduces it identically (see [`replay_safe`]).
+    pub replayable: bool,
     /// Only the first part of a projected DataRow counts as a response.
     pub counts: bool,
     pub bytes: Bytes,
@@ -190,14 +191,14 @@ impl Window {
             && self.heals < max_heals
     }
 
-    /// A response of message `idx` with tag `tag` reached the client.
-    pub fn forwarded(&mut self, idx: Option<u32>, tag: u8) {
+    /// A response of message `idx` reached the client; `replayable`: a replay reproduces it.
+    pub fn forwarded(&mut self, idx: Option<u32>, replayable: bool) {
         if let Some(e) = idx.and_then(|i| self.entries.get_mut(i as usize)) {
             e.forwarded += 1;
         }
         // Behind a savepoint only the failed guarded Bind and what follows it are replayed, and
         // nothing after a failed Bind produced output.
-        if !replay_safe(tag) && !self.savepoint {
+        if !replayable && !self.savepoint {
             self.make_irrevocable();
         }
     }
@@ -220,7 +221,9 @@ fn uses_statement(frame: &Frame, name: &[u8]) -> bool {
 
 /// Responses that a replay reproduces identically, so the client may already have them:
 /// ParseComplete, BindComplete, CloseComplete, ParameterDescription, RowDescription, NoData.
-/// Anything else (rows, command tags, COPY) makes the window irrevocable.
-fn replay_safe(tag: u8) -> bool {
+/// Anything else (rows, command tags, COPY) makes the window irrevocable, as does a description
+/// of a statement pgheal keeps no contract for (the unnamed one): replayed after a migration it
+/// may differ from the one the client has, with nothing to project its rows onto.
+pub fn replay_safe(tag: u8) -> bool {
     matches!(tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n')
 }
