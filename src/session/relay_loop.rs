@@ -515,13 +515,8 @@ impl Conversation<'_> {
                 }
             }
             out.to_server.clear();
-            if !out.to_client.is_empty()
-                && end != Some(End::ClientGone)
-                && client_w.write_parts(&mut out.to_client).await.is_err()
-            {
-                end = Some(end.unwrap_or(End::ClientGone));
-            }
-            out.to_client.clear();
+            // Counted before the client is answered: whoever reads the counters after the
+            // answer (a test, a dashboard) sees the heal the answer came from.
             if !out.events.is_empty() {
                 let (server_id, server_pid) = self
                     .attached
@@ -542,6 +537,13 @@ impl Conversation<'_> {
                 out.guards = 0;
                 out.guard_heals = 0;
             }
+            if !out.to_client.is_empty()
+                && end != Some(End::ClientGone)
+                && client_w.write_parts(&mut out.to_client).await.is_err()
+            {
+                end = Some(end.unwrap_or(End::ClientGone));
+            }
+            out.to_client.clear();
             if self.watch.changed() {
                 if let Some(c) = self.attached.as_mut() {
                     // Until a snapshot says otherwise, nobody knows what this connection
