@@ -169,9 +169,27 @@ struct Faults {
     migration_faults: AtomicU64,
 }
 
-/// Largest suffix of added columns (PostgreSQL allows 1,600 columns; the one-hour run with a
-/// migration a second adds about 515 of each kind).
+/// Largest suffix of added columns (PostgreSQL allows 1,600 columns, dropped ones included).
 const MAX_ADDED: u32 = 1200;
+
+/// Columns the migrator adds, at most, to each table and to the view that `SELECT *` reads
+/// (`PGHEAL_SOAK_MAX_WIDTH`). Past it, the view's columns change order instead (dropped and
+/// created again in one transaction), so that the load stays the same for as long as the run
+/// lasts: rows and descriptions that grew a column every few seconds would make memory grow
+/// with the run for a reason that is the schema's, not pgheal's (the one-hour run with no
+/// bound reached 515 columns per object).
+fn max_width() -> u32 {
+    env_or("PGHEAL_SOAK_MAX_WIDTH", 30)
+}
+
+/// The view, with `extra` added columns, `id` and `name` in the order `swapped` says.
+fn view_sql(extra: u32, swapped: bool) -> String {
+    let extra: String = (1..=extra)
+        .map(|i| format!(", NULL::int AS v_{i}"))
+        .collect();
+    let cols = if swapped { "name, id" } else { "id, name" };
+    format!("SELECT {cols}{extra} FROM soak_items")
+}
 
 /// Schema changes as the superuser straight on the server, in rotation, until `until`.
 async fn migrator(
@@ -181,19 +199,25 @@ async fn migrator(
     faults: Arc<Faults>,
     start_at: u32,
 ) {
+    let width = max_width();
     let mut n = start_at;
     let mut conn: Option<tokio_postgres::Client> = None;
     while Instant::now() < until {
         tokio::time::sleep(every).await;
         let k = n / 7 + 1;
+        let wide = k > width;
         let sql = match n % 7 {
-            0 => format!("ALTER TABLE soak_items ADD COLUMN a_{k} int"),
-            1 => {
-                let extra: String = (1..=k).map(|i| format!(", NULL::int AS v_{i}")).collect();
+            0 | 1 if wide => {
+                // The view's id and name change places (and back at the next one): a new
+                // result shape of the same width.
                 format!(
-                    "CREATE OR REPLACE VIEW soak_view AS SELECT id, name{extra} FROM soak_items"
+                    "BEGIN; DROP VIEW soak_view; CREATE VIEW soak_view AS {}; \
+                     ALTER VIEW soak_view OWNER TO app; COMMIT",
+                    view_sql(width, n % 7 == 0)
                 )
             }
+            0 => format!("ALTER TABLE soak_items ADD COLUMN a_{k} int"),
+            1 => format!("CREATE OR REPLACE VIEW soak_view AS {}", view_sql(k, false)),
             2 => format!("ALTER TABLE soak_accounts ADD COLUMN x_{k} int"),
             3 => format!("ALTER TABLE soak_accounts DROP COLUMN x_{k}"),
             4 => format!("ALTER TYPE soak_state ADD VALUE 's_{k}'"),
@@ -201,6 +225,7 @@ async fn migrator(
                 "ALTER TABLE soak_accounts ALTER COLUMN spare TYPE {}",
                 if k % 2 == 1 { "bigint" } else { "int" }
             ),
+            _ if wide => format!("ALTER TYPE soak_state ADD VALUE 't_{k}'"),
             _ => format!("ALTER TABLE soak_ledger ADD COLUMN l_{k} int"),
         };
         if k > MAX_ADDED {
