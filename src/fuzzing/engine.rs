@@ -663,6 +663,9 @@ impl Client {
             (Sent::Parse(name), b'1') => {
                 let name = std::mem::take(name);
                 self.stmt_shape.remove(&name);
+                // Portals bound from the old statement keep their shape but are no longer
+                // the new statement's: describing one tells nothing about the new statement.
+                self.portal_stmt.retain(|_, s| *s != name);
                 true
             }
             (Sent::Bind { portal, stmt }, b'2') => {
@@ -707,7 +710,10 @@ impl Client {
             (Sent::Execute(_), b'C' | b'I' | b's') => true,
             (Sent::Close(t, name), b'3') => {
                 match t {
-                    Target::Statement(_) => self.stmt_shape.remove(name.as_slice()),
+                    Target::Statement(_) => {
+                        self.portal_stmt.retain(|_, s| s != name);
+                        self.stmt_shape.remove(name.as_slice())
+                    }
                     Target::Portal(_) => self.portal_shape.remove(name.as_slice()),
                 };
                 true

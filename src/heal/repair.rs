@@ -487,7 +487,7 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
             {
                 return false;
             }
-            frontend::PARSE if bound && f.body().split(|&b| b == 0).next() == Some(name) => {
+            frontend::PARSE if bound && frontend::parse_statement(f).is_ok_and(|n| n == name) => {
                 return false;
             }
             frontend::BIND => {

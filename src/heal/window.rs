@@ -144,7 +144,10 @@ impl Window {
         known: impl FnOnce(&[u8]) -> bool,
     ) -> bool {
         let name = match frame.tag {
-            frontend::PARSE => frame.body().split(|&b| b == 0).next().unwrap_or_default(),
+            frontend::PARSE => match frontend::parse_statement(frame) {
+                Ok(n) => n,
+                Err(_) => return false,
+            },
             frontend::CLOSE => match frontend::decode_close(frame) {
                 Ok(Target::Statement(n)) => n,
                 _ => return false,

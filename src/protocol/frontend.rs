@@ -109,6 +109,11 @@ pub fn bind_statement(frame: &Frame) -> Result<&[u8], ProtocolError> {
     c.cstr()
 }
 
+/// The statement name of a Parse, without decoding the rest.
+pub fn parse_statement(frame: &Frame) -> Result<&[u8], ProtocolError> {
+    Cursor::new(frame.body()).cstr()
+}
+
 /// Describe or Close target: a prepared statement (`S`) or a portal (`P`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
