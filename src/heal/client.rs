@@ -202,10 +202,19 @@ impl Relay {
                             None => PortalShaping::Unresolved(id),
                             Some(shape) => {
                                 match self.stmts.get_mut(id).map(|s| s.shaping_for(&shape)) {
-                                    Some(Ok(Shaping::Project { projection })) => {
+                                    Some(Ok(Shaping::Project {
+                                        projection,
+                                        contract,
+                                    })) => {
                                         formats =
                                             projection.remap_result_formats(&b.result_formats());
-                                        PortalShaping::Known(id, Shaping::Project { projection })
+                                        PortalShaping::Known(
+                                            id,
+                                            Shaping::Project {
+                                                projection,
+                                                contract,
+                                            },
+                                        )
                                     }
                                     Some(Ok(Shaping::Same)) | None => PortalShaping::Plain,
                                     Some(Err(_)) if self.batch_describes(id, Some(&frame)) => {
@@ -225,7 +234,7 @@ impl Relay {
                     }
                 }
                 if let (Some(id), PortalShaping::Unresolved(_)) = (stmt, &shaping) {
-                    if is_replay && self.window.refused == Some(id) {
+                    if is_replay && self.window.refused.contains(&id) {
                         // The refused statement is prepared again in this replay (its Parse is
                         // in the window), so the server would run it in a shape the client was
                         // not told of: it fails as it did (found by the engine property test).

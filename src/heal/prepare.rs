@@ -212,7 +212,7 @@ impl Relay {
         shaping: &PortalShaping,
         out: &mut Outbox,
     ) {
-        let projected = matches!(shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity());
+        let projected = matches!(shaping, PortalShaping::Known(_, Shaping::Project { projection, .. }) if !projection.is_identity());
         if !stale && !projected {
             // A first prepare on this connection that needed nothing: not a heal.
             return;

@@ -48,7 +48,10 @@ pub enum Phase {
     RollingBack(Heal),
     Probing {
         heal: Heal,
-        shape: Option<Vec<Field>>,
+        /// Other statements probed after the heal's own (see [`Relay::reparsed_in_replay`]).
+        others: Vec<StmtId>,
+        /// The shapes the probes found, in order: the heal's statement first.
+        shapes: Vec<Vec<Field>>,
         failed: bool,
     },
     Repreparing {
@@ -159,17 +162,21 @@ impl Relay {
             },
             Phase::Probing {
                 heal,
-                mut shape,
+                others,
+                mut shapes,
                 mut failed,
             } => {
+                let mut shape = None;
                 observe_shape(&frame, &mut shape, &mut failed)?;
+                shapes.extend(shape);
                 match ready_status(&frame)? {
                     None => Phase::Probing {
                         heal,
-                        shape,
+                        others,
+                        shapes,
                         failed,
                     },
-                    Some(_) => self.decide(heal, shape, failed, srv, out)?,
+                    Some(_) => self.decide(heal, &others, shapes, srv, out)?,
                 }
             }
             Phase::Repreparing {
@@ -215,16 +222,18 @@ impl Relay {
                         out,
                     );
                 };
-                out.to_server
-                    .push(encode::parse(PROBE_NAME, &s.sql, &s.param_types).bytes);
-                out.to_server
-                    .push(encode::describe(Target::Statement(PROBE_NAME)).bytes);
-                out.to_server
-                    .push(encode::close(Target::Statement(PROBE_NAME)).bytes);
+                push_probe(&s.sql, &s.param_types, out);
+                let others = self.reparsed_in_replay(heal.from, *id);
+                for other in &others {
+                    if let Some(s) = self.stmts.get(*other) {
+                        push_probe(&s.sql, &s.param_types, out);
+                    }
+                }
                 out.to_server.push(encode::sync().bytes);
                 Phase::Probing {
                     heal,
-                    shape: None,
+                    others,
+                    shapes: Vec::new(),
                     failed: false,
                 }
             }
@@ -248,19 +257,81 @@ impl Relay {
         }
     }
 
+    /// Statements other than `target` that the replay from window entry `from` parses again
+    /// before it binds them. Their shapes would be learned only from the replay's own
+    /// Describe, after their Binds have gone, too late to fail a Bind whose contract cannot be
+    /// kept (the server would already be running what follows it), so they are probed with
+    /// the heal's own statement (finding 12 of docs/fuzzing.md).
+    fn reparsed_in_replay(&self, from: u32, target: StmtId) -> Vec<StmtId> {
+        let mut parsed: Vec<&[u8]> = Vec::new();
+        let mut found = Vec::new();
+        for e in self.window.entries.iter().skip(from as usize) {
+            match e.frame.tag {
+                frontend::PARSE => {
+                    if let Ok(name) = frontend::parse_statement(&e.frame) {
+                        parsed.push(name);
+                    }
+                }
+                frontend::BIND => {
+                    let Ok(name) = frontend::bind_statement(&e.frame) else {
+                        continue;
+                    };
+                    let id = match self.stmts.id(name) {
+                        Some(id) if !name.is_empty() && parsed.contains(&name) => id,
+                        _ => continue,
+                    };
+                    let rows = self.stmts.get(id).is_some_and(|s| s.returns_rows());
+                    if id != target && rows && !found.contains(&id) {
+                        found.push(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// The first of `others` (probed after the heal's statement, their shapes in `shapes`)
+    /// whose new shape cannot keep its contract and that the client does not describe in this
+    /// batch, with why; every such statement is added to the window's refused ones.
+    fn others_broken(&mut self, others: &[StmtId], shapes: &[Vec<Field>]) -> Option<String> {
+        let mut why = None;
+        for (id, shape) in others.iter().zip(shapes) {
+            let shape: std::sync::Arc<[Field]> = shape.clone().into();
+            let Some(Err(e)) = self.stmts.get_mut(*id).map(|s| s.shaping_for(&shape)) else {
+                continue;
+            };
+            if self.window_describes(*id) {
+                continue;
+            }
+            self.window.refused.push(*id);
+            if why.is_none() {
+                let (statement, _) = self.statement_label(*id);
+                why = Some(format!(
+                    "statement {statement}, parsed again in this batch, changed shape too: {}",
+                    refusal_text(&e)
+                ));
+            }
+        }
+        why
+    }
+
     /// After the probe: re-prepare when the contract can be kept, else refuse.
     fn decide(
         &mut self,
         mut heal: Heal,
-        shape: Option<Vec<Field>>,
-        failed: bool,
+        others: &[StmtId],
+        shapes: Vec<Vec<Field>>,
         srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<Phase, RelayError> {
         let HealTarget::Statement(id) = heal.target.clone() else {
             return Ok(Phase::Relaying);
         };
-        let (Some(shape), false) = (shape, failed) else {
+        // A failure after the first shape is another statement's probe: its replayed Parse
+        // fails as it did, and nothing is known of its shape.
+        let mut shapes = shapes.into_iter();
+        let Some(shape) = shapes.next() else {
             return Ok(self.refuse_phase(
                 heal,
                 "the statement no longer prepares".into(),
@@ -268,6 +339,9 @@ impl Relay {
                 out,
             ));
         };
+        // Judged first: a refused replay must fail their Binds too.
+        let rest: Vec<Vec<Field>> = shapes.collect();
+        let others_broken = self.others_broken(others, &rest);
         let Some(s) = self.stmts.get(id) else {
             return Ok(self.refuse_phase(
                 heal,
@@ -305,6 +379,9 @@ impl Relay {
                 );
             }
             Err(e) => return Ok(self.refuse_phase(heal, refusal_text(&e), srv, out)),
+        }
+        if let Some(why) = others_broken {
+            return Ok(self.refuse_phase(heal, why, srv, out));
         }
         let (name, sql, types) = match self.stmts.get(id) {
             Some(s) => (s.server_name.clone(), s.sql.clone(), s.param_types.clone()),
@@ -375,7 +452,7 @@ impl Relay {
             Some(why) => {
                 self.window.no_heal = true;
                 if let HealTarget::Statement(id) = heal.target {
-                    self.window.refused = Some(id);
+                    self.window.refused.push(id);
                 }
                 (Outcome::Refused, why.clone())
             }
@@ -528,6 +605,16 @@ fn ready_status(frame: &Frame) -> Result<Option<TxStatus>, RelayError> {
     backend::decode_ready_for_query(frame)
         .map(Some)
         .map_err(RelayError::Server)
+}
+
+/// Learn a statement text's shape under the scratch name: Parse, Describe, Close.
+fn push_probe(sql: &[u8], param_types: &[u32], out: &mut Outbox) {
+    out.to_server
+        .push(encode::parse(PROBE_NAME, sql, param_types).bytes);
+    out.to_server
+        .push(encode::describe(Target::Statement(PROBE_NAME)).bytes);
+    out.to_server
+        .push(encode::close(Target::Statement(PROBE_NAME)).bytes);
 }
 
 fn observe_shape(

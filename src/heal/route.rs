@@ -230,13 +230,21 @@ impl Relay {
             (
                 backend::ROW_DESCRIPTION,
                 Expect::PortalDescription {
-                    shaping: PortalShaping::Known(id, Shaping::Project { projection }),
+                    shaping:
+                        PortalShaping::Known(
+                            _,
+                            Shaping::Project {
+                                projection,
+                                contract,
+                            },
+                        ),
                 },
             ) => {
-                let contract = self.stmts.get(*id).and_then(|s| s.contract.clone());
-                let bytes = match (contract, decode_row_description(&frame)) {
-                    (Some(c), Ok(server)) => projection.describe(&c, &server).bytes,
-                    _ => frame.bytes.clone(),
+                // The contract travels with the portal: the client may have closed the
+                // statement since the Bind (found by the engine property test).
+                let bytes = match decode_row_description(&frame) {
+                    Ok(server) => projection.describe(contract, &server).bytes,
+                    Err(_) => frame.bytes.clone(),
                 };
                 self.emit(head.idx, tag, bytes, true, out);
             }
@@ -252,7 +260,7 @@ impl Relay {
             (
                 backend::DATA_ROW,
                 Expect::ExecuteResult {
-                    shaping: PortalShaping::Known(_, Shaping::Project { projection }),
+                    shaping: PortalShaping::Known(_, Shaping::Project { projection, .. }),
                 },
             ) if !projection.is_identity() => {
                 let mut parts = Vec::with_capacity(4);
@@ -327,7 +335,7 @@ impl Relay {
                 shaping = PortalShaping::Adopt(id, shape);
             }
         }
-        if matches!(&shaping, PortalShaping::Known(_, Shaping::Project { projection }) if !projection.is_identity())
+        if matches!(&shaping, PortalShaping::Known(_, Shaping::Project { projection, .. }) if !projection.is_identity())
         {
             let (statement, sql) = self.statement_label(id);
             out.events.push(HealEvent {
@@ -379,10 +387,10 @@ impl Relay {
     ) -> Option<Bytes> {
         let s = self.stmts.get_mut(id)?;
         match s.shaping_for(shape) {
-            Ok(Shaping::Project { projection }) => {
-                let contract = s.contract.clone()?;
-                Some(projection.describe(&contract, shape).bytes)
-            }
+            Ok(Shaping::Project {
+                projection,
+                contract,
+            }) => Some(projection.describe(&contract, shape).bytes),
             Ok(Shaping::Same) => None,
             Err(_) => {
                 // The contract cannot be kept, and the client is told the new shape now (as

@@ -49,8 +49,10 @@ pub struct Window {
     pub heals: u8,
     /// This window is being replayed without healing (refusal): errors pass through.
     pub no_heal: bool,
-    /// The statement whose heal was refused, while this window is replayed for it.
-    pub refused: Option<StmtId>,
+    /// While this window is replayed for a refused heal: the refused statement, and the
+    /// statements the replay parses again in a shape that cannot keep their contracts. Their
+    /// Binds fail as the server failed the original.
+    pub refused: Vec<StmtId>,
     pub held: Vec<Held>,
     pub held_bytes: usize,
     /// A kept Bind used the unnamed statement parsed before this window began.
@@ -72,7 +74,7 @@ impl Window {
             sync_sent: false,
             heals: 0,
             no_heal: false,
-            refused: None,
+            refused: Vec::new(),
             held: Vec::new(),
             held_bytes: 0,
             unnamed_inherited: false,
@@ -92,7 +94,7 @@ impl Window {
         self.sync_sent = false;
         self.heals = 0;
         self.no_heal = false;
-        self.refused = None;
+        self.refused.clear();
         self.held.clear();
         self.held_bytes = 0;
         self.unnamed_inherited = false;

@@ -36,8 +36,13 @@ pub struct Statement {
 pub enum Shaping {
     /// Same columns, same names: forward untouched.
     Same,
-    /// Rows and/or descriptions must be rewritten into the contract's terms.
-    Project { projection: Projection },
+    /// Rows and/or descriptions must be rewritten into the contract's terms. The contract is
+    /// carried along: a portal outlives a Close of its statement, and its description is still
+    /// told in the contract's terms.
+    Project {
+        projection: Projection,
+        contract: Arc<[Field]>,
+    },
 }
 
 impl Statement {
@@ -72,6 +77,7 @@ impl Statement {
         } else {
             Shaping::Project {
                 projection: Projection::compute(&contract, shape)?,
+                contract,
             }
         };
         self.cache = Some((shape.clone(), shaping.clone()));
