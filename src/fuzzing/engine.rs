@@ -422,6 +422,11 @@ impl Server {
                 if self.status == TxStatus::Failed && !is_exit(&s.sql) {
                     return self.fail("25P02", true);
                 }
+                if !b.portal.is_empty() && self.portals.contains_key(b.portal) {
+                    // A named portal is not replaced: PostgreSQL refuses the Bind (before it
+                    // re-plans the statement).
+                    return self.fail("42P03", true);
+                }
                 if s.shape != self.shape(&s.sql) {
                     return self.output_cached_plan_error();
                 }

@@ -414,6 +414,11 @@ impl Relay {
         }
         if let (HealTarget::Statement(id), Some(shape)) = (&heal.target, shape) {
             let shape: std::sync::Arc<[Field]> = shape.into();
+            let name = self.stmts.get(*id).map(|s| s.server_name.clone());
+            let shape = match &name {
+                Some(n) => self.shared_shape(n, shape),
+                None => shape,
+            };
             if let Some(s) = self.stmts.get_mut(*id) {
                 srv.described(&s.server_name, shape.clone());
                 if let Err(e) = s.shaping_for(&shape) {

@@ -149,7 +149,7 @@ impl Relay {
             },
         ) = (tag, &head.expect)
         {
-            let shape: Arc<[Field]> = if tag == backend::NO_DATA {
+            let mut shape: Arc<[Field]> = if tag == backend::NO_DATA {
                 Vec::new().into()
             } else {
                 decode_row_description(&frame)
@@ -157,6 +157,7 @@ impl Relay {
                     .into()
             };
             if let Some(n) = server_name {
+                shape = self.shared_shape(n, shape);
                 srv.described(n, shape.clone());
                 if let (
                     Naming::Pooled { names, .. },
@@ -354,6 +355,21 @@ impl Relay {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// `shape`, as the server just described pool statement `name`, or the pool's own copy of
+    /// the same shape. Every client of a pool records the shapes of its statements (contracts,
+    /// the projection cache); one copy per shape instead of one per description keeps that
+    /// memory per shape, not per client and per connection (a result 500 columns wide is
+    /// 40 KiB decoded).
+    pub(crate) fn shared_shape(&self, name: &[u8], shape: Arc<[Field]>) -> Arc<[Field]> {
+        let Naming::Pooled { names, .. } = &self.naming else {
+            return shape;
+        };
+        match names.described(name) {
+            Some(d) if *d.shape == *shape => d.shape.clone(),
+            _ => shape,
         }
     }
 
