@@ -561,6 +561,10 @@ impl Relay {
 /// the statement speaks for portals bound after it, not before.
 fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
     let mut portals: Vec<&[u8]> = Vec::new();
+    // Only a Describe of the portal bound last from the statement counts: a portal bound
+    // before it and never described would get rows in the adopted shape (finding 14 of
+    // docs/fuzzing.md).
+    let mut latest: Option<&[u8]> = None;
     let mut bound = false;
     for f in frames {
         match f.tag {
@@ -577,7 +581,10 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
                     portals.retain(|p| *p != b.portal);
                     if b.statement == name {
                         portals.push(b.portal);
+                        latest = Some(b.portal);
                         bound = true;
+                    } else if latest == Some(b.portal) {
+                        latest = None;
                     }
                 }
             }
@@ -585,11 +592,16 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
                 // A portal bound before it keeps the shape it was bound with: its rows are in
                 // the shape the client knew at its Bind.
                 Ok(Target::Statement(n)) if n == name => return portals.is_empty(),
-                Ok(Target::Portal(p)) if portals.contains(&p) => return true,
+                Ok(Target::Portal(p)) if latest == Some(p) => return true,
                 _ => {}
             },
             frontend::CLOSE => match frontend::decode_close(f) {
-                Ok(Target::Portal(p)) => portals.retain(|q| *q != p),
+                Ok(Target::Portal(p)) => {
+                    portals.retain(|q| *q != p);
+                    if latest == Some(p) {
+                        latest = None;
+                    }
+                }
                 Ok(Target::Statement(n)) if bound && n == name => return false,
                 _ => {}
             },
