@@ -50,9 +50,9 @@ pub enum Phase {
         heal: Heal,
         /// Other statements probed after the heal's own (see [`Relay::reparsed_in_replay`]).
         others: Vec<StmtId>,
-        /// The shapes the probes found, in order: the heal's statement first.
+        /// The shapes the probes found, in order: the heal's statement first (none when its
+        /// probe failed; a later failure leaves the rest unknown).
         shapes: Vec<Vec<Field>>,
-        failed: bool,
     },
     Repreparing {
         heal: Heal,
@@ -164,9 +164,8 @@ impl Relay {
                 heal,
                 others,
                 mut shapes,
-                mut failed,
             } => {
-                let mut shape = None;
+                let (mut shape, mut failed) = (None, false);
                 observe_shape(&frame, &mut shape, &mut failed)?;
                 shapes.extend(shape);
                 match ready_status(&frame)? {
@@ -174,7 +173,6 @@ impl Relay {
                         heal,
                         others,
                         shapes,
-                        failed,
                     },
                     Some(_) => self.decide(heal, &others, shapes, srv, out)?,
                 }
@@ -234,7 +232,6 @@ impl Relay {
                     heal,
                     others,
                     shapes: Vec::new(),
-                    failed: false,
                 }
             }
             HealTarget::Sql(names) => {
@@ -414,9 +411,8 @@ impl Relay {
         }
         if let (HealTarget::Statement(id), Some(shape)) = (&heal.target, shape) {
             let shape: std::sync::Arc<[Field]> = shape.into();
-            let name = self.stmts.get(*id).map(|s| s.server_name.clone());
-            let shape = match &name {
-                Some(n) => self.shared_shape(n, shape),
+            let shape = match self.stmts.get(*id) {
+                Some(s) => self.shared_shape(&s.server_name, shape),
                 None => shape,
             };
             if let Some(s) = self.stmts.get_mut(*id) {
