@@ -6,6 +6,9 @@
 //! - [`hba_check`]: the method per connection from `auth_hba_file` (`auth_type = hba`).
 //! - [`cancel`]: pgheal's own BackendKeyData and the map from it to the server connection a
 //!   client is using.
+//! - [`run`]: the life of one connection, from its opening to the hand-back of its server
+//!   connection (or its move to a new process in an online restart); [`login`] is the part
+//!   from the StartupMessage to the first ReadyForQuery.
 //! - [`params`]: the client's startup parameters applied to its server connection.
 //! - [`settings`], [`settings_watch`], [`settings_sql`]: session settings in transaction
 //!   pooling, read back from the server and carried from one server connection to the next.
@@ -31,6 +34,7 @@ pub mod hba_check;
 pub mod kill;
 pub mod listen;
 pub mod listen_sql;
+mod login;
 pub mod params;
 pub mod pin;
 pub mod relay_loop;
