@@ -12,7 +12,9 @@
 //! - [`params`]: the client's startup parameters applied to its server connection.
 //! - [`settings`], [`settings_watch`], [`settings_sql`]: session settings in transaction
 //!   pooling, read back from the server and carried from one server connection to the next.
-//! - [`relay_loop`]: frames between client and server through the [`crate::heal::Relay`].
+//! - [`relay_loop`]: frames between client and server through the [`crate::heal::Relay`],
+//!   woken by [`wakers`]; [`checkout`] takes its server connection from the pool and gives
+//!   it back (once per transaction in transaction pooling, and at the end of the session).
 //! - Session state in transaction pooling: [`listen`] (LISTEN held by pgheal, notifications
 //!   between transactions, with [`listen_sql`] reading the statements), [`pin`] (temporary
 //!   objects, WITH HOLD cursors and advisory locks keep the client on its connection), and
@@ -26,6 +28,7 @@
 
 mod between;
 pub mod cancel;
+mod checkout;
 pub mod client_auth;
 pub mod clients;
 pub mod error;
@@ -44,6 +47,7 @@ pub mod settings_sql;
 pub mod settings_watch;
 pub mod startup;
 pub mod timeouts;
+mod wakers;
 
 pub use error::SessionError;
 pub use run::{run_adopted, run_client, Shared};

@@ -7,14 +7,17 @@
 //! Flush-terminated segment keeps it). A client that listens or may hold session state goes
 //! through `session::between` at that point instead: LISTENs held by pgheal, notifications
 //! written between transactions, and a connection kept while session state remains on it.
+//!
+//! The attach, the release and the end-of-session hand-back of the server connection are in
+//! [`super::checkout`]; the wakers that tell the loop which socket woke it, in
+//! [`super::wakers`].
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use crate::config::PoolMode;
-use crate::heal::{HealEvent, Outbox, Relay, Rest};
+use crate::heal::{HealEvent, Outbox, Relay};
 use crate::metrics::Metrics;
 use crate::net::{ClientReader, ClientWriter, NetError};
 use crate::pool::stats::Activity;
@@ -30,11 +33,15 @@ use super::pin::Pin;
 use super::settings::{self, ClientSettings, Reported};
 use super::settings_watch::{self, SettingsWatch};
 use super::timeouts::{Phase, Timeout, Watch};
+use super::wakers::{Wakers, Woke};
 use super::SessionError;
 
 /// Client messages pgheal holds back (a pipelining client waiting on a heal or on an earlier
 /// Sync) before it stops reading from that client.
 const MAX_BACKLOG: usize = 4096;
+
+/// Kept at its old path: it moved to [`super::checkout`] with the hand-back it bounds.
+pub use super::checkout::SERVER_DRAIN_TIMEOUT;
 
 /// How the relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,155 +109,7 @@ pub fn fast_close_ticker(mode: PoolMode, enabled: bool) -> Option<tokio::time::I
     })
 }
 
-/// Server connections tried for one transaction when restoring the client's settings fails.
-const RESTORE_ATTEMPTS: usize = 3;
-
 impl Conversation<'_> {
-    /// Get a server connection for the next transaction and bring it to this client's
-    /// settings; tell the client about reported parameters that differ there (into
-    /// `to_client`, before any answer). A connection whose restore fails is closed and
-    /// another one tried. Not cancel-safe.
-    ///
-    /// Runs once per transaction in transaction pooling, so it does not enter the client span
-    /// (the relay loop runs outside it, see `session::run`): its own lines name the span as
-    /// their parent; the pool's lines are about server connections and carry their ids.
-    async fn attach(
-        &mut self,
-        to_client: &mut Vec<bytes::Bytes>,
-        client_w: &mut ClientWriter,
-    ) -> Result<(), SessionError> {
-        let span = &self.engine.span;
-        let mut attempt = 1;
-        let notify = self.timers.timeouts().query_wait_notify;
-        let limit = self.timers.timeouts().query_timeout;
-        let mut checkout = loop {
-            self.client.start_waiting();
-            let wait = checkout_notified(&self.pool, notify, client_w, to_client);
-            // PgBouncer's query_timeout also bounds a query waiting for a server connection.
-            let got = match limit {
-                None => wait.await.map_err(SessionError::from),
-                Some(d) => match tokio::time::timeout(d, wait).await {
-                    Ok(r) => r.map_err(SessionError::from),
-                    Err(_) => Err(self.timed_out(Timeout::QueryWait)),
-                },
-            };
-            let mut checkout = match got {
-                Ok(c) => c,
-                Err(e) => {
-                    self.client.linked(0);
-                    return Err(e);
-                }
-            };
-            self.client.linked(checkout.conn_ref().id);
-            checkout.link_to(self.client.id);
-            let conn = checkout.conn();
-            tracing::trace!(parent: span, server = conn.id, "attached a server connection");
-            if conn.applied_settings == self.settings.fingerprint() {
-                break checkout;
-            }
-            let err = match settings::restore(conn, &self.settings).await {
-                Ok(()) => break checkout,
-                Err(e) => e,
-            };
-            tracing::warn!(parent: span, server = conn.id, error = %err, attempt,
-                "could not restore the client's settings on a server connection; closing it");
-            checkout.discard();
-            if attempt == RESTORE_ATTEMPTS {
-                return Err(err.into());
-            }
-            attempt += 1;
-        };
-        let conn = checkout.conn();
-        self.reported.sync(conn, to_client);
-        self.cancel.set_target(Some(CancelTarget {
-            addr: conn.addr,
-            pid: conn.backend_pid,
-            key: conn.backend_key,
-        }));
-        self.attached = Some(Box::new(checkout));
-        Ok(())
-    }
-
-    /// Give the connection back after a transaction (transaction pooling). When the
-    /// transaction may have changed settings, read them back first (the client's new
-    /// settings). Not cancel-safe.
-    pub(super) async fn detach(&mut self) -> Result<(), SessionError> {
-        // A cancel request must not reach pgheal's own snapshot.
-        self.cancel.set_target(None);
-        let Some(mut c) = self.attached.take() else {
-            return Ok(());
-        };
-        self.client.unlinked();
-        tracing::trace!(parent: &self.engine.span, server = c.conn().id, "released a server connection");
-        if std::mem::take(&mut self.discard_pending) {
-            self.watch.take_changed();
-            if let Err(e) = settings::restore(c.conn(), &self.settings).await {
-                c.discard();
-                return Err(e.into());
-            }
-        } else if self.watch.take_changed() {
-            match settings::snapshot(c.conn(), &self.watch, &self.pool.key.user).await {
-                Ok(s) => {
-                    if s != self.settings {
-                        self.engine.set_search_path(s.statement_key());
-                        self.settings = s;
-                    }
-                }
-                Err(e) => {
-                    c.discard();
-                    return Err(e.into());
-                }
-            }
-        }
-        c.checkin(TxStatus::Idle, true);
-        Ok(())
-    }
-
-    /// Hand the connection back at the end of the session. When the client left with work in
-    /// flight, the connection is first brought to rest (see [`crate::heal::leave`]) within
-    /// [`SERVER_DRAIN_TIMEOUT`], or closed. Not cancel-safe.
-    pub async fn finish(mut self, end: &Result<End, SessionError>) {
-        self.pool.stats.record(&self.activity);
-        let Some(mut c) = self.attached.take() else {
-            return;
-        };
-        if let Err(SessionError::Timeout(t)) = end {
-            if *t != Timeout::ClientIdle || self.timers.phase() != Phase::Idle {
-                // Closed, as PgBouncer does (a query in flight was cancelled by `relay`): an
-                // open transaction rolls back with the backend's exit.
-                tracing::info!(parent: &self.engine.span, server = c.conn_ref().id, reason = t.reason(), "closing the server connection of a client closed by a timeout");
-                c.discard();
-                return;
-            }
-            // client_idle_timeout: the connection is at rest; it goes back to the pool.
-        } else if !matches!(end, Ok(End::ClientGone) | Ok(End::Terminated)) {
-            c.discard();
-            return;
-        }
-        let settled = tokio::time::timeout(
-            SERVER_DRAIN_TIMEOUT,
-            bring_to_rest(&mut self.engine, &mut c, &self.metrics),
-        )
-        .await;
-        match settled {
-            Ok(Ok(status)) => {
-                if self.mode.per_transaction() {
-                    // The client left inside a transaction: whatever it set there is unknown.
-                    c.conn().applied_settings = settings::UNKNOWN;
-                }
-                c.checkin(status, true)
-            }
-            Ok(Err(why)) => {
-                tracing::info!(parent: &self.engine.span, server = c.conn_ref().id, reason = %why, "closing a server connection its client left mid-batch");
-                c.discard()
-            }
-            Err(_) => {
-                tracing::info!(parent: &self.engine.span, server = c.conn_ref().id, "closing a server connection that did not come to rest after its client left");
-                c.discard()
-            }
-        }
-    }
-
     /// Transaction pooling: notice what may change settings.
     fn inspect_client(&mut self, f: &Frame) {
         self.watch.client_frame(f);
@@ -646,7 +505,7 @@ impl Conversation<'_> {
 
     /// A session timeout fired: counted (`pgheal_timeouts_total`), and the error that ends the
     /// session.
-    fn timed_out(&self, t: Timeout) -> SessionError {
+    pub(super) fn timed_out(&self, t: Timeout) -> SessionError {
         self.metrics
             .timeouts
             .with_label_values(&[&self.pool.key.database, &self.pool.key.user, t.key()])
@@ -669,55 +528,6 @@ impl Conversation<'_> {
 /// How long [`Conversation::read_last_words`] may wait for a dead socket to say so.
 const LAST_WORDS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The NOTICE PgBouncer sends a client that waits `query_wait_notify` for a server connection
-/// (`janitor.c`).
-const QUERY_WAIT_NOTICE: &str =
-    "No server connection available in postgres backend, client being queued";
-
-/// A connection from the pool; a client that waits longer than `notify` (`query_wait_notify`)
-/// is sent PgBouncer's NOTICE once, at once (the answers already prepared for it in `to_client`
-/// go first, keeping their order).
-async fn checkout_notified(
-    pool: &Arc<Pool>,
-    notify: Option<std::time::Duration>,
-    client_w: &mut ClientWriter,
-    to_client: &mut Vec<bytes::Bytes>,
-) -> Result<Checkout, crate::pool::PoolError> {
-    let got = pool.checkout();
-    let Some(after) = notify else {
-        return got.await;
-    };
-    tokio::pin!(got);
-    match tokio::time::timeout(after, &mut got).await {
-        Ok(r) => r,
-        Err(_) => {
-            to_client.push(
-                encode::error_fields(
-                    b'N',
-                    &[
-                        (b'S', b"NOTICE"),
-                        (b'C', b"00000"),
-                        (b'M', QUERY_WAIT_NOTICE.as_bytes()),
-                    ],
-                )
-                .bytes,
-            );
-            // A client that stopped reading does not hold up the wait.
-            let _ = client_w.write_parts(to_client).await;
-            to_client.clear();
-            got.await
-        }
-    }
-}
-
-/// How long a server connection whose client left mid-batch may take to come to rest
-/// (answers in flight, a failed COPY, pgheal's own Sync) before it is closed instead.
-pub const SERVER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Run the engine without a client until the server connection is at rest (see
-/// [`crate::heal::leave`]): its answers are read and dropped, what the engine still has to
-/// send goes out. Returns the transaction status of the last ReadyForQuery. Not cancel-safe
-/// (the caller's timeout drops the connection with it).
 /// A ReadyForQuery from the server ends a query, and with status `I` a transaction: count
 /// them and their times, and add what the session did since its last report to the pool.
 fn account_ready(
@@ -740,119 +550,6 @@ fn account_ready(
     }
     pool.stats.record(activity);
     *activity = Activity::default();
-}
-
-async fn bring_to_rest(
-    engine: &mut Relay,
-    c: &mut Checkout,
-    metrics: &Metrics,
-) -> Result<TxStatus, String> {
-    let mut out = Outbox::default();
-    let mut frames = Vec::with_capacity(16);
-    let pool = c.pool().clone();
-    loop {
-        let conn = c.conn();
-        let rest = engine
-            .wind_down(&mut conn.prepared, &mut out)
-            .map_err(|e| e.to_string())?;
-        if !out.to_server.is_empty() {
-            conn.writer
-                .write_parts(&mut out.to_server)
-                .await
-                .map_err(|e| e.to_string())?;
-            out.to_server.clear();
-        }
-        out.to_client.clear();
-        for ev in out.events.drain(..) {
-            report(&ev, &pool, conn.id, conn.backend_pid, metrics);
-        }
-        if let Rest::Ready(status) = rest {
-            return Ok(status);
-        }
-        match conn.reader.read_frames(&mut frames).await {
-            Ok(true) => {}
-            Ok(false) => return Err("the server closed the connection".into()),
-            Err(e) => return Err(e.to_string()),
-        }
-        for f in frames.drain(..) {
-            if f.tag == backend::PARAMETER_STATUS {
-                conn.note_parameter(&f);
-            }
-            engine
-                .on_server(f, &mut conn.prepared, &mut out)
-                .map_err(|e| e.to_string())?;
-        }
-    }
-}
-
-/// What woke the relay loop.
-enum Woke {
-    Shutdown,
-    Server(Result<bool, NetError>),
-    Client(Result<bool, NetError>),
-    /// Notifications are waiting for the client.
-    Mail,
-    /// The session's timeout timer fired.
-    Timer,
-    /// Time to look whether `server_fast_close` applies.
-    FastClose,
-}
-
-/// A waker of one socket: records that this socket is ready, then wakes the session's task.
-struct SocketWaker {
-    woken: AtomicBool,
-    task: Waker,
-}
-
-impl Wake for SocketWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake_by_ref();
-    }
-}
-
-/// The session task's waker and one waker per socket wrapping it. Built once per session (and
-/// again should the task's waker change).
-struct Wakers {
-    task: Waker,
-    server: Woken,
-    server_waker: Waker,
-    client: Woken,
-    client_waker: Waker,
-}
-
-/// The flag of one socket's waker.
-struct Woken(Arc<SocketWaker>);
-
-impl Woken {
-    /// Whether the socket's waker fired since the last call.
-    fn take(&self) -> bool {
-        // A plain load first: the swap is a locked instruction, and most calls find no wake.
-        self.0.woken.load(Ordering::Relaxed) && self.0.woken.swap(false, Ordering::Acquire)
-    }
-}
-
-impl Wakers {
-    fn new(task: &Waker) -> Wakers {
-        let socket = || {
-            Arc::new(SocketWaker {
-                woken: AtomicBool::new(false),
-                task: task.clone(),
-            })
-        };
-        let (server, client) = (socket(), socket());
-        Wakers {
-            task: task.clone(),
-            server_waker: Waker::from(server.clone()),
-            server: Woken(server),
-            client_waker: Waker::from(client.clone()),
-            client: Woken(client),
-        }
-    }
 }
 
 /// One log line and one counter per heal event.
