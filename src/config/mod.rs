@@ -17,7 +17,8 @@
 //! - [`pgbouncer_keys`]: every `[pgbouncer]` key of PgBouncer 1.25 and what pgheal does with it.
 //! - [`pgbouncer`]: a parsed pgbouncer.ini → [`file::FileConfig`], with PgBouncer's defaults.
 //! - [`load`]: reading the file (either format, with the console's `SET` values).
-//! - [`validate`]: file + flags → [`Config`], checking every value.
+//! - [`validate`]: file + flags → [`Config`], checking every value; the TLS keys, whose
+//!   files are read then, in [`validate_tls`].
 //! - [`live`]: the configuration in force, swapped whole by `RELOAD`, SIGHUP and `SET`.
 
 pub mod cli;
@@ -36,6 +37,7 @@ pub mod tls;
 pub mod unix_socket;
 pub mod upstream;
 pub mod validate;
+mod validate_tls;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -1,5 +1,7 @@
 //! File + flags → a validated [`Config`]. Every check names the key it is about. Reading the
-//! file itself (TOML or pgbouncer.ini, `SET` values on top) is [`super::load`].
+//! file itself (TOML or pgbouncer.ini, `SET` values on top) is [`super::load`]; the TLS keys,
+//! whose certificate and key files are read while checking them, are in
+//! [`super::validate_tls`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,10 +14,8 @@ use crate::heal::RelayConfig;
 
 use super::cli::RunArgs;
 use super::file::{FileConfig, FileDatabase};
-use super::tls::{
-    ClientTls, ClientTlsOptions, ServerTls, ServerTlsOptions, SslMode, TlsCiphers, TlsProtocols,
-};
-use super::upstream::{Upstream, UpstreamTls};
+use super::upstream::Upstream;
+use super::validate_tls::{client_tls, server_tls_options, ServerTlsSet};
 use super::DEFAULT_AUTH_QUERY;
 use super::{
     AuthType, Config, ConfigError, Database, FallbackDatabase, LogFormat, PoolDefaults, PoolMode,
@@ -181,76 +181,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
 
     // TLS to the servers: server_tls_*, with an upstream URL's parameters winning; each
     // distinct setting is built (its files read) once, here, so a bad file stops the start.
-    let file_path = |flag: &Option<String>, file: &Option<String>| {
-        flag.clone()
-            .or_else(|| file.clone())
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-    };
-    let server_tls = ServerTlsOptions {
-        mode: match args.server_tls_sslmode.as_deref() {
-            Some(m) => SslMode::parse(m).ok_or_else(|| {
-                ConfigError::new(
-                    "server_tls_sslmode",
-                    format!("expected {}, got {m:?}", SslMode::NAMES),
-                )
-            })?,
-            None => g.server_tls_sslmode.unwrap_or(SslMode::Prefer),
-        },
-        ca_file: file_path(&args.server_tls_ca_file, &g.server_tls_ca_file),
-        cert_file: file_path(&args.server_tls_cert_file, &g.server_tls_cert_file),
-        key_file: file_path(&args.server_tls_key_file, &g.server_tls_key_file),
-        protocols: match args
-            .server_tls_protocols
-            .as_deref()
-            .or(g.server_tls_protocols.as_deref())
-        {
-            Some(p) => {
-                TlsProtocols::parse(p).map_err(|e| ConfigError::new("server_tls_protocols", e))?
-            }
-            None => TlsProtocols::default(),
-        },
-        channel_binding: Default::default(),
-    };
-    let mut tls_built: BTreeMap<ServerTlsOptions, ServerTls> = BTreeMap::new();
-    let mut tls_for = |url_key: &str, url: Option<&UpstreamTls>| {
-        let mut o = server_tls.clone();
-        let mut from_url = false;
-        if let Some(u) = url {
-            if let Some(m) = u.sslmode {
-                o.mode = m;
-                from_url = true;
-            }
-            if let Some(cb) = u.channel_binding {
-                o.channel_binding = cb;
-            }
-            for (slot, v) in [
-                (&mut o.ca_file, &u.sslrootcert),
-                (&mut o.cert_file, &u.sslcert),
-                (&mut o.key_file, &u.sslkey),
-            ] {
-                if let Some(v) = v {
-                    *slot = Some(PathBuf::from(v));
-                    from_url = true;
-                }
-            }
-        }
-        if let Some(t) = tls_built.get(&o) {
-            return Ok(t.clone());
-        }
-        let t = ServerTls::new(o.clone()).map_err(|e| {
-            ConfigError::new(
-                if from_url {
-                    url_key
-                } else {
-                    "server_tls_sslmode"
-                },
-                e,
-            )
-        })?;
-        tls_built.insert(o, t.clone());
-        Ok::<_, ConfigError>(t)
-    };
+    let mut server_tls = ServerTlsSet::new(server_tls_options(&g, args)?);
 
     // Databases: [databases.*] plus the --upstream shortcut.
     let mut databases = BTreeMap::new();
@@ -266,7 +197,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
         if pool_size == 0 {
             return Err(ConfigError::new(key("pool_size"), "must be at least 1"));
         }
-        let tls = tls_for(&key("url"), from_url.as_ref().map(|u| &u.tls))?;
+        let tls = server_tls.for_url(&key("url"), from_url.as_ref().map(|u| &u.tls))?;
         let connect = super::servers::DbConnect::new(
             d.load_balance_hosts
                 .as_deref()
@@ -351,7 +282,7 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     if let Some(u) = args.upstream.as_deref().or(g.upstream.as_deref()) {
         let up = Upstream::parse("upstream", u)?;
         let password = up.password.clone();
-        let tls = tls_for("upstream", Some(&up.tls))?;
+        let tls = server_tls.for_url("upstream", Some(&up.tls))?;
         let db = Database {
             name: up.dbname.clone(),
             host: up.host.clone(),
@@ -634,8 +565,6 @@ pub fn build(file: FileConfig, args: &RunArgs) -> Result<Config, ConfigError> {
     })
 }
 
-/// TLS from clients (`client_tls_*`): the files are read here, so a missing or broken one stops
-/// the start with an error naming its key.
 /// The fleet's other instances: a pgbouncer.ini's `[peers]`, or TOML's `[peers.ID]`.
 fn peers(
     from_ini: BTreeMap<u16, super::Peer>,
@@ -662,84 +591,6 @@ fn peers(
         );
     }
     Ok(out)
-}
-
-fn client_tls(g: &super::file::General, args: &RunArgs) -> Result<ClientTls, ConfigError> {
-    // A flag (or its environment variable) wins over the file.
-    let path = |flag: &Option<String>, file: &Option<String>| {
-        flag.clone()
-            .or_else(|| file.clone())
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-    };
-    let o = ClientTlsOptions {
-        mode: match args.client_tls_sslmode.as_deref() {
-            Some(m) => SslMode::parse(m).ok_or_else(|| {
-                ConfigError::new(
-                    "client_tls_sslmode",
-                    format!("expected {}, got {m:?}", SslMode::NAMES),
-                )
-            })?,
-            None => g.client_tls_sslmode.unwrap_or(SslMode::Disable),
-        },
-        cert_file: path(&args.client_tls_cert_file, &g.client_tls_cert_file),
-        key_file: path(&args.client_tls_key_file, &g.client_tls_key_file),
-        ca_file: path(&args.client_tls_ca_file, &g.client_tls_ca_file),
-        protocols: match args
-            .client_tls_protocols
-            .as_deref()
-            .or(g.client_tls_protocols.as_deref())
-        {
-            Some(p) => {
-                TlsProtocols::parse(p).map_err(|e| ConfigError::new("client_tls_protocols", e))?
-            }
-            None => TlsProtocols::default(),
-        },
-        ciphers: match g.client_tls_ciphers.as_deref() {
-            Some(c) => {
-                TlsCiphers::parse(c).map_err(|e| ConfigError::new("client_tls_ciphers", e))?
-            }
-            None => TlsCiphers::All,
-        },
-    };
-    if o.mode == SslMode::Disable {
-        return Ok(ClientTls::default());
-    }
-    let needs = |key: &'static str, given: bool, why: &str| {
-        if given {
-            Ok(())
-        } else {
-            Err(ConfigError::new(
-                key,
-                format!("is required with client_tls_sslmode = {}{why}", o.mode),
-            ))
-        }
-    };
-    needs("client_tls_cert_file", o.cert_file.is_some(), "")?;
-    needs("client_tls_key_file", o.key_file.is_some(), "")?;
-    if matches!(o.mode, SslMode::VerifyCa | SslMode::VerifyFull) {
-        needs(
-            "client_tls_ca_file",
-            o.ca_file.is_some(),
-            " (client certificates are checked against it)",
-        )?;
-    }
-    let named = |p: &Option<PathBuf>, e: &str| {
-        p.as_ref()
-            .is_some_and(|p| e.contains(&p.display().to_string()))
-    };
-    ClientTls::new(o.clone()).map_err(|e| {
-        let key = if named(&o.key_file, &e) && !named(&o.cert_file, &e) {
-            "client_tls_key_file"
-        } else if named(&o.ca_file, &e) {
-            "client_tls_ca_file"
-        } else if e.contains("client_tls_protocols") {
-            "client_tls_protocols"
-        } else {
-            "client_tls_cert_file"
-        };
-        ConfigError::new(key, e)
-    })
 }
 
 #[cfg(test)]
