@@ -549,18 +549,19 @@ impl Relay {
     }
 }
 
-/// Whether `frames` contain a Describe of statement `name`, or of a portal bound from it (and
-/// not bound again from another statement, or closed, before the Describe). A Parse or Close
-/// of `name` after a Bind of it ends the search: what is described after it is another
-/// statement of that name (one before any Bind defines the statement in question). So does an
-/// Execute of such a portal: its rows reach the client before the description. A Describe of
-/// the statement speaks for portals bound after it, not before.
+/// Whether `frames` tell the client the statement's new shape before any of its rows: a
+/// Describe of statement `name` before it is bound, or a Describe of the one portal bound from
+/// it (not bound again from another statement, or closed, before the Describe). Every other
+/// portal bound from the statement and still open would get rows in a shape the client was not
+/// told (findings 14 and 15 of docs/fuzzing.md), so two such portals keep the error
+/// (conservative: a client that describes both still gets it). A Parse or Close of `name`
+/// after a Bind of it ends the search: what is described after it is another statement of that
+/// name (one before any Bind defines the statement in question). So does an Execute of such a
+/// portal: its rows reach the client before the description. A Describe of the statement
+/// speaks for portals bound after it, not before.
 fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
+    // The portals bound from the statement and still open, each name once.
     let mut portals: Vec<&[u8]> = Vec::new();
-    // Only a Describe of the portal bound last from the statement counts: a portal bound
-    // before it and never described would get rows in the adopted shape (finding 14 of
-    // docs/fuzzing.md).
-    let mut latest: Option<&[u8]> = None;
     let mut bound = false;
     for f in frames {
         match f.tag {
@@ -577,10 +578,7 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
                     portals.retain(|p| *p != b.portal);
                     if b.statement == name {
                         portals.push(b.portal);
-                        latest = Some(b.portal);
                         bound = true;
-                    } else if latest == Some(b.portal) {
-                        latest = None;
                     }
                 }
             }
@@ -588,16 +586,11 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
                 // A portal bound before it keeps the shape it was bound with: its rows are in
                 // the shape the client knew at its Bind.
                 Ok(Target::Statement(n)) if n == name => return portals.is_empty(),
-                Ok(Target::Portal(p)) if latest == Some(p) => return true,
+                Ok(Target::Portal(p)) if portals.contains(&p) => return portals == [p],
                 _ => {}
             },
             frontend::CLOSE => match frontend::decode_close(f) {
-                Ok(Target::Portal(p)) => {
-                    portals.retain(|q| *q != p);
-                    if latest == Some(p) {
-                        latest = None;
-                    }
-                }
+                Ok(Target::Portal(p)) => portals.retain(|q| *q != p),
                 Ok(Target::Statement(n)) if bound && n == name => return false,
                 _ => {}
             },

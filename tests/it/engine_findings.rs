@@ -70,6 +70,14 @@ fn refused_after_note_dropped(k: &mut Kit, replay: &[&str]) {
     assert_eq!(outcomes(k), vec![Outcome::Refused]);
 }
 
+/// The client's `frames` reach the server as `batch`, `note` has been dropped, and the heal is
+/// refused (see `refused_after_note_dropped`).
+fn refused_batch(k: &mut Kit, frames: &[Frame], batch: &[&str]) {
+    assert_eq!(k.client_briefs(frames), lines(batch));
+    refused_after_note_dropped(k, batch);
+    k.assert_settled();
+}
+
 /// A Describe 'S' of s1 in the NEXT batch (pipelined after this batch's Sync, so deferred until
 /// its ReadyForQuery) is a question the client has not asked yet: it does not let this batch's
 /// stale Bind adopt a shape without `note`. The heal is refused (`0A000`); the Describe then
@@ -123,19 +131,17 @@ fn a_describe_of_a_portal_bound_again_from_another_statement_does_not_describe_t
     let mut k = Kit::session();
     prepared(&mut k, "s1", SQL, Some(&old_cols()));
     prepared(&mut k, "s2", COUNT, Some(&count_cols()));
-    let batch = ["B s1", "B s2", "DP ", "E", "S"];
-    assert_eq!(
-        k.client_briefs(&[
+    refused_batch(
+        &mut k,
+        &[
             bind("s1"),
             bind("s2"),
             describe_portal(""),
             execute(),
-            sync()
-        ]),
-        lines(&batch)
+            sync(),
+        ],
+        &["B s1", "B s2", "DP ", "E", "S"],
     );
-    refused_after_note_dropped(&mut k, &batch);
-    k.assert_settled();
 }
 
 /// A Describe 'S' of s1 AFTER the Execute of its portal, in the same batch: the rows would reach
@@ -148,13 +154,11 @@ fn a_describe_of_a_portal_bound_again_from_another_statement_does_not_describe_t
 fn a_describe_after_the_execute_of_its_portal_does_not_let_the_rows_take_a_new_shape() {
     let mut k = Kit::session();
     prepared(&mut k, "s1", SQL, Some(&old_cols()));
-    let batch = ["B s1", "E", "DS s1", "S"];
-    assert_eq!(
-        k.client_briefs(&[bind("s1"), execute(), describe_stmt("s1"), sync()]),
-        lines(&batch)
+    refused_batch(
+        &mut k,
+        &[bind("s1"), execute(), describe_stmt("s1"), sync()],
+        &["B s1", "E", "DS s1", "S"],
     );
-    refused_after_note_dropped(&mut k, &batch);
-    k.assert_settled();
 }
 
 /// The client's batch: an error (division by zero), then a Close of s1, which the server skips
@@ -410,4 +414,52 @@ fn a_parse_answered_locally_and_skipped_creates_no_statement() {
     );
     assert_eq!(k.server_briefs(&[ready_idle()]), lines(&["1", "Z I"]));
     assert!(k.relay.statements().id(b"s2").is_some());
+}
+
+/// Two portals bound from stale s1 in one batch, and the client describes only the first:
+/// `Bind p1 s1, Bind '' s1, Describe 'P' p1, Execute '', Sync` after `note` was dropped. The
+/// unnamed portal was bound before the client read any description and is never described, so
+/// its rows must not take the new shape: the heal is refused (`0A000`).
+///
+/// Before 78cfb48 a Describe of any portal bound from s1 counted: the heal adopted the shape
+/// without `note` and the unnamed portal's rows had two columns under the three the client was
+/// told of (finding 14 of docs/fuzzing.md).
+#[test]
+fn a_describe_of_one_portal_does_not_let_another_portal_of_the_statement_take_a_new_shape() {
+    let mut k = Kit::session();
+    prepared(&mut k, "s1", SQL, Some(&old_cols()));
+    refused_batch(
+        &mut k,
+        &[
+            bind_portal("p1", "s1"),
+            bind("s1"),
+            describe_portal("p1"),
+            execute(),
+            sync(),
+        ],
+        &["B s1>p1", "B s1", "DP p1", "E", "S"],
+    );
+}
+
+/// The same with the roles swapped: `Bind p1 s1, Bind '' s1, Describe 'P' '', Execute p1,
+/// Sync`. The unnamed portal is the one bound last and the one described, but p1, bound
+/// earlier and never described, would return its rows in the new shape: refused (`0A000`).
+///
+/// Before this fix only the portal bound last was looked at: its Describe let the heal adopt
+/// the shape, and p1's rows had two columns (finding 15 of docs/fuzzing.md).
+#[test]
+fn a_describe_of_the_last_portal_does_not_let_an_earlier_portal_take_a_new_shape() {
+    let mut k = Kit::session();
+    prepared(&mut k, "s1", SQL, Some(&old_cols()));
+    refused_batch(
+        &mut k,
+        &[
+            bind_portal("p1", "s1"),
+            bind("s1"),
+            describe_portal(""),
+            execute_portal("p1"),
+            sync(),
+        ],
+        &["B s1>p1", "B s1", "DP ", "E p1", "S"],
+    );
 }

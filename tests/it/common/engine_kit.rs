@@ -469,6 +469,10 @@ pub fn bind_portal(portal: &str, stmt: &str) -> Frame {
 pub fn execute() -> Frame {
     encode::execute("", 0)
 }
+/// Execute of a named portal.
+pub fn execute_portal(portal: &str) -> Frame {
+    encode::execute(portal, 0)
+}
 pub fn describe_stmt(name: &str) -> Frame {
     encode::describe(Target::Statement(name.as_bytes()))
 }
