@@ -160,12 +160,12 @@ impl Relay {
                                     self.record_contract(id);
                                 }
                                 self.push_pending(pending(Expect::LocalParse(id)));
-                                self.emit_locals(out);
+                                self.emit_locals(srv, out);
                             }
                             None if !stale && srv.contains(&server_name) => {
                                 srv.touch(&server_name);
                                 self.push_pending(pending(Expect::LocalParse(id)));
-                                self.emit_locals(out);
+                                self.emit_locals(srv, out);
                             }
                             None => {
                                 self.prepare_on_server_for(id, true, srv, out);
@@ -344,16 +344,17 @@ impl Relay {
                     match self.stmts.closing(name) {
                         Some(id) => {
                             self.push_pending(pending(Expect::LocalClose(id)));
-                            self.emit_locals(out);
+                            self.emit_locals(srv, out);
                         }
-                        None => self.local(encode::close_complete(), idx, out),
+                        None => self.local(encode::close_complete(), idx, srv, out),
                     }
                 }
                 target => {
-                    let mut closes = None;
+                    let (mut closes, mut shape) = (None, None);
                     match target {
                         Target::Statement(name) => {
                             closes = self.stmts.closing(name);
+                            shape = closes.and_then(|id| self.server_shape(id, srv));
                             // What the server holds is uncertain until the Close has run: the
                             // next use prepares the statement again.
                             srv.closed(name);
@@ -364,7 +365,7 @@ impl Relay {
                         Target::Portal(_) => {}
                     }
                     out.to_server.push(frame.bytes.clone());
-                    self.push_pending(pending(Expect::CloseComplete { closes }));
+                    self.push_pending(pending(Expect::CloseComplete { closes, shape }));
                 }
             },
             frontend::SYNC if self.input == ServerInput::CopyIn => {
@@ -390,8 +391,8 @@ impl Relay {
                 if !is_replay && self.pooled() {
                     if let Some(tag) = self.local_statement_command(sql) {
                         self.observe_sql(sql, srv, false);
-                        self.local(encode::command_complete(tag), idx, out);
-                        self.local(encode::ready_for_query(self.status), idx, out);
+                        self.local(encode::command_complete(tag), idx, srv, out);
+                        self.local(encode::ready_for_query(self.status), idx, srv, out);
                         return Ok(());
                     }
                 }

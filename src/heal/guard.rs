@@ -177,7 +177,10 @@ impl Relay {
             ] {
                 out.to_server
                     .push(encode::close(Target::Statement(name)).bytes);
-                self.guard_internal(Expect::CloseComplete { closes: None });
+                self.guard_internal(Expect::CloseComplete {
+                    closes: None,
+                    shape: None,
+                });
                 out.to_server.push(encode::parse(name, &sql, &[]).bytes);
                 srv.prepared_pinned(name.into(), self.epoch.current());
                 self.guard_internal(Expect::ServerParse {
@@ -205,7 +208,10 @@ impl Relay {
         });
         out.to_server
             .push(encode::close(Target::Portal(PORTAL)).bytes);
-        self.guard_internal(Expect::CloseComplete { closes: None });
+        self.guard_internal(Expect::CloseComplete {
+            closes: None,
+            shape: None,
+        });
         if which == Bracket::Savepoint {
             out.guards += 1;
         }

@@ -16,8 +16,8 @@
 //! 4. Once the last answer is ReadyForQuery, the session hands the connection back with that
 //!    status; the pool rolls back an open transaction block and runs the reset query.
 //!
-//! The session bounds the whole wait (`SERVER_DRAIN_TIMEOUT` in the relay loop); a server that
-//! does not come to rest in time is closed, never handed out in an unknown state.
+//! The session bounds the whole wait (`SERVER_DRAIN_TIMEOUT`, src/session/checkout.rs); a
+//! server that does not come to rest in time is closed, never handed out in an unknown state.
 
 use crate::protocol::backend::TxStatus;
 use crate::protocol::encode;

@@ -69,8 +69,13 @@ pub enum Expect {
     /// (COPY sub-protocol messages in between).
     ExecuteResult { shaping: PortalShaping },
     /// Close → CloseComplete. `closes`: the client's statement this Close removes, kept until
-    /// the server has run it (undone if the server skips it after an earlier error).
-    CloseComplete { closes: Option<StmtId> },
+    /// the server has run it (undone if the server skips it after an earlier error); `shape`:
+    /// its shape on the connection when the Close was sent, for portals bound from it that
+    /// still wait for it (`Relay::resolve_before_close`).
+    CloseComplete {
+        closes: Option<StmtId>,
+        shape: Option<Arc<[Field]>>,
+    },
     /// Sync → ReadyForQuery.
     Sync,
     /// Query (simple protocol) → anything, up to ReadyForQuery. `risky`: it EXECUTEs a tracked

@@ -37,14 +37,20 @@ impl Relay {
         if let Some(evicted) = srv.prepared(name.clone(), self.epoch.current()) {
             out.to_server
                 .push(encode::close(Target::Statement(&evicted)).bytes);
-            self.internal(Expect::CloseComplete { closes: None });
+            self.internal(Expect::CloseComplete {
+                closes: None,
+                shape: None,
+            });
         }
         // Close first (closing a missing statement is no error): an earlier Close or Parse of
         // this name may have been skipped by the server after an error, so what the server
         // holds can differ from the record, and a Parse of an existing name fails with 42P05.
         out.to_server
             .push(encode::close(Target::Statement(&name)).bytes);
-        self.internal(Expect::CloseComplete { closes: None });
+        self.internal(Expect::CloseComplete {
+            closes: None,
+            shape: None,
+        });
         out.to_server.push(encode::parse(&name, &sql, &types).bytes);
         self.push_pending(Pending {
             expect: Expect::ServerParse {

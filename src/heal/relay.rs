@@ -401,12 +401,18 @@ impl Relay {
     }
 
     /// Answer something locally, in order with the server's responses.
-    pub(crate) fn local(&mut self, frame: Frame, idx: Option<u32>, out: &mut Outbox) {
+    pub(crate) fn local(
+        &mut self,
+        frame: Frame,
+        idx: Option<u32>,
+        srv: &ServerPrepared,
+        out: &mut Outbox,
+    ) {
         self.push_pending(Pending {
             expect: Expect::Local(frame),
             idx,
             action: Action::Forward,
         });
-        self.emit_locals(out);
+        self.emit_locals(srv, out);
     }
 }

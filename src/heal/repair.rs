@@ -82,6 +82,7 @@ impl Relay {
         target: HealTarget,
         from: u32,
         error: Frame,
+        srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
         // Held output belongs to messages the server rolled back: the replay reproduces it.
@@ -106,13 +107,14 @@ impl Relay {
             p.is_sync_point()
                 && !(extended && matches!(p.expect, Expect::Query { .. } | Expect::FunctionCall))
         });
-        // The server skipped the Closes still waiting for their answers: their statements are
-        // given back, and closed again when the replay sends the Closes again.
-        for p in std::mem::take(&mut self.pending) {
-            if let Expect::CloseComplete { closes: Some(id) } | Expect::LocalClose(id) = p.expect {
-                self.stmts.reopen(id);
-            }
-        }
+        // The server skipped what is still waiting for its answer: Closes give their statements
+        // back and Parses create none, until the replay sends them again (a Parse left recorded
+        // redefined the client's statement in a refused replay: finding 16 of docs/fuzzing.md).
+        let skipped = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|p| p.expect)
+            .collect();
+        self.undo_skipped(skipped, srv);
         self.risky_in_flight = 0;
         // A prepare that held the client's messages (awaiting their shape) was skipped by the
         // server with the rest: they go again after the replay, and ask again if they must

@@ -15,7 +15,7 @@ use super::event::{HealEvent, Outcome};
 use super::outbox::Outbox;
 use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::recognize::is_cached_plan_error;
-use super::relay::{Naming, Relay, RelayError, ServerInput};
+use super::relay::{Naming, Portal, Relay, RelayError, ServerInput};
 use super::repair::{HealTarget, Phase};
 use super::window::{replay_safe, Held};
 
@@ -39,7 +39,7 @@ impl Relay {
         } else {
             self.repair_step(frame, srv, out)?;
         }
-        self.emit_locals(out);
+        self.emit_locals(srv, out);
         if self.deferred.is_empty() {
             return Ok(());
         }
@@ -52,7 +52,7 @@ impl Relay {
         srv: &mut ServerPrepared,
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
-        self.emit_locals(out);
+        self.emit_locals(srv, out);
         if self.pending.is_empty() {
             // Nothing expected (e.g. a FATAL error before the server closes): pass it on.
             out.to_client.push(frame.bytes);
@@ -136,7 +136,13 @@ impl Relay {
         out: &mut Outbox,
     ) -> Result<(), RelayError> {
         let tag = frame.tag;
-        if let Expect::CloseComplete { closes: Some(id) } = head.expect {
+        if let Expect::CloseComplete {
+            closes: Some(id),
+            shape,
+        } = &head.expect
+        {
+            let id = *id;
+            self.resolve_before_close(id, shape.as_ref(), srv, out);
             self.stmts.remove_id(id);
         }
         // A statement description is recorded whoever asked for it: pgheal's own Describe after
@@ -316,23 +322,74 @@ impl Relay {
 
     /// Resolve a portal's shaping once its statement's shape is known (lazy prepares).
     fn resolve_head(&mut self, srv: &ServerPrepared, out: &mut Outbox) {
-        let id = match self.pending.front().map(|p| &p.expect) {
+        self.resolve_at(0, srv, None, out);
+    }
+
+    /// Statement `id` is about to go (its Close has run): the portals bound from it that
+    /// still wait for its shape are resolved now, pending responses and portal records both,
+    /// while its contract is there. Resolved at their first response, after the Close, they
+    /// had no contract to project their rows onto (finding 17 of docs/fuzzing.md: rows in the
+    /// server's wider shape). Not earlier than this: a description that reaches the client
+    /// before the rows may still make the new shape the contract.
+    ///
+    /// `shape`: the statement's shape on this connection when the client's Close was sent
+    /// (in session pooling the connection's record of it goes with the Close).
+    fn resolve_before_close(
+        &mut self,
+        id: StmtId,
+        shape: Option<&Arc<[Field]>>,
+        srv: &ServerPrepared,
+        out: &mut Outbox,
+    ) {
+        for pos in 0..self.pending.len() {
+            match &self.pending[pos].expect {
+                Expect::PortalDescription {
+                    shaping: PortalShaping::Unresolved(s),
+                }
+                | Expect::ExecuteResult {
+                    shaping: PortalShaping::Unresolved(s),
+                } if *s == id => self.resolve_at(pos, srv, shape, out),
+                _ => {}
+            }
+        }
+        let waits = |p: &Portal| matches!(p.shaping, PortalShaping::Unresolved(s) if s == id);
+        if !(waits(&self.unnamed_portal) || self.portals.values().any(waits)) {
+            return;
+        }
+        let shape = self.server_shape(id, srv).or_else(|| shape.cloned());
+        let shaping = self.shaping_with(id, shape);
+        for p in std::iter::once(&mut self.unnamed_portal).chain(self.portals.values_mut()) {
+            if waits(p) {
+                p.shaping = shaping.clone();
+            }
+        }
+    }
+
+    /// Resolve the shaping of the pending entry at `pos` if it waits for its statement's shape
+    /// (this connection's, else `shape`).
+    fn resolve_at(
+        &mut self,
+        pos: usize,
+        srv: &ServerPrepared,
+        shape: Option<&Arc<[Field]>>,
+        out: &mut Outbox,
+    ) {
+        let (id, describes) = match self.pending.get(pos).map(|p| &p.expect) {
             Some(Expect::PortalDescription {
                 shaping: PortalShaping::Unresolved(id),
-            })
-            | Some(Expect::ExecuteResult {
+            }) => (*id, true),
+            Some(Expect::ExecuteResult {
                 shaping: PortalShaping::Unresolved(id),
-            }) => *id,
+            }) => (*id, false),
             _ => return,
         };
-        let mut shaping = self.shaping_on(id, srv);
-        if let (PortalShaping::Broken, Some(Expect::PortalDescription { .. })) =
-            (&shaping, self.pending.front().map(|p| &p.expect))
-        {
+        let shape = self.server_shape(id, srv).or_else(|| shape.cloned());
+        let mut shaping = self.shaping_with(id, shape.clone());
+        if let (PortalShaping::Broken, true) = (&shaping, describes) {
             // The client describes the portal before reading its rows: it will be told the
             // new shape, which becomes the contract once the description reaches it (finding
             // 10 of docs/fuzzing.md: withheld, the description left the client waiting).
-            if let Some(shape) = self.server_shape(id, srv) {
+            if let Some(shape) = shape {
                 shaping = PortalShaping::Adopt(id, shape);
             }
         }
@@ -348,8 +405,8 @@ impl Relay {
                         .into(),
             });
         }
-        if let Some(head) = self.pending.front_mut() {
-            match &mut head.expect {
+        if let Some(p) = self.pending.get_mut(pos) {
+            match &mut p.expect {
                 Expect::PortalDescription { shaping: s } | Expect::ExecuteResult { shaping: s } => {
                     *s = shaping
                 }
@@ -374,14 +431,14 @@ impl Relay {
     }
 
     /// Statement `id`'s shape as this server connection last described it.
-    fn server_shape(&self, id: StmtId, srv: &ServerPrepared) -> Option<Arc<[Field]>> {
+    pub(crate) fn server_shape(&self, id: StmtId, srv: &ServerPrepared) -> Option<Arc<[Field]>> {
         let name = &self.stmts.get(id)?.server_name;
         srv.shape(name).cloned()
     }
 
-    /// The shaping of statement `id`'s rows on this server connection.
-    pub(crate) fn shaping_on(&mut self, id: StmtId, srv: &ServerPrepared) -> PortalShaping {
-        let Some(shape) = self.server_shape(id, srv) else {
+    /// The shaping of statement `id`'s rows in `shape` (none known: as they come).
+    fn shaping_with(&mut self, id: StmtId, shape: Option<Arc<[Field]>>) -> PortalShaping {
+        let Some(shape) = shape else {
             return PortalShaping::Plain;
         };
         match self.stmts.get_mut(id).map(|s| s.shaping_for(&shape)) {
@@ -455,7 +512,7 @@ impl Relay {
 
     /// Send local answers that have reached the head of the queue.
     #[inline]
-    pub(crate) fn emit_locals(&mut self, out: &mut Outbox) {
+    pub(crate) fn emit_locals(&mut self, srv: &ServerPrepared, out: &mut Outbox) {
         // Checked inline: called twice per server message, and a local answer is rarely there.
         if matches!(
             self.pending.front(),
@@ -464,11 +521,11 @@ impl Relay {
                 ..
             })
         ) {
-            self.emit_local_answers(out);
+            self.emit_local_answers(srv, out);
         }
     }
 
-    fn emit_local_answers(&mut self, out: &mut Outbox) {
+    fn emit_local_answers(&mut self, srv: &ServerPrepared, out: &mut Outbox) {
         while let Some(Pending {
             expect: Expect::Local(_) | Expect::LocalClose(_) | Expect::LocalParse(_),
             ..
@@ -485,6 +542,7 @@ impl Relay {
                     idx,
                     action,
                 }) => {
+                    self.resolve_before_close(id, None, srv, out);
                     self.stmts.remove_id(id);
                     (encode::close_complete(), idx, action)
                 }
@@ -562,6 +620,34 @@ impl Relay {
         out.to_client.extend(held.into_iter().map(|h| h.bytes));
     }
 
+    /// What the server skipped after an error (every message up to Sync) did not happen: a
+    /// Parse created no statement, a Close closed none. Undone last first: a Close skipped
+    /// before a Parse of the same name gets its statement back only once that Parse is undone
+    /// (found by the engine property test).
+    pub(crate) fn undo_skipped(&mut self, skipped: Vec<Expect>, srv: &mut ServerPrepared) {
+        for expect in skipped.into_iter().rev() {
+            match expect {
+                Expect::ServerParse {
+                    server_name,
+                    stmt,
+                    client_parse,
+                } => {
+                    srv.closed(&server_name);
+                    if let (true, Some(id)) = (client_parse, stmt) {
+                        self.stmts.remove_id(id);
+                    }
+                }
+                // A skipped Close closes nothing: the client's statement stays.
+                Expect::CloseComplete {
+                    closes: Some(id), ..
+                }
+                | Expect::LocalClose(id) => self.stmts.reopen(id),
+                Expect::LocalParse(id) => self.stmts.remove_id(id),
+                _ => {}
+            }
+        }
+    }
+
     /// An ErrorResponse: start a heal, or forward it and skip what the server skips.
     fn on_error(
         &mut self,
@@ -606,7 +692,7 @@ impl Relay {
                 self.epoch.bump("a server connection reported a stale plan");
                 if let (Some(target), Some(from)) = (self.heal_target(&head), healable) {
                     if head.is_risky() {
-                        return self.start_heal(target, from, frame, out);
+                        return self.start_heal(target, from, frame, srv, out);
                     }
                 }
                 if !self.window.no_heal {
@@ -618,7 +704,7 @@ impl Relay {
                 if let Some(from) = healable {
                     // A statement prepared lazily on this connection has another shape than
                     // the client's result formats assumed: replay now that it is known.
-                    return self.start_heal(HealTarget::Reshape, from, frame, out);
+                    return self.start_heal(HealTarget::Reshape, from, frame, srv, out);
                 }
             }
         }
@@ -640,28 +726,7 @@ impl Relay {
                     skipped.push(p.expect);
                 }
             }
-            // Undone last first: a Close skipped before a Parse of the same name gets its
-            // statement back only once that Parse is undone (found by the engine property test).
-            for expect in skipped.into_iter().rev() {
-                match expect {
-                    Expect::ServerParse {
-                        server_name,
-                        stmt,
-                        client_parse,
-                    } => {
-                        srv.closed(&server_name);
-                        if let (true, Some(id)) = (client_parse, stmt) {
-                            self.stmts.remove_id(id);
-                        }
-                    }
-                    // A skipped Close closes nothing: the client's statement stays.
-                    Expect::CloseComplete { closes: Some(id) } | Expect::LocalClose(id) => {
-                        self.stmts.reopen(id)
-                    }
-                    Expect::LocalParse(id) => self.stmts.remove_id(id),
-                    _ => {}
-                }
-            }
+            self.undo_skipped(skipped, srv);
             if self.pending.is_empty() {
                 // No Sync was sent after the failed message (a Flush-driven pipeline): whatever
                 // the client sends next is discarded by the server up to its Sync.

@@ -463,3 +463,121 @@ fn a_describe_of_the_last_portal_does_not_let_an_earlier_portal_take_a_new_shape
         &["B s1>p1", "B s1", "DP ", "E p1", "S"],
     );
 }
+
+/// A batch whose stale Bind is refused also closed and parsed again another statement:
+/// `Bind s1, Close s2, Parse s2 <orders>, Describe 'S' s2, Sync` after `note` was dropped. The
+/// server skipped the Close and the Parse (twice: in the batch and in its refused replay), so
+/// s2 is still the count. When s2 is next bound (stale now: the error raised the schema epoch),
+/// it is prepared again as the count, not as the text of the Parse that never ran.
+///
+/// Before this fix the heal undid only the skipped Close: the Parse stayed recorded, s2 became
+/// `SELECT * FROM orders` in pgheal's registry, and the client, told s2 returns `n`, got rows
+/// of orders (finding 16 of docs/fuzzing.md).
+#[test]
+fn a_parse_skipped_in_a_refused_heal_does_not_redefine_the_statement() {
+    let mut k = Kit::session();
+    prepared(&mut k, "s1", SQL, Some(&old_cols()));
+    prepared(&mut k, "s2", COUNT, Some(&count_cols()));
+    // pgheal describes the parsed s2 for itself too (its shape, for the contract).
+    let sent = [
+        "B s1",
+        "CS s2",
+        &format!("P s2 {SQL}"),
+        "DS s2",
+        "DS s2",
+        "S",
+    ];
+    assert_eq!(
+        k.client_briefs(&[
+            bind("s1"),
+            close_stmt("s2"),
+            parse("s2", SQL),
+            describe_stmt("s2"),
+            sync(),
+        ]),
+        lines(&sent)
+    );
+    refused_after_note_dropped(&mut k, &sent);
+    k.assert_settled();
+    let sent = k.client_briefs(&[bind("s2"), execute(), sync()]);
+    assert_eq!(
+        sent,
+        lines(&["CS s2", &format!("P s2 {COUNT}"), "DS s2", "H"]),
+        "s2 is prepared again as the count it still is"
+    );
+}
+
+/// A statement parsed and described in the window of a heal, its portal executed after the
+/// client closed it: `Parse s1, Describe 'S' s1, Flush` (answered: three columns), then
+/// `Bind s1, Flush` failing after `discount_code` was added, healed (the replay parses s1
+/// again, its shape learned from the replay's own description), then `Close s1, Execute, Sync`.
+/// The portal keeps the shape of its Bind: its rows are projected onto the three columns the
+/// client was told, though the statement is closed when they come.
+///
+/// Before this fix the portal's shaping waited for its first response, and by then the Close
+/// had removed the statement and its contract: the rows went out four columns wide (finding
+/// 17 of docs/fuzzing.md).
+#[test]
+fn a_portal_bound_in_a_replay_keeps_its_projection_after_its_statement_is_closed() {
+    let mut k = Kit::session();
+    let parsed = [&format!("P s1 {SQL}"), "DS s1", "DS s1", "H"];
+    assert_eq!(
+        k.client_briefs(&[parse("s1", SQL), describe_stmt("s1"), flush()]),
+        lines(&parsed)
+    );
+    assert_eq!(
+        k.server_briefs(&[
+            parse_complete(),
+            param_desc(),
+            row_desc(&old_cols()),
+            param_desc(),
+            row_desc(&old_cols()),
+        ]),
+        lines(&["1", "t", "T id,total,note"])
+    );
+    assert_eq!(
+        k.client_briefs(&[bind("s1"), flush()]),
+        lines(&["B s1", "H"])
+    );
+    // `discount_code` was added: the Bind fails; pgheal ends the batch with a Sync of its
+    // own, probes, prepares s1 again, and replays the window (its Parse prepares s1 afresh).
+    assert_eq!(k.server_briefs(&[cached_plan(), ready_idle()]), lines(&[]));
+    let mut sync_and_probe = lines(&["S"]);
+    sync_and_probe.extend(probe(SQL));
+    assert_eq!(briefs(&k.server_received()), sync_and_probe);
+    k.server(&probe_answers(&new_cols(), TxStatus::Idle));
+    assert_eq!(briefs(&k.server_received()), reprepare("s1", SQL));
+    k.server(&reprepare_answers(&new_cols(), TxStatus::Idle));
+    let mut replay = lines(&["CS s1"]);
+    replay.extend(lines(&parsed[..]));
+    replay.extend(lines(&["B s1", "H"]));
+    assert_eq!(briefs(&k.server_received()), replay);
+    assert_eq!(
+        k.server_briefs(&[
+            close_complete(),
+            parse_complete(),
+            param_desc(),
+            row_desc(&new_cols()),
+            param_desc(),
+            row_desc(&new_cols()),
+            bind_complete(),
+        ]),
+        lines(&["2"]),
+        "the replayed Parse and Describe were answered before: only the Bind's answer is new"
+    );
+    assert_eq!(
+        k.client_briefs(&[close_stmt("s1"), execute(), sync()]),
+        lines(&["CS s1", "E", "S"])
+    );
+    assert_eq!(
+        k.server_briefs(&[
+            close_complete(),
+            new_row(),
+            complete("SELECT 1"),
+            ready_idle()
+        ]),
+        lines(&["3", OLD_ROW, "C SELECT 1", "Z I"]),
+        "rows in the three columns the client was told, after its statement was closed"
+    );
+    k.assert_settled();
+}
