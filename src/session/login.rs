@@ -14,7 +14,6 @@ use crate::net::{ClientReader, ClientWriter, PeerAddr};
 use crate::pool::capacity::Slot;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::encode;
-use crate::protocol::startup::MAX_STARTUP_LEN;
 
 use super::cancel::CancelTarget;
 use super::client_auth::{authenticate, TlsBinding};
@@ -92,7 +91,6 @@ pub(super) async fn login(
     shared: &Arc<Shared>,
     cfg: &Config,
 ) -> Result<Option<Login>, SessionError> {
-    let _ = MAX_STARTUP_LEN;
     // Moved out of its box: the opening is consumed below while other fields are still read.
     let client = *client;
     let startup = match client.opening {

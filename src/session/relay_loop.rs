@@ -1,5 +1,6 @@
 //! The relay loop: read whatever arrives from either side, run it through the engine, write
-//! what the engine produced. One `select!` per wake-up, whole batches of frames per step.
+//! what the engine produced. One `poll_fn` over both sockets per wake-up, whole batches of
+//! frames per step.
 //!
 //! In session pooling the server connection stays attached for the whole session. In
 //! transaction pooling it is attached when the client sends its first message after
