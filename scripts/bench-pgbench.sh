@@ -17,9 +17,13 @@
 #   3. runs `pgbench -S` (read-only select, one prepared statement) for DURATION seconds against
 #      direct, pgbouncer, pgheal, direct, pgbouncer, pgheal, ... for ROUNDS rounds (interleaved,
 #      so drift of the machine hits every target alike);
-#   4. prints TPS, average latency and the pooler's CPU time per transaction (user + system
-#      time of the pooler process from /proc, divided by the transactions pgbench counted) per
-#      round, the medians, and the ratios.
+#   4. in each round, after pgbench, the pipelined benchmark (examples/pipeline_bench.rs):
+#      PIPE_CONNS connections each keeping PIPE_DEPTH `Bind/Execute/Sync` segments of the same
+#      select in flight, as tokio-postgres, pgx or libpq pipeline mode do (pgbench 15 cannot:
+#      its pipelines end with one Sync);
+#   5. prints TPS (segments per second for the pipelined runs), average latency and the
+#      pooler's CPU time per transaction or segment (user + system time of the pooler process
+#      from /proc, divided by what the client counted) per round, the medians, and the ratios.
 #
 # Environment:
 #   MODE       session (default) or transaction
@@ -45,6 +49,10 @@
 #              default verbosity)
 #   PGHEAL_BIN pgheal binary (default: target/dist/pgheal, built first; a given one is not built)
 #   PGHEAL_PG_BINDIR  PostgreSQL binaries (default: as .ci/setup finds them)
+#   PIPELINE   0: skip the pipelined benchmark (default 1; always skipped with TLS=1, as the
+#              load generator speaks plain text only)
+#   PIPE_DEPTH segments in flight per connection (default 50)
+#   PIPE_CONNS connections of the pipelined benchmark (default 4)
 #   KEEP_LOGS=1       keep the temp dir with the server, PgBouncer and pgheal logs
 #
 # Everything started here is stopped on exit (trap), and the temp dir removed.
@@ -110,6 +118,20 @@ TLS="${TLS:-0}"
 if [ "$TLS" = 1 ]; then
   command -v openssl >/dev/null || die "TLS=1 needs openssl"
   export PGSSLMODE=require
+fi
+
+PIPELINE="${PIPELINE:-1}"
+PIPE_DEPTH="${PIPE_DEPTH:-50}"
+PIPE_CONNS="${PIPE_CONNS:-4}"
+if [ "$TLS" = 1 ] && [ "$PIPELINE" = 1 ]; then
+  log "TLS=1: the pipelined benchmark is skipped (its load generator speaks plain text only)"
+  PIPELINE=0
+fi
+PIPE_BIN="$ROOT/target/release/examples/pipeline_bench"
+if [ "$PIPELINE" = 1 ]; then
+  log "building the pipelined load generator (cargo build --release --example pipeline_bench)"
+  cargo build --release --example pipeline_bench --quiet
+  [ -x "$PIPE_BIN" ] || die "no load generator at $PIPE_BIN"
 fi
 
 if [ "$BUILD_PGHEAL" -eq 1 ]; then
@@ -240,7 +262,7 @@ PGHEAL_REAL="$(cat "$TMP/pgheal.pid" 2>/dev/null || true)"
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [pgheal]=$PGHEAL_PORT)
 declare -A PROTO=([direct]=$M_DIRECT [pgbouncer]=$M_PGBOUNCER [pgheal]=$M_PGHEAL)
 TARGETS=(direct pgbouncer pgheal)
-declare -A TPS LAT CPU
+declare -A TPS LAT CPU PIPE_RATE PIPE_CPU
 FAILED=0
 CLK_TCK="$(getconf CLK_TCK)"
 
@@ -251,6 +273,12 @@ pooler_pid() { # target -> pid of the pooler process, empty for direct
     pgbouncer) cat "$TMP/pgbouncer.pid" ;;
     pgheal) echo "$PGHEAL_REAL" ;;
   esac
+}
+
+# CPU per unit of work: ticks before, ticks after, units -> microseconds per unit, or NA.
+cpu_per() {
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" \
+    'BEGIN { if (a == "NA" || b == "NA" || n == "" || n == 0) print "NA"; else printf "%.2f\n", (b - a) * 1e6 / hz / n }'
 }
 
 run_one() { # target round
@@ -267,8 +295,7 @@ run_one() { # target round
     txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
     if [ -n "$pid" ] && [ -n "$txns" ]; then
       after="$(cpu_ticks "$pid")"
-      cpu="$(awk -v a="$before" -v b="$after" -v n="$txns" -v hz="$CLK_TCK" \
-        'BEGIN { if (a == "NA" || b == "NA" || n == 0) print "NA"; else printf "%.2f\n", (b - a) * 1e6 / hz / n }')"
+      cpu="$(cpu_per "$before" "$after" "$txns")"
     fi
   fi
   if [ -z "${tps:-}" ] || [ -z "${lat:-}" ]; then
@@ -283,10 +310,41 @@ run_one() { # target round
   CPU[$t]="${CPU[$t]:-} $cpu"
 }
 
+run_pipelined() { # target round
+  local t=$1 r=$2 out pid before="" after rate=NA segs cpu=NA
+  out="$TMP/pipe-$t-$r.log"
+  pid="$(pooler_pid "$t")"
+  if [ -n "$pid" ]; then before="$(cpu_ticks "$pid")"; fi
+  log "round $r/$ROUNDS: $t pipelined ($PIPE_CONNS connections x $PIPE_DEPTH Bind/Execute/Sync in flight, $DURATION s)"
+  if timeout $((DURATION + 120)) "$PIPE_BIN" 127.0.0.1 "${PORT[$t]}" "$BENCH_USER" "$BENCH_DB" \
+    "$DURATION" "$PIPE_DEPTH" "$PIPE_CONNS" "$SCALE" >"$out" 2>&1; then
+    rate="$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out" | head -1)"
+    segs="$(sed -n 's/^segments=\([0-9]*\) .*/\1/p' "$out" | head -1)"
+    if [ -n "$pid" ]; then
+      after="$(cpu_ticks "$pid")"
+      cpu="$(cpu_per "$before" "$after" "$segs")"
+    fi
+  fi
+  if [ -z "$rate" ] || [ "$rate" = NA ]; then
+    log "  $t pipelined failed: $(tail -n 3 "$out" | tr '\n' ' ')"
+    rate=NA
+    FAILED=1
+  else
+    log "  $t pipelined: $rate segments/s, pooler CPU $cpu us/segment"
+  fi
+  PIPE_RATE[$t]="${PIPE_RATE[$t]:-} $rate"
+  PIPE_CPU[$t]="${PIPE_CPU[$t]:-} $cpu"
+}
+
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     run_one "$t" "$r"
   done
+  if [ "$PIPELINE" = 1 ]; then
+    for t in "${TARGETS[@]}"; do
+      run_pipelined "$t" "$r"
+    done
+  fi
 done
 
 # --- report -----------------------------------------------------------------------------------------
@@ -339,6 +397,33 @@ for pair in pgheal/direct pgbouncer/direct pgheal/pgbouncer; do
   printf '| %-19s | %9s | %13s | %13s |\n' "$pair" "$(ratio "${MED_TPS[$a]}" "${MED_TPS[$b]}")" \
     "$(ratio "${MED_LAT[$a]}" "${MED_LAT[$b]}")" "$(ratio "${MED_CPU[$a]}" "${MED_CPU[$b]}")"
 done
+if [ "$PIPELINE" = 1 ]; then
+  declare -A MED_RATE MED_PCPU
+  for t in "${TARGETS[@]}"; do
+    # shellcheck disable=SC2086
+    MED_RATE[$t]="$(median ${PIPE_RATE[$t]})"
+    # shellcheck disable=SC2086
+    MED_PCPU[$t]="$(median3 ${PIPE_CPU[$t]})"
+  done
+  echo
+  echo "pipelined: $PIPE_CONNS connections, each keeping $PIPE_DEPTH Bind/Execute/Sync segments of pgbench's select in flight (tokio-postgres), -T $DURATION, $ROUNDS rounds interleaved with the above"
+  echo
+  printf '| %-9s | %-28s | %18s | %24s |\n' target "segments/s per round" "median segments/s" "pooler CPU us/segment"
+  printf '|%s|%s|%s|%s|\n' "-----------" "------------------------------" "-------------------:" "-------------------------:"
+  for t in "${TARGETS[@]}"; do
+    rounds="$(echo "${PIPE_RATE[$t]}" | awk '{ for (i = 1; i <= NF; i++) { if ($i == "NA") s = s sep "NA"; else s = s sep sprintf("%.0f", $i); sep = ", " } print s }')"
+    printf '| %-9s | %-28s | %18s | %24s |\n' "$t" "$rounds" "${MED_RATE[$t]}" "${MED_PCPU[$t]}"
+  done
+  echo
+  printf '| %-19s | %12s | %14s |\n' ratio "segments/s" "CPU/segment"
+  printf '|%s|%s|%s|\n' "---------------------" "-------------:" "---------------:"
+  for pair in pgheal/direct pgbouncer/direct pgheal/pgbouncer; do
+    a="${pair%/*}" b="${pair#*/}"
+    printf '| %-19s | %12s | %14s |\n' "$pair" "$(ratio "${MED_RATE[$a]}" "${MED_RATE[$b]}")" \
+      "$(ratio "${MED_PCPU[$a]}" "${MED_PCPU[$b]}")"
+  done
+fi
+
 echo
 if [ "$FAILED" -ne 0 ]; then
   log "some runs failed (NA above); their pgbench output is in $TMP"
