@@ -10,7 +10,7 @@ use crate::protocol::backend::TxStatus;
 use crate::protocol::frontend::{self, Bind, Parse, Target};
 use crate::protocol::{encode, sqlstate, Frame};
 use crate::statements::sql_prepare::Dealloc;
-use crate::statements::{ServerPrepared, Shaping};
+use crate::statements::{ServerPrepared, Shaping, StmtId};
 
 use super::guard::{Bracket, SavepointGuard};
 use super::outbox::Outbox;
@@ -18,6 +18,16 @@ use super::pending::{Action, Expect, Pending, PortalShaping};
 use super::relay::{Naming, Portal, Relay, RelayError, ServerInput};
 
 impl Relay {
+    /// A replayed Parse created statement `id` afresh: it keeps the contract the client was
+    /// told when the original Parse ran (`Window::reparsed`).
+    fn keep_told_contract(&mut self, id: StmtId, idx: Option<u32>) {
+        let told = idx.and_then(|i| self.window.reparsed.iter().find(|(j, _)| *j == i));
+        if let Some((_, contract)) = told {
+            let contract = contract.clone();
+            self.stmts.adopt_shape(id, contract);
+        }
+    }
+
     /// Track and send one client message. `replay` carries the window index and the number of
     /// responses the client already has when the message is replayed.
     pub(crate) fn client_message(
@@ -108,6 +118,7 @@ impl Relay {
                             p.param_types.clone().into(),
                             p.name.into(),
                         );
+                        self.keep_told_contract(id, idx);
                         srv.prepared(p.name.into(), self.epoch.current());
                         out.to_server.push(frame.bytes.clone());
                         self.push_pending(pending(Expect::ServerParse {
@@ -148,6 +159,7 @@ impl Relay {
                         let types: Arc<[u32]> = p.param_types.clone().into();
                         let server_name = names.name_for(&sql, &types, search_path.as_ref());
                         let id = self.stmts.parsed(p.name, sql, types, server_name.clone());
+                        self.keep_told_contract(id, idx);
                         // Prepared here before the last schema change: a fresh Parse (what the
                         // client sent) may resolve names and types differently now.
                         let stale = srv

@@ -513,11 +513,48 @@ impl Relay {
                 temp: false,
             });
         }
+        self.window.reparsed = self.reparsed_contracts(heal.from, &entries);
         for (i, (frame, forwarded)) in entries.into_iter().enumerate() {
             let idx = heal.from + i as u32;
             self.client_message(frame, Some((idx, forwarded)), srv, out)?;
         }
+        self.window.reparsed.clear();
         Ok(())
+    }
+
+    /// For each named Parse among the replayed `entries` that defines the statement now
+    /// registered under its name (the last Parse of that name), that statement's contract,
+    /// when the client was told it (see [`told_shape`]). A contract only pgheal's own
+    /// description set is not kept: replayed after the migration, the client's Parse gets the
+    /// new shape as PostgreSQL would give it.
+    fn reparsed_contracts(
+        &self,
+        from: u32,
+        entries: &[(Frame, u32)],
+    ) -> Vec<(u32, std::sync::Arc<[Field]>)> {
+        let names: Vec<Option<&[u8]>> = entries
+            .iter()
+            .map(|(f, _)| match f.tag {
+                frontend::PARSE => frontend::parse_statement(f).ok().filter(|n| !n.is_empty()),
+                _ => None,
+            })
+            .collect();
+        let mut found = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let Some(name) = name else { continue };
+            if names[i + 1..].contains(&Some(name)) || !told_shape(name, &entries[i + 1..]) {
+                continue;
+            }
+            let contract = self
+                .stmts
+                .id(name)
+                .and_then(|id| self.stmts.get(id))
+                .and_then(|s| s.contract.clone());
+            if let Some(c) = contract {
+                found.push((from + i as u32, c));
+            }
+        }
+        found
     }
 
     /// Whether the client describes statement `id` (directly or through a portal) in this
@@ -594,6 +631,37 @@ fn describes<'a>(name: &[u8], frames: impl Iterator<Item = &'a Frame>) -> bool {
             frontend::CLOSE => match frontend::decode_close(f) {
                 Ok(Target::Portal(p)) => portals.retain(|q| *q != p),
                 Ok(Target::Statement(n)) if bound && n == name => return false,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether the client already has a description of statement `name` from `entries` (the
+/// window after its Parse, each with the number of answers the client has): an answered
+/// Describe of the statement, or of a portal bound from it, before the name is closed.
+fn told_shape(name: &[u8], entries: &[(Frame, u32)]) -> bool {
+    let mut portals: Vec<&[u8]> = Vec::new();
+    for (f, forwarded) in entries {
+        match f.tag {
+            frontend::BIND => {
+                if let Ok(b) = frontend::Bind::decode(f) {
+                    portals.retain(|p| *p != b.portal);
+                    if b.statement == name {
+                        portals.push(b.portal);
+                    }
+                }
+            }
+            frontend::DESCRIBE if *forwarded > 0 => match frontend::decode_describe(f) {
+                Ok(Target::Statement(n)) if n == name => return true,
+                Ok(Target::Portal(p)) if portals.contains(&p) => return true,
+                _ => {}
+            },
+            frontend::CLOSE => match frontend::decode_close(f) {
+                Ok(Target::Statement(n)) if n == name => return false,
+                Ok(Target::Portal(p)) => portals.retain(|q| *q != p),
                 _ => {}
             },
             _ => {}

@@ -1,9 +1,11 @@
 //! The replay window: every frontend message since the last ReadyForQuery, and what of it the
 //! client has already been told.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
-use crate::protocol::backend::TxStatus;
+use crate::protocol::backend::{Field, TxStatus};
 use crate::protocol::frontend::{self, Target};
 use crate::protocol::Frame;
 use crate::statements::StmtId;
@@ -53,6 +55,10 @@ pub struct Window {
     /// statements the replay parses again in a shape that cannot keep their contracts. Their
     /// Binds fail as the server failed the original.
     pub refused: Vec<StmtId>,
+    /// While this window is replayed: the contracts of the statements its Parses created, by
+    /// entry index. The replayed Parse creates the statement afresh, and it keeps the contract
+    /// the client was told (finding 18 of docs/fuzzing.md: it took the server's new shape).
+    pub reparsed: Vec<(u32, Arc<[Field]>)>,
     pub held: Vec<Held>,
     pub held_bytes: usize,
     /// A kept Bind used the unnamed statement parsed before this window began.
@@ -75,6 +81,7 @@ impl Window {
             heals: 0,
             no_heal: false,
             refused: Vec::new(),
+            reparsed: Vec::new(),
             held: Vec::new(),
             held_bytes: 0,
             unnamed_inherited: false,
@@ -95,6 +102,7 @@ impl Window {
         self.heals = 0;
         self.no_heal = false;
         self.refused.clear();
+        self.reparsed.clear();
         self.held.clear();
         self.held_bytes = 0;
         self.unnamed_inherited = false;

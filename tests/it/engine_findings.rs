@@ -581,3 +581,66 @@ fn a_portal_bound_in_a_replay_keeps_its_projection_after_its_statement_is_closed
     );
     k.assert_settled();
 }
+
+/// A window that closes and parses s1 again, described (answered through a Flush), then binds
+/// it: `Close s1, Parse s1, Describe 'S' s1, Flush`, then `Bind s1, Execute, Sync` failing
+/// after `discount_code` was added. The replay parses s1 afresh, and the new statement keeps
+/// the contract the client was told by its Describe: the rows are projected onto three
+/// columns.
+///
+/// Before this fix the replayed Parse created a statement with no contract, the replay's own
+/// description (four columns) became its contract, and the rows went out four columns wide
+/// under the three the client was told of (finding 18 of docs/fuzzing.md).
+#[test]
+fn a_statement_parsed_again_in_a_replay_keeps_the_contract_the_client_was_told() {
+    let mut k = Kit::session();
+    prepared(&mut k, "s1", SQL, Some(&old_cols()));
+    let parsed = format!("P s1 {SQL}");
+    let window = ["CS s1", &parsed, "DS s1", "DS s1", "H"];
+    assert_eq!(
+        k.client_briefs(&[
+            close_stmt("s1"),
+            parse("s1", SQL),
+            describe_stmt("s1"),
+            flush()
+        ]),
+        lines(&window)
+    );
+    assert_eq!(
+        k.server_briefs(&[
+            close_complete(),
+            parse_complete(),
+            param_desc(),
+            row_desc(&old_cols()),
+            param_desc(),
+            row_desc(&old_cols()),
+        ]),
+        lines(&["3", "1", "t", "T id,total,note"])
+    );
+    assert_eq!(
+        k.client_briefs(&[bind("s1"), execute(), sync()]),
+        lines(&["B s1", "E", "S"])
+    );
+    assert_eq!(k.server_briefs(&[cached_plan(), ready_idle()]), lines(&[]));
+    probe_and_reprepare(&mut k, TxStatus::Idle);
+    let mut replay = lines(&window);
+    replay.extend(lines(&["B s1", "E", "S"]));
+    assert_eq!(briefs(&k.server_received()), replay);
+    assert_eq!(
+        k.server_briefs(&[
+            close_complete(),
+            parse_complete(),
+            param_desc(),
+            row_desc(&new_cols()),
+            param_desc(),
+            row_desc(&new_cols()),
+            bind_complete(),
+            new_row(),
+            complete("SELECT 1"),
+            ready_idle(),
+        ]),
+        lines(&["2", OLD_ROW, "C SELECT 1", "Z I"]),
+        "rows in the three columns the client was told, from the statement the replay parsed"
+    );
+    k.assert_settled();
+}
