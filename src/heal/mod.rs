@@ -28,8 +28,9 @@
 //!    savepoint and replayed from there.
 //!
 //! Files: [`relay`] holds the engine's state and entry points, [`client`] the handling of each
-//! frontend message, [`route`] of each backend message, [`repair`] the heal itself, [`leave`]
-//! bringing a server connection to rest when its client leaves mid-batch.
+//! frontend message, [`route`] of each backend message, [`shaping`] which shape a portal's rows
+//! take, [`repair`] the heal itself, [`leave`] bringing a server connection to rest when its
+//! client leaves mid-batch.
 
 pub mod client;
 pub mod epoch;
@@ -44,6 +45,7 @@ pub mod recognize;
 pub mod relay;
 pub mod repair;
 pub mod route;
+pub mod shaping;
 pub mod window;
 
 pub use epoch::SchemaEpoch;
