@@ -15,6 +15,8 @@
 //! - [`relay_loop`]: frames between client and server through the [`crate::heal::Relay`],
 //!   woken by [`wakers`]; [`checkout`] takes its server connection from the pool and gives
 //!   it back (once per transaction in transaction pooling, and at the end of the session).
+//!   In transaction pooling the loop runs one boxed step per transaction; between them the
+//!   session waits in [`idle`], a future small enough to be what an idle client costs.
 //! - Session state in transaction pooling: [`listen`] (LISTEN held by pgheal, notifications
 //!   between transactions, with [`listen_sql`] reading the statements), [`pin`] (temporary
 //!   objects, WITH HOLD cursors and advisory locks keep the client on its connection), and
@@ -34,6 +36,7 @@ pub mod clients;
 pub mod error;
 mod handover;
 pub mod hba_check;
+mod idle;
 pub mod kill;
 pub mod listen;
 pub mod listen_sql;

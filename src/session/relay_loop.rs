@@ -28,6 +28,7 @@ use crate::protocol::{backend, encode, frontend, sqlstate, Frame};
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::clients::ClientTrack;
+use super::idle::Wake;
 use super::kill::KillWatch;
 use super::listen::ClientListen;
 use super::pin::Pin;
@@ -59,6 +60,13 @@ pub enum End {
     NotificationsLost,
     /// An online restart: the client moves to the new process (see `session::handover`).
     HandedOver,
+}
+
+/// How one step of the relay ended.
+enum Step {
+    /// The session may wait between transactions ([`Conversation::may_idle`]).
+    Idle,
+    End(End),
 }
 
 /// One client's conversation with its server connection(s).
@@ -158,7 +166,7 @@ impl Conversation<'_> {
         client_w: &mut ClientWriter,
         force: &mut KillWatch<ClientTrack>,
     ) -> Result<End, SessionError> {
-        let end = self.relay_frames(client_r, client_w, force).await;
+        let end = self.relay_steps(client_r, client_w, force).await;
         if let (Err(SessionError::Timeout(_)), Some(c)) = (&end, &self.attached) {
             // A query in flight is cancelled before its connection is closed: a backend busy
             // in a long query notices a closed socket only when it writes, and would run on.
@@ -177,22 +185,50 @@ impl Conversation<'_> {
         end
     }
 
-    async fn relay_frames(
+    /// In transaction pooling, one step of the loop per transaction, each in a box of its own,
+    /// and between them the small wait of [`super::idle`]; otherwise one step for the session.
+    async fn relay_steps(
         &mut self,
         client_r: &mut ClientReader,
         client_w: &mut ClientWriter,
         force: &mut KillWatch<ClientTrack>,
     ) -> Result<End, SessionError> {
+        loop {
+            let first = if self.may_idle() {
+                Some(self.idle(client_r, force).await)
+            } else {
+                None
+            };
+            match Box::pin(self.relay_frames(client_r, client_w, force, first)).await? {
+                Step::End(end) => return Ok(end),
+                Step::Idle => {}
+            }
+        }
+    }
+
+    /// Relay until one side ends or, in transaction pooling, until the session may wait
+    /// between transactions ([`Self::may_idle`]). `first`: what woke that wait, handled before
+    /// anything is polled.
+    async fn relay_frames(
+        &mut self,
+        client_r: &mut ClientReader,
+        client_w: &mut ClientWriter,
+        force: &mut KillWatch<ClientTrack>,
+        first: Option<Wake>,
+    ) -> Result<Step, SessionError> {
         // No capacity up front: they grow to the batches this client sends, and an idle client
         // does not pay for a relay-sized batch it may never send (issue 14).
-        let mut cframes = Vec::new();
+        let (mut first, mut cframes) = match first {
+            Some(Wake { woke, cframes }) => (Some(woke), cframes),
+            None => (None, Vec::new()),
+        };
         let mut sframes = Vec::new();
         let mut out = Outbox::default();
-        // Shutdown: one future for the whole session (creating `changed()` anew on every
-        // wake-up would register and unregister a waiter on the watch channel each time). Once
-        // polled it stays registered, and it is polled again only when the channel has changed
-        // (a cheap check of a clone that never marks anything seen), since polling a
-        // registered waiter takes the channel's lock. `unconstrained`: a poll with the task's
+        // Shutdown: one future for the whole step (creating `changed()` anew on every wake-up
+        // would register and unregister a waiter on the kill switch each time; once per
+        // transaction is the price of the small idle wait). Once polled it stays registered,
+        // and it is polled again only when the switch was fired (a cheap check of a clone
+        // that never marks anything seen), since polling a registered waiter takes a lock. `unconstrained`: a poll with the task's
         // budget used up would return without registering, and the first poll must register.
         //
         // The two sockets are read with wakers of their own (see [`Wakers`]), so a wake-up
@@ -217,66 +253,70 @@ impl Conversation<'_> {
             let read_mail = self.mode.per_transaction()
                 && self.listen.has_mailbox()
                 && self.engine.at_transaction_boundary();
-            let woke = std::future::poll_fn(|cx| {
-                if let Some(r) = &mut rekill {
-                    if r.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Shutdown);
+            let woke = if let Some(w) = first.take() {
+                w
+            } else {
+                std::future::poll_fn(|cx| {
+                    if let Some(r) = &mut rekill {
+                        if r.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Shutdown);
+                        }
+                    } else if !shutdown_armed || probe.has_changed() {
+                        shutdown_armed = true;
+                        if changed.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Shutdown);
+                        }
                     }
-                } else if !shutdown_armed || probe.has_changed() {
-                    shutdown_armed = true;
-                    if changed.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Shutdown);
-                    }
-                }
-                let w = match &mut wakers {
-                    Some(w) if w.task.will_wake(cx.waker()) => w,
-                    w => {
-                        server_armed = false;
-                        client_armed = false;
-                        w.insert(Wakers::new(cx.waker()))
-                    }
-                };
-                // Server first, as before: its answers may unblock held client messages.
-                match self.attached.as_mut() {
-                    None => server_armed = false,
-                    Some(c) => {
-                        if w.server.take() || !server_armed {
-                            let mut scx = Context::from_waker(&w.server_waker);
-                            let read = c.conn().reader.read_frames(&mut sframes);
-                            match std::pin::pin!(read).poll(&mut scx) {
-                                Poll::Ready(r) => {
-                                    server_armed = false;
-                                    return Poll::Ready(Woke::Server(r));
+                    let w = match &mut wakers {
+                        Some(w) if w.task.will_wake(cx.waker()) => w,
+                        w => {
+                            server_armed = false;
+                            client_armed = false;
+                            w.insert(Wakers::new(cx.waker()))
+                        }
+                    };
+                    // Server first, as before: its answers may unblock held client messages.
+                    match self.attached.as_mut() {
+                        None => server_armed = false,
+                        Some(c) => {
+                            if w.server.take() || !server_armed {
+                                let mut scx = Context::from_waker(&w.server_waker);
+                                let read = c.conn().reader.read_frames(&mut sframes);
+                                match std::pin::pin!(read).poll(&mut scx) {
+                                    Poll::Ready(r) => {
+                                        server_armed = false;
+                                        return Poll::Ready(Woke::Server(r));
+                                    }
+                                    Poll::Pending => server_armed = true,
                                 }
-                                Poll::Pending => server_armed = true,
                             }
                         }
                     }
-                }
-                if read_client && (w.client.take() || !client_armed) {
-                    let mut ccx = Context::from_waker(&w.client_waker);
-                    match std::pin::pin!(client_r.read_frames(&mut cframes)).poll(&mut ccx) {
-                        Poll::Ready(r) => {
-                            client_armed = false;
-                            return Poll::Ready(Woke::Client(r));
+                    if read_client && (w.client.take() || !client_armed) {
+                        let mut ccx = Context::from_waker(&w.client_waker);
+                        match std::pin::pin!(client_r.read_frames(&mut cframes)).poll(&mut ccx) {
+                            Poll::Ready(r) => {
+                                client_armed = false;
+                                return Poll::Ready(Woke::Client(r));
+                            }
+                            Poll::Pending => client_armed = true,
                         }
-                        Poll::Pending => client_armed = true,
                     }
-                }
-                if read_mail && self.listen.poll_mail(cx).is_ready() {
-                    return Poll::Ready(Woke::Mail);
-                }
-                if self.timers.poll_fired(cx).is_ready() {
-                    return Poll::Ready(Woke::Timer);
-                }
-                if let Some(t) = &mut self.fast_close {
-                    if t.poll_tick(cx).is_ready() {
-                        return Poll::Ready(Woke::FastClose);
+                    if read_mail && self.listen.poll_mail(cx).is_ready() {
+                        return Poll::Ready(Woke::Mail);
                     }
-                }
-                Poll::Pending
-            })
-            .await;
+                    if self.timers.poll_fired(cx).is_ready() {
+                        return Poll::Ready(Woke::Timer);
+                    }
+                    if let Some(t) = &mut self.fast_close {
+                        if t.poll_tick(cx).is_ready() {
+                            return Poll::Ready(Woke::FastClose);
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
             match woke {
                 Woke::Shutdown if rekill.is_none() && self.client.handover_requested() => {
                     rekill = Some(super::handover::rekill_watch(&probe));
@@ -289,7 +329,7 @@ impl Conversation<'_> {
                         "terminating connection due to administrator command",
                     );
                     let _ = client_w.write_frame(&f).await;
-                    return Ok(End::Shutdown);
+                    return Ok(Step::End(End::Shutdown));
                 }
                 Woke::Server(r) => {
                     let mut lost = None;
@@ -413,7 +453,7 @@ impl Conversation<'_> {
                 }
             }
             if let Some(end) = end {
-                return Ok(end);
+                return Ok(Step::End(end));
             }
             if self.mode.per_transaction() {
                 if self.has_session_state() {
@@ -423,22 +463,24 @@ impl Conversation<'_> {
                     if let Some(end) =
                         Box::pin(self.between_transactions(client_w, &mut out)).await?
                     {
-                        return Ok(end);
+                        return Ok(Step::End(end));
                     }
                 } else if self.attached.is_some() && self.engine.at_transaction_boundary() {
                     Box::pin(self.detach()).await?;
                     // Idle until the client's next transaction: what this one grew goes back
                     // to the allocator (issue 14: memory per idle client).
                     self.engine.shed();
-                    cframes = Vec::new();
-                    sframes = Vec::new();
-                    out.shed();
                 }
             }
             if handover_pending && self.movable(client_r) && self.client.claim_handover() {
-                return Ok(End::HandedOver);
+                return Ok(Step::End(End::HandedOver));
             }
             self.timers.step(self.phase());
+            // The batches, the outbox and the wakers go with this step's box. A session asked
+            // to move stays here, watching for a real kill, until it can.
+            if !handover_pending && self.may_idle() {
+                return Ok(Step::Idle);
+            }
         }
     }
 
