@@ -126,8 +126,96 @@ struct Subscription {
     channels: HashSet<Arc<str>>,
 }
 
-/// One client's LISTENs (transaction pooling).
+/// One client's LISTENs (transaction pooling). Most clients never listen: their state is
+/// created by their first LISTEN or UNLISTEN, so that the others carry three pointers for it
+/// (issue 14: memory per idle client).
 pub struct ClientListen {
+    listeners: Arc<Listeners>,
+    metrics: Arc<Metrics>,
+    on: Option<Box<Listening>>,
+}
+
+impl ClientListen {
+    pub fn new(listeners: Arc<Listeners>, metrics: Arc<Metrics>) -> Self {
+        ClientListen {
+            listeners,
+            metrics,
+            on: None,
+        }
+    }
+
+    /// Anything to do between transactions (false for a client that never listened).
+    pub fn is_active(&self) -> bool {
+        self.on.as_ref().is_some_and(|l| l.is_active())
+    }
+
+    /// Notifications may arrive for this client.
+    pub fn has_mailbox(&self) -> bool {
+        self.on.as_ref().is_some_and(|l| l.has_mailbox())
+    }
+
+    /// Ready when notifications (or the news that the client must be closed) are waiting.
+    pub fn poll_mail(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.on {
+            Some(l) => l.poll_mail(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Whether server messages must go through [`Self::observe_server`] (statements wait for
+    /// the end of a block).
+    pub fn watches_server(&self) -> bool {
+        self.on.as_ref().is_some_and(|l| l.watches_server())
+    }
+
+    /// A message from the server while statements wait for their block to end.
+    pub fn observe_server(&mut self, f: &Frame) {
+        if let Some(l) = &mut self.on {
+            l.observe_server(f);
+        }
+    }
+
+    /// A simple query's text. When pgheal answers it (a LISTEN/UNLISTEN-only query), the
+    /// answer is appended to `out` and the result is true; otherwise it goes to the server.
+    /// Not cancel-safe (waits for the listening connection).
+    pub async fn on_query(
+        &mut self,
+        sql: &[u8],
+        at: Position,
+        pinned: bool,
+        pool: &Pool,
+        out: &mut Vec<Bytes>,
+    ) -> bool {
+        // A client that never listened has nothing for a `DISCARD ALL` to unlisten.
+        if self.on.is_none() && listen_sql::listen_ops(sql).is_none() {
+            return false;
+        }
+        let (listeners, metrics) = (&self.listeners, &self.metrics);
+        let on = self
+            .on
+            .get_or_insert_with(|| Box::new(Listening::new(listeners.clone(), metrics.clone())));
+        on.on_query(sql, at, pinned, pool, out).await
+    }
+
+    /// Apply the statements of a block that committed. Not cancel-safe.
+    pub async fn apply_committed(&mut self, pool: &Pool) {
+        if let Some(l) = &mut self.on {
+            l.apply_committed(pool).await;
+        }
+    }
+
+    /// Move the notifications waiting for this client to `out`. `Err` when the client must be
+    /// closed (after those notifications).
+    pub fn deliver(&mut self, out: &mut Vec<Bytes>) -> Result<(), Closing> {
+        match &mut self.on {
+            Some(l) => l.deliver(out),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The LISTEN state of a client that sent a LISTEN or UNLISTEN.
+struct Listening {
     listeners: Arc<Listeners>,
     metrics: Arc<Metrics>,
     id: ClientId,
@@ -138,9 +226,9 @@ pub struct ClientListen {
     scratch: VecDeque<Notification>,
 }
 
-impl ClientListen {
-    pub fn new(listeners: Arc<Listeners>, metrics: Arc<Metrics>) -> Self {
-        ClientListen {
+impl Listening {
+    fn new(listeners: Arc<Listeners>, metrics: Arc<Metrics>) -> Self {
+        Listening {
             listeners,
             metrics,
             id: next_client_id(),
@@ -152,17 +240,17 @@ impl ClientListen {
     }
 
     /// Anything to do between transactions (false for a client that never listened).
-    pub fn is_active(&self) -> bool {
+    fn is_active(&self) -> bool {
         self.sub.is_some() || !matches!(self.deferred, Deferred::Nothing) || self.failed.is_some()
     }
 
     /// Notifications may arrive for this client.
-    pub fn has_mailbox(&self) -> bool {
+    fn has_mailbox(&self) -> bool {
         self.sub.is_some()
     }
 
     /// Ready when notifications (or the news that the client must be closed) are waiting.
-    pub fn poll_mail(&self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_mail(&self, cx: &mut Context<'_>) -> Poll<()> {
         match &self.sub {
             Some(s) => s.mailbox.poll_ready(cx),
             None => Poll::Pending,
@@ -171,7 +259,7 @@ impl ClientListen {
 
     /// Whether server messages must go through [`Self::observe_server`] (statements wait for
     /// the end of a block).
-    pub fn watches_server(&self) -> bool {
+    fn watches_server(&self) -> bool {
         matches!(
             self.deferred,
             Deferred::InBlock(_) | Deferred::CommitSeen(_)
@@ -179,7 +267,7 @@ impl ClientListen {
     }
 
     /// A message from the server while statements wait for their block to end.
-    pub fn observe_server(&mut self, f: &Frame) {
+    fn observe_server(&mut self, f: &Frame) {
         match f.tag {
             backend::COMMAND_COMPLETE
                 if backend::decode_command_complete(f).is_ok_and(|t| t == b"COMMIT") =>
@@ -205,7 +293,7 @@ impl ClientListen {
     /// A simple query's text. When pgheal answers it (a LISTEN/UNLISTEN-only query), the
     /// answer is appended to `out` and the result is true; otherwise it goes to the server.
     /// Not cancel-safe (waits for the listening connection).
-    pub async fn on_query(
+    async fn on_query(
         &mut self,
         sql: &[u8],
         at: Position,
@@ -266,7 +354,7 @@ impl ClientListen {
     }
 
     /// Apply the statements of a block that committed. Not cancel-safe.
-    pub async fn apply_committed(&mut self, pool: &Pool) {
+    async fn apply_committed(&mut self, pool: &Pool) {
         if !matches!(self.deferred, Deferred::Committed(_)) {
             return;
         }
@@ -288,7 +376,7 @@ impl ClientListen {
 
     /// Move the notifications waiting for this client to `out`. `Err` when the client must be
     /// closed (after those notifications).
-    pub fn deliver(&mut self, out: &mut Vec<Bytes>) -> Result<(), Closing> {
+    fn deliver(&mut self, out: &mut Vec<Bytes>) -> Result<(), Closing> {
         let Some(sub) = &self.sub else {
             return self.failed.map_or(Ok(()), Err);
         };
@@ -392,7 +480,7 @@ impl ClientListen {
     }
 }
 
-impl Drop for ClientListen {
+impl Drop for Listening {
     fn drop(&mut self) {
         self.unlisten_all();
     }

@@ -112,33 +112,70 @@ enum PinState {
 
 /// One client's pin (transaction pooling).
 pub struct Pin {
+    /// `None` while free with no suspect statement prepared, as most clients are for their
+    /// whole session: the state is boxed on first use, so that such a client carries one
+    /// pointer for it (issue 14: memory per idle client).
+    on: Option<Box<Pinning>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The state of a client that ran or prepared something that may create session state.
+struct Pinning {
     state: PinState,
     /// The client's prepared statements whose text may create session state.
     statements: HashMap<Box<[u8]>, StateKinds>,
-    metrics: Arc<Metrics>,
 }
 
 impl Pin {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Pin {
-            state: PinState::Free,
-            statements: HashMap::new(),
-            metrics,
+        Pin { on: None, metrics }
+    }
+
+    fn state(&self) -> PinState {
+        self.on.as_ref().map_or(PinState::Free, |p| p.state)
+    }
+
+    /// Set the state; a client free again with no suspect statement gives its box back.
+    fn set_state(&mut self, state: PinState) {
+        match &mut self.on {
+            Some(p) if state == PinState::Free && p.statements.is_empty() => self.on = None,
+            Some(p) => p.state = state,
+            None if state == PinState::Free => {}
+            None => {
+                self.on = Some(Box::new(Pinning {
+                    state,
+                    statements: HashMap::new(),
+                }))
+            }
+        }
+    }
+
+    /// The client's prepared statements whose text may create session state.
+    fn statement_kinds(&self, name: &[u8]) -> Option<StateKinds> {
+        self.on.as_ref()?.statements.get(name).copied()
+    }
+
+    fn forget_statement(&mut self, name: &[u8]) {
+        if let Some(p) = &mut self.on {
+            p.statements.remove(name);
+            if p.statements.is_empty() && p.state == PinState::Free {
+                self.on = None;
+            }
         }
     }
 
     /// Anything to do at the end of a transaction (false for most clients).
     pub fn is_active(&self) -> bool {
-        self.state != PinState::Free
+        self.state() != PinState::Free
     }
 
     pub fn is_pinned(&self) -> bool {
-        matches!(self.state, PinState::Pinned { .. })
+        matches!(self.state(), PinState::Pinned { .. })
     }
 
     /// The connection must be checked at this transaction boundary.
     pub fn due(&self) -> bool {
-        match self.state {
+        match self.state() {
             PinState::Free => false,
             PinState::Suspect(_) => true,
             PinState::Pinned { next, .. } => next != Next::Keep,
@@ -163,28 +200,35 @@ impl Pin {
                 };
                 let kinds = session_state_in(p.query);
                 if !kinds.is_empty() {
-                    self.statements.insert(p.name.into(), kinds);
-                } else if !self.statements.is_empty() {
-                    self.statements.remove(p.name);
+                    let state = self.state();
+                    let on = self.on.get_or_insert_with(|| {
+                        Box::new(Pinning {
+                            state,
+                            statements: HashMap::new(),
+                        })
+                    });
+                    on.statements.insert(p.name.into(), kinds);
+                } else {
+                    self.forget_statement(p.name);
                 }
                 // Preparing runs nothing; a pinned client's Parse still counts as activity.
                 self.ran(StateKinds::NONE);
             }
             frontend::BIND => {
                 // Most clients have no such statement: no decoding then.
-                let kinds = if self.statements.is_empty() {
+                let kinds = if self.on.is_none() {
                     StateKinds::NONE
                 } else {
                     frontend::bind_statement(f)
                         .ok()
-                        .and_then(|name| self.statements.get(name).copied())
+                        .and_then(|name| self.statement_kinds(name))
                         .unwrap_or(StateKinds::NONE)
                 };
                 self.ran(kinds);
             }
             frontend::CLOSE => {
                 if let Ok(Target::Statement(name)) = frontend::decode_close(f) {
-                    self.statements.remove(name);
+                    self.forget_statement(name);
                 }
             }
             frontend::EXECUTE | frontend::FUNCTION_CALL => self.ran(StateKinds::NONE),
@@ -195,16 +239,16 @@ impl Pin {
     /// Something ran that may have created `kinds` of state (and, while pinned, may have
     /// released some).
     fn ran(&mut self, kinds: StateKinds) {
-        match self.state {
+        match self.state() {
             PinState::Free if kinds.is_empty() => {}
-            PinState::Free => self.state = PinState::Suspect(kinds),
-            PinState::Suspect(k) => self.state = PinState::Suspect(k.union(kinds)),
+            PinState::Free => self.set_state(PinState::Suspect(kinds)),
+            PinState::Suspect(k) => self.set_state(PinState::Suspect(k.union(kinds))),
             PinState::Pinned { .. } => self.set_next(Next::Recheck),
         }
     }
 
     fn set_next(&mut self, want: Next) {
-        if let PinState::Pinned { next, .. } = &mut self.state {
+        if let Some(PinState::Pinned { next, .. }) = self.on.as_mut().map(|p| &mut p.state) {
             if *next != Next::Release {
                 *next = want;
             }
@@ -220,7 +264,7 @@ impl Pin {
         conn: &mut ServerConn,
         to_client: &mut Vec<Bytes>,
     ) -> Result<(), ServerError> {
-        let was = self.state;
+        let was = self.state();
         if let PinState::Pinned {
             next: Next::Release,
             ..
@@ -256,7 +300,7 @@ impl Pin {
                         "session state released: the client is unpinned"
                     );
                 }
-                self.state = PinState::Free;
+                self.set_state(PinState::Free);
             }
             held => {
                 if !pinned_before {
@@ -272,10 +316,10 @@ impl Pin {
                         "session state remains on the server connection: the client keeps it until released"
                     );
                 }
-                self.state = PinState::Pinned {
+                self.set_state(PinState::Pinned {
                     held,
                     next: Next::Keep,
-                };
+                });
             }
         }
         Ok(())
@@ -284,7 +328,7 @@ impl Pin {
     /// The session ended: a connection that may carry the client's state is closed, never
     /// pooled.
     pub fn release(&mut self, attached: &mut Option<Box<Checkout>>) {
-        if self.state == PinState::Free {
+        if self.state() == PinState::Free {
             return;
         }
         if let Some(c) = attached.take() {
@@ -301,7 +345,7 @@ impl Pin {
         if self.is_pinned() {
             self.metrics.pinned_clients.dec();
         }
-        self.state = PinState::Free;
+        self.set_state(PinState::Free);
     }
 }
 
@@ -398,21 +442,38 @@ mod tests {
         p.observe(&encode::parse("s", "SELECT 1", &[]), TxStatus::Idle);
         p.observe(&encode::bind_no_params("", "s"), TxStatus::Idle);
         assert!(!p.is_active());
+        assert!(
+            p.on.is_none(),
+            "nothing suspect is left: the state's box is given back"
+        );
+    }
+
+    /// Issue 14: a client that never ran or prepared anything suspect holds no pin state
+    /// beyond a pointer and the metrics handle.
+    #[test]
+    fn a_free_client_holds_no_pin_state() {
+        let mut p = pin();
+        p.observe(&encode::query("SELECT 1"), TxStatus::Idle);
+        p.observe(&encode::parse("s", "SELECT 1", &[]), TxStatus::Idle);
+        p.observe(&encode::bind_no_params("", "s"), TxStatus::Idle);
+        p.observe(&encode::close(Target::Statement(b"s")), TxStatus::Idle);
+        assert!(p.on.is_none());
+        assert!(std::mem::size_of::<Pin>() <= 16);
     }
 
     #[test]
     fn pinned_clients_are_checked_after_each_transaction() {
         let mut p = pin();
-        p.state = PinState::Pinned {
+        p.set_state(PinState::Pinned {
             held: None,
             next: Next::Keep,
-        };
+        });
         assert!(!p.due());
         p.observe(&encode::query("SELECT 1"), TxStatus::Idle);
         assert!(p.due());
         p.observe(&encode::query("DISCARD ALL"), TxStatus::Idle);
         assert_eq!(
-            p.state,
+            p.state(),
             PinState::Pinned {
                 held: None,
                 next: Next::Release
@@ -421,7 +482,7 @@ mod tests {
         p.observe(&encode::query("SELECT 1"), TxStatus::Idle);
         assert!(
             matches!(
-                p.state,
+                p.state(),
                 PinState::Pinned {
                     next: Next::Release,
                     ..
