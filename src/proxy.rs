@@ -451,7 +451,7 @@ pub async fn start_with(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 Some(stream) = accepted_rx.recv() => {
                     let shared = shared.clone();
-                    loops.spawn_session(&mut sessions, stream, move |s| run_client(s, shared));
+                    loops.spawn_session(&mut sessions, stream, move |s| run_client(Box::new(s), shared));
                 }
                 a = adopted_rx.recv(), if adopting => match a {
                     Some(a) => match Adopted::from_std(a) {
@@ -487,7 +487,9 @@ pub async fn start_with(
                 // logged in); the new process owns the socket file from now on.
                 while let Ok(stream) = accepted_rx.try_recv() {
                     let shared = shared.clone();
-                    loops.spawn_session(&mut sessions, stream, move |s| run_client(s, shared));
+                    loops.spawn_session(&mut sessions, stream, move |s| {
+                        run_client(Box::new(s), shared)
+                    });
                 }
                 if let Some(f) = socket_file {
                     f.keep();

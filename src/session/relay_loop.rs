@@ -102,19 +102,18 @@ pub struct Conversation<'a> {
     /// `client_idle_timeout`, `query_timeout`, `idle_transaction_timeout`,
     /// `transaction_timeout` (see [`super::timeouts`]).
     pub timers: Watch,
-    /// `cancel_wait_timeout`, for the cancel sent when a timeout closes a busy connection.
-    pub cancel_wait_timeout: Option<std::time::Duration>,
     /// `server_fast_close` in session pooling: a once-a-second look (PgBouncer's janitor
     /// period) at whether RECONNECT made the session's connection stale; `None` otherwise.
-    pub fast_close: Option<tokio::time::Interval>,
+    /// Boxed: most sessions have none (issue 14).
+    pub fast_close: Option<Box<tokio::time::Interval>>,
 }
 
 /// The `fast_close` ticker of a session: `Some` in session pooling with `server_fast_close`.
-pub fn fast_close_ticker(mode: PoolMode, enabled: bool) -> Option<tokio::time::Interval> {
+pub fn fast_close_ticker(mode: PoolMode, enabled: bool) -> Option<Box<tokio::time::Interval>> {
     (mode == PoolMode::Session && enabled).then(|| {
         let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
+        Box::new(t)
     })
 }
 
@@ -177,7 +176,10 @@ impl Conversation<'_> {
                     pid: conn.backend_pid,
                     key: conn.backend_key,
                 };
-                Box::pin(super::cancel::send_cancel(target, self.cancel_wait_timeout)).await;
+                // `cancel_wait_timeout`, as the session's timeouts have it (the configuration
+                // at its last change of phase).
+                let limit = self.timers.timeouts().cancel_wait_timeout;
+                Box::pin(super::cancel::send_cancel(target, limit)).await;
             }
         }
         // A connection that may hold the client's session state is never pooled.
