@@ -477,7 +477,11 @@ impl Conversation<'_> {
             if handover_pending && self.movable(client_r) && self.client.claim_handover() {
                 return Ok(Step::End(End::HandedOver));
             }
-            self.timers.step(self.phase());
+            let users = super::timeouts::Users {
+                client: &self.client.user,
+                server: &self.pool.key.user,
+            };
+            self.timers.step(self.phase(), users);
             // The batches, the outbox and the wakers go with this step's box. A session asked
             // to move stays here, watching for a real kill, until it can.
             if !handover_pending && self.may_idle() {

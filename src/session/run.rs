@@ -400,8 +400,10 @@ async fn converse(
         }
         let timers = super::timeouts::Watch::new(
             shared.config.clone(),
-            &registered.track.user,
-            &pool.key.user,
+            super::timeouts::Users {
+                client: &registered.track.user,
+                server: &pool.key.user,
+            },
         );
         let mut engine = Relay::new(cfg.heal.clone(), naming)
             .with_epoch(epoch)

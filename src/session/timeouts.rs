@@ -103,23 +103,25 @@ pub enum Phase {
     InFlight,
 }
 
-/// Whose timeouts a session has.
-struct Users {
-    client: Box<str>,
-    server: Box<str>,
+/// Whose timeouts a session has: the client's user and its pool's server user (see
+/// [`timeouts::for_session`]). Passed in at each change of phase rather than kept: the session
+/// has both names already (issue 14: memory per idle client).
+#[derive(Debug, Clone, Copy)]
+pub struct Users<'a> {
+    pub client: &'a str,
+    pub server: &'a str,
 }
 
-impl Users {
+impl Users<'_> {
     fn timeouts(&self, live: &LiveConfig) -> Timeouts {
-        timeouts::for_session(&live.current(), &self.client, &self.server)
+        timeouts::for_session(&live.current(), self.client, self.server)
     }
 }
 
 /// One session's timeouts and its timer.
 pub struct Watch {
-    /// Where the timeouts come from (`None`: fixed, for unit tests), and for whom: the
-    /// client's user and its pool's server user (see [`timeouts::for_session`]).
-    live: Option<(Arc<LiveConfig>, Users)>,
+    /// Where the timeouts come from (`None`: fixed, for unit tests).
+    live: Option<Arc<LiveConfig>>,
     generation: u64,
     timeouts: Timeouts,
     phase: Phase,
@@ -135,17 +137,13 @@ pub struct Watch {
 
 impl Watch {
     /// A session's watch, from its login on (idle, outside a transaction).
-    pub fn new(live: Arc<LiveConfig>, client_user: &str, server_user: &str) -> Watch {
+    pub fn new(live: Arc<LiveConfig>, users: Users<'_>) -> Watch {
         let generation = live.generation();
-        let users = Users {
-            client: client_user.into(),
-            server: server_user.into(),
-        };
         let timeouts = users.timeouts(&live);
-        Watch::start(Some((live, users)), generation, timeouts)
+        Watch::start(Some(live), generation, timeouts)
     }
 
-    fn start(live: Option<(Arc<LiveConfig>, Users)>, generation: u64, timeouts: Timeouts) -> Watch {
+    fn start(live: Option<Arc<LiveConfig>>, generation: u64, timeouts: Timeouts) -> Watch {
         let mut w = Watch {
             live,
             generation,
@@ -168,9 +166,16 @@ impl Watch {
     }
 
     /// After a relay step: note the session's phase, and set the timer if a deadline came
-    /// nearer.
-    pub fn step(&mut self, phase: Phase) {
+    /// nearer. A change of phase takes up a reloaded configuration, `users`' timeouts in it.
+    pub fn step(&mut self, phase: Phase, users: Users<'_>) {
         if phase != self.phase {
+            if let Some(live) = &self.live {
+                let generation = live.generation();
+                if generation != self.generation {
+                    self.generation = generation;
+                    self.timeouts = users.timeouts(live);
+                }
+            }
             self.change(phase, Instant::now);
         }
     }
@@ -179,13 +184,6 @@ impl Watch {
     fn change(&mut self, phase: Phase, now: impl FnOnce() -> Instant) {
         let was = self.phase;
         self.phase = phase;
-        if let Some((live, users)) = &self.live {
-            let generation = live.generation();
-            if generation != self.generation {
-                self.generation = generation;
-                self.timeouts = users.timeouts(live);
-            }
-        }
         if !self.timeouts.watches_relay() {
             return;
         }
@@ -370,8 +368,12 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_armed_when_off() {
         let mut w = watch(off());
-        w.step(Phase::InFlight);
-        w.step(Phase::Idle);
+        let users = Users {
+            client: "app",
+            server: "app",
+        };
+        w.step(Phase::InFlight, users);
+        w.step(Phase::Idle, users);
         assert!(w.sleep.is_none());
         assert_eq!(w.expired(), None);
     }
