@@ -93,8 +93,16 @@ impl Relay {
                     return Ok(());
                 }
                 let existing = self.stmts.id(p.name);
-                if is_replay {
-                    // The statement may exist on the server already: make the Parse succeed.
+                if existing.is_some() && !is_replay {
+                    if let Some(i) = idx {
+                        self.window.duplicates.push(i);
+                    }
+                }
+                let duplicate = idx.is_some_and(|i| self.window.duplicates.contains(&i));
+                if is_replay && !duplicate {
+                    // The original Parse ran and the statement exists on the server already:
+                    // make the Parse succeed. One of a name that existed before it (finding 19
+                    // of docs/fuzzing.md) goes on below and fails with 42P05, as it would have.
                     if let Some(id) = existing {
                         let server_name = self.stmts.get(id).map(|s| s.server_name.clone());
                         if let Some(n) = server_name {
@@ -106,10 +114,22 @@ impl Relay {
                     }
                 }
                 match &self.naming {
-                    Naming::Session if existing.is_some() => {
+                    Naming::Session if existing.is_some() && srv.contains(p.name) => {
                         // The server answers 42P05; the registry keeps the statement it has.
                         out.to_server.push(frame.bytes.clone());
                         self.push_pending(pending(Expect::ParseComplete));
+                    }
+                    Naming::Session if existing.is_some() => {
+                        // The client's statement is gone from the server (pgheal's re-prepare
+                        // closed it and its Parse failed in a failed block, or it was evicted):
+                        // forwarded, the Parse would succeed where PostgreSQL answers 42P05
+                        // (finding 20 of docs/fuzzing.md). A Parse bound to fail goes instead;
+                        // its syntax error comes before any name is stored or dropped.
+                        out.to_server.push(
+                            encode::parse(p.name, "pgheal: duplicate prepared statement", &[])
+                                .bytes,
+                        );
+                        self.push_pending(pending(Expect::FailWith(duplicate_error(p.name))));
                     }
                     Naming::Session => {
                         let id = self.stmts.parsed(
@@ -138,14 +158,7 @@ impl Relay {
                     }
                     Naming::Pooled { names, search_path } => {
                         if existing.is_some() {
-                            // In the client's encoding, as the server would have said it.
-                            let msg = [&b"prepared statement \""[..], p.name, b"\" already exists"]
-                                .concat();
-                            let err = encode::error_response(
-                                "ERROR",
-                                sqlstate::DUPLICATE_PREPARED_STATEMENT,
-                                &msg,
-                            );
+                            let err = duplicate_error(p.name);
                             // A Parse that must fail makes the server skip to Sync and roll the
                             // implicit transaction back, exactly as the duplicate would have.
                             out.to_server.push(
@@ -510,6 +523,13 @@ fn push_renamed_bind(
     if !formats_bytes.is_empty() {
         out.to_server.push(formats_bytes.freeze());
     }
+}
+
+/// PostgreSQL's `42P05` for a Parse of statement `name`, which the client has already: in the
+/// client's encoding, as the server would have said it.
+fn duplicate_error(name: &[u8]) -> Frame {
+    let msg = [&b"prepared statement \""[..], name, b"\" already exists"].concat();
+    encode::error_response("ERROR", sqlstate::DUPLICATE_PREPARED_STATEMENT, &msg)
 }
 
 #[cfg(test)]

@@ -59,6 +59,10 @@ pub struct Window {
     /// entry index. The replayed Parse creates the statement afresh, and it keeps the contract
     /// the client was told (finding 18 of docs/fuzzing.md: it took the server's new shape).
     pub reparsed: Vec<(u32, Arc<[Field]>)>,
+    /// The entries that parse a name the client had prepared already when they were sent:
+    /// PostgreSQL refuses them (`42P05`), and so does their replay (finding 19 of
+    /// docs/fuzzing.md: a replay made one succeed).
+    pub duplicates: Vec<u32>,
     pub held: Vec<Held>,
     pub held_bytes: usize,
     /// A kept Bind used the unnamed statement parsed before this window began.
@@ -82,6 +86,7 @@ impl Window {
             no_heal: false,
             refused: Vec::new(),
             reparsed: Vec::new(),
+            duplicates: Vec::new(),
             held: Vec::new(),
             held_bytes: 0,
             unnamed_inherited: false,
@@ -103,6 +108,7 @@ impl Window {
         self.no_heal = false;
         self.refused.clear();
         self.reparsed.clear();
+        self.duplicates.clear();
         self.held.clear();
         self.held_bytes = 0;
         self.unnamed_inherited = false;
@@ -185,6 +191,7 @@ impl Window {
         if !self.savepoint {
             self.savepoint = true;
             self.entries.clear();
+            self.duplicates.clear();
             self.bytes = 0;
             self.irrevocable = false;
             self.overflowed = false;

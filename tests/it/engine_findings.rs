@@ -644,3 +644,96 @@ fn a_statement_parsed_again_in_a_replay_keeps_the_contract_the_client_was_told()
     );
     k.assert_settled();
 }
+
+/// A replayed Parse of a name the client had prepared before the window: `Bind s1, Execute,
+/// Parse s2 <count>, Sync`, where s1 fails after `discount_code` was added and s2 exists. The
+/// server skipped the Parse; healed, the replay runs it, and the server answers `42P05` as
+/// PostgreSQL would have had it run: the client gets its row, then the error.
+///
+/// Before this fix the replay made the Parse succeed (a ParseComplete of pgheal's own, s2
+/// closed and prepared again with its old text): a reply PostgreSQL never gives, and s2 was
+/// prepared again mid-replay with no probe of its shape (finding 19 of docs/fuzzing.md).
+#[test]
+fn a_replayed_parse_of_a_statement_that_existed_before_the_window_fails_with_42p05() {
+    let mut k = Kit::session();
+    prepared(&mut k, "s1", SQL, Some(&old_cols()));
+    prepared(&mut k, "s2", COUNT, Some(&count_cols()));
+    let batch = ["B s1", "E", &format!("P s2 {COUNT}"), "S"];
+    assert_eq!(
+        k.client_briefs(&[bind("s1"), execute(), parse("s2", COUNT), sync()]),
+        lines(&batch)
+    );
+    assert_eq!(k.server_briefs(&[cached_plan(), ready_idle()]), lines(&[]));
+    probe_and_reprepare(&mut k, TxStatus::Idle);
+    assert_eq!(
+        briefs(&k.server_received()),
+        lines(&batch),
+        "the replayed Parse goes as the client sent it"
+    );
+    assert_eq!(
+        k.server_briefs(&[
+            bind_complete(),
+            new_row(),
+            complete("SELECT 1"),
+            error("42P05"),
+            ready_idle(),
+        ]),
+        lines(&["2", OLD_ROW, "C SELECT 1", "E 42P05", "Z I"])
+    );
+    k.assert_settled();
+    let s2 = k.relay.statements().by_name(b"s2").map(|s| s.sql.to_vec());
+    assert_eq!(s2, Some(COUNT.as_bytes().to_vec()), "s2 is still the count");
+}
+
+/// In a failed transaction block, a Bind of s1 (stale by the schema epoch) makes pgheal prepare
+/// it again first: its Close runs (PostgreSQL runs a Close in a failed block) and its Parse
+/// fails with `25P02`, so s1 is gone from the server though the client never closed it. After
+/// ROLLBACK the client parses s1 again: PostgreSQL would answer `42P05`, and so does pgheal,
+/// with a Parse bound to fail in the client's Parse's place.
+///
+/// Before this fix the client's Parse was forwarded as if the server still held s1, and it
+/// succeeded (finding 20 of docs/fuzzing.md).
+#[test]
+fn a_parse_of_a_statement_its_re_prepare_lost_in_a_failed_block_fails_with_42p05() {
+    let mut k = Kit::session();
+    prepared(&mut k, "s1", SQL, Some(&old_cols()));
+    k.epoch.bump("migration");
+    assert_eq!(k.client_briefs(&[query("BEGIN")]), lines(&["Q BEGIN"]));
+    k.server(&[complete("BEGIN"), ready_in_block()]);
+    let failing = [division_by_zero().as_slice(), &[sync()]].concat();
+    k.client(&failing);
+    k.server(&[
+        parse_complete(),
+        bind_complete(),
+        error("22012"),
+        ready(TxStatus::Failed),
+    ]);
+    assert_eq!(
+        k.client_briefs(&[bind("s1"), execute(), sync()]),
+        lines(&["CS s1", &format!("P s1 {SQL}"), "DS s1", "H"]),
+        "s1 is prepared again before its Bind"
+    );
+    assert_eq!(
+        k.server_briefs(&[close_complete(), error("25P02")]),
+        lines(&["E 25P02"])
+    );
+    assert_eq!(
+        briefs(&k.server_received()),
+        lines(&["S"]),
+        "the Bind and Execute the server would skip are not sent"
+    );
+    assert_eq!(k.server_briefs(&[ready(TxStatus::Failed)]), lines(&["Z E"]));
+    k.client(&[query("ROLLBACK")]);
+    k.server(&[complete("ROLLBACK"), ready_idle()]);
+    k.assert_settled();
+    assert_eq!(
+        k.client_briefs(&[parse("s1", SQL), sync()]),
+        lines(&["P s1 pgheal: duplicate prepared statement", "S"]),
+        "s1 is gone from the server: a Parse of it would succeed"
+    );
+    assert_eq!(
+        k.server_briefs(&[error("42601"), ready_idle()]),
+        lines(&["E 42P05", "Z I"])
+    );
+    k.assert_settled();
+}

@@ -8,11 +8,12 @@
 //! the oldest message still waiting (after an error, the messages the server skips up to Sync
 //! get no answer): a frame that answers nothing, or answers out of order, panics. Each DataRow
 //! must carry exactly the columns, by name and in order, of the last description the client
-//! got for its portal (values name their column).
+//! got for its portal (values name their column). A ParseComplete for a named statement the
+//! client was told exists (and has not been told closed) panics: PostgreSQL answers `42P05`.
 //!
 //! [`Relay`]: crate::heal::Relay
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::BytesMut;
 
@@ -45,6 +46,9 @@ pub(super) struct Client {
     portal_shape: HashMap<Vec<u8>, Vec<String>>,
     /// The statement each portal was bound from.
     portal_stmt: HashMap<Vec<u8>, Vec<u8>>,
+    /// The named statements the client was told exist (ParseComplete, not yet CloseComplete):
+    /// PostgreSQL refuses a Parse of one with `42P05`, in a replay too.
+    prepared: HashSet<Vec<u8>>,
     pub(super) input: BytesMut,
     pub(super) syncs: usize,
     pub(super) readies: usize,
@@ -131,6 +135,11 @@ impl Client {
             (Sent::Query { .. }, b'C' | b'I' | b'E') => false,
             (Sent::Parse(name), b'1') => {
                 let name = std::mem::take(name);
+                assert!(
+                    name.is_empty() || self.prepared.insert(name.clone()),
+                    "a Parse of existing statement {:?} succeeded (PostgreSQL answers 42P05)",
+                    String::from_utf8_lossy(&name)
+                );
                 self.stmt_shape.remove(&name);
                 // Portals bound from the old statement keep their shape but are no longer
                 // the new statement's: describing one tells nothing about the new statement.
@@ -180,6 +189,7 @@ impl Client {
             (Sent::Close(t, name), b'3') => {
                 match t {
                     Target::Statement(_) => {
+                        self.prepared.remove(name.as_slice());
                         self.portal_stmt.retain(|_, s| s != name);
                         self.stmt_shape.remove(name.as_slice())
                     }

@@ -21,6 +21,8 @@
 //! - every DataRow the client gets has the shape of the last RowDescription it received for that
 //!   portal or statement, column by column (values name their column, so a projection that
 //!   picks the wrong column is caught, not only a wrong count);
+//! - a Parse of a named statement the client was told exists does not succeed (PostgreSQL
+//!   answers `42P05`, in a replay too);
 //! - at the end, after a final Sync and draining both sides, the engine is quiet.
 //!
 //! Three files, so that a change of the protocol the engine speaks touches the models alone:
